@@ -1,0 +1,25 @@
+//! The Kerberos V5 codec shared by the agent (which decodes what it sees on the wire) and
+//! the gateway (which encodes its own S4U requests): RFC 4120 messages plus the MS-SFU,
+//! MS-KILE and FAST types, derived with rasn; the TCP record marking; and a lenient reader
+//! that salvages fields from messages the typed decoder rejects.
+//!
+//! ```
+//! let bytes = include_bytes!("../assets/krb-error-preauth-required.bin");
+//! let msg = kcd_krb5::decode_message(bytes).unwrap();
+//! assert_eq!(msg.message_type(), kcd_krb5::MessageType::KRB_ERROR);
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod asn1;
+pub mod ber;
+pub mod edata;
+pub mod flags;
+pub mod frame;
+mod message;
+pub mod numbers;
+pub mod view;
+mod time;
+
+pub use message::{decode, decode_message, encode, CodecError, KrbMessage};
+pub use numbers::{ChecksumType, EncryptionType, ErrorCode, MessageType, NameType, NtStatus, PaDataType};

@@ -1,0 +1,96 @@
+# Shared helpers for the lab scripts. Source it; it defines functions only.
+# Labs run real daemons inside network namespaces that the scripts create themselves,
+# so nothing they start can reach or disturb the host's own network.
+
+lab_die() { echo "lab: $*" >&2; exit 1; }
+
+lab_require_root() {
+    [ "$(id -u)" = 0 ] || lab_die "needs root (network namespaces, daemons on port 88); run as root or skip the lab tests"
+}
+
+# lab_install PKG... : install missing Debian packages without letting their postinst start
+# daemons on the host (policy-rc.d), and undo libnss-winbind's edit of nsswitch.conf.
+lab_install() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} = 0 ] && return 0
+    [ "$(id -u)" = 0 ] || lab_die "packages missing: ${missing[*]}; install them as root (apt-get install ${missing[*]})"
+    command -v apt-get >/dev/null || lab_die "packages missing: ${missing[*]} and no apt-get on this machine"
+    echo "lab: installing ${missing[*]}" >&2
+    local had_policy=0 nss_backup
+    [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+    [ $had_policy = 1 ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    nss_backup=$(mktemp)
+    cp /etc/nsswitch.conf "$nss_backup" 2>/dev/null || true
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
+    local rc=0
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/kcd-lab-apt.log 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >>/tmp/kcd-lab-apt.log 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/kcd-lab-apt.log 2>&1 || rc=$?
+    fi
+    [ $had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d
+    [ -s "$nss_backup" ] && cp "$nss_backup" /etc/nsswitch.conf
+    rm -f "$nss_backup"
+    [ $rc = 0 ] || { tail -20 /tmp/kcd-lab-apt.log >&2; lab_die "apt-get install ${missing[*]} failed (log: /tmp/kcd-lab-apt.log)"; }
+}
+
+# netns_up NAME : a fresh namespace with loopback up (an old one of that name is removed).
+netns_up() {
+    ip netns del "$1" 2>/dev/null || true
+    ip netns add "$1" || lab_die "ip netns add $1 failed"
+    ip netns exec "$1" ip link set lo up
+}
+
+netns_down() { ip netns del "$1" 2>/dev/null || true; }
+
+# daemon_start NS PIDFILE LOGFILE CMD... : run CMD in its own session inside NS (Apache's
+# prefork master signals its whole process group; setsid keeps the caller out of it).
+daemon_start() {
+    local ns=$1 pidfile=$2 log=$3; shift 3
+    ip netns exec "$ns" setsid "$@" >"$log" 2>&1 < /dev/null &
+    echo $! > "$pidfile"
+}
+
+# daemon_stop PIDFILE : stop by that pid (and its session) only.
+daemon_stop() {
+    local pid
+    [ -f "$1" ] || return 0
+    pid=$(cat "$1")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$1"
+}
+
+# wait_port NS PROTO PORT [SECONDS] : wait until something listens on PORT inside NS.
+wait_port() {
+    local ns=$1 proto=$2 port=$3 secs=${4:-20} flag
+    [ "$proto" = udp ] && flag=-uln || flag=-tln
+    for _ in $(seq 1 $((secs * 10))); do
+        ip netns exec "$ns" ss $flag 2>/dev/null | awk '{print $4}' | grep -q ":$port\$" && return 0
+        sleep 0.1
+    done
+    lab_die "nothing listens on $proto/$port in $ns after ${secs}s"
+}
+
+# capture_start NS IFACE FILE FILTER : tcpdump in NS; returns once it is listening.
+capture_start() {
+    local ns=$1 iface=$2 file=$3 filter=$4 err
+    err=$(mktemp)
+    ip netns exec "$ns" tcpdump -i "$iface" -n -U --immediate-mode -w "$file" "$filter" 2>"$err" &
+    CAPTURE_PID=$!
+    for _ in $(seq 1 100); do grep -q listening "$err" && break; sleep 0.05; done
+    grep -q listening "$err" || { cat "$err" >&2; lab_die "tcpdump did not start"; }
+    rm -f "$err"
+}
+
+capture_stop() {
+    sleep 0.5
+    kill -INT "$CAPTURE_PID" 2>/dev/null || true
+    wait "$CAPTURE_PID" 2>/dev/null || true
+}
