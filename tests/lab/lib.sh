@@ -21,8 +21,10 @@ lab_install() {
     echo "lab: installing ${missing[*]}" >&2
     local had_policy=0 nss_backup
     [ -e /usr/sbin/policy-rc.d ] && had_policy=1
-    [ $had_policy = 1 ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
+    if [ $had_policy = 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+    fi
     nss_backup=$(mktemp)
     cp /etc/nsswitch.conf "$nss_backup" 2>/dev/null || true
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
@@ -54,25 +56,38 @@ daemon_start() {
     echo $! > "$pidfile"
 }
 
+# alive PID : running and not a zombie (a zombie child of ours still passes kill -0).
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 # daemon_stop PIDFILE : stop by that pid (and its session) only.
 daemon_stop() {
     local pid
     [ -f "$1" ] || return 0
     pid=$(cat "$1")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if [ -n "$pid" ] && alive "$pid"; then
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+        alive "$pid" && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
     fi
+    wait "$pid" 2>/dev/null || true
     rm -f "$1"
 }
 
-# wait_port NS PROTO PORT [SECONDS] : wait until something listens on PORT inside NS.
+# wait_port NS PROTO PORT [SECONDS] [PIDFILE] : wait until something listens on PORT
+# inside NS; gives up at once if the daemon in PIDFILE has died.
 wait_port() {
-    local ns=$1 proto=$2 port=$3 secs=${4:-20} flag
+    local ns=$1 proto=$2 port=$3 secs=${4:-20} pidfile=${5:-} flag out
     [ "$proto" = udp ] && flag=-uln || flag=-tln
     for _ in $(seq 1 $((secs * 10))); do
-        ip netns exec "$ns" ss $flag 2>/dev/null | awk '{print $4}' | grep -q ":$port\$" && return 0
+        # No pipeline: under `set -o pipefail` an early grep exit could fail it spuriously.
+        out=$(ip netns exec "$ns" ss -H $flag "sport = :$port" 2>/dev/null || true)
+        [ -n "$out" ] && return 0
+        if [ -n "$pidfile" ] && [ -f "$pidfile" ] && ! alive "$(cat "$pidfile")"; then
+            lab_die "the daemon for $proto/$port in $ns died (pid file $pidfile)"
+        fi
         sleep 0.1
     done
     lab_die "nothing listens on $proto/$port in $ns after ${secs}s"
@@ -85,7 +100,13 @@ capture_start() {
     ip netns exec "$ns" tcpdump -i "$iface" -n -U --immediate-mode -w "$file" "$filter" 2>"$err" &
     CAPTURE_PID=$!
     for _ in $(seq 1 100); do grep -q listening "$err" && break; sleep 0.05; done
-    grep -q listening "$err" || { cat "$err" >&2; lab_die "tcpdump did not start"; }
+    if ! grep -q listening "$err"; then
+        kill "$CAPTURE_PID" 2>/dev/null || true
+        wait "$CAPTURE_PID" 2>/dev/null || true
+        cat "$err" >&2
+        rm -f "$err"
+        lab_die "tcpdump did not start"
+    fi
     rm -f "$err"
 }
 

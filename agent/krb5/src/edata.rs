@@ -1,9 +1,10 @@
 //! KRB-ERROR e-data. Its format depends on the KDC and the error:
+//! - KERB-ERROR-DATA (MS-KILE 2.2.1), what Windows sends: data-type 3 carries a KERB-EXT-ERROR
+//!   (2.2.2) with the NTSTATUS; data-type 2 asks for skew recovery. It has the shape of a single
+//!   PA-DATA of type 3, which is why Wireshark shows it as "PA-PW-SALT".
 //! - METHOD-DATA (SEQUENCE OF PA-DATA): PREAUTH_REQUIRED's list of methods with ETYPE-INFO2
-//!   salts (RFC 4120 7.5.9), PA-FX-FAST / PA-FX-ERROR when FAST is in use (RFC 6113), and on
-//!   Windows a PA-PW-SALT (3) whose value is not a salt but 12 bytes of NTSTATUS, reserved,
-//!   flags (MS-KILE 3.1.5.x, as decoded by Wireshark).
-//! - KERB-ERROR-DATA (MS-KILE 2.2.1) whose data-type 3 carries a KERB-EXT-ERROR (2.2.2).
+//!   salts (RFC 4120 7.5.9), PA-FX-FAST / PA-FX-ERROR when FAST is in use (RFC 6113; the real
+//!   error is then encrypted), and from Samba a PA-PW-SALT holding the KERB-EXT-ERROR.
 //! - TYPED-DATA (RFC 4120 5.9.1).
 
 use crate::numbers::{NtStatus, PaDataType};
@@ -100,9 +101,11 @@ pub fn parse_e_data(e: &[u8]) -> EDataInfo<'_> {
                 PaDataType::PA_ETYPE_INFO2 => {
                     info.etype_info2.extend(parse_etype_info2(pa.value));
                 }
-                // Windows' NTSTATUS-in-PA-PW-SALT: 12 bytes whose first word has the error severity bits.
+                // Samba (Heimdal KDC before 4.19, or MIT KDC) wraps KERB-EXT-ERROR as a PA-PW-SALT
+                // inside METHOD-DATA. A real salt is text, so it will not have four zero octets
+                // where the reserved word is, nor a severity in the status's top bits.
                 PaDataType::PA_PW_SALT => {
-                    if let Some(ext) = ExtError::parse(pa.value).filter(|x| x.status.0 >> 30 == 3) {
+                    if let Some(ext) = ExtError::parse(pa.value).filter(|x| x.reserved == 0 && x.status.0 >> 30 != 0) {
                         info.ntstatus = Some(ext);
                     }
                 }

@@ -21,5 +21,7 @@ pub mod numbers;
 pub mod view;
 mod time;
 
+pub use time::unix_seconds as kerberos_time_to_unix;
+
 pub use message::{decode, decode_message, encode, CodecError, KrbMessage};
 pub use numbers::{ChecksumType, EncryptionType, ErrorCode, MessageType, NameType, NtStatus, PaDataType};

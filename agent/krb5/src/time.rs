@@ -29,7 +29,7 @@ impl KerberosTime {
     /// implementations are not all strict, a fraction before the "Z" (ignored).
     /// None when the characters are not a valid UTC time.
     pub fn unix_seconds(&self) -> Option<i64> {
-        parse_generalized_time(&self.0)
+        unix_seconds(&self.0)
     }
 
     pub fn as_str(&self) -> &str {
@@ -48,7 +48,8 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
-fn parse_generalized_time(b: &[u8]) -> Option<i64> {
+/// Seconds since the Unix epoch of a KerberosTime's raw characters (see `KerberosTime::unix_seconds`).
+pub fn unix_seconds(b: &[u8]) -> Option<i64> {
     if b.len() < 15 || b.last() != Some(&b'Z') {
         return None;
     }

@@ -1,0 +1,212 @@
+//! kcdscope: the command line. Argument parsing and wiring only; the work is in the
+//! library crates.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kcd_capture::{replay_file, replay_reader, ReaderError};
+use kcd_decode::{Config, Decoder, Sink};
+use kcd_export::{NdjsonWriter, Tee, TextWriter};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(
+    name = "kcdscope",
+    version,
+    about = "Explains Kerberos constrained delegation (S4U2Self/S4U2Proxy) failures: decodes Kerberos from captures into events.",
+    long_about = "Explains Kerberos constrained delegation (S4U2Self/S4U2Proxy) failures.\n\nWith no command, replays the incident captures built into kcdscope and lists every Kerberos message."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay capture files (pcap or pcapng) and report every Kerberos message.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Capture files, read in the order given ("-" reads standard input). State carries
+    /// over from one file to the next, so a rotated capture reads as one.
+    #[arg(value_name = "FILE", required_unless_present = "demo")]
+    files: Vec<PathBuf>,
+
+    /// Replay the incident captures built into kcdscope (instead of, or before, FILEs).
+    #[arg(long)]
+    demo: bool,
+
+    /// Write events as NDJSON (one JSON object per line) to standard output.
+    #[arg(long)]
+    json: bool,
+
+    /// Write events as NDJSON to this file.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Do not print the summary line on standard error.
+    #[arg(short, long)]
+    quiet: bool,
+
+    #[command(flatten)]
+    limits: Limits,
+}
+
+/// Ports and memory caps. Defaults suit a gateway host; every cap bounds memory whatever
+/// the capture holds.
+#[derive(Args)]
+struct Limits {
+    /// Port carrying Kerberos (repeat for several).
+    #[arg(long = "krb5-port", value_name = "PORT", default_value = "88")]
+    krb5_ports: Vec<u16>,
+    /// TCP connections tracked at once.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    max_tcp_flows: usize,
+    /// Bytes one TCP direction may hold for reassembly.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    max_flow_buffer: usize,
+    /// Bytes all TCP connections together may hold for reassembly.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024 * 1024)]
+    max_reassembly_memory: usize,
+    /// Longest Kerberos message accepted over TCP.
+    #[arg(long, value_name = "BYTES", default_value_t = 128 * 1024)]
+    max_krb5_record: usize,
+    /// Seconds of capture time after which an idle TCP connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    tcp_idle_timeout: u32,
+    /// Seconds after which a request without a reply is given up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    request_timeout: u32,
+    /// UDP client/KDC pairs with requests awaiting replies.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    max_pending_requests: usize,
+    /// IP datagrams being reassembled from fragments at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_fragment_sets: usize,
+}
+
+impl Limits {
+    fn config(&self) -> Config {
+        let s = |secs: u32| i64::from(secs) * 1_000_000_000;
+        Config {
+            krb5_ports: self.krb5_ports.clone(),
+            max_tcp_flows: self.max_tcp_flows.max(1),
+            max_flow_buffer: self.max_flow_buffer,
+            max_reassembly_memory: self.max_reassembly_memory,
+            max_krb5_record: self.max_krb5_record,
+            tcp_idle_timeout_ns: s(self.tcp_idle_timeout),
+            max_pending_udp: self.max_pending_requests.max(1),
+            request_timeout_ns: s(self.request_timeout),
+            max_fragment_sets: self.max_fragment_sets,
+            fragment_timeout_ns: s(30),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Replay(a)) => a,
+        None => ReplayArgs {
+            files: Vec::new(),
+            demo: true,
+            json: false,
+            output: None,
+            quiet: false,
+            limits: Limits::parse_defaults(),
+        },
+    };
+    match replay(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kcdscope: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+impl Limits {
+    fn parse_defaults() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            limits: Limits,
+        }
+        Only::parse_from(["kcdscope"]).limits
+    }
+}
+
+fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    let mut decoder = Decoder::new(args.limits.config());
+    let mut json_out = args.json.then(|| NdjsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout())));
+    let mut file_out = match &args.output {
+        Some(p) => Some(NdjsonWriter::new(BufWriter::with_capacity(
+            1 << 16,
+            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ))),
+        None => None,
+    };
+    // Without an NDJSON destination on stdout, list messages for a person.
+    let mut text_out = (!args.json).then(|| TextWriter::new(BufWriter::new(io::stdout())));
+    let mut failed = false;
+    {
+        let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+        if let Some(j) = json_out.as_mut() {
+            sinks.push(j);
+        }
+        if let Some(f) = file_out.as_mut() {
+            sinks.push(f);
+        }
+        if let Some(t) = text_out.as_mut() {
+            sinks.push(t);
+        }
+        let mut sink = Tee(sinks);
+        if args.demo {
+            for (name, bytes) in demo::CAPTURES {
+                replay_reader(*bytes, name, &mut decoder, &mut sink)
+                    .map_err(|e| anyhow::anyhow!("built-in capture {name}: {e:?}"))?;
+            }
+        }
+        for path in &args.files {
+            let result = if path.as_os_str() == "-" {
+                replay_reader(io::stdin(), "-", &mut decoder, &mut sink).map_err(|e| match e {
+                    ReaderError::Empty => "standard input: empty".to_string(),
+                    ReaderError::NotACapture => "standard input: not a pcap or pcapng stream".to_string(),
+                    ReaderError::Read(d) => format!("standard input: {d}"),
+                })
+            } else {
+                replay_file(path, &path.display().to_string(), &mut decoder, &mut sink).map_err(|e| e.to_string())
+            };
+            if let Err(msg) = result {
+                eprintln!("kcdscope: {msg}");
+                failed = true;
+            }
+        }
+        decoder.finish(&mut sink);
+    }
+    if let Some(j) = json_out {
+        j.finish().context("writing NDJSON to standard output")?;
+    }
+    if let Some(f) = file_out {
+        f.finish().context("writing the NDJSON file")?;
+    }
+    if let Some(t) = text_out {
+        if let Err(e) = t.finish() {
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                return Err(e).context("writing to standard output");
+            }
+        }
+    }
+    if !args.quiet {
+        let _ = writeln!(io::stderr().lock(), "{}", decoder.stats().summary());
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

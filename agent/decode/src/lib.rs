@@ -1,0 +1,601 @@
+//! Packets in, events out. Pure: the caller feeds packets (from a file, libpcap or the eBPF
+//! ring buffer) and receives events through a callback; time is the packets' own.
+//!
+//! Dispatch is by port and protocol-neutral below the application layer: the IP and TCP
+//! layers know nothing of Kerberos, which is the first application decoder.
+
+#![forbid(unsafe_code)]
+
+pub mod flow;
+pub mod krb5;
+pub mod net;
+mod stats;
+pub mod tcp;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kcd_krb5::frame::{FrameEvent, RecordFramer};
+use kcd_schema::{Anomaly, AnomalyLayer, Direction, Event, EventType, RequestRef, Timestamp, Transport};
+
+use crate::flow::{Endpoint, FlowKey, PROTO_TCP, PROTO_UDP};
+use crate::krb5::{Pending, PendingQueue, Role};
+use crate::net::{Defragmenter, NetOutcome, Segment};
+use crate::tcp::{Delivery, StreamDir};
+pub use net::LinkType;
+pub use stats::Stats;
+
+const SECOND: i64 = 1_000_000_000;
+
+/// Limits and ports. Every cap bounds memory whatever the input.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub krb5_ports: Vec<u16>,
+    /// TCP connections tracked at once; beyond it the least recently active is dropped.
+    pub max_tcp_flows: usize,
+    /// Bytes one TCP direction may hold (out-of-order segments plus a partial record).
+    pub max_flow_buffer: usize,
+    /// Bytes all TCP flows together may hold.
+    pub max_reassembly_memory: usize,
+    /// Longest Kerberos message accepted over TCP; longer ones are skipped and reported.
+    pub max_krb5_record: usize,
+    /// A TCP connection with no packet for this long (capture time) is closed.
+    pub tcp_idle_timeout_ns: i64,
+    /// UDP client/KDC pairs with requests awaiting a reply.
+    pub max_pending_udp: usize,
+    /// A request without a reply after this long is given up (and counted unanswered).
+    pub request_timeout_ns: i64,
+    pub max_fragment_sets: usize,
+    pub fragment_timeout_ns: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            krb5_ports: vec![88],
+            max_tcp_flows: 65_536,
+            max_flow_buffer: 256 * 1024,
+            max_reassembly_memory: 32 * 1024 * 1024,
+            max_krb5_record: 128 * 1024,
+            tcp_idle_timeout_ns: 120 * SECOND,
+            max_pending_udp: 65_536,
+            request_timeout_ns: 30 * SECOND,
+            max_fragment_sets: 1024,
+            fragment_timeout_ns: 30 * SECOND,
+        }
+    }
+}
+
+/// One captured frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    pub ts: Timestamp,
+    pub link: LinkType,
+    pub data: &'a [u8],
+    /// Frame number within its source, from 1.
+    pub frame: u64,
+}
+
+/// Receives events as they are produced. They borrow from the packet: copy what you keep.
+pub trait Sink {
+    fn event(&mut self, e: &Event<'_>);
+}
+
+impl<F: FnMut(&Event<'_>)> Sink for F {
+    fn event(&mut self, e: &Event<'_>) {
+        self(e)
+    }
+}
+
+struct TcpFlow {
+    client: Endpoint,
+    server: Endpoint,
+    /// [client to server, server to client]
+    dirs: [StreamDir; 2],
+    framers: [RecordFramer; 2],
+    pending: PendingQueue,
+    flow_id: String,
+    last_seen: Timestamp,
+    /// Heap bytes this flow holds, as last counted into `Decoder::tcp_memory`.
+    memory: usize,
+}
+
+impl TcpFlow {
+    fn held(&self) -> usize {
+        self.dirs.iter().map(StreamDir::buffered).sum::<usize>() + self.framers.iter().map(RecordFramer::capacity).sum::<usize>()
+    }
+}
+
+/// Where a message was seen, for the event's envelope.
+struct Ctx<'a> {
+    ts: Timestamp,
+    frame: u64,
+    pcap_file: Option<&'a str>,
+    flow_id: &'a str,
+    src: Endpoint,
+    dst: Endpoint,
+    transport: Transport,
+    direction: Direction,
+    source: u32,
+}
+
+impl<'a> Ctx<'a> {
+    fn envelope(&self, event_type: EventType) -> Event<'a> {
+        Event {
+            timestamp: self.ts,
+            event_type,
+            pcap_file: self.pcap_file.map(Cow::Borrowed),
+            frame: self.frame,
+            flow_id: Some(Cow::Borrowed(self.flow_id)),
+            src_ip: Some(self.src.ip),
+            src_port: Some(self.src.port),
+            dest_ip: Some(self.dst.ip),
+            dest_port: Some(self.dst.port),
+            proto: Some(self.transport),
+            krb5: None,
+            anomaly: None,
+        }
+    }
+}
+
+/// Shared by the UDP and TCP paths: what an event needs besides its context.
+struct Emit<'s, S: Sink + ?Sized> {
+    max_record: usize,
+    stats: &'s mut Stats,
+    sources: &'s [Arc<str>],
+    sink: &'s mut S,
+}
+
+impl<S: Sink + ?Sized> Emit<'_, S> {
+    fn anomaly(&mut self, ctx: &Ctx<'_>, layer: AnomalyLayer, kind: &'static str, detail: String) {
+        self.stats.anomaly(kind);
+        let mut e = ctx.envelope(EventType::Anomaly);
+        e.anomaly = Some(Anomaly { layer, kind: Cow::Borrowed(kind), detail: Cow::Owned(detail) });
+        self.sink.event(&e);
+    }
+
+    /// Decodes and reports one Kerberos message; pairs it through `queue`.
+    fn message(&mut self, ctx: &Ctx<'_>, bytes: &[u8], queue: &mut dyn FnMut(Role, Option<Pending>) -> Option<Pending>) {
+        let mut d = match krb5::decode(bytes, ctx.ts) {
+            Ok(d) => d,
+            Err(_) => {
+                let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                let detail = format!("{} bytes on a Kerberos port that are not a Kerberos message (starts {})", bytes.len(), head.join(" "));
+                self.anomaly(ctx, AnomalyLayer::Krb5, "krb5_not_kerberos", detail);
+                return;
+            }
+        };
+        self.stats.messages += 1;
+        *self.stats.by_type.entry(d.kind.0).or_default() += 1;
+        if let Some(code) = d.error_code {
+            *self.stats.errors.entry(code).or_default() += 1;
+        }
+        if d.krb5.malformed.is_some() {
+            self.stats.anomaly("krb5_malformed");
+        }
+        let mine = Pending { frame: ctx.frame, ts: ctx.ts, msg_type: d.kind, source: ctx.source };
+        match d.role {
+            Role::Request => {
+                queue(Role::Request, Some(mine));
+            }
+            Role::Reply => match queue(Role::Reply, None) {
+                Some(req) => {
+                    d.krb5.request = Some(RequestRef {
+                        pcap_file: (req.source != ctx.source)
+                            .then(|| self.sources.get(req.source as usize).map(|s| Cow::Owned(s.to_string())))
+                            .flatten(),
+                        frame: req.frame,
+                        msg_type: krb5::parse::msg_type_name(req.msg_type),
+                        latency_us: ctx.ts.micros_since(req.ts),
+                    });
+                }
+                None => self.stats.replies_without_request += 1,
+            },
+            Role::Other => {}
+        }
+        d.krb5.direction = Some(ctx.direction);
+        let mut e = ctx.envelope(EventType::Krb5);
+        e.krb5 = Some(Box::new(d.krb5));
+        self.sink.event(&e);
+    }
+
+    fn frame_event(&mut self, ctx: &Ctx<'_>, fe: FrameEvent<'_>, pending: &mut PendingQueue) {
+        match fe {
+            FrameEvent::Record(bytes) => {
+                let is_request = ctx.direction == Direction::ToKdc;
+                self.message(ctx, bytes, &mut |role, p| match (role, p) {
+                    (Role::Request, Some(p)) if is_request => {
+                        pending.push(p);
+                        None
+                    }
+                    (Role::Reply, None) if !is_request => pending.pop(),
+                    _ => None,
+                });
+            }
+            FrameEvent::EmptyRecord => self.anomaly(ctx, AnomalyLayer::Krb5, "krb5_record_empty", "record mark of length 0".into()),
+            FrameEvent::BadMark { mark } => self.anomaly(
+                ctx,
+                AnomalyLayer::Krb5,
+                "krb5_record_bad_mark",
+                format!("record mark {mark:#010x} does not start a Kerberos message; looking for the next one"),
+            ),
+            FrameEvent::Oversize { len } => self.anomaly(
+                ctx,
+                AnomalyLayer::Krb5,
+                "krb5_record_oversize",
+                format!("{len}-byte record is over the {}-byte limit (--max-krb5-record); skipped", self.max_record),
+            ),
+            FrameEvent::Skipped { bytes } => {
+                self.anomaly(ctx, AnomalyLayer::Krb5, "krb5_resync", format!("skipped {bytes} bytes to the next Kerberos record"))
+            }
+        }
+    }
+}
+
+pub struct Decoder {
+    cfg: Config,
+    sources: Vec<Arc<str>>,
+    source: u32,
+    tcp: HashMap<FlowKey, TcpFlow>,
+    tcp_memory: usize,
+    udp_pending: HashMap<(Endpoint, Endpoint), PendingQueue>,
+    defrag: Defragmenter,
+    stats: Stats,
+    next_sweep: Option<Timestamp>,
+}
+
+impl Decoder {
+    pub fn new(cfg: Config) -> Self {
+        let defrag = Defragmenter::new(cfg.max_fragment_sets, cfg.fragment_timeout_ns);
+        Self {
+            cfg,
+            sources: Vec::new(),
+            source: 0,
+            tcp: HashMap::new(),
+            tcp_memory: 0,
+            udp_pending: HashMap::new(),
+            defrag,
+            stats: Stats::default(),
+            next_sweep: None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Heap bytes held by TCP reassembly right now.
+    pub fn reassembly_memory(&self) -> usize {
+        self.tcp_memory
+    }
+
+    /// Names the source of the packets that follow (a file name, or None for live capture).
+    /// State carries over, so a capture split into several files reads as one.
+    pub fn begin_source(&mut self, name: Option<&str>) {
+        self.stats.files += u64::from(name.is_some());
+        self.sources.push(Arc::from(name.unwrap_or("")));
+        self.source = (self.sources.len() - 1) as u32;
+    }
+
+    fn pcap_file(&self) -> Option<Arc<str>> {
+        self.sources.get(self.source as usize).filter(|s| !s.is_empty()).cloned()
+    }
+
+    /// Reports an input problem that belongs to no packet (e.g. a truncated file).
+    pub fn source_anomaly<S: Sink + ?Sized>(&mut self, ts: Timestamp, frame: u64, kind: &'static str, detail: String, sink: &mut S) {
+        self.stats.anomaly(kind);
+        let file = self.pcap_file();
+        let e = Event {
+            timestamp: ts,
+            event_type: EventType::Anomaly,
+            pcap_file: file.as_deref().map(Cow::Borrowed),
+            frame,
+            flow_id: None,
+            src_ip: None,
+            src_port: None,
+            dest_ip: None,
+            dest_port: None,
+            proto: None,
+            krb5: None,
+            anomaly: Some(Anomaly { layer: AnomalyLayer::Pcap, kind: Cow::Borrowed(kind), detail: Cow::Owned(detail) }),
+        };
+        sink.event(&e);
+    }
+
+    fn is_krb5_port(&self, p: u16) -> bool {
+        self.cfg.krb5_ports.contains(&p)
+    }
+
+    pub fn packet<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, sink: &mut S) {
+        self.stats.packets += 1;
+        self.stats.bytes += pkt.data.len() as u64;
+        match self.next_sweep {
+            Some(t) if pkt.ts < t => {}
+            _ => {
+                self.sweep(pkt.ts, pkt.frame, sink);
+                self.next_sweep = Some(Timestamp(pkt.ts.0 + SECOND));
+            }
+        }
+        // The segment that completes a fragmented datagram borrows the reassembly buffer,
+        // so the pool is held outside `self` while the packet is processed.
+        let mut defrag = self.defrag.take();
+        self.decode_packet(pkt, &mut defrag, sink);
+        self.defrag = defrag;
+    }
+
+    fn decode_packet<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, defrag: &mut Defragmenter, sink: &mut S) {
+        let file = self.pcap_file();
+        let outcome = net::segment(pkt.link, pkt.data, pkt.ts, defrag);
+        let seg = match outcome {
+            NetOutcome::Segment(s) => s,
+            NetOutcome::FragmentHeld | NetOutcome::Ignored => {
+                self.stats.other_packets += 1;
+                return;
+            }
+            NetOutcome::Anomaly { layer, kind, detail } => {
+                self.stats.anomaly(kind);
+                let e = Event {
+                    timestamp: pkt.ts,
+                    event_type: EventType::Anomaly,
+                    pcap_file: file.as_deref().map(Cow::Borrowed),
+                    frame: pkt.frame,
+                    flow_id: None,
+                    src_ip: None,
+                    src_port: None,
+                    dest_ip: None,
+                    dest_port: None,
+                    proto: None,
+                    krb5: None,
+                    anomaly: Some(Anomaly { layer, kind: Cow::Borrowed(kind), detail: Cow::Owned(detail) }),
+                };
+                sink.event(&e);
+                return;
+            }
+        };
+        let to_kdc = self.is_krb5_port(seg.dst.port);
+        if !to_kdc && !self.is_krb5_port(seg.src.port) {
+            self.stats.other_packets += 1;
+            return;
+        }
+        let direction = if to_kdc { Direction::ToKdc } else { Direction::FromKdc };
+        match seg.proto {
+            PROTO_UDP => self.udp(pkt, &seg, direction, file.as_deref(), sink),
+            PROTO_TCP => self.tcp(pkt, &seg, direction, file.as_deref(), sink),
+            _ => self.stats.other_packets += 1,
+        }
+    }
+
+    fn udp<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, seg: &Segment<'_>, direction: Direction, file: Option<&str>, sink: &mut S) {
+        let (key, _) = FlowKey::new(PROTO_UDP, seg.src, seg.dst);
+        let flow_id = key.community_id();
+        let ctx = Ctx {
+            ts: pkt.ts,
+            frame: pkt.frame,
+            pcap_file: file,
+            flow_id: &flow_id,
+            src: seg.src,
+            dst: seg.dst,
+            transport: Transport::Udp,
+            direction,
+            source: self.source,
+        };
+        let mut emit = Emit { max_record: self.cfg.max_krb5_record, stats: &mut self.stats, sources: &self.sources, sink };
+        if seg.truncated {
+            emit.anomaly(&ctx, AnomalyLayer::Udp, "packet_truncated", format!("datagram cut to {} bytes by the capture's snap length", seg.payload.len()));
+        }
+        let (client, server) = if direction == Direction::ToKdc { (seg.src, seg.dst) } else { (seg.dst, seg.src) };
+        let pending = &mut self.udp_pending;
+        let max_pending = self.cfg.max_pending_udp;
+        let stats_unanswered = &mut 0u64;
+        emit.message(&ctx, seg.payload, &mut |role, p| match (role, p) {
+            (Role::Request, Some(p)) if direction == Direction::ToKdc => {
+                if pending.len() >= max_pending && !pending.contains_key(&(client, server)) {
+                    // Full: forget the pair waiting longest.
+                    if let Some(oldest) = pending.iter().min_by_key(|(k, q)| (q.newest(), **k)).map(|(k, _)| *k) {
+                        pending.remove(&oldest);
+                        *stats_unanswered += 1;
+                    }
+                }
+                pending.entry((client, server)).or_default().push(p);
+                None
+            }
+            (Role::Reply, None) if direction == Direction::FromKdc => {
+                let q = pending.get_mut(&(client, server))?;
+                let p = q.pop();
+                if q.is_empty() {
+                    pending.remove(&(client, server));
+                }
+                p
+            }
+            _ => None,
+        });
+        self.stats.requests_unanswered += *stats_unanswered;
+    }
+
+    fn tcp<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, seg: &Segment<'_>, direction: Direction, file: Option<&str>, sink: &mut S) {
+        let Some(meta) = seg.tcp else { return };
+        let (key, _) = FlowKey::new(PROTO_TCP, seg.src, seg.dst);
+        if !self.tcp.contains_key(&key) {
+            if meta.rst || (seg.payload.is_empty() && meta.fin) {
+                return;
+            }
+            if self.tcp.len() >= self.cfg.max_tcp_flows {
+                self.evict_oldest_flow(pkt, file, sink);
+            }
+            let (client, server) = if direction == Direction::ToKdc { (seg.src, seg.dst) } else { (seg.dst, seg.src) };
+            self.stats.tcp_flows += 1;
+            self.tcp.insert(
+                key,
+                TcpFlow {
+                    client,
+                    server,
+                    dirs: Default::default(),
+                    framers: [RecordFramer::new(self.cfg.max_krb5_record), RecordFramer::new(self.cfg.max_krb5_record)],
+                    pending: PendingQueue::default(),
+                    flow_id: key.community_id(),
+                    last_seen: pkt.ts,
+                    memory: 0,
+                },
+            );
+        }
+        let Some(flow) = self.tcp.get_mut(&key) else { return };
+        flow.last_seen = pkt.ts;
+        let d = usize::from(seg.src != flow.client);
+        let ctx = Ctx {
+            ts: pkt.ts,
+            frame: pkt.frame,
+            pcap_file: file,
+            flow_id: &flow.flow_id,
+            src: seg.src,
+            dst: seg.dst,
+            transport: Transport::Tcp,
+            direction,
+            source: self.source,
+        };
+        let mut emit = Emit { max_record: self.cfg.max_krb5_record, stats: &mut self.stats, sources: &self.sources, sink };
+        if seg.truncated {
+            emit.anomaly(&ctx, AnomalyLayer::Tcp, "packet_truncated", "segment cut short by the capture's snap length; the stream has a gap".into());
+        }
+        if meta.syn {
+            flow.dirs[d].syn(meta.seq);
+        }
+        let seq = if meta.syn { meta.seq.wrapping_add(1) } else { meta.seq };
+        let payload = if seg.truncated { &[][..] } else { seg.payload };
+        let framer = &mut flow.framers[d];
+        let pending = &mut flow.pending;
+        let mut gap_bytes = 0u64;
+        let st = flow.dirs[d].segment(seq, payload, meta.fin, self.cfg.max_flow_buffer, &mut |del| match del {
+            Delivery::Data(b) => framer.push(b, &mut |fe| emit.frame_event(&ctx, fe, pending)),
+            Delivery::Gap(n) => {
+                gap_bytes += n;
+                framer.gap();
+            }
+        });
+        if seg.truncated && !seg.payload.is_empty() {
+            gap_bytes += seg.payload.len() as u64;
+            framer.gap();
+        }
+        if gap_bytes > 0 {
+            emit.anomaly(&ctx, AnomalyLayer::Tcp, "tcp_gap", format!("{gap_bytes} bytes missing from the stream"));
+        }
+        emit.stats.tcp_retransmitted += u64::from(st.retransmitted);
+        emit.stats.tcp_out_of_order += u64::from(st.out_of_order);
+        let closing = meta.rst || (flow.dirs[0].fin && flow.dirs[1].fin);
+        // Memory: this flow's share of the global cap.
+        let held = flow.held();
+        self.tcp_memory = self.tcp_memory + held - flow.memory.min(self.tcp_memory + held);
+        flow.memory = held;
+        if closing {
+            self.close_flow(key, pkt, file, "connection closed", sink);
+        } else if self.tcp_memory > self.cfg.max_reassembly_memory {
+            self.close_flow(key, pkt, file, "reassembly memory limit (--max-reassembly-memory) reached", sink);
+            self.stats.anomaly("tcp_memory_limit");
+        }
+    }
+
+    /// Ends a TCP flow: hands on what is held, reports what can never complete.
+    fn close_flow<S: Sink + ?Sized>(&mut self, key: FlowKey, pkt: &Packet<'_>, file: Option<&str>, why: &str, sink: &mut S) {
+        let Some(mut flow) = self.tcp.remove(&key) else { return };
+        self.tcp_memory = self.tcp_memory.saturating_sub(flow.memory);
+        let mut emit = Emit { max_record: self.cfg.max_krb5_record, stats: &mut self.stats, sources: &self.sources, sink };
+        for d in 0..2 {
+            let (src, dst) = if d == 0 { (flow.client, flow.server) } else { (flow.server, flow.client) };
+            let ctx = Ctx {
+                ts: pkt.ts,
+                frame: pkt.frame,
+                pcap_file: file,
+                flow_id: &flow.flow_id,
+                src,
+                dst,
+                transport: Transport::Tcp,
+                direction: if d == 0 { Direction::ToKdc } else { Direction::FromKdc },
+                source: self.source,
+            };
+            let framer = &mut flow.framers[d];
+            let pending = &mut flow.pending;
+            let lost = flow.dirs[d].close(&mut |del| match del {
+                Delivery::Data(b) => framer.push(b, &mut |fe| emit.frame_event(&ctx, fe, pending)),
+                Delivery::Gap(_) => framer.gap(),
+            });
+            if lost > 0 {
+                emit.anomaly(&ctx, AnomalyLayer::Tcp, "tcp_gap", format!("{lost} bytes missing from the stream before it ended"));
+            }
+            if framer.buffered() > 0 {
+                emit.anomaly(
+                    &ctx,
+                    AnomalyLayer::Krb5,
+                    "krb5_unfinished_record",
+                    format!("{} bytes of an incomplete Kerberos record when the stream ended ({why})", framer.buffered()),
+                );
+            }
+        }
+        while flow.pending.pop().is_some() {
+            self.stats.requests_unanswered += 1;
+        }
+    }
+
+    fn evict_oldest_flow<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, file: Option<&str>, sink: &mut S) {
+        let oldest = self.tcp.iter().min_by_key(|(k, f)| (f.last_seen, k.a, k.b)).map(|(k, _)| *k);
+        if let Some(k) = oldest {
+            self.stats.anomaly("tcp_flow_table_full");
+            self.close_flow(k, pkt, file, "flow table full (--max-tcp-flows)", sink);
+        }
+    }
+
+    /// Ages state out by capture time: idle TCP flows, unanswered requests, fragments.
+    fn sweep<S: Sink + ?Sized>(&mut self, now: Timestamp, frame: u64, sink: &mut S) {
+        let idle = self.cfg.tcp_idle_timeout_ns;
+        let mut stale: Vec<(FlowKey, Timestamp)> =
+            self.tcp.iter().filter(|(_, f)| now.0 - f.last_seen.0 > idle).map(|(k, f)| (*k, f.last_seen)).collect();
+        stale.sort_by_key(|(k, t)| (*t, k.a, k.b));
+        let file = self.pcap_file();
+        let pkt = Packet { ts: now, link: LinkType::RAW, data: &[], frame };
+        for (k, _) in stale {
+            self.close_flow(k, &pkt, file.as_deref(), "idle timeout", sink);
+        }
+        let timeout = self.cfg.request_timeout_ns;
+        let before = self.udp_pending.len();
+        let mut expired = 0u64;
+        self.udp_pending.retain(|_, q| {
+            let keep = q.newest().is_some_and(|t| now.0 - t.0 <= timeout);
+            if !keep {
+                while q.pop().is_some() {
+                    expired += 1;
+                }
+            }
+            keep
+        });
+        let _ = before;
+        self.stats.requests_unanswered += expired;
+        for f in self.defrag.expire(now) {
+            self.source_anomaly(
+                now,
+                frame,
+                "ip_frag_timeout",
+                format!("{} bytes of fragments from {} to {} never completed", f.bytes, f.src, f.dst),
+                sink,
+            );
+        }
+    }
+
+    /// End of input: closes every flow so nothing held is lost silently.
+    pub fn finish<S: Sink + ?Sized>(&mut self, sink: &mut S) {
+        let mut keys: Vec<(FlowKey, Timestamp)> = self.tcp.iter().map(|(k, f)| (*k, f.last_seen)).collect();
+        keys.sort_by_key(|(k, t)| (*t, k.a, k.b));
+        let file = self.pcap_file();
+        for (k, last) in keys {
+            let pkt = Packet { ts: last, link: LinkType::RAW, data: &[], frame: 0 };
+            self.close_flow(k, &pkt, file.as_deref(), "end of capture", sink);
+        }
+        for (_, mut q) in std::mem::take(&mut self.udp_pending) {
+            while q.pop().is_some() {
+                self.stats.requests_unanswered += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Event writers. A write error (a closed pipe, a full disk) stops the writer and is kept
+//! for the caller to report; events are never half-written silently.
+
+#![forbid(unsafe_code)]
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use kcd_decode::Sink;
+use kcd_schema::{Direction, Event, EventType};
+
+/// One JSON object per line.
+pub struct NdjsonWriter<W: Write> {
+    out: W,
+    line: Vec<u8>,
+    error: Option<io::Error>,
+    pub written: u64,
+}
+
+impl<W: Write> NdjsonWriter<W> {
+    /// `out` should be buffered (e.g. a `BufWriter`): one write per event otherwise.
+    pub fn new(out: W) -> Self {
+        Self { out, line: Vec::with_capacity(2048), error: None, written: 0 }
+    }
+
+    /// Flushes and returns the first error met, if any.
+    pub fn finish(mut self) -> io::Result<u64> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.out.flush()?;
+        Ok(self.written)
+    }
+}
+
+impl<W: Write> Sink for NdjsonWriter<W> {
+    fn event(&mut self, e: &Event<'_>) {
+        if self.error.is_some() {
+            return;
+        }
+        self.line.clear();
+        if let Err(err) = serde_json::to_writer(&mut self.line, e) {
+            self.error = Some(io::Error::other(err));
+            return;
+        }
+        self.line.push(b'\n');
+        match self.out.write_all(&self.line) {
+            Ok(()) => self.written += 1,
+            Err(err) => self.error = Some(err),
+        }
+    }
+}
+
+/// A listing for a terminal: one line per Kerberos message or anomaly.
+pub struct TextWriter<W: Write> {
+    out: W,
+    line: String,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> TextWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, line: String::with_capacity(256), error: None }
+    }
+
+    pub fn finish(mut self) -> io::Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.out.flush()
+    }
+}
+
+/// The text form of one event, without a newline.
+pub fn describe(e: &Event<'_>, line: &mut String) {
+    line.clear();
+    let ts = e.timestamp.to_rfc3339();
+    // Time of day with milliseconds is what people read; the date is in the JSON.
+    let _ = write!(line, "{} {:>6} ", ts.get(11..23).unwrap_or(&ts), e.frame);
+    if let (Some(s), Some(d)) = (e.src_ip, e.dest_ip) {
+        let proto = match e.proto {
+            Some(kcd_schema::Transport::Tcp) => "TCP",
+            _ => "UDP",
+        };
+        let _ = write!(line, "{}:{} -> {}:{} {proto} ", s, e.src_port.unwrap_or(0), d, e.dest_port.unwrap_or(0));
+    }
+    match e.event_type {
+        EventType::Krb5 => {
+            let Some(k) = &e.krb5 else { return };
+            let _ = write!(line, "{}", k.msg_type);
+            if let Some(c) = &k.cname {
+                let _ = write!(line, " {}", c.name);
+            }
+            if let Some(r) = k.crealm.as_ref().or(k.realm.as_ref()) {
+                let _ = write!(line, "@{r}");
+            }
+            if let Some(s) = &k.sname {
+                let arrow = if k.direction == Some(Direction::FromKdc) { "for" } else { "->" };
+                let _ = write!(line, " {arrow} {}", s.name);
+            }
+            if let Some(u) = k.for_user.as_ref().and_then(|f| f.user.as_ref()) {
+                let _ = write!(line, " [S4U2Self for {}]", u.name);
+            }
+            if let Some(t) = k.additional_tickets.first().and_then(|t| t.sname.as_ref()) {
+                let _ = write!(line, " [additional ticket for {}]", t.name);
+            }
+            if let Some(err) = &k.error {
+                let _ = write!(line, " {} ({})", err.name, err.code);
+                if let Some(t) = &err.e_text {
+                    let _ = write!(line, " \"{t}\"");
+                }
+                if let Some(st) = err.e_data.as_ref().and_then(|d| d.ntstatus.as_ref()) {
+                    let _ = write!(line, " {}", st.name.as_deref().unwrap_or(&st.code));
+                }
+            }
+            if k.armored {
+                line.push_str(" [FAST]");
+            }
+            if let Some(r) = &k.request {
+                let _ = write!(line, " (answers frame {}, {} us)", r.frame, r.latency_us);
+            }
+            if let Some(m) = &k.malformed {
+                let _ = write!(line, " MALFORMED: {m}");
+            }
+        }
+        EventType::Anomaly => {
+            if let Some(a) = &e.anomaly {
+                let _ = write!(line, "ANOMALY {}: {}", a.kind, a.detail);
+            }
+        }
+    }
+}
+
+impl<W: Write> Sink for TextWriter<W> {
+    fn event(&mut self, e: &Event<'_>) {
+        if self.error.is_some() {
+            return;
+        }
+        describe(e, &mut self.line);
+        self.line.push('\n');
+        if let Err(err) = self.out.write_all(self.line.as_bytes()) {
+            self.error = Some(err);
+        }
+    }
+}
+
+/// Sends every event to several sinks.
+pub struct Tee<'a>(pub Vec<&'a mut dyn Sink>);
+
+impl Sink for Tee<'_> {
+    fn event(&mut self, e: &Event<'_>) {
+        for s in self.0.iter_mut() {
+            s.event(e);
+        }
+    }
+}
