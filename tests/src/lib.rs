@@ -1,0 +1,117 @@
+//! Helpers shared by the end-to-end tests: replaying captures through the real pipeline,
+//! and reading tshark's decode of the same files as an independent oracle.
+
+#![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kcd_decode::{Config, Decoder};
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Every capture file under captures/ (sorted), optionally only those under `sub`.
+pub fn captures(sub: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo_root().join("captures").join(sub)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The path relative to the repository, as events name it in tests.
+pub fn rel(p: &Path) -> String {
+    p.strip_prefix(repo_root()).unwrap_or(p).display().to_string()
+}
+
+/// Replays files through the decoder as `kcdscope replay` does and returns every event as
+/// the JSON a consumer would read.
+pub fn replay_json(files: &[PathBuf], cfg: Config) -> (Vec<Value>, kcd_decode::Stats) {
+    let mut dec = Decoder::new(cfg);
+    let mut events = Vec::new();
+    let mut sink = |e: &kcd_schema::Event<'_>| events.push(serde_json::to_value(e).unwrap());
+    for f in files {
+        kcd_capture::replay_file(f, &rel(f), &mut dec, &mut sink).unwrap();
+    }
+    dec.finish(&mut sink);
+    let stats = dec.stats().clone();
+    (events, stats)
+}
+
+pub fn krb5_events(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| e["event_type"] == "krb5").collect()
+}
+
+/// "U:AS-REQ U:ERR25 T:AS-REP ..." as in the captures' INDEX files.
+pub fn flow_signature(events: &[Value]) -> String {
+    krb5_events(events)
+        .iter()
+        .map(|e| {
+            let t = if e["proto"] == "TCP" { "T" } else { "U" };
+            let k = &e["krb5"];
+            match k["error"]["code"].as_i64() {
+                Some(c) => format!("{t}:ERR{c}"),
+                None => format!("{t}:{}", k["msg_type"].as_str().unwrap_or("?")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Fails the test with a clear message when tshark is not installed.
+pub fn require_tshark() {
+    let ok = Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(ok, "tshark is needed for the oracle tests: apt-get install tshark (tests/run installs it when run as root)");
+}
+
+/// tshark's JSON for the Kerberos messages on the given ports, one Value per packet.
+pub fn tshark_json(path: &Path, ports: &[u16]) -> Vec<Value> {
+    let filter = ports.iter().map(|p| format!("udp.port=={p} || tcp.port=={p}")).collect::<Vec<_>>().join(" || ");
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(path);
+    for p in ports.iter().filter(|p| **p != 88) {
+        cmd.args(["-d", &format!("udp.port=={p},kerberos"), "-d", &format!("tcp.port=={p},kerberos")]);
+    }
+    // A clean profile: no keytab can make tshark decrypt and add fields.
+    let profile = std::env::temp_dir().join("kcd-tests-wireshark-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let out = cmd
+        .env("WIRESHARK_CONFIG_DIR", &profile)
+        .args(["-o", "kerberos.decrypt:FALSE", "-Y", &format!("kerberos && ({filter})"), "-T", "json", "--no-duplicate-keys", "-J", "frame kerberos"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tshark failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Vec::new();
+    }
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// tshark writes one occurrence as a scalar/object and several as an array.
+pub fn many(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+pub fn s(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+pub fn int(v: &Value) -> Option<i64> {
+    v.as_str().and_then(|x| x.parse().ok()).or_else(|| v.as_i64())
+}
