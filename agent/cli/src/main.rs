@@ -145,12 +145,9 @@ impl Limits {
 
 fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut decoder = Decoder::new(args.limits.config());
-    let mut json_out = args.json.then(|| NdjsonWriter::new(BufWriter::with_capacity(1 << 16, io::stdout())));
+    let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()));
     let mut file_out = match &args.output {
-        Some(p) => Some(NdjsonWriter::new(BufWriter::with_capacity(
-            1 << 16,
-            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        ))),
+        Some(p) => Some(NdjsonWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)),
         None => None,
     };
     // Without an NDJSON destination on stdout, list messages for a person.

@@ -36,7 +36,7 @@ impl FlowKey {
     /// Community ID v1 with seed 0 (https://github.com/corelight/community-id-spec):
     /// "1:" + base64(sha1(seed16 . addr_lo . addr_hi . proto . 0 . port_lo . port_hi)),
     /// endpoints ordered by (address bytes, port).
-    pub fn community_id(&self) -> String {
+    pub fn community_id(&self) -> FlowId {
         let mut h = Sha1::new();
         h.update(0u16.to_be_bytes());
         for e in [&self.a, &self.b] {
@@ -48,10 +48,28 @@ impl FlowKey {
         h.update([self.proto, 0]);
         h.update(self.a.port.to_be_bytes());
         h.update(self.b.port.to_be_bytes());
-        let mut out = String::with_capacity(30);
-        out.push_str("1:");
-        base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), &mut out);
-        out
+        let mut out = [0u8; 30];
+        out[..2].copy_from_slice(b"1:");
+        // 20 bytes of SHA-1 are always 28 characters of padded base64.
+        let _ = base64::engine::general_purpose::STANDARD.encode_slice(h.finalize(), &mut out[2..]);
+        FlowId(out)
+    }
+}
+
+/// A Community ID v1 string ("1:" + 28 base64 characters), kept inline so that events and
+/// flows can carry it without allocating.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowId([u8; 30]);
+
+impl FlowId {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("1:")
+    }
+}
+
+impl std::fmt::Debug for FlowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -78,12 +96,12 @@ mod tests {
     #[test]
     fn published_vectors() {
         let (k, _) = FlowKey::new(PROTO_TCP, ep("1.2.3.4", 1122), ep("5.6.7.8", 3344));
-        assert_eq!(k.community_id(), "1:wCb3OG7yAFWelaUydu0D+125CLM=");
+        assert_eq!(k.community_id().as_str(), "1:wCb3OG7yAFWelaUydu0D+125CLM=");
         let (k, swapped) = FlowKey::new(PROTO_TCP, ep("5.6.7.8", 3344), ep("1.2.3.4", 1122));
         assert!(swapped);
-        assert_eq!(k.community_id(), "1:wCb3OG7yAFWelaUydu0D+125CLM=");
+        assert_eq!(k.community_id().as_str(), "1:wCb3OG7yAFWelaUydu0D+125CLM=");
         let (k, _) = FlowKey::new(PROTO_UDP, ep("1.2.3.4", 1122), ep("5.6.7.8", 3344));
-        assert_eq!(k.community_id(), "1:0Mu9InQx6z4ZiCZM/7HXi2WMhOg=");
+        assert_eq!(k.community_id().as_str(), "1:0Mu9InQx6z4ZiCZM/7HXi2WMhOg=");
     }
 
     // tshark --enable-protocol communityid on captures/krb5/mit/f_s4u2proxy_db2.pcap: equal
@@ -91,8 +109,8 @@ mod tests {
     #[test]
     fn agrees_with_tshark_on_loopback() {
         let (k, _) = FlowKey::new(PROTO_UDP, ep("127.0.0.1", 37951), ep("127.0.0.1", 88));
-        assert_eq!(k.community_id(), "1:BSQcJp78ay1FvlTlAKRtaJKKGP0=");
+        assert_eq!(k.community_id().as_str(), "1:BSQcJp78ay1FvlTlAKRtaJKKGP0=");
         let (k, _) = FlowKey::new(PROTO_TCP, ep("127.0.0.1", 42742), ep("127.0.0.1", 88));
-        assert_eq!(k.community_id(), "1:/tIZI4NVFZ6G/1Y1SGy5V8pf3vY=");
+        assert_eq!(k.community_id().as_str(), "1:/tIZI4NVFZ6G/1Y1SGy5V8pf3vY=");
     }
 }

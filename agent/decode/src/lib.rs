@@ -14,12 +14,15 @@ pub mod tcp;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// Flow tables are keyed by addresses an attacker chooses: a seeded hasher, and fast.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use kcd_krb5::frame::{FrameEvent, RecordFramer};
 use kcd_schema::{Anomaly, AnomalyLayer, Direction, Event, EventType, RequestRef, Timestamp, Transport};
 
-use crate::flow::{Endpoint, FlowKey, PROTO_TCP, PROTO_UDP};
+use crate::flow::{Endpoint, FlowId, FlowKey, PROTO_TCP, PROTO_UDP};
 use crate::krb5::{Pending, PendingQueue, Role};
 use crate::net::{Defragmenter, NetOutcome, Segment};
 use crate::tcp::{Delivery, StreamDir};
@@ -95,7 +98,7 @@ struct TcpFlow {
     dirs: [StreamDir; 2],
     framers: [RecordFramer; 2],
     pending: PendingQueue,
-    flow_id: String,
+    flow_id: FlowId,
     last_seen: Timestamp,
     /// Heap bytes this flow holds, as last counted into `Decoder::tcp_memory`.
     memory: usize,
@@ -112,7 +115,7 @@ struct Ctx<'a> {
     ts: Timestamp,
     frame: u64,
     pcap_file: Option<&'a str>,
-    flow_id: &'a str,
+    flow_id: &'a FlowId,
     src: Endpoint,
     dst: Endpoint,
     transport: Transport,
@@ -127,7 +130,7 @@ impl<'a> Ctx<'a> {
             event_type,
             pcap_file: self.pcap_file.map(Cow::Borrowed),
             frame: self.frame,
-            flow_id: Some(Cow::Borrowed(self.flow_id)),
+            flow_id: Some(Cow::Borrowed(self.flow_id.as_str())),
             src_ip: Some(self.src.ip),
             src_port: Some(self.src.port),
             dest_ip: Some(self.dst.ip),
@@ -196,7 +199,7 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
         }
         d.krb5.direction = Some(ctx.direction);
         let mut e = ctx.envelope(EventType::Krb5);
-        e.krb5 = Some(Box::new(d.krb5));
+        e.krb5 = Some(d.krb5);
         self.sink.event(&e);
     }
 
@@ -237,9 +240,9 @@ pub struct Decoder {
     cfg: Config,
     sources: Vec<Arc<str>>,
     source: u32,
-    tcp: HashMap<FlowKey, TcpFlow>,
+    tcp: Map<FlowKey, TcpFlow>,
     tcp_memory: usize,
-    udp_pending: HashMap<(Endpoint, Endpoint), PendingQueue>,
+    udp_pending: Map<(Endpoint, Endpoint), PendingQueue>,
     defrag: Defragmenter,
     stats: Stats,
     next_sweep: Option<Timestamp>,
@@ -252,9 +255,9 @@ impl Decoder {
             cfg,
             sources: Vec::new(),
             source: 0,
-            tcp: HashMap::new(),
+            tcp: Map::default(),
             tcp_memory: 0,
-            udp_pending: HashMap::new(),
+            udp_pending: Map::default(),
             defrag,
             stats: Stats::default(),
             next_sweep: None,
@@ -329,7 +332,6 @@ impl Decoder {
     }
 
     fn decode_packet<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, defrag: &mut Defragmenter, sink: &mut S) {
-        let file = self.pcap_file();
         let outcome = net::segment(pkt.link, pkt.data, pkt.ts, defrag);
         let seg = match outcome {
             NetOutcome::Segment(s) => s,
@@ -339,6 +341,7 @@ impl Decoder {
             }
             NetOutcome::Anomaly { layer, kind, detail } => {
                 self.stats.anomaly(kind);
+                let file = self.pcap_file();
                 let e = Event {
                     timestamp: pkt.ts,
                     event_type: EventType::Anomaly,
@@ -363,6 +366,16 @@ impl Decoder {
             return;
         }
         let direction = if to_kdc { Direction::ToKdc } else { Direction::FromKdc };
+        // Half of a TCP capture is bare ACKs: they only keep their flow alive.
+        if let Some(m) = seg.tcp.filter(|m| seg.payload.is_empty() && !seg.truncated && !m.syn && !m.fin && !m.rst) {
+            let _ = m;
+            let (key, _) = FlowKey::new(PROTO_TCP, seg.src, seg.dst);
+            if let Some(flow) = self.tcp.get_mut(&key) {
+                flow.last_seen = pkt.ts;
+            }
+            return;
+        }
+        let file = self.pcap_file();
         match seg.proto {
             PROTO_UDP => self.udp(pkt, &seg, direction, file.as_deref(), sink),
             PROTO_TCP => self.tcp(pkt, &seg, direction, file.as_deref(), sink),
@@ -371,8 +384,11 @@ impl Decoder {
     }
 
     fn udp<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, seg: &Segment<'_>, direction: Direction, file: Option<&str>, sink: &mut S) {
-        let (key, _) = FlowKey::new(PROTO_UDP, seg.src, seg.dst);
-        let flow_id = key.community_id();
+        let (client, server) = if direction == Direction::ToKdc { (seg.src, seg.dst) } else { (seg.dst, seg.src) };
+        let flow_id = match self.udp_pending.get_mut(&(client, server)).and_then(|q| q.flow_id.take()) {
+            Some(id) => id,
+            None => FlowKey::new(PROTO_UDP, seg.src, seg.dst).0.community_id(),
+        };
         let ctx = Ctx {
             ts: pkt.ts,
             frame: pkt.frame,
@@ -388,7 +404,6 @@ impl Decoder {
         if seg.truncated {
             emit.anomaly(&ctx, AnomalyLayer::Udp, "packet_truncated", format!("datagram cut to {} bytes by the capture's snap length", seg.payload.len()));
         }
-        let (client, server) = if direction == Direction::ToKdc { (seg.src, seg.dst) } else { (seg.dst, seg.src) };
         let pending = &mut self.udp_pending;
         let max_pending = self.cfg.max_pending_udp;
         let stats_unanswered = &mut 0u64;
@@ -401,7 +416,9 @@ impl Decoder {
                         *stats_unanswered += 1;
                     }
                 }
-                pending.entry((client, server)).or_default().push(p);
+                let q = pending.entry((client, server)).or_default();
+                q.push(p);
+                q.flow_id = Some(flow_id);
                 None
             }
             (Role::Reply, None) if direction == Direction::FromKdc => {
@@ -421,7 +438,9 @@ impl Decoder {
         let Some(meta) = seg.tcp else { return };
         let (key, _) = FlowKey::new(PROTO_TCP, seg.src, seg.dst);
         if !self.tcp.contains_key(&key) {
-            if meta.rst || (seg.payload.is_empty() && meta.fin) {
+            // Only a SYN or data opens a flow: the last ACK of a closed connection must not
+            // bring it back to life.
+            if meta.rst || (seg.payload.is_empty() && !meta.syn) {
                 return;
             }
             if self.tcp.len() >= self.cfg.max_tcp_flows {

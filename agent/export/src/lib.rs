@@ -9,22 +9,34 @@ use std::io::{self, Write};
 use kcd_decode::Sink;
 use kcd_schema::{Direction, Event, EventType};
 
-/// One JSON object per line.
+/// One JSON object per line. Events are written straight into one large buffer that goes
+/// to `out` in big writes, so `out` needs no buffering of its own.
 pub struct NdjsonWriter<W: Write> {
     out: W,
-    line: Vec<u8>,
+    buf: Vec<u8>,
     error: Option<io::Error>,
     pub written: u64,
 }
 
+const FLUSH_AT: usize = 1 << 20;
+
 impl<W: Write> NdjsonWriter<W> {
-    /// `out` should be buffered (e.g. a `BufWriter`): one write per event otherwise.
     pub fn new(out: W) -> Self {
-        Self { out, line: Vec::with_capacity(2048), error: None, written: 0 }
+        Self { out, buf: Vec::with_capacity(FLUSH_AT + (64 << 10)), error: None, written: 0 }
+    }
+
+    fn flush_buf(&mut self) {
+        if let Err(e) = self.out.write_all(&self.buf) {
+            self.error = Some(e);
+        }
+        self.buf.clear();
     }
 
     /// Flushes and returns the first error met, if any.
     pub fn finish(mut self) -> io::Result<u64> {
+        if self.error.is_none() {
+            self.flush_buf();
+        }
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -38,15 +50,11 @@ impl<W: Write> Sink for NdjsonWriter<W> {
         if self.error.is_some() {
             return;
         }
-        self.line.clear();
-        if let Err(err) = serde_json::to_writer(&mut self.line, e) {
-            self.error = Some(io::Error::other(err));
-            return;
-        }
-        self.line.push(b'\n');
-        match self.out.write_all(&self.line) {
-            Ok(()) => self.written += 1,
-            Err(err) => self.error = Some(err),
+        e.write_json(&mut self.buf);
+        self.buf.push(b'\n');
+        self.written += 1;
+        if self.buf.len() >= FLUSH_AT {
+            self.flush_buf();
         }
     }
 }

@@ -17,8 +17,6 @@ pub struct Tlv<'a> {
     pub constructed: bool,
     pub tag: u32,
     pub value: &'a [u8],
-    /// Identifier + length octets.
-    pub header_len: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +95,6 @@ pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), BerError> {
                     constructed: first & 0x20 != 0,
                     tag: u32::from(first & 0x1f),
                     value: &input[hlen..hlen + len],
-                    header_len: hlen,
                 };
                 return Ok((tlv, &input[hlen + len..]));
             }
@@ -113,7 +110,7 @@ fn read_tlv_slow(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), BerError> {
     if end > input.len() {
         return Err(BerError::Truncated { needed: end - input.len() });
     }
-    Ok((Tlv { class, constructed, tag, value: &input[header_len..end], header_len }, &input[end..]))
+    Ok((Tlv { class, constructed, tag, value: &input[header_len..end] }, &input[end..]))
 }
 
 /// Iterates the TLVs inside a constructed value; stops at the first unreadable one.

@@ -45,17 +45,20 @@ impl Flags32 {
 
     /// Calls `f` with the name of every set bit (unnamed bits are skipped; see `unnamed_bits`).
     pub fn for_each_name(self, table: &[(u8, &'static str)], mut f: impl FnMut(&'static str)) {
-        for bit in 0..32u8 {
-            if self.has(bit) {
-                if let Some((_, name)) = table.iter().find(|(b, _)| *b == bit) {
-                    f(name);
-                }
+        // Tables are in bit order, so names come out in bit order.
+        for (bit, name) in table {
+            if self.has(*bit) {
+                f(name);
             }
         }
     }
 
     /// Set bits that the table does not name.
     pub fn unnamed_bits(self, table: &[(u8, &'static str)]) -> Vec<u8> {
+        let named = table.iter().fold(0u32, |m, (b, _)| m | Flags32::empty().with(*b).0);
+        if self.0 & !named == 0 {
+            return Vec::new();
+        }
         (0..32u8).filter(|b| self.has(*b) && !table.iter().any(|(t, _)| t == b)).collect()
     }
 }
@@ -172,4 +175,20 @@ pub mod s4u_options {
     pub const CHECK_LOGON_HOURS: u8 = 1;
     pub const USE_REPLY_KEY_USAGE: u8 = 2;
     pub const NAMES: &[(u8, &str)] = &[(CHECK_LOGON_HOURS, "check-logon-hours"), (USE_REPLY_KEY_USAGE, "use-reply-key-usage")];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_in_bit_order_and_names_come_out_in_it() {
+        for t in [kdc_options::NAMES, ticket_flags::NAMES, ap_options::NAMES, pac_options::NAMES, s4u_options::NAMES] {
+            assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{t:?}");
+        }
+        let f = Flags32::empty().with(kdc_options::CANONICALIZE).with(kdc_options::FORWARDABLE).with(20);
+        assert_eq!(f.names(kdc_options::NAMES), ["forwardable", "canonicalize"]);
+        assert_eq!(f.unnamed_bits(kdc_options::NAMES), [20]);
+        assert_eq!(Flags32(0x4081_0010).0, Flags32::from_bits(&Flags32(0x4081_0010).to_bits()).0);
+    }
 }

@@ -240,7 +240,8 @@ impl<'a> NameView<'a> {
 
     /// Components joined with '/' (lossy UTF-8).
     pub fn display(&self) -> String {
-        let mut s = String::new();
+        // The encoded components are a little longer than the joined text: no regrowth.
+        let mut s = String::with_capacity(self.components.len());
         self.write_display(&mut s);
         s
     }
@@ -250,7 +251,10 @@ impl<'a> NameView<'a> {
             if i > 0 {
                 out.push('/');
             }
-            out.push_str(&String::from_utf8_lossy(c));
+            match std::str::from_utf8(c) {
+                Ok(s) => out.push_str(s),
+                Err(_) => out.push_str(&String::from_utf8_lossy(c)),
+            }
         }
     }
 

@@ -12,7 +12,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+mod json;
 mod time;
+pub use json::write_str as write_json_str;
 pub use time::Timestamp;
 
 /// Bumped when a field changes meaning or disappears; adding fields does not bump it.
@@ -75,7 +77,7 @@ pub struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub proto: Option<Transport>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
-    pub krb5: Option<Box<Krb5<'a>>>,
+    pub krb5: Option<Krb5<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub anomaly: Option<Anomaly<'a>>,
 }

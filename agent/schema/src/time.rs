@@ -24,9 +24,9 @@ impl Timestamp {
     }
 
     /// Appends the RFC 3339 form; fast enough to call for every event.
-    pub fn write_rfc3339(self, out: &mut String) {
+    pub fn write_rfc3339_bytes(self, out: &mut Vec<u8>) {
         let Some(t) = DateTime::from_timestamp(self.secs(), self.subsec_nanos()) else {
-            out.push_str("invalid-time");
+            out.extend_from_slice(b"invalid-time");
             return;
         };
         let mut buf = *b"0000-00-00T00:00:00.000000000Z";
@@ -43,7 +43,13 @@ impl Timestamp {
         put(14, 2, t.minute());
         put(17, 2, t.second());
         put(20, 9, self.subsec_nanos());
-        out.push_str(std::str::from_utf8(&buf).unwrap_or("invalid-time"));
+        out.extend_from_slice(&buf);
+    }
+
+    pub fn write_rfc3339(self, out: &mut String) {
+        let mut b = Vec::with_capacity(30);
+        self.write_rfc3339_bytes(&mut b);
+        out.push_str(&String::from_utf8_lossy(&b));
     }
 
     pub fn to_rfc3339(self) -> String {

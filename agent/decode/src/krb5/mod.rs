@@ -46,26 +46,64 @@ pub fn decode(bytes: &[u8], captured: Timestamp) -> Result<Decoded<'_>, NotKerbe
 }
 
 /// Requests waiting on one UDP 4-tuple or one TCP connection. Bounded: a client that
-/// keeps retransmitting without answers cannot grow it.
+/// keeps retransmitting without answers cannot grow it. The usual single request is held
+/// inline, so a UDP exchange costs no allocation here.
 #[derive(Debug, Default)]
-pub struct PendingQueue(std::collections::VecDeque<Pending>);
+pub struct PendingQueue {
+    first: Option<Pending>,
+    rest: std::collections::VecDeque<Pending>,
+    /// The flow's Community ID, computed once for the request and reused for its reply.
+    pub flow_id: Option<crate::flow::FlowId>,
+}
 
 pub const MAX_PENDING_PER_FLOW: usize = 8;
 
 impl PendingQueue {
     pub fn push(&mut self, p: Pending) {
-        if self.0.len() == MAX_PENDING_PER_FLOW {
-            self.0.pop_front();
+        if self.first.is_none() {
+            self.first = Some(p);
+            return;
         }
-        self.0.push_back(p);
+        if self.rest.len() + 1 == MAX_PENDING_PER_FLOW {
+            self.pop();
+            if self.first.is_none() {
+                self.first = Some(p);
+                return;
+            }
+        }
+        self.rest.push_back(p);
     }
     pub fn pop(&mut self) -> Option<Pending> {
-        self.0.pop_front()
+        let out = self.first.take();
+        self.first = self.rest.pop_front();
+        out
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.first.is_none()
     }
     pub fn newest(&self) -> Option<Timestamp> {
-        self.0.back().map(|p| p.ts)
+        self.rest.back().or(self.first.as_ref()).map(|p| p.ts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_and_bounded() {
+        let p = |f| Pending { frame: f, ts: Timestamp(f as i64), msg_type: MessageType::AS_REQ, source: 0 };
+        let mut q = PendingQueue::default();
+        for f in 1..=20 {
+            q.push(p(f));
+        }
+        let frames: Vec<u64> = std::iter::from_fn(|| q.pop().map(|x| x.frame)).collect();
+        assert_eq!(frames, (13..=20).collect::<Vec<_>>());
+        assert!(q.is_empty());
+        q.push(p(1));
+        q.push(p(2));
+        assert_eq!(q.newest(), Some(Timestamp(2)));
+        assert_eq!(q.pop().map(|x| x.frame), Some(1));
+        assert_eq!(q.newest(), Some(Timestamp(2)));
     }
 }

@@ -14,7 +14,11 @@ use kcd_schema::{
 };
 
 pub fn text(b: &[u8]) -> Str<'_> {
-    String::from_utf8_lossy(b)
+    // from_utf8 validates in bulk; the lossy path is only for names that are not UTF-8.
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
+    }
 }
 
 fn numbered(prefix: &str, n: i64) -> Str<'static> {
@@ -43,7 +47,7 @@ fn name_type(t: i32) -> Str<'static> {
 
 fn flag_names(v: u32, table: &'static [(u8, &'static str)]) -> Vec<Str<'static>> {
     let f = Flags32(v);
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(8);
     f.for_each_name(table, |n| out.push(Cow::Borrowed(n)));
     out.extend(f.unnamed_bits(table).into_iter().map(|b| numbered("bit", i64::from(b))));
     out
@@ -72,7 +76,10 @@ fn kdc_req<'a>(k: &mut Krb5<'a>, r: &KdcReqView<'a>) {
     k.cname = r.cname.map(principal);
     k.sname = r.sname.map(principal);
     k.kdc_options = r.kdc_options.map(|o| flag_names(o, kdc_options::NAMES)).unwrap_or_default();
-    k.etypes = r.etypes().map(etype_name).collect();
+    // The view's iterators cannot know their length; sizes from real clients avoid regrowth.
+    k.etypes = Vec::with_capacity(12);
+    k.etypes.extend(r.etypes().map(|e| -> Str<'a> { etype_name(e) }));
+    k.padata = Vec::with_capacity(6);
     k.nonce = r.nonce;
     for pa in r.padata.iter() {
         k.padata.push(padata_name(pa.padata_type));
@@ -130,7 +137,7 @@ fn kdc_time(t: Option<&[u8]>, usec: Option<i64>) -> Option<Timestamp> {
     Some(Timestamp::from_parts(secs, (usec * 1000) as u32))
 }
 
-fn e_data(info: &EDataInfo<'_>) -> EData<'static> {
+fn e_data<'a>(info: &EDataInfo<'a>) -> EData<'a> {
     EData {
         format: Cow::Borrowed(info.format.name()),
         padata: info.padata_types.iter().map(|t| padata_name(*t)).collect(),
@@ -138,7 +145,7 @@ fn e_data(info: &EDataInfo<'_>) -> EData<'static> {
         etype_info2: info
             .etype_info2
             .iter()
-            .map(|s| SaltInfo { etype: etype_name(s.etype), salt: s.salt.map(|b| Cow::Owned(text(b).into_owned())) })
+            .map(|s| SaltInfo { etype: etype_name(s.etype), salt: s.salt.map(text) })
             .collect(),
         data_type: info.data_type,
     }

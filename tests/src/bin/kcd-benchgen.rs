@@ -1,0 +1,236 @@
+//! Writes the benchmark capture: real Kerberos exchanges from captures/ replayed between
+//! tens of thousands of clients and a few KDCs, over UDP and over real TCP connections.
+//!
+//!     kcd-benchgen OUT.pcap [EXCHANGES]
+//!
+//! Deterministic: the same arguments always give the same bytes. Each exchange is one
+//! request and its reply (an AS or TGS exchange, or a KRB-ERROR), taken from the captures.
+//! About half go over TCP, each in its own connection as MIT and Windows clients do:
+//! SYN, SYN-ACK, ACK, the record-marked request in segments of at most 1460 bytes each
+//! acknowledged, the reply likewise, then FIN/ACK both ways.
+
+#![allow(clippy::unwrap_used)] // a generator: any failure is fatal and reported by the panic
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use etherparse::{PacketBuilder, TransportSlice};
+use kcd_tests::captures;
+use pcap_parser::{PcapBlockOwned, PcapError};
+
+const MSS: usize = 1460;
+const CLIENTS: u32 = 40_000;
+const KDCS: [Ipv4Addr; 3] = [Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2), Ipv4Addr::new(10, 200, 0, 3)];
+
+/// xorshift64*: reproducible without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// (request, reply) message bytes, in capture order.
+fn real_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for path in captures("krb5") {
+        let mut udp_pending: HashMap<(u16, u16), Vec<u8>> = HashMap::new();
+        let mut tcp: HashMap<(u16, u16, bool), Vec<u8>> = HashMap::new();
+        let mut r = pcap_parser::create_reader(1 << 20, File::open(&path).unwrap()).unwrap();
+        let mut link = 1u32;
+        loop {
+            match r.next() {
+                Ok((off, block)) => {
+                    if let PcapBlockOwned::LegacyHeader(h) = &block {
+                        link = h.network.0 as u32;
+                    }
+                    if let PcapBlockOwned::Legacy(b) = block {
+                        let sliced = if link == 1 {
+                            etherparse::SlicedPacket::from_ethernet(b.data)
+                        } else {
+                            etherparse::SlicedPacket::from_linux_sll(b.data)
+                        };
+                        match sliced.ok().and_then(|s| s.transport) {
+                            Some(TransportSlice::Udp(u)) => {
+                                let (sp, dp) = (u.source_port(), u.destination_port());
+                                if dp == 88 {
+                                    udp_pending.insert((sp, dp), u.payload().to_vec());
+                                } else if sp == 88 {
+                                    if let Some(req) = udp_pending.remove(&(dp, sp)) {
+                                        out.push((req, u.payload().to_vec()));
+                                    }
+                                }
+                            }
+                            Some(TransportSlice::Tcp(t)) if !t.payload().is_empty() => {
+                                let to_kdc = t.destination_port() == 88;
+                                let client = if to_kdc { t.source_port() } else { t.destination_port() };
+                                tcp.entry((client, 88, to_kdc)).or_default().extend_from_slice(t.payload());
+                            }
+                            _ => {}
+                        }
+                    }
+                    r.consume(off);
+                }
+                Err(PcapError::Eof) => break,
+                Err(PcapError::Incomplete(_)) => r.refill().unwrap(),
+                Err(e) => panic!("{}: {e:?}", path.display()),
+            }
+        }
+        // One request and one reply per TCP connection (how the captures' clients use TCP).
+        let mut keys: Vec<_> = tcp.keys().filter(|k| k.2).copied().collect();
+        keys.sort();
+        for k in keys {
+            let (Some(req), Some(rep)) = (tcp.get(&k), tcp.get(&(k.0, k.1, false))) else { continue };
+            let first = |b: &[u8]| b.get(4..).and_then(|r| r.get(..u32::from_be_bytes(b[..4].try_into().ok()?) as usize)).map(<[u8]>::to_vec);
+            if let (Some(a), Some(b)) = (first(req), first(rep)) {
+                out.push((a, b));
+            }
+        }
+    }
+    out
+}
+
+struct Writer<W: Write> {
+    out: W,
+    ts_us: u64,
+    packets: u64,
+    messages: u64,
+}
+
+impl<W: Write> Writer<W> {
+    fn header(&mut self) {
+        let mut h = Vec::new();
+        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&0i32.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes());
+        h.extend_from_slice(&65_535u32.to_le_bytes());
+        h.extend_from_slice(&1u32.to_le_bytes());
+        self.out.write_all(&h).unwrap();
+    }
+
+    fn frame(&mut self, data: &[u8], gap_us: u64) {
+        self.ts_us += gap_us;
+        let mut rec = Vec::with_capacity(16);
+        rec.extend_from_slice(&((self.ts_us / 1_000_000) as u32).to_le_bytes());
+        rec.extend_from_slice(&((self.ts_us % 1_000_000) as u32).to_le_bytes());
+        rec.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.out.write_all(&rec).unwrap();
+        self.out.write_all(data).unwrap();
+        self.packets += 1;
+    }
+
+    fn udp(&mut self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8], gap_us: u64) {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src.0.octets(), dst.0.octets(), 64).udp(src.1, dst.1);
+        let mut buf = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut buf, payload).unwrap();
+        self.frame(&buf, gap_us);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp(&mut self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), seq: u32, ack: u32, flags: &str, payload: &[u8], gap_us: u64) {
+        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src.0.octets(), dst.0.octets(), 64)
+            .tcp(src.1, dst.1, seq, 64_240);
+        if flags.contains('S') {
+            b = b.syn();
+        }
+        if flags.contains('A') {
+            b = b.ack(ack);
+        }
+        if flags.contains('F') {
+            b = b.fin();
+        }
+        if flags.contains('P') {
+            b = b.psh();
+        }
+        let mut buf = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut buf, payload).unwrap();
+        self.frame(&buf, gap_us);
+    }
+
+    /// One record-marked message in MSS-sized segments, each acknowledged; returns the
+    /// sender's next sequence number.
+    fn send(&mut self, from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), mut seq: u32, ack: u32, msg: &[u8]) -> u32 {
+        let mut stream = (msg.len() as u32).to_be_bytes().to_vec();
+        stream.extend_from_slice(msg);
+        for chunk in stream.chunks(MSS) {
+            self.tcp(from, to, seq, ack, "PA", chunk, 15);
+            seq = seq.wrapping_add(chunk.len() as u32);
+            self.tcp(to, from, ack, seq, "A", &[], 10);
+        }
+        self.messages += 1;
+        seq
+    }
+
+    /// One connection carrying one request and its reply.
+    fn tcp_exchange(&mut self, c: (Ipv4Addr, u16), s: (Ipv4Addr, u16), req: &[u8], rep: &[u8], rng: &mut Rng) {
+        let (mut cs, mut ss) = (rng.next() as u32, rng.next() as u32);
+        self.tcp(c, s, cs, 0, "S", &[], 3);
+        cs = cs.wrapping_add(1);
+        self.tcp(s, c, ss, cs, "SA", &[], 40);
+        ss = ss.wrapping_add(1);
+        self.tcp(c, s, cs, ss, "A", &[], 20);
+        cs = self.send(c, s, cs, ss, req);
+        ss = self.send(s, c, ss, cs, rep);
+        self.tcp(c, s, cs, ss, "FA", &[], 20);
+        self.tcp(s, c, ss, cs.wrapping_add(1), "A", &[], 10);
+        self.tcp(s, c, ss, cs.wrapping_add(1), "FA", &[], 5);
+        self.tcp(c, s, cs.wrapping_add(1), ss.wrapping_add(1), "A", &[], 10);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(out_path) = args.get(1) else {
+        eprintln!("usage: kcd-benchgen OUT.pcap [EXCHANGES]  (default 136500 exchanges = about 273,000 messages)");
+        std::process::exit(2);
+    };
+    let exchanges: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(136_500);
+    let real = real_exchanges();
+    assert!(!real.is_empty(), "no Kerberos exchanges found under captures/");
+    let mut rng = Rng(0x6b63_6473_636f_7065);
+    let mut w = Writer { out: BufWriter::with_capacity(1 << 20, File::create(Path::new(out_path)).unwrap()), ts_us: 1_795_400_000_000_000, packets: 0, messages: 0 };
+    w.header();
+    // Messages too large for one UDP datagram go over TCP, as real clients send them. Of
+    // the rest, enough go over TCP too that about 51% of exchanges are TCP connections,
+    // which makes about a million packets for 273,000 messages.
+    let big = |req: &[u8], rep: &[u8]| req.len() + rep.len() > 1400;
+    let big_share = real.iter().filter(|(a, b)| big(a, b)).count() as f64 / real.len() as f64;
+    let small_tcp_percent = (((0.51 - big_share) / (1.0 - big_share)).max(0.0) * 100.0).round() as u64;
+    let mut tcp_exchanges = 0u64;
+    for i in 0..exchanges {
+        let (req, rep) = &real[rng.below(real.len() as u64) as usize];
+        let n = (i * 7919) % u64::from(CLIENTS);
+        let client = Ipv4Addr::new(10, (n >> 16) as u8 + 1, (n >> 8) as u8, n as u8);
+        let c = (client, 1024 + rng.below(60_000) as u16);
+        let s = (KDCS[rng.below(KDCS.len() as u64) as usize], 88);
+        if big(req, rep) || rng.below(100) < small_tcp_percent {
+            w.tcp_exchange(c, s, req, rep, &mut rng);
+            tcp_exchanges += 1;
+        } else {
+            w.udp(c, s, req, 7);
+            w.udp(s, c, rep, 350);
+            w.messages += 2;
+        }
+    }
+    w.out.flush().unwrap();
+    eprintln!(
+        "{out_path}: {} packets, {} Kerberos messages in {exchanges} exchanges ({tcp_exchanges} over TCP) drawn from {} real exchanges, {CLIENTS} client addresses, {} KDCs",
+        w.packets,
+        w.messages,
+        real.len(),
+        KDCS.len()
+    );
+}
