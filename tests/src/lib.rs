@@ -10,7 +10,10 @@ use kcd_decode::{Config, Decoder};
 use serde_json::Value;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Every capture file under captures/ (sorted), optionally only those under `sub`.
@@ -33,7 +36,10 @@ pub fn captures(sub: &str) -> Vec<PathBuf> {
 
 /// The path relative to the repository, as events name it in tests.
 pub fn rel(p: &Path) -> String {
-    p.strip_prefix(repo_root()).unwrap_or(p).display().to_string()
+    p.strip_prefix(repo_root())
+        .unwrap_or(p)
+        .display()
+        .to_string()
 }
 
 /// Replays files through the decoder as `kcdscope replay` does and returns every event as
@@ -51,7 +57,10 @@ pub fn replay_json(files: &[PathBuf], cfg: Config) -> (Vec<Value>, kcd_decode::S
 }
 
 pub fn krb5_events(events: &[Value]) -> Vec<&Value> {
-    events.iter().filter(|e| e["event_type"] == "krb5").collect()
+    events
+        .iter()
+        .filter(|e| e["event_type"] == "krb5")
+        .collect()
 }
 
 /// "U:AS-REQ U:ERR25 T:AS-REP ..." as in the captures' INDEX files.
@@ -72,27 +81,54 @@ pub fn flow_signature(events: &[Value]) -> String {
 
 /// Fails the test with a clear message when tshark is not installed.
 pub fn require_tshark() {
-    let ok = Command::new("tshark").arg("--version").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     assert!(ok, "tshark is needed for the oracle tests: apt-get install tshark (tests/run installs it when run as root)");
 }
 
 /// tshark's JSON for the Kerberos messages on the given ports, one Value per packet.
 pub fn tshark_json(path: &Path, ports: &[u16]) -> Vec<Value> {
-    let filter = ports.iter().map(|p| format!("udp.port=={p} || tcp.port=={p}")).collect::<Vec<_>>().join(" || ");
+    let filter = ports
+        .iter()
+        .map(|p| format!("udp.port=={p} || tcp.port=={p}"))
+        .collect::<Vec<_>>()
+        .join(" || ");
     let mut cmd = Command::new("tshark");
     cmd.args(["-n", "-r"]).arg(path);
     for p in ports.iter().filter(|p| **p != 88) {
-        cmd.args(["-d", &format!("udp.port=={p},kerberos"), "-d", &format!("tcp.port=={p},kerberos")]);
+        cmd.args([
+            "-d",
+            &format!("udp.port=={p},kerberos"),
+            "-d",
+            &format!("tcp.port=={p},kerberos"),
+        ]);
     }
     // A clean profile: no keytab can make tshark decrypt and add fields.
     let profile = std::env::temp_dir().join("kcd-tests-wireshark-profile");
     std::fs::create_dir_all(&profile).unwrap();
     let out = cmd
         .env("WIRESHARK_CONFIG_DIR", &profile)
-        .args(["-o", "kerberos.decrypt:FALSE", "-Y", &format!("kerberos && ({filter})"), "-T", "json", "--no-duplicate-keys", "-J", "frame kerberos"])
+        .args([
+            "-o",
+            "kerberos.decrypt:FALSE",
+            "-Y",
+            &format!("kerberos && ({filter})"),
+            "-T",
+            "json",
+            "--no-duplicate-keys",
+            "-J",
+            "frame kerberos",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "tshark failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if out.stdout.iter().all(u8::is_ascii_whitespace) {
         return Vec::new();
     }
@@ -113,5 +149,7 @@ pub fn s(v: &Value) -> Option<String> {
 }
 
 pub fn int(v: &Value) -> Option<i64> {
-    v.as_str().and_then(|x| x.parse().ok()).or_else(|| v.as_i64())
+    v.as_str()
+        .and_then(|x| x.parse().ok())
+        .or_else(|| v.as_i64())
 }

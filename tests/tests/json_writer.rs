@@ -11,7 +11,10 @@ fn check(e: &Event<'_>) {
     let want = serde_json::to_vec(e).expect("serde serialises events");
     let mut got = Vec::new();
     e.write_json(&mut got);
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
 }
 
 #[test]
@@ -31,19 +34,48 @@ fn same_bytes_as_serde_on_every_captured_event() {
 
 #[test]
 fn same_bytes_as_serde_on_hostile_strings() {
-    let nasty = ["", "\"", "\\", "a\"b\\c", "\n\r\t\u{8}\u{c}", "\u{0}\u{1f}\u{7f}", "łukasz/zoë", "日本語", "\u{2028}"];
+    let nasty = [
+        "",
+        "\"",
+        "\\",
+        "a\"b\\c",
+        "\n\r\t\u{8}\u{c}",
+        "\u{0}\u{1f}\u{7f}",
+        "łukasz/zoë",
+        "日本語",
+        "\u{2028}",
+    ];
     for s in nasty {
         let c = |x: &str| Cow::Owned(x.to_string());
         let k = Krb5 {
             msg_type: c(s),
             direction: Some(Direction::FromKdc),
             realm: Some(c(s)),
-            cname: Some(Principal { name: c(s), name_type: c(s) }),
-            kdc_options: vec![c(s), c("x")],
+            cname: Some(Principal {
+                parts: smallvec![c(s), c("x"), c(s)],
+                name_type: c(s),
+            }),
+            kdc_options: smallvec![c(s), c("x")],
             nonce: Some(-1),
-            for_user: Some(ForUser { user: None, realm: Some(c(s)), auth_package: None }),
-            s4u_x509_user: Some(S4uX509User { user: None, realm: None, has_certificate: true, options: vec![c(s)] }),
-            additional_tickets: vec![TicketInfo { realm: None, sname: None, enc_part: Some(EncInfo { etype: c(s), kvno: Some(i64::MIN) }) }],
+            for_user: Some(ForUser {
+                user: None,
+                realm: Some(c(s)),
+                auth_package: None,
+            }),
+            s4u_x509_user: Some(S4uX509User {
+                user: None,
+                realm: None,
+                has_certificate: true,
+                options: smallvec![c(s)],
+            }),
+            additional_tickets: smallvec![TicketInfo {
+                realm: None,
+                sname: None,
+                enc_part: Some(EncInfo {
+                    etype: c(s),
+                    kvno: Some(i64::MIN)
+                })
+            }],
             armored: true,
             error: Some(KrbErrorInfo {
                 code: i32::MIN,
@@ -53,18 +85,33 @@ fn same_bytes_as_serde_on_hostile_strings() {
                 e_text: Some(c(s)),
                 e_data: Some(EData {
                     format: c(s),
-                    padata: vec![c(s)],
-                    ntstatus: Some(NtStatusInfo { code: c(s), name: None }),
-                    etype_info2: vec![SaltInfo { etype: c(s), salt: Some(c(s)) }],
+                    padata: smallvec![c(s)],
+                    ntstatus: Some(NtStatusInfo {
+                        code: c(s),
+                        name: None,
+                    }),
+                    etype_info2: smallvec![SaltInfo {
+                        etype: c(s),
+                        salt: Some(c(s))
+                    }],
                     data_type: Some(-7),
                 }),
                 skew_seconds: Some(-599.999_871),
             }),
-            request: Some(RequestRef { pcap_file: Some(c(s)), frame: u64::MAX, msg_type: c(s), latency_us: -3 }),
+            request: Some(RequestRef {
+                pcap_file: Some(c(s)),
+                frame: u64::MAX,
+                msg_type: c(s),
+                latency_us: -3,
+            }),
             malformed: Some(c(s)),
             ..Krb5::default()
         };
-        for (src, skew) in [("2001:db8::1", 0.1), ("::ffff:10.0.0.1", 1e21), ("10.0.0.255", -0.0)] {
+        for (src, skew) in [
+            ("2001:db8::1", 0.1),
+            ("::ffff:10.0.0.1", 1e21),
+            ("10.0.0.255", -0.0),
+        ] {
             let mut k = k.clone();
             if let Some(e) = k.error.as_mut() {
                 e.skew_seconds = Some(skew);
@@ -96,7 +143,11 @@ fn same_bytes_as_serde_on_hostile_strings() {
             dest_port: None,
             proto: None,
             krb5: None,
-            anomaly: Some(Anomaly { layer: AnomalyLayer::Pcap, kind: Cow::Borrowed(s), detail: Cow::Borrowed(s) }),
+            anomaly: Some(Anomaly {
+                layer: AnomalyLayer::Pcap,
+                kind: Cow::Borrowed(s),
+                detail: Cow::Borrowed(s),
+            }),
         });
     }
 }

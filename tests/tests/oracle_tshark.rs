@@ -70,12 +70,18 @@ fn ts_name(el: &Value, strings_tree: &str, string_key: &str) -> Option<(i64, Str
         return None;
     }
     let nt = int(&el["kerberos.name_type"])?;
-    let parts: Vec<String> = many(&el[strings_tree][string_key]).into_iter().filter_map(s).collect();
+    let parts: Vec<String> = many(&el[strings_tree][string_key])
+        .into_iter()
+        .filter_map(s)
+        .collect();
     Some((nt, parts.join("/")))
 }
 
 fn ts_padata(e: &Value) -> Vec<i64> {
-    many(&e["kerberos.padata_tree"]["kerberos.PA_DATA_element"]).into_iter().filter_map(|p| int(&p["kerberos.padata_type"])).collect()
+    many(&e["kerberos.padata_tree"]["kerberos.PA_DATA_element"])
+        .into_iter()
+        .filter_map(|p| int(&p["kerberos.padata_type"]))
+        .collect()
 }
 
 /// "Nov 22, 2026 21:14:35.000000000 UTC" (day space-padded) to epoch seconds.
@@ -84,7 +90,9 @@ fn ts_time(v: &Value) -> Option<i64> {
     let t = t.strip_suffix(" UTC")?;
     let t = t.split('.').next()?;
     let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
-    NaiveDateTime::parse_from_str(&t, "%b %d, %Y %H:%M:%S").ok().map(|d| d.and_utc().timestamp())
+    NaiveDateTime::parse_from_str(&t, "%b %d, %Y %H:%M:%S")
+        .ok()
+        .map(|d| d.and_utc().timestamp())
 }
 
 fn tshark_msgs(path: &std::path::Path) -> Vec<(u64, Msg)> {
@@ -93,25 +101,49 @@ fn tshark_msgs(path: &std::path::Path) -> Vec<(u64, Msg)> {
         let layers = &pkt["_source"]["layers"];
         let frame = int(&layers["frame"]["frame.number"]).unwrap_or(0) as u64;
         for pdu in many(&layers["kerberos"]) {
-            let Some((key, name)) = ELEMENTS.iter().find(|(k, _)| !pdu[*k].is_null()) else { continue };
+            let Some((key, name)) = ELEMENTS.iter().find(|(k, _)| !pdu[*k].is_null()) else {
+                continue;
+            };
             let e = &pdu[*key];
-            let mut m = Msg { msg_type: name.to_string(), ..Msg::default() };
+            let mut m = Msg {
+                msg_type: name.to_string(),
+                ..Msg::default()
+            };
             match *name {
                 "AS-REQ" | "TGS-REQ" => {
                     m.padata = ts_padata(e);
                     let body = &e["kerberos.req_body_element"];
-                    m.cname = ts_name(&body["kerberos.cname_element"], "kerberos.cname_string_tree", "kerberos.CNameString");
+                    m.cname = ts_name(
+                        &body["kerberos.cname_element"],
+                        "kerberos.cname_string_tree",
+                        "kerberos.CNameString",
+                    );
                     m.realm = s(&body["kerberos.realm"]);
-                    m.sname = ts_name(&body["kerberos.sname_element"], "kerberos.sname_string_tree", "kerberos.SNameString");
-                    m.additional_tickets = many(&body["kerberos.additional_tickets_tree"]["kerberos.Ticket_element"])
-                        .into_iter()
-                        .filter_map(|t| ts_name(&t["kerberos.sname_element"], "kerberos.sname_string_tree", "kerberos.SNameString"))
-                        .map(|(_, n)| n)
-                        .collect();
+                    m.sname = ts_name(
+                        &body["kerberos.sname_element"],
+                        "kerberos.sname_string_tree",
+                        "kerberos.SNameString",
+                    );
+                    m.additional_tickets =
+                        many(&body["kerberos.additional_tickets_tree"]["kerberos.Ticket_element"])
+                            .into_iter()
+                            .filter_map(|t| {
+                                ts_name(
+                                    &t["kerberos.sname_element"],
+                                    "kerberos.sname_string_tree",
+                                    "kerberos.SNameString",
+                                )
+                            })
+                            .map(|(_, n)| n)
+                            .collect();
                     for pa in many(&e["kerberos.padata_tree"]["kerberos.PA_DATA_element"]) {
                         if int(&pa["kerberos.padata_type"]) == Some(129) {
                             let v = &pa["kerberos.padata_type_tree"]["kerberos.padata_value_tree"];
-                            let user = ts_name(&v["kerberos.name_element"], "kerberos.name_string_tree", "kerberos.KerberosString");
+                            let user = ts_name(
+                                &v["kerberos.name_element"],
+                                "kerberos.name_string_tree",
+                                "kerberos.KerberosString",
+                            );
                             if let (Some((nt, n)), Some(r)) = (user, s(&v["kerberos.realm"])) {
                                 m.for_user = Some((nt, n, r));
                             }
@@ -121,26 +153,49 @@ fn tshark_msgs(path: &std::path::Path) -> Vec<(u64, Msg)> {
                 "AS-REP" | "TGS-REP" => {
                     m.padata = ts_padata(e);
                     m.crealm = s(&e["kerberos.crealm"]);
-                    m.cname = ts_name(&e["kerberos.cname_element"], "kerberos.cname_string_tree", "kerberos.CNameString");
+                    m.cname = ts_name(
+                        &e["kerberos.cname_element"],
+                        "kerberos.cname_string_tree",
+                        "kerberos.CNameString",
+                    );
                     let t = &e["kerberos.ticket_element"];
                     m.realm = s(&t["kerberos.realm"]);
-                    m.sname = ts_name(&t["kerberos.sname_element"], "kerberos.sname_string_tree", "kerberos.SNameString");
+                    m.sname = ts_name(
+                        &t["kerberos.sname_element"],
+                        "kerberos.sname_string_tree",
+                        "kerberos.SNameString",
+                    );
                 }
                 "KRB-ERROR" => {
                     m.error_code = int(&e["kerberos.error_code"]);
                     m.crealm = s(&e["kerberos.crealm"]);
-                    m.cname = ts_name(&e["kerberos.cname_element"], "kerberos.cname_string_tree", "kerberos.CNameString");
+                    m.cname = ts_name(
+                        &e["kerberos.cname_element"],
+                        "kerberos.cname_string_tree",
+                        "kerberos.CNameString",
+                    );
                     m.realm = s(&e["kerberos.realm"]);
-                    m.sname = ts_name(&e["kerberos.sname_element"], "kerberos.sname_string_tree", "kerberos.SNameString");
+                    m.sname = ts_name(
+                        &e["kerberos.sname_element"],
+                        "kerberos.sname_string_tree",
+                        "kerberos.SNameString",
+                    );
                     m.e_text = s(&e["kerberos.e_text"]);
-                    m.stime = ts_time(&e["kerberos.stime"]).map(|t| (t, int(&e["kerberos.susec"]).unwrap_or(0)));
+                    m.stime = ts_time(&e["kerberos.stime"])
+                        .map(|t| (t, int(&e["kerberos.susec"]).unwrap_or(0)));
                     let tree = &e["kerberos.e_data_tree"];
                     m.e_data_padata = if e["kerberos.e_data"].is_null() {
                         None
-                    } else if tree.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("BER Error"))) {
+                    } else if tree
+                        .as_object()
+                        .is_some_and(|o| o.keys().any(|k| k.starts_with("BER Error")))
+                    {
                         Some(Err("BER error"))
                     } else if !tree["kerberos.PA_DATA_element"].is_null() {
-                        Some(Ok(many(&tree["kerberos.PA_DATA_element"]).into_iter().filter_map(|p| int(&p["kerberos.padata_type"])).collect()))
+                        Some(Ok(many(&tree["kerberos.PA_DATA_element"])
+                            .into_iter()
+                            .filter_map(|p| int(&p["kerberos.padata_type"]))
+                            .collect()))
                     } else {
                         Some(Err("not decoded"))
                     };
@@ -174,7 +229,10 @@ fn padata_number(name: &str) -> i64 {
 }
 
 fn our_name(v: &Value) -> Option<(i64, String)> {
-    Some((name_type_number(v["name_type"].as_str()?), v["name"].as_str()?.to_string()))
+    Some((
+        name_type_number(v["name_type"].as_str()?),
+        v["name"].as_str()?.to_string(),
+    ))
 }
 
 fn our_msgs(events: &[Value]) -> Vec<(u64, Msg)> {
@@ -183,7 +241,10 @@ fn our_msgs(events: &[Value]) -> Vec<(u64, Msg)> {
         .map(|e| {
             let k = &e["krb5"];
             let err = &k["error"];
-            let stime = err["stime"].as_str().and_then(kcd_schema::Timestamp::parse_rfc3339).map(|t| (t.secs(), i64::from(t.subsec_nanos() / 1000)));
+            let stime = err["stime"]
+                .as_str()
+                .and_then(kcd_schema::Timestamp::parse_rfc3339)
+                .map(|t| (t.secs(), i64::from(t.subsec_nanos() / 1000)));
             let m = Msg {
                 msg_type: s(&k["msg_type"]).unwrap_or_default(),
                 error_code: err["code"].as_i64(),
@@ -191,7 +252,15 @@ fn our_msgs(events: &[Value]) -> Vec<(u64, Msg)> {
                 realm: s(&k["realm"]),
                 crealm: s(&k["crealm"]),
                 sname: our_name(&k["sname"]),
-                padata: k["padata"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(padata_number).collect()).unwrap_or_default(),
+                padata: k["padata"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(padata_number)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 stime,
                 e_text: s(&err["e_text"]),
                 for_user: k["for_user"]["user"].is_object().then(|| {
@@ -200,7 +269,15 @@ fn our_msgs(events: &[Value]) -> Vec<(u64, Msg)> {
                 }),
                 e_data_padata: err["e_data"].is_object().then(|| {
                     if err["e_data"]["format"] == "METHOD-DATA" {
-                        Ok(err["e_data"]["padata"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(padata_number).collect()).unwrap_or_default())
+                        Ok(err["e_data"]["padata"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(padata_number)
+                                    .collect()
+                            })
+                            .unwrap_or_default())
                     } else {
                         Err("not METHOD-DATA")
                     }
@@ -224,10 +301,26 @@ fn diff(a: &Msg, b: &Msg) -> Vec<(&'static str, String, String)> {
             }
         )*};
     }
-    cmp!(msg_type, error_code, cname, realm, crealm, sname, padata, stime, e_text, for_user, additional_tickets);
+    cmp!(
+        msg_type,
+        error_code,
+        cname,
+        realm,
+        crealm,
+        sname,
+        padata,
+        stime,
+        e_text,
+        for_user,
+        additional_tickets
+    );
     // tshark only decodes e-data for some error codes; compare where it did.
     if a.e_data_padata != b.e_data_padata && a.e_data_padata != Some(Err("not decoded")) {
-        d.push(("e_data_padata", format!("{:?}", a.e_data_padata), format!("{:?}", b.e_data_padata)));
+        d.push((
+            "e_data_padata",
+            format!("{:?}", a.e_data_padata),
+            format!("{:?}", b.e_data_padata),
+        ));
     }
     d
 }
@@ -236,7 +329,11 @@ fn diff(a: &Msg, b: &Msg) -> Vec<(&'static str, String, String)> {
 fn kcdscope_and_tshark_agree_on_every_captured_message() {
     require_tshark();
     let files = captures("krb5");
-    assert!(files.len() >= 40, "expected the bundled captures, found {}", files.len());
+    assert!(
+        files.len() >= 40,
+        "expected the bundled captures, found {}",
+        files.len()
+    );
     let mut compared = 0usize;
     let mut fields = 0usize;
     let mut problems: Vec<String> = Vec::new();
@@ -262,21 +359,36 @@ fn kcdscope_and_tshark_agree_on_every_captured_message() {
             fields += 12;
             *per_type.entry(t.msg_type.clone()).or_default() += 1;
             if tf != of {
-                problems.push(format!("{name}: message in frame {tf} for tshark, {of} for kcdscope"));
+                problems.push(format!(
+                    "{name}: message in frame {tf} for tshark, {of} for kcdscope"
+                ));
             }
             for (field, want, got) in diff(t, o) {
-                if let Some(x) = EXCEPTIONS.iter().find(|x| x.field == field && (x.applies)(t, o)) {
+                if let Some(x) = EXCEPTIONS
+                    .iter()
+                    .find(|x| x.field == field && (x.applies)(t, o))
+                {
                     *excused.entry(x.why).or_default() += 1;
                     continue;
                 }
-                problems.push(format!("{name} frame {tf} {field}: tshark {want}, kcdscope {got}"));
+                problems.push(format!(
+                    "{name} frame {tf} {field}: tshark {want}, kcdscope {got}"
+                ));
             }
         }
     }
-    eprintln!("compared {compared} messages ({fields} fields) in {} files: {per_type:?}", files.len());
+    eprintln!(
+        "compared {compared} messages ({fields} fields) in {} files: {per_type:?}",
+        files.len()
+    );
     for (why, n) in &excused {
         eprintln!("excused {n} differences: {why}");
     }
     assert!(compared >= 300, "too few messages compared: {compared}");
-    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} differences:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }

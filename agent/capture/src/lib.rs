@@ -20,7 +20,10 @@ const MAX_BLOCK: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error("{path}: {source}")]
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: empty file")]
     Empty { path: String },
     #[error("{path}: not a pcap or pcapng file (unrecognised header)")]
@@ -63,7 +66,12 @@ fn ts_from_units(units: u64, resolution: u64, offset_secs: i64) -> Timestamp {
 }
 
 /// Replays one capture file into `decoder`. `name` is how events name the file.
-pub fn replay_file<S: Sink + ?Sized>(path: &Path, name: &str, decoder: &mut Decoder, sink: &mut S) -> Result<FileReport, CaptureError> {
+pub fn replay_file<S: Sink + ?Sized>(
+    path: &Path,
+    name: &str,
+    decoder: &mut Decoder,
+    sink: &mut S,
+) -> Result<FileReport, CaptureError> {
     let p = || path.display().to_string();
     let file = File::open(path).map_err(|source| CaptureError::Open { path: p(), source })?;
     replay_reader(file, name, decoder, sink).map_err(|e| match e {
@@ -106,27 +114,50 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
                 let mut problem: Option<String> = None;
                 match block {
                     PcapBlockOwned::LegacyHeader(h) => {
-                        let res = if h.is_nanosecond_precision() { 1_000_000_000 } else { 1_000_000 };
+                        let res = if h.is_nanosecond_precision() {
+                            1_000_000_000
+                        } else {
+                            1_000_000
+                        };
                         legacy = Some((LinkType(h.network.0 as u32), res));
                     }
                     PcapBlockOwned::Legacy(b) => {
                         if let Some((link, res)) = legacy {
-                            let ts = ts_from_units(u64::from(b.ts_sec) * res + u64::from(b.ts_usec), res, 0);
+                            let ts = ts_from_units(
+                                u64::from(b.ts_sec) * res + u64::from(b.ts_usec),
+                                res,
+                                0,
+                            );
                             packet = Some((ts, link, b.data));
                         }
                     }
                     PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
                         let resolution = idb.ts_resolution().unwrap_or(1_000_000);
-                        interfaces.push(Interface { link: LinkType(idb.linktype.0 as u32), resolution, offset_secs: idb.if_tsoffset });
+                        interfaces.push(Interface {
+                            link: LinkType(idb.linktype.0 as u32),
+                            resolution,
+                            offset_secs: idb.if_tsoffset,
+                        });
                     }
-                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => match interfaces.get(epb.if_id as usize) {
-                        Some(i) => {
-                            let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                            packet = Some((ts_from_units(units, i.resolution, i.offset_secs), i.link, epb.data));
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        match interfaces.get(epb.if_id as usize) {
+                            Some(i) => {
+                                let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                packet = Some((
+                                    ts_from_units(units, i.resolution, i.offset_secs),
+                                    i.link,
+                                    epb.data,
+                                ));
+                            }
+                            None => {
+                                problem = Some(format!(
+                                    "packet block for interface {} which was never described",
+                                    epb.if_id
+                                ))
+                            }
                         }
-                        None => problem = Some(format!("packet block for interface {} which was never described", epb.if_id)),
-                    },
+                    }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => match interfaces.first() {
                         // Simple packet blocks carry no time: keep the last one seen.
                         Some(i) => packet = Some((last_ts, i.link, spb.data)),
@@ -137,7 +168,15 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
                 if let Some((ts, link, data)) = packet {
                     frame += 1;
                     last_ts = ts;
-                    decoder.packet(&Packet { ts, link, data, frame }, sink);
+                    decoder.packet(
+                        &Packet {
+                            ts,
+                            link,
+                            data,
+                            frame,
+                        },
+                        sink,
+                    );
                 } else if let Some(detail) = problem {
                     frame += 1;
                     decoder.source_anomaly(last_ts, frame, "pcap_bad_block", detail, sink);
@@ -180,5 +219,8 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
             sink,
         ),
     }
-    Ok(FileReport { packets: frame, ending })
+    Ok(FileReport {
+        packets: frame,
+        ending,
+    })
 }

@@ -2,13 +2,40 @@
 //! something real wherever it runs. All come from the project's labs (captures/krb5/*).
 
 pub const CAPTURES: &[(&str, &[u8])] = &[
-    ("samba-lab/ok_http.pcap", include_bytes!("../../../captures/krb5/samba-lab/ok_http.pcap")),
-    ("samba-lab/target_not_allowed.pcap", include_bytes!("../../../captures/krb5/samba-lab/target_not_allowed.pcap")),
-    ("samba-lab/no_protocol_transition.pcap", include_bytes!("../../../captures/krb5/samba-lab/no_protocol_transition.pcap")),
-    ("samba-lab/target_unknown.pcap", include_bytes!("../../../captures/krb5/samba-lab/target_unknown.pcap")),
-    ("samba-lab/disabled_user.pcap", include_bytes!("../../../captures/krb5/samba-lab/disabled_user.pcap")),
-    ("mit-lab/d_response_too_big.pcap", include_bytes!("../../../captures/krb5/mit-lab/d_response_too_big.pcap")),
-    ("mit-lab/d_tcp_blocked.pcap", include_bytes!("../../../captures/krb5/mit-lab/d_tcp_blocked.pcap")),
-    ("mit-lab/e_skew_as_timesync_off.pcap", include_bytes!("../../../captures/krb5/mit-lab/e_skew_as_timesync_off.pcap")),
-    ("mit-lab/g_kdc_failover.pcap", include_bytes!("../../../captures/krb5/mit-lab/g_kdc_failover.pcap")),
+    (
+        "samba-lab/ok_http.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/ok_http.pcap"),
+    ),
+    (
+        "samba-lab/target_not_allowed.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/target_not_allowed.pcap"),
+    ),
+    (
+        "samba-lab/no_protocol_transition.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/no_protocol_transition.pcap"),
+    ),
+    (
+        "samba-lab/target_unknown.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/target_unknown.pcap"),
+    ),
+    (
+        "samba-lab/disabled_user.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/disabled_user.pcap"),
+    ),
+    (
+        "mit-lab/d_response_too_big.pcap",
+        include_bytes!("../../../captures/krb5/mit-lab/d_response_too_big.pcap"),
+    ),
+    (
+        "mit-lab/d_tcp_blocked.pcap",
+        include_bytes!("../../../captures/krb5/mit-lab/d_tcp_blocked.pcap"),
+    ),
+    (
+        "mit-lab/e_skew_as_timesync_off.pcap",
+        include_bytes!("../../../captures/krb5/mit-lab/e_skew_as_timesync_off.pcap"),
+    ),
+    (
+        "mit-lab/g_kdc_failover.pcap",
+        include_bytes!("../../../captures/krb5/mit-lab/g_kdc_failover.pcap"),
+    ),
 ];

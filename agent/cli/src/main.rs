@@ -55,6 +55,10 @@ struct ReplayArgs {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Only count: decode everything, print the summary line, list nothing.
+    #[arg(long, conflicts_with_all = ["json", "quiet"])]
+    count: bool,
+
     #[command(flatten)]
     limits: Limits,
 }
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
             json: false,
             output: None,
             quiet: false,
+            count: false,
             limits: Limits::parse_defaults(),
         },
     };
@@ -147,11 +152,14 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut decoder = Decoder::new(args.limits.config());
     let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()));
     let mut file_out = match &args.output {
-        Some(p) => Some(NdjsonWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)),
+        Some(p) => Some(NdjsonWriter::new(
+            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
         None => None,
     };
     // Without an NDJSON destination on stdout, list messages for a person.
-    let mut text_out = (!args.json).then(|| TextWriter::new(BufWriter::new(io::stdout())));
+    let mut text_out =
+        (!args.json && !args.count).then(|| TextWriter::new(BufWriter::new(io::stdout())));
     let mut failed = false;
     {
         let mut sinks: Vec<&mut dyn Sink> = Vec::new();
@@ -175,11 +183,14 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             let result = if path.as_os_str() == "-" {
                 replay_reader(io::stdin(), "-", &mut decoder, &mut sink).map_err(|e| match e {
                     ReaderError::Empty => "standard input: empty".to_string(),
-                    ReaderError::NotACapture => "standard input: not a pcap or pcapng stream".to_string(),
+                    ReaderError::NotACapture => {
+                        "standard input: not a pcap or pcapng stream".to_string()
+                    }
                     ReaderError::Read(d) => format!("standard input: {d}"),
                 })
             } else {
-                replay_file(path, &path.display().to_string(), &mut decoder, &mut sink).map_err(|e| e.to_string())
+                replay_file(path, &path.display().to_string(), &mut decoder, &mut sink)
+                    .map_err(|e| e.to_string())
             };
             if let Err(msg) = result {
                 eprintln!("kcdscope: {msg}");
@@ -205,5 +216,9 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     if !args.quiet {
         let _ = writeln!(io::stderr().lock(), "{}", decoder.stats().summary());
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -27,9 +27,23 @@ impl FlowKey {
     /// Returns the key and whether (src, dst) was swapped to build it.
     pub fn new(proto: u8, src: Endpoint, dst: Endpoint) -> (Self, bool) {
         if order_key(&src) <= order_key(&dst) {
-            (Self { proto, a: src, b: dst }, false)
+            (
+                Self {
+                    proto,
+                    a: src,
+                    b: dst,
+                },
+                false,
+            )
         } else {
-            (Self { proto, a: dst, b: src }, true)
+            (
+                Self {
+                    proto,
+                    a: dst,
+                    b: src,
+                },
+                true,
+            )
         }
     }
 
@@ -89,7 +103,10 @@ mod tests {
     use super::*;
 
     fn ep(s: &str, port: u16) -> Endpoint {
-        Endpoint { ip: s.parse().expect("address"), port }
+        Endpoint {
+            ip: s.parse().expect("address"),
+            port,
+        }
     }
 
     // Vectors from community-id-spec baseline/README.md (seed 0).

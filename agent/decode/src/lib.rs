@@ -20,7 +20,9 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use kcd_krb5::frame::{FrameEvent, RecordFramer};
-use kcd_schema::{Anomaly, AnomalyLayer, Direction, Event, EventType, RequestRef, Timestamp, Transport};
+use kcd_schema::{
+    Anomaly, AnomalyLayer, Direction, Event, EventType, Krb5, RequestRef, Timestamp, Transport,
+};
 
 use crate::flow::{Endpoint, FlowId, FlowKey, PROTO_TCP, PROTO_UDP};
 use crate::krb5::{Pending, PendingQueue, Role};
@@ -106,7 +108,12 @@ struct TcpFlow {
 
 impl TcpFlow {
     fn held(&self) -> usize {
-        self.dirs.iter().map(StreamDir::buffered).sum::<usize>() + self.framers.iter().map(RecordFramer::capacity).sum::<usize>()
+        self.dirs.iter().map(StreamDir::buffered).sum::<usize>()
+            + self
+                .framers
+                .iter()
+                .map(RecordFramer::capacity)
+                .sum::<usize>()
     }
 }
 
@@ -154,17 +161,32 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
     fn anomaly(&mut self, ctx: &Ctx<'_>, layer: AnomalyLayer, kind: &'static str, detail: String) {
         self.stats.anomaly(kind);
         let mut e = ctx.envelope(EventType::Anomaly);
-        e.anomaly = Some(Anomaly { layer, kind: Cow::Borrowed(kind), detail: Cow::Owned(detail) });
+        e.anomaly = Some(Anomaly {
+            layer,
+            kind: Cow::Borrowed(kind),
+            detail: Cow::Owned(detail),
+        });
         self.sink.event(&e);
     }
 
     /// Decodes and reports one Kerberos message; pairs it through `queue`.
-    fn message(&mut self, ctx: &Ctx<'_>, bytes: &[u8], queue: &mut dyn FnMut(Role, Option<Pending>) -> Option<Pending>) {
-        let mut d = match krb5::decode(bytes, ctx.ts) {
+    fn message(
+        &mut self,
+        ctx: &Ctx<'_>,
+        bytes: &[u8],
+        queue: &mut dyn FnMut(Role, Option<Pending>) -> Option<Pending>,
+    ) {
+        let mut e = ctx.envelope(EventType::Krb5);
+        let k = e.krb5.insert(Krb5::default());
+        let d = match krb5::decode(bytes, ctx.ts, k) {
             Ok(d) => d,
             Err(_) => {
                 let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-                let detail = format!("{} bytes on a Kerberos port that are not a Kerberos message (starts {})", bytes.len(), head.join(" "));
+                let detail = format!(
+                    "{} bytes on a Kerberos port that are not a Kerberos message (starts {})",
+                    bytes.len(),
+                    head.join(" ")
+                );
                 self.anomaly(ctx, AnomalyLayer::Krb5, "krb5_not_kerberos", detail);
                 return;
             }
@@ -174,19 +196,28 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
         if let Some(code) = d.error_code {
             *self.stats.errors.entry(code).or_default() += 1;
         }
-        if d.krb5.malformed.is_some() {
+        if k.malformed.is_some() {
             self.stats.anomaly("krb5_malformed");
         }
-        let mine = Pending { frame: ctx.frame, ts: ctx.ts, msg_type: d.kind, source: ctx.source };
+        let mine = Pending {
+            frame: ctx.frame,
+            ts: ctx.ts,
+            msg_type: d.kind,
+            source: ctx.source,
+        };
         match d.role {
             Role::Request => {
                 queue(Role::Request, Some(mine));
             }
             Role::Reply => match queue(Role::Reply, None) {
                 Some(req) => {
-                    d.krb5.request = Some(RequestRef {
+                    k.request = Some(RequestRef {
                         pcap_file: (req.source != ctx.source)
-                            .then(|| self.sources.get(req.source as usize).map(|s| Cow::Owned(s.to_string())))
+                            .then(|| {
+                                self.sources
+                                    .get(req.source as usize)
+                                    .map(|s| Cow::Owned(s.to_string()))
+                            })
                             .flatten(),
                         frame: req.frame,
                         msg_type: krb5::parse::msg_type_name(req.msg_type),
@@ -197,9 +228,7 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
             },
             Role::Other => {}
         }
-        d.krb5.direction = Some(ctx.direction);
-        let mut e = ctx.envelope(EventType::Krb5);
-        e.krb5 = Some(d.krb5);
+        k.direction = Some(ctx.direction);
         self.sink.event(&e);
     }
 
@@ -286,11 +315,21 @@ impl Decoder {
     }
 
     fn pcap_file(&self) -> Option<Arc<str>> {
-        self.sources.get(self.source as usize).filter(|s| !s.is_empty()).cloned()
+        self.sources
+            .get(self.source as usize)
+            .filter(|s| !s.is_empty())
+            .cloned()
     }
 
     /// Reports an input problem that belongs to no packet (e.g. a truncated file).
-    pub fn source_anomaly<S: Sink + ?Sized>(&mut self, ts: Timestamp, frame: u64, kind: &'static str, detail: String, sink: &mut S) {
+    pub fn source_anomaly<S: Sink + ?Sized>(
+        &mut self,
+        ts: Timestamp,
+        frame: u64,
+        kind: &'static str,
+        detail: String,
+        sink: &mut S,
+    ) {
         self.stats.anomaly(kind);
         let file = self.pcap_file();
         let e = Event {
@@ -305,7 +344,11 @@ impl Decoder {
             dest_port: None,
             proto: None,
             krb5: None,
-            anomaly: Some(Anomaly { layer: AnomalyLayer::Pcap, kind: Cow::Borrowed(kind), detail: Cow::Owned(detail) }),
+            anomaly: Some(Anomaly {
+                layer: AnomalyLayer::Pcap,
+                kind: Cow::Borrowed(kind),
+                detail: Cow::Owned(detail),
+            }),
         };
         sink.event(&e);
     }
@@ -324,22 +367,34 @@ impl Decoder {
                 self.next_sweep = Some(Timestamp(pkt.ts.0 + SECOND));
             }
         }
+        if let Some(seg) = net::fast_path(pkt.link, pkt.data) {
+            self.decode_segment(pkt, seg, sink);
+            return;
+        }
         // The segment that completes a fragmented datagram borrows the reassembly buffer,
         // so the pool is held outside `self` while the packet is processed.
         let mut defrag = self.defrag.take();
-        self.decode_packet(pkt, &mut defrag, sink);
+        self.decode_frame(pkt, &mut defrag, sink);
         self.defrag = defrag;
     }
 
-    fn decode_packet<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, defrag: &mut Defragmenter, sink: &mut S) {
-        let outcome = net::segment(pkt.link, pkt.data, pkt.ts, defrag);
-        let seg = match outcome {
+    fn decode_frame<S: Sink + ?Sized>(
+        &mut self,
+        pkt: &Packet<'_>,
+        defrag: &mut Defragmenter,
+        sink: &mut S,
+    ) {
+        let seg = match net::segment(pkt.link, pkt.data, pkt.ts, defrag) {
             NetOutcome::Segment(s) => s,
             NetOutcome::FragmentHeld | NetOutcome::Ignored => {
                 self.stats.other_packets += 1;
                 return;
             }
-            NetOutcome::Anomaly { layer, kind, detail } => {
+            NetOutcome::Anomaly {
+                layer,
+                kind,
+                detail,
+            } => {
                 self.stats.anomaly(kind);
                 let file = self.pcap_file();
                 let e = Event {
@@ -354,20 +409,40 @@ impl Decoder {
                     dest_port: None,
                     proto: None,
                     krb5: None,
-                    anomaly: Some(Anomaly { layer, kind: Cow::Borrowed(kind), detail: Cow::Owned(detail) }),
+                    anomaly: Some(Anomaly {
+                        layer,
+                        kind: Cow::Borrowed(kind),
+                        detail: Cow::Owned(detail),
+                    }),
                 };
                 sink.event(&e);
                 return;
             }
         };
+        self.decode_segment(pkt, seg, sink);
+    }
+
+    fn decode_segment<S: Sink + ?Sized>(
+        &mut self,
+        pkt: &Packet<'_>,
+        seg: Segment<'_>,
+        sink: &mut S,
+    ) {
         let to_kdc = self.is_krb5_port(seg.dst.port);
         if !to_kdc && !self.is_krb5_port(seg.src.port) {
             self.stats.other_packets += 1;
             return;
         }
-        let direction = if to_kdc { Direction::ToKdc } else { Direction::FromKdc };
+        let direction = if to_kdc {
+            Direction::ToKdc
+        } else {
+            Direction::FromKdc
+        };
         // Half of a TCP capture is bare ACKs: they only keep their flow alive.
-        if let Some(m) = seg.tcp.filter(|m| seg.payload.is_empty() && !seg.truncated && !m.syn && !m.fin && !m.rst) {
+        if let Some(m) = seg
+            .tcp
+            .filter(|m| seg.payload.is_empty() && !seg.truncated && !m.syn && !m.fin && !m.rst)
+        {
             let _ = m;
             let (key, _) = FlowKey::new(PROTO_TCP, seg.src, seg.dst);
             if let Some(flow) = self.tcp.get_mut(&key) {
@@ -383,9 +458,24 @@ impl Decoder {
         }
     }
 
-    fn udp<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, seg: &Segment<'_>, direction: Direction, file: Option<&str>, sink: &mut S) {
-        let (client, server) = if direction == Direction::ToKdc { (seg.src, seg.dst) } else { (seg.dst, seg.src) };
-        let flow_id = match self.udp_pending.get_mut(&(client, server)).and_then(|q| q.flow_id.take()) {
+    fn udp<S: Sink + ?Sized>(
+        &mut self,
+        pkt: &Packet<'_>,
+        seg: &Segment<'_>,
+        direction: Direction,
+        file: Option<&str>,
+        sink: &mut S,
+    ) {
+        let (client, server) = if direction == Direction::ToKdc {
+            (seg.src, seg.dst)
+        } else {
+            (seg.dst, seg.src)
+        };
+        let flow_id = match self
+            .udp_pending
+            .get_mut(&(client, server))
+            .and_then(|q| q.flow_id.take())
+        {
             Some(id) => id,
             None => FlowKey::new(PROTO_UDP, seg.src, seg.dst).0.community_id(),
         };
@@ -400,9 +490,22 @@ impl Decoder {
             direction,
             source: self.source,
         };
-        let mut emit = Emit { max_record: self.cfg.max_krb5_record, stats: &mut self.stats, sources: &self.sources, sink };
+        let mut emit = Emit {
+            max_record: self.cfg.max_krb5_record,
+            stats: &mut self.stats,
+            sources: &self.sources,
+            sink,
+        };
         if seg.truncated {
-            emit.anomaly(&ctx, AnomalyLayer::Udp, "packet_truncated", format!("datagram cut to {} bytes by the capture's snap length", seg.payload.len()));
+            emit.anomaly(
+                &ctx,
+                AnomalyLayer::Udp,
+                "packet_truncated",
+                format!(
+                    "datagram cut to {} bytes by the capture's snap length",
+                    seg.payload.len()
+                ),
+            );
         }
         let pending = &mut self.udp_pending;
         let max_pending = self.cfg.max_pending_udp;
@@ -411,7 +514,11 @@ impl Decoder {
             (Role::Request, Some(p)) if direction == Direction::ToKdc => {
                 if pending.len() >= max_pending && !pending.contains_key(&(client, server)) {
                     // Full: forget the pair waiting longest.
-                    if let Some(oldest) = pending.iter().min_by_key(|(k, q)| (q.newest(), **k)).map(|(k, _)| *k) {
+                    if let Some(oldest) = pending
+                        .iter()
+                        .min_by_key(|(k, q)| (q.newest(), **k))
+                        .map(|(k, _)| *k)
+                    {
                         pending.remove(&oldest);
                         *stats_unanswered += 1;
                     }
@@ -434,7 +541,14 @@ impl Decoder {
         self.stats.requests_unanswered += *stats_unanswered;
     }
 
-    fn tcp<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, seg: &Segment<'_>, direction: Direction, file: Option<&str>, sink: &mut S) {
+    fn tcp<S: Sink + ?Sized>(
+        &mut self,
+        pkt: &Packet<'_>,
+        seg: &Segment<'_>,
+        direction: Direction,
+        file: Option<&str>,
+        sink: &mut S,
+    ) {
         let Some(meta) = seg.tcp else { return };
         let (key, _) = FlowKey::new(PROTO_TCP, seg.src, seg.dst);
         if !self.tcp.contains_key(&key) {
@@ -446,7 +560,11 @@ impl Decoder {
             if self.tcp.len() >= self.cfg.max_tcp_flows {
                 self.evict_oldest_flow(pkt, file, sink);
             }
-            let (client, server) = if direction == Direction::ToKdc { (seg.src, seg.dst) } else { (seg.dst, seg.src) };
+            let (client, server) = if direction == Direction::ToKdc {
+                (seg.src, seg.dst)
+            } else {
+                (seg.dst, seg.src)
+            };
             self.stats.tcp_flows += 1;
             self.tcp.insert(
                 key,
@@ -454,7 +572,10 @@ impl Decoder {
                     client,
                     server,
                     dirs: Default::default(),
-                    framers: [RecordFramer::new(self.cfg.max_krb5_record), RecordFramer::new(self.cfg.max_krb5_record)],
+                    framers: [
+                        RecordFramer::new(self.cfg.max_krb5_record),
+                        RecordFramer::new(self.cfg.max_krb5_record),
+                    ],
                     pending: PendingQueue::default(),
                     flow_id: key.community_id(),
                     last_seen: pkt.ts,
@@ -462,7 +583,9 @@ impl Decoder {
                 },
             );
         }
-        let Some(flow) = self.tcp.get_mut(&key) else { return };
+        let Some(flow) = self.tcp.get_mut(&key) else {
+            return;
+        };
         flow.last_seen = pkt.ts;
         let d = usize::from(seg.src != flow.client);
         let ctx = Ctx {
@@ -476,31 +599,56 @@ impl Decoder {
             direction,
             source: self.source,
         };
-        let mut emit = Emit { max_record: self.cfg.max_krb5_record, stats: &mut self.stats, sources: &self.sources, sink };
+        let mut emit = Emit {
+            max_record: self.cfg.max_krb5_record,
+            stats: &mut self.stats,
+            sources: &self.sources,
+            sink,
+        };
         if seg.truncated {
-            emit.anomaly(&ctx, AnomalyLayer::Tcp, "packet_truncated", "segment cut short by the capture's snap length; the stream has a gap".into());
+            emit.anomaly(
+                &ctx,
+                AnomalyLayer::Tcp,
+                "packet_truncated",
+                "segment cut short by the capture's snap length; the stream has a gap".into(),
+            );
         }
         if meta.syn {
             flow.dirs[d].syn(meta.seq);
         }
-        let seq = if meta.syn { meta.seq.wrapping_add(1) } else { meta.seq };
+        let seq = if meta.syn {
+            meta.seq.wrapping_add(1)
+        } else {
+            meta.seq
+        };
         let payload = if seg.truncated { &[][..] } else { seg.payload };
         let framer = &mut flow.framers[d];
         let pending = &mut flow.pending;
         let mut gap_bytes = 0u64;
-        let st = flow.dirs[d].segment(seq, payload, meta.fin, self.cfg.max_flow_buffer, &mut |del| match del {
-            Delivery::Data(b) => framer.push(b, &mut |fe| emit.frame_event(&ctx, fe, pending)),
-            Delivery::Gap(n) => {
-                gap_bytes += n;
-                framer.gap();
-            }
-        });
+        let st = flow.dirs[d].segment(
+            seq,
+            payload,
+            meta.fin,
+            self.cfg.max_flow_buffer,
+            &mut |del| match del {
+                Delivery::Data(b) => framer.push(b, &mut |fe| emit.frame_event(&ctx, fe, pending)),
+                Delivery::Gap(n) => {
+                    gap_bytes += n;
+                    framer.gap();
+                }
+            },
+        );
         if seg.truncated && !seg.payload.is_empty() {
             gap_bytes += seg.payload.len() as u64;
             framer.gap();
         }
         if gap_bytes > 0 {
-            emit.anomaly(&ctx, AnomalyLayer::Tcp, "tcp_gap", format!("{gap_bytes} bytes missing from the stream"));
+            emit.anomaly(
+                &ctx,
+                AnomalyLayer::Tcp,
+                "tcp_gap",
+                format!("{gap_bytes} bytes missing from the stream"),
+            );
         }
         emit.stats.tcp_retransmitted += u64::from(st.retransmitted);
         emit.stats.tcp_out_of_order += u64::from(st.out_of_order);
@@ -512,18 +660,42 @@ impl Decoder {
         if closing {
             self.close_flow(key, pkt, file, "connection closed", sink);
         } else if self.tcp_memory > self.cfg.max_reassembly_memory {
-            self.close_flow(key, pkt, file, "reassembly memory limit (--max-reassembly-memory) reached", sink);
+            self.close_flow(
+                key,
+                pkt,
+                file,
+                "reassembly memory limit (--max-reassembly-memory) reached",
+                sink,
+            );
             self.stats.anomaly("tcp_memory_limit");
         }
     }
 
     /// Ends a TCP flow: hands on what is held, reports what can never complete.
-    fn close_flow<S: Sink + ?Sized>(&mut self, key: FlowKey, pkt: &Packet<'_>, file: Option<&str>, why: &str, sink: &mut S) {
-        let Some(mut flow) = self.tcp.remove(&key) else { return };
+    fn close_flow<S: Sink + ?Sized>(
+        &mut self,
+        key: FlowKey,
+        pkt: &Packet<'_>,
+        file: Option<&str>,
+        why: &str,
+        sink: &mut S,
+    ) {
+        let Some(mut flow) = self.tcp.remove(&key) else {
+            return;
+        };
         self.tcp_memory = self.tcp_memory.saturating_sub(flow.memory);
-        let mut emit = Emit { max_record: self.cfg.max_krb5_record, stats: &mut self.stats, sources: &self.sources, sink };
+        let mut emit = Emit {
+            max_record: self.cfg.max_krb5_record,
+            stats: &mut self.stats,
+            sources: &self.sources,
+            sink,
+        };
         for d in 0..2 {
-            let (src, dst) = if d == 0 { (flow.client, flow.server) } else { (flow.server, flow.client) };
+            let (src, dst) = if d == 0 {
+                (flow.client, flow.server)
+            } else {
+                (flow.server, flow.client)
+            };
             let ctx = Ctx {
                 ts: pkt.ts,
                 frame: pkt.frame,
@@ -532,7 +704,11 @@ impl Decoder {
                 src,
                 dst,
                 transport: Transport::Tcp,
-                direction: if d == 0 { Direction::ToKdc } else { Direction::FromKdc },
+                direction: if d == 0 {
+                    Direction::ToKdc
+                } else {
+                    Direction::FromKdc
+                },
                 source: self.source,
             };
             let framer = &mut flow.framers[d];
@@ -542,14 +718,22 @@ impl Decoder {
                 Delivery::Gap(_) => framer.gap(),
             });
             if lost > 0 {
-                emit.anomaly(&ctx, AnomalyLayer::Tcp, "tcp_gap", format!("{lost} bytes missing from the stream before it ended"));
+                emit.anomaly(
+                    &ctx,
+                    AnomalyLayer::Tcp,
+                    "tcp_gap",
+                    format!("{lost} bytes missing from the stream before it ended"),
+                );
             }
             if framer.buffered() > 0 {
                 emit.anomaly(
                     &ctx,
                     AnomalyLayer::Krb5,
                     "krb5_unfinished_record",
-                    format!("{} bytes of an incomplete Kerberos record when the stream ended ({why})", framer.buffered()),
+                    format!(
+                        "{} bytes of an incomplete Kerberos record when the stream ended ({why})",
+                        framer.buffered()
+                    ),
                 );
             }
         }
@@ -558,8 +742,17 @@ impl Decoder {
         }
     }
 
-    fn evict_oldest_flow<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, file: Option<&str>, sink: &mut S) {
-        let oldest = self.tcp.iter().min_by_key(|(k, f)| (f.last_seen, k.a, k.b)).map(|(k, _)| *k);
+    fn evict_oldest_flow<S: Sink + ?Sized>(
+        &mut self,
+        pkt: &Packet<'_>,
+        file: Option<&str>,
+        sink: &mut S,
+    ) {
+        let oldest = self
+            .tcp
+            .iter()
+            .min_by_key(|(k, f)| (f.last_seen, k.a, k.b))
+            .map(|(k, _)| *k);
         if let Some(k) = oldest {
             self.stats.anomaly("tcp_flow_table_full");
             self.close_flow(k, pkt, file, "flow table full (--max-tcp-flows)", sink);
@@ -569,11 +762,20 @@ impl Decoder {
     /// Ages state out by capture time: idle TCP flows, unanswered requests, fragments.
     fn sweep<S: Sink + ?Sized>(&mut self, now: Timestamp, frame: u64, sink: &mut S) {
         let idle = self.cfg.tcp_idle_timeout_ns;
-        let mut stale: Vec<(FlowKey, Timestamp)> =
-            self.tcp.iter().filter(|(_, f)| now.0 - f.last_seen.0 > idle).map(|(k, f)| (*k, f.last_seen)).collect();
+        let mut stale: Vec<(FlowKey, Timestamp)> = self
+            .tcp
+            .iter()
+            .filter(|(_, f)| now.0 - f.last_seen.0 > idle)
+            .map(|(k, f)| (*k, f.last_seen))
+            .collect();
         stale.sort_by_key(|(k, t)| (*t, k.a, k.b));
         let file = self.pcap_file();
-        let pkt = Packet { ts: now, link: LinkType::RAW, data: &[], frame };
+        let pkt = Packet {
+            ts: now,
+            link: LinkType::RAW,
+            data: &[],
+            frame,
+        };
         for (k, _) in stale {
             self.close_flow(k, &pkt, file.as_deref(), "idle timeout", sink);
         }
@@ -596,7 +798,10 @@ impl Decoder {
                 now,
                 frame,
                 "ip_frag_timeout",
-                format!("{} bytes of fragments from {} to {} never completed", f.bytes, f.src, f.dst),
+                format!(
+                    "{} bytes of fragments from {} to {} never completed",
+                    f.bytes, f.src, f.dst
+                ),
                 sink,
             );
         }
@@ -604,11 +809,17 @@ impl Decoder {
 
     /// End of input: closes every flow so nothing held is lost silently.
     pub fn finish<S: Sink + ?Sized>(&mut self, sink: &mut S) {
-        let mut keys: Vec<(FlowKey, Timestamp)> = self.tcp.iter().map(|(k, f)| (*k, f.last_seen)).collect();
+        let mut keys: Vec<(FlowKey, Timestamp)> =
+            self.tcp.iter().map(|(k, f)| (*k, f.last_seen)).collect();
         keys.sort_by_key(|(k, t)| (*t, k.a, k.b));
         let file = self.pcap_file();
         for (k, last) in keys {
-            let pkt = Packet { ts: last, link: LinkType::RAW, data: &[], frame: 0 };
+            let pkt = Packet {
+                ts: last,
+                link: LinkType::RAW,
+                data: &[],
+                frame: 0,
+            };
             self.close_flow(k, &pkt, file.as_deref(), "end of capture", sink);
         }
         for (_, mut q) in std::mem::take(&mut self.udp_pending) {

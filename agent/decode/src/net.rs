@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use etherparse::defrag::IpDefragBuf;
 use etherparse::{
-    EtherType, Ethernet2HeaderSlice, IpFragOffset, IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice, LaxNetSlice, LaxSlicedPacket, TcpSlice,
-    TransportSlice, UdpSlice,
+    EtherType, Ethernet2HeaderSlice, IpFragOffset, IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice,
+    LaxNetSlice, LaxSlicedPacket, TcpSlice, TransportSlice, UdpSlice,
 };
 use kcd_schema::{AnomalyLayer, Timestamp};
 
@@ -62,11 +62,23 @@ pub enum NetOutcome<'a> {
     /// A fragment was stored; the datagram is not complete yet.
     FragmentHeld,
     Ignored,
-    Anomaly { layer: AnomalyLayer, kind: &'static str, detail: String },
+    Anomaly {
+        layer: AnomalyLayer,
+        kind: &'static str,
+        detail: String,
+    },
 }
 
-fn anomaly<'a>(layer: AnomalyLayer, kind: &'static str, detail: impl Into<String>) -> NetOutcome<'a> {
-    NetOutcome::Anomaly { layer, kind, detail: detail.into() }
+fn anomaly<'a>(
+    layer: AnomalyLayer,
+    kind: &'static str,
+    detail: impl Into<String>,
+) -> NetOutcome<'a> {
+    NetOutcome::Anomaly {
+        layer,
+        kind,
+        detail: detail.into(),
+    }
 }
 
 /// BSD null/loop address families meaning IPv4 or IPv6 (AF_INET6 differs per OS).
@@ -83,19 +95,31 @@ fn slice_link(link: LinkType, data: &[u8]) -> Result<LaxSlicedPacket<'_>, (&'sta
     let bad = |what: &str| ("link_malformed", what.to_string());
     match link {
         LinkType::ETHERNET => LaxSlicedPacket::from_ethernet(data).map_err(|e| bad(&e.to_string())),
-        LinkType::RAW | LinkType::RAW_OLD | LinkType::RAW_OLD2 | LinkType::IPV4 | LinkType::IPV6 => {
+        LinkType::RAW
+        | LinkType::RAW_OLD
+        | LinkType::RAW_OLD2
+        | LinkType::IPV4
+        | LinkType::IPV6 => {
             LaxSlicedPacket::from_ip(data).map_err(|e| ("ip_malformed", e.to_string()))
         }
         LinkType::NULL | LinkType::LOOP => {
-            let head: [u8; 4] = data.get(..4).and_then(|h| h.try_into().ok()).ok_or_else(|| bad("loopback header cut"))?;
+            let head: [u8; 4] = data
+                .get(..4)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(|| bad("loopback header cut"))?;
             let af = if link == LinkType::LOOP {
                 u32::from_be_bytes(head)
             } else {
                 // Host order of the machine that captured: try both.
                 let le = u32::from_le_bytes(head);
-                if le < 256 { le } else { u32::from_be_bytes(head) }
+                if le < 256 {
+                    le
+                } else {
+                    u32::from_be_bytes(head)
+                }
             };
-            let et = family_to_ether_type(af).ok_or_else(|| ("link_unsupported", format!("address family {af}")))?;
+            let et = family_to_ether_type(af)
+                .ok_or_else(|| ("link_unsupported", format!("address family {af}")))?;
             Ok(LaxSlicedPacket::from_ether_type(et, &data[4..]))
         }
         LinkType::LINUX_SLL => {
@@ -154,7 +178,12 @@ pub struct FragmentExpired {
 
 impl Defragmenter {
     pub fn new(max_datagrams: usize, timeout_ns: i64) -> Self {
-        Self { pending: Map::default(), max_datagrams, timeout_ns, done: Vec::new() }
+        Self {
+            pending: Map::default(),
+            max_datagrams,
+            timeout_ns,
+            done: Vec::new(),
+        }
     }
 
     /// Takes the state out, leaving an empty pool with the same limits.
@@ -174,7 +203,11 @@ impl Defragmenter {
         self.pending.retain(|_, r| {
             let keep = now.0 - r.started.0 <= timeout;
             if !keep {
-                gone.push(FragmentExpired { src: r.src, dst: r.dst, bytes: r.bytes });
+                gone.push(FragmentExpired {
+                    src: r.src,
+                    dst: r.dst,
+                    bytes: r.bytes,
+                });
             }
             keep
         });
@@ -183,9 +216,19 @@ impl Defragmenter {
     }
 
     /// Adds one fragment; Some(payload) when the datagram is complete.
-    fn add(&mut self, now: Timestamp, key: FragKey, offset: IpFragOffset, more: bool, payload: &[u8]) -> Result<bool, (&'static str, String)> {
+    fn add(
+        &mut self,
+        now: Timestamp,
+        key: FragKey,
+        offset: IpFragOffset,
+        more: bool,
+        payload: &[u8],
+    ) -> Result<bool, (&'static str, String)> {
         if !self.pending.contains_key(&key) && self.pending.len() >= self.max_datagrams {
-            return Err(("ip_frag_table_full", format!("{} datagrams already being reassembled", self.pending.len())));
+            return Err((
+                "ip_frag_table_full",
+                format!("{} datagrams already being reassembled", self.pending.len()),
+            ));
         }
         let r = self.pending.entry(key).or_insert_with(|| Reassembly {
             buf: IpDefragBuf::new(IpNumber(key.proto), Vec::new(), Vec::new()),
@@ -197,7 +240,10 @@ impl Defragmenter {
         let offset_bytes = usize::from(offset.value()) * 8;
         if offset_bytes + payload.len() > MAX_DATAGRAM {
             self.pending.remove(&key);
-            return Err(("ip_frag_overflow", format!("fragment ends at {} bytes", offset_bytes + payload.len())));
+            return Err((
+                "ip_frag_overflow",
+                format!("fragment ends at {} bytes", offset_bytes + payload.len()),
+            ));
         }
         r.bytes += payload.len();
         if let Err(e) = r.buf.add(offset, more, payload) {
@@ -230,8 +276,14 @@ fn transport<'a>(
                 let body = u.payload();
                 NetOutcome::Segment(Segment {
                     proto,
-                    src: Endpoint { ip: src, port: h.source_port },
-                    dst: Endpoint { ip: dst, port: h.destination_port },
+                    src: Endpoint {
+                        ip: src,
+                        port: h.source_port,
+                    },
+                    dst: Endpoint {
+                        ip: dst,
+                        port: h.destination_port,
+                    },
                     payload: body,
                     truncated: incomplete || body.len() < declared,
                     tcp: None,
@@ -242,11 +294,22 @@ fn transport<'a>(
         PROTO_TCP => match TcpSlice::from_slice(payload) {
             Ok(t) => NetOutcome::Segment(Segment {
                 proto,
-                src: Endpoint { ip: src, port: t.source_port() },
-                dst: Endpoint { ip: dst, port: t.destination_port() },
+                src: Endpoint {
+                    ip: src,
+                    port: t.source_port(),
+                },
+                dst: Endpoint {
+                    ip: dst,
+                    port: t.destination_port(),
+                },
                 payload: t.payload(),
                 truncated: incomplete,
-                tcp: Some(TcpMeta { seq: t.sequence_number(), syn: t.syn(), fin: t.fin(), rst: t.rst() }),
+                tcp: Some(TcpMeta {
+                    seq: t.sequence_number(),
+                    syn: t.syn(),
+                    fin: t.fin(),
+                    rst: t.rst(),
+                }),
             }),
             Err(e) => anomaly(AnomalyLayer::Tcp, "tcp_malformed", e.to_string()),
         },
@@ -257,11 +320,12 @@ fn transport<'a>(
 /// The common frame (Ethernet II, Linux SLL or raw IP; IPv4 without fragmentation or IPv6
 /// without extension headers; complete) read with etherparse's header slices. None sends
 /// the frame to the general path, which handles everything else at several times the cost.
-fn fast_path(link: LinkType, data: &[u8]) -> Option<Segment<'_>> {
+pub fn fast_path(link: LinkType, data: &[u8]) -> Option<Segment<'_>> {
     let ip = match link {
         LinkType::ETHERNET => {
             let eth = Ethernet2HeaderSlice::from_slice(data).ok()?;
-            matches!(eth.ether_type(), EtherType::IPV4 | EtherType::IPV6).then(|| &data[eth.slice().len()..])?
+            matches!(eth.ether_type(), EtherType::IPV4 | EtherType::IPV6)
+                .then(|| &data[eth.slice().len()..])?
         }
         LinkType::LINUX_SLL => {
             let et = EtherType(u16::from_be_bytes([*data.get(14)?, *data.get(15)?]));
@@ -278,7 +342,12 @@ fn fast_path(link: LinkType, data: &[u8]) -> Option<Segment<'_>> {
             if h.is_fragmenting_payload() || total > ip.len() || total < hlen {
                 return None;
             }
-            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), h.protocol().0, &ip[hlen..total])
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                h.protocol().0,
+                &ip[hlen..total],
+            )
         }
         6 => {
             let h = Ipv6HeaderSlice::from_slice(ip).ok()?;
@@ -286,7 +355,12 @@ fn fast_path(link: LinkType, data: &[u8]) -> Option<Segment<'_>> {
             if end > ip.len() {
                 return None;
             }
-            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), h.next_header().0, &ip[40..end])
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                h.next_header().0,
+                &ip[40..end],
+            )
         }
         _ => return None,
     };
@@ -296,16 +370,23 @@ fn fast_path(link: LinkType, data: &[u8]) -> Option<Segment<'_>> {
     }
 }
 
-/// From a frame to a segment. Fragments are held in `defrag`; the segment that completes
-/// a datagram borrows from the defragmenter, hence the lifetime tie.
-pub fn segment<'a>(link: LinkType, data: &'a [u8], now: Timestamp, defrag: &'a mut Defragmenter) -> NetOutcome<'a> {
-    if let Some(s) = fast_path(link, data) {
-        return NetOutcome::Segment(s);
-    }
+/// From a frame to a segment, for frames `fast_path` declined. Fragments are held in
+/// `defrag`; the segment that completes a datagram borrows from the defragmenter, hence
+/// the lifetime tie.
+pub fn segment<'a>(
+    link: LinkType,
+    data: &'a [u8],
+    now: Timestamp,
+    defrag: &'a mut Defragmenter,
+) -> NetOutcome<'a> {
     let sliced = match slice_link(link, data) {
         Ok(s) => s,
         Err((kind, detail)) => {
-            let layer = if kind == "ip_malformed" { AnomalyLayer::Ip } else { AnomalyLayer::Link };
+            let layer = if kind == "ip_malformed" {
+                AnomalyLayer::Ip
+            } else {
+                AnomalyLayer::Link
+            };
             return anomaly(layer, kind, detail);
         }
     };
@@ -314,9 +395,18 @@ pub fn segment<'a>(link: LinkType, data: &'a [u8], now: Timestamp, defrag: &'a m
             let h = v4.header();
             let p = v4.payload();
             let frag = h.is_fragmenting_payload().then(|| {
-                (u32::from(h.identification()), h.fragments_offset(), h.more_fragments())
+                (
+                    u32::from(h.identification()),
+                    h.fragments_offset(),
+                    h.more_fragments(),
+                )
             });
-            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), p.clone(), frag)
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                p.clone(),
+                frag,
+            )
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
@@ -330,7 +420,12 @@ pub fn segment<'a>(link: LinkType, data: &'a [u8], now: Timestamp, defrag: &'a m
                     }
                 }
             }
-            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), p.clone(), frag)
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                p.clone(),
+                frag,
+            )
         }
         Some(_) => return NetOutcome::Ignored,
         None => {
@@ -356,9 +451,18 @@ pub fn segment<'a>(link: LinkType, data: &'a [u8], now: Timestamp, defrag: &'a m
         }
         Some((id, offset, more)) => {
             if ip_payload.incomplete {
-                return anomaly(AnomalyLayer::Ip, "ip_frag_truncated", "fragment cut short by the capture");
+                return anomaly(
+                    AnomalyLayer::Ip,
+                    "ip_frag_truncated",
+                    "fragment cut short by the capture",
+                );
             }
-            let key = FragKey { src, dst, id, proto };
+            let key = FragKey {
+                src,
+                dst,
+                id,
+                proto,
+            };
             match defrag.add(now, key, offset, more, ip_payload.payload) {
                 Ok(true) => transport(proto, src, dst, &defrag.done, false),
                 Ok(false) => NetOutcome::FragmentHeld,

@@ -43,8 +43,18 @@ impl Stats {
             .iter()
             .map(|(c, n)| format!("{c} {} {n}", ErrorCode(*c).name().unwrap_or("unknown")))
             .collect();
-        let anomalies: Vec<String> = self.anomalies.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let anomalies: Vec<String> = self
+            .anomalies
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         format!(
             "kcdscope: {} file{}, {} packets, {} Kerberos messages ({}); KRB-ERROR codes: {}; anomalies: {}; TCP: {} flows, {} retransmitted and {} out-of-order segments; {} replies without a request, {} requests unanswered",
             self.files,

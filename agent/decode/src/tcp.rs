@@ -46,7 +46,14 @@ impl StreamDir {
 
     /// Takes one segment; calls `deliver` with what is now in order. `cap` bounds the
     /// bytes held out of order for this direction.
-    pub fn segment(&mut self, seq: u32, payload: &[u8], fin: bool, cap: usize, deliver: &mut impl FnMut(Delivery<'_>)) -> SegmentStats {
+    pub fn segment(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        fin: bool,
+        cap: usize,
+        deliver: &mut impl FnMut(Delivery<'_>),
+    ) -> SegmentStats {
         let mut st = SegmentStats::default();
         let next = *self.next.get_or_insert(seq);
         let end = seq.wrapping_add(payload.len() as u32);
@@ -70,7 +77,11 @@ impl StreamDir {
                 }
                 return self.in_order(seq, payload, deliver, st);
             }
-            if !self.ooo.iter().any(|(s, d)| *s == seq && d.len() >= payload.len()) {
+            if !self
+                .ooo
+                .iter()
+                .any(|(s, d)| *s == seq && d.len() >= payload.len())
+            {
                 self.ooo_bytes += payload.len();
                 self.ooo.push((seq, payload.to_vec()));
             } else {
@@ -86,7 +97,13 @@ impl StreamDir {
     }
 
     /// `seq` is at or before `next` and `payload` reaches past it.
-    fn in_order(&mut self, seq: u32, payload: &[u8], deliver: &mut impl FnMut(Delivery<'_>), mut st: SegmentStats) -> SegmentStats {
+    fn in_order(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        deliver: &mut impl FnMut(Delivery<'_>),
+        mut st: SegmentStats,
+    ) -> SegmentStats {
         let next = self.next.unwrap_or(seq);
         let skip = seq_diff(next, seq).max(0) as usize;
         if skip > 0 {
@@ -104,10 +121,13 @@ impl StreamDir {
     fn drain_held(&mut self, deliver: &mut impl FnMut(Delivery<'_>)) {
         loop {
             let Some(next) = self.next else { return };
-            let Some(i) = self.ooo.iter().position(|(s, d)| seq_diff(*s, next) <= 0 && seq_diff(s.wrapping_add(d.len() as u32), next) > 0) else {
+            let Some(i) = self.ooo.iter().position(|(s, d)| {
+                seq_diff(*s, next) <= 0 && seq_diff(s.wrapping_add(d.len() as u32), next) > 0
+            }) else {
                 // Drop held segments now wholly behind `next`.
                 let before = self.ooo.len();
-                self.ooo.retain(|(s, d)| seq_diff(s.wrapping_add(d.len() as u32), next) > 0);
+                self.ooo
+                    .retain(|(s, d)| seq_diff(s.wrapping_add(d.len() as u32), next) > 0);
                 if self.ooo.len() != before {
                     self.ooo_bytes = self.ooo.iter().map(|(_, d)| d.len()).sum();
                 }
@@ -124,7 +144,14 @@ impl StreamDir {
     /// Skips to the earliest held segment, reporting the gap; returns the bytes skipped.
     fn flush_to_first_held(&mut self, deliver: &mut impl FnMut(Delivery<'_>)) -> u64 {
         let Some(next) = self.next else { return 0 };
-        let Some(first) = self.ooo.iter().map(|(s, _)| *s).min_by_key(|s| seq_diff(*s, next)) else { return 0 };
+        let Some(first) = self
+            .ooo
+            .iter()
+            .map(|(s, _)| *s)
+            .min_by_key(|s| seq_diff(*s, next))
+        else {
+            return 0;
+        };
         let lost = seq_diff(first, next).max(0) as u64;
         if lost > 0 {
             deliver(Delivery::Gap(lost));
@@ -153,7 +180,11 @@ impl StreamDir {
 mod tests {
     use super::*;
 
-    fn feed(dir: &mut StreamDir, segs: &[(u32, &[u8])], cap: usize) -> (Vec<u8>, u64, Vec<SegmentStats>) {
+    fn feed(
+        dir: &mut StreamDir,
+        segs: &[(u32, &[u8])],
+        cap: usize,
+    ) -> (Vec<u8>, u64, Vec<SegmentStats>) {
         let mut out = Vec::new();
         let mut gaps = 0;
         let mut stats = Vec::new();
@@ -170,7 +201,17 @@ mod tests {
     fn in_order_retransmitted_and_reordered_segments() {
         let mut d = StreamDir::default();
         d.syn(999);
-        let (out, gaps, st) = feed(&mut d, &[(1000, b"abc"), (1006, b"ghi"), (1003, b"def"), (1003, b"def"), (1001, b"bcdEFG")], 1 << 20);
+        let (out, gaps, st) = feed(
+            &mut d,
+            &[
+                (1000, b"abc"),
+                (1006, b"ghi"),
+                (1003, b"def"),
+                (1003, b"def"),
+                (1001, b"bcdEFG"),
+            ],
+            1 << 20,
+        );
         assert_eq!(out, b"abcdefghi");
         assert_eq!(gaps, 0);
         assert!(st[1].out_of_order && st[3].retransmitted && st[4].retransmitted);
@@ -181,7 +222,15 @@ mod tests {
     fn sequence_numbers_wrap() {
         let mut d = StreamDir::default();
         let start = u32::MAX - 2;
-        let (out, gaps, _) = feed(&mut d, &[(start, b"ab"), (start.wrapping_add(4), b"ef"), (start.wrapping_add(2), b"cd")], 1 << 20);
+        let (out, gaps, _) = feed(
+            &mut d,
+            &[
+                (start, b"ab"),
+                (start.wrapping_add(4), b"ef"),
+                (start.wrapping_add(2), b"cd"),
+            ],
+            1 << 20,
+        );
         assert_eq!((out.as_slice(), gaps), (&b"abcdef"[..], 0));
     }
 

@@ -22,7 +22,12 @@ const FLUSH_AT: usize = 1 << 20;
 
 impl<W: Write> NdjsonWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out, buf: Vec::with_capacity(FLUSH_AT + (64 << 10)), error: None, written: 0 }
+        Self {
+            out,
+            buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
+            error: None,
+            written: 0,
+        }
     }
 
     fn flush_buf(&mut self) {
@@ -68,7 +73,11 @@ pub struct TextWriter<W: Write> {
 
 impl<W: Write> TextWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out, line: String::with_capacity(256), error: None }
+        Self {
+            out,
+            line: String::with_capacity(256),
+            error: None,
+        }
     }
 
     pub fn finish(mut self) -> io::Result<()> {
@@ -90,27 +99,38 @@ pub fn describe(e: &Event<'_>, line: &mut String) {
             Some(kcd_schema::Transport::Tcp) => "TCP",
             _ => "UDP",
         };
-        let _ = write!(line, "{}:{} -> {}:{} {proto} ", s, e.src_port.unwrap_or(0), d, e.dest_port.unwrap_or(0));
+        let _ = write!(
+            line,
+            "{}:{} -> {}:{} {proto} ",
+            s,
+            e.src_port.unwrap_or(0),
+            d,
+            e.dest_port.unwrap_or(0)
+        );
     }
     match e.event_type {
         EventType::Krb5 => {
             let Some(k) = &e.krb5 else { return };
             let _ = write!(line, "{}", k.msg_type);
             if let Some(c) = &k.cname {
-                let _ = write!(line, " {}", c.name);
+                let _ = write!(line, " {c}");
             }
             if let Some(r) = k.crealm.as_ref().or(k.realm.as_ref()) {
                 let _ = write!(line, "@{r}");
             }
             if let Some(s) = &k.sname {
-                let arrow = if k.direction == Some(Direction::FromKdc) { "for" } else { "->" };
-                let _ = write!(line, " {arrow} {}", s.name);
+                let arrow = if k.direction == Some(Direction::FromKdc) {
+                    "for"
+                } else {
+                    "->"
+                };
+                let _ = write!(line, " {arrow} {s}");
             }
             if let Some(u) = k.for_user.as_ref().and_then(|f| f.user.as_ref()) {
-                let _ = write!(line, " [S4U2Self for {}]", u.name);
+                let _ = write!(line, " [S4U2Self for {u}]");
             }
             if let Some(t) = k.additional_tickets.first().and_then(|t| t.sname.as_ref()) {
-                let _ = write!(line, " [additional ticket for {}]", t.name);
+                let _ = write!(line, " [additional ticket for {t}]");
             }
             if let Some(err) = &k.error {
                 let _ = write!(line, " {} ({})", err.name, err.code);

@@ -12,7 +12,12 @@ fn main() {
         .expect("assets/")
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "bin"))
-        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).ok()?)))
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).ok()?,
+            ))
+        })
         .collect();
     msgs.sort();
     let rounds = 20_000;
@@ -27,7 +32,11 @@ fn main() {
     };
     let typed = time(&|m| kcd_krb5::decode_message(m).is_ok());
     let view = time(&|m| MessageView::parse(m).is_ok_and(|v| v.malformed.is_none()));
-    println!("{} messages, mean {} bytes", msgs.len(), msgs.iter().map(|(_, m)| m.len()).sum::<usize>() / msgs.len());
+    println!(
+        "{} messages, mean {} bytes",
+        msgs.len(),
+        msgs.iter().map(|(_, m)| m.len()).sum::<usize>() / msgs.len()
+    );
     println!("rasn typed decode: {typed:>7.0} ns/message");
     println!("borrowed view:     {view:>7.0} ns/message");
 }

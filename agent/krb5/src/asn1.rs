@@ -82,12 +82,19 @@ pub struct PrincipalName {
 
 impl PrincipalName {
     pub fn new(name_type: i32, components: &[&str]) -> Self {
-        Self { name_type, name_string: components.iter().map(|c| KerberosString::new(c)).collect() }
+        Self {
+            name_type,
+            name_string: components.iter().map(|c| KerberosString::new(c)).collect(),
+        }
     }
 
     /// Components joined with '/', the usual display form ("HTTP/exchange.lab.test").
     pub fn display(&self) -> String {
-        let parts: Vec<String> = self.name_string.iter().map(KerberosString::to_string_lossy).collect();
+        let parts: Vec<String> = self
+            .name_string
+            .iter()
+            .map(KerberosString::to_string_lossy)
+            .collect();
         parts.join("/")
     }
 }
@@ -448,8 +455,19 @@ pub struct S4uUserId {
 }
 
 impl S4uUserId {
-    pub fn new(nonce: i64, cname: Option<PrincipalName>, crealm: Realm, options: Option<BitString>) -> Self {
-        Self { nonce, cname, crealm, subject_certificate: None, options }
+    pub fn new(
+        nonce: i64,
+        cname: Option<PrincipalName>,
+        crealm: Realm,
+        options: Option<BitString>,
+    ) -> Self {
+        Self {
+            nonce,
+            cname,
+            crealm,
+            subject_certificate: None,
+            options,
+        }
     }
 }
 

@@ -68,14 +68,23 @@ pub fn read_header(input: &[u8]) -> Result<(Class, bool, u32, usize, usize), Ber
         if n > 4 {
             return Err(BerError::LengthTooLong(n));
         }
-        let bytes = input.get(pos..pos + n).ok_or_else(|| BerError::Truncated { needed: pos + n - input.len() })?;
+        let bytes = input.get(pos..pos + n).ok_or_else(|| BerError::Truncated {
+            needed: pos + n - input.len(),
+        })?;
         pos += n;
-        bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
     };
     Ok((class, constructed, tag, pos, len))
 }
 
-const CLASSES: [Class; 4] = [Class::Universal, Class::Application, Class::Context, Class::Private];
+const CLASSES: [Class; 4] = [
+    Class::Universal,
+    Class::Application,
+    Class::Context,
+    Class::Private,
+];
 
 /// Reads one TLV; returns it and the bytes after it.
 #[inline]
@@ -106,11 +115,23 @@ pub fn read_tlv(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), BerError> {
 #[cold]
 fn read_tlv_slow(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), BerError> {
     let (class, constructed, tag, header_len, len) = read_header(input)?;
-    let end = header_len.checked_add(len).ok_or(BerError::LengthTooLong(8))?;
+    let end = header_len
+        .checked_add(len)
+        .ok_or(BerError::LengthTooLong(8))?;
     if end > input.len() {
-        return Err(BerError::Truncated { needed: end - input.len() });
+        return Err(BerError::Truncated {
+            needed: end - input.len(),
+        });
     }
-    Ok((Tlv { class, constructed, tag, value: &input[header_len..end] }, &input[end..]))
+    Ok((
+        Tlv {
+            class,
+            constructed,
+            tag,
+            value: &input[header_len..end],
+        },
+        &input[end..],
+    ))
 }
 
 /// Iterates the TLVs inside a constructed value; stops at the first unreadable one.
@@ -143,7 +164,11 @@ impl<'a> Tlv<'a> {
 
     /// A universal INTEGER that fits in i64.
     pub fn integer(&self) -> Option<i64> {
-        if self.class != Class::Universal || self.tag != 2 || self.value.is_empty() || self.value.len() > 8 {
+        if self.class != Class::Universal
+            || self.tag != 2
+            || self.value.is_empty()
+            || self.value.len() > 8
+        {
             return None;
         }
         let mut v: i64 = if self.value[0] & 0x80 != 0 { -1 } else { 0 };

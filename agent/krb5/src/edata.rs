@@ -29,7 +29,11 @@ impl ExtError {
             return None;
         }
         let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Some(Self { status: NtStatus(word(0)), reserved: word(4), flags: word(8) })
+        Some(Self {
+            status: NtStatus(word(0)),
+            reserved: word(4),
+            flags: word(8),
+        })
     }
 
     pub fn to_bytes(self) -> [u8; 12] {
@@ -105,11 +109,15 @@ pub fn parse_e_data(e: &[u8]) -> EDataInfo<'_> {
                 // inside METHOD-DATA. A real salt is text, so it will not have four zero octets
                 // where the reserved word is, nor a severity in the status's top bits.
                 PaDataType::PA_PW_SALT => {
-                    if let Some(ext) = ExtError::parse(pa.value).filter(|x| x.reserved == 0 && x.status.0 >> 30 != 0) {
+                    if let Some(ext) = ExtError::parse(pa.value)
+                        .filter(|x| x.reserved == 0 && x.status.0 >> 30 != 0)
+                    {
                         info.ntstatus = Some(ext);
                     }
                 }
-                PaDataType::PA_FX_FAST | PaDataType::PA_FX_ERROR if !pa.value.is_empty() => info.fast_armored = true,
+                PaDataType::PA_FX_FAST | PaDataType::PA_FX_ERROR if !pa.value.is_empty() => {
+                    info.fast_armored = true
+                }
                 _ => {}
             }
         }

@@ -55,11 +55,15 @@ impl Flags32 {
 
     /// Set bits that the table does not name.
     pub fn unnamed_bits(self, table: &[(u8, &'static str)]) -> Vec<u8> {
-        let named = table.iter().fold(0u32, |m, (b, _)| m | Flags32::empty().with(*b).0);
+        let named = table
+            .iter()
+            .fold(0u32, |m, (b, _)| m | Flags32::empty().with(*b).0);
         if self.0 & !named == 0 {
             return Vec::new();
         }
-        (0..32u8).filter(|b| self.has(*b) && !table.iter().any(|(t, _)| t == b)).collect()
+        (0..32u8)
+            .filter(|b| self.has(*b) && !table.iter().any(|(t, _)| t == b))
+            .collect()
     }
 }
 
@@ -152,7 +156,11 @@ pub mod ticket_flags {
 pub mod ap_options {
     pub const USE_SESSION_KEY: u8 = 1;
     pub const MUTUAL_REQUIRED: u8 = 2;
-    pub const NAMES: &[(u8, &str)] = &[(0, "reserved"), (USE_SESSION_KEY, "use-session-key"), (MUTUAL_REQUIRED, "mutual-required")];
+    pub const NAMES: &[(u8, &str)] = &[
+        (0, "reserved"),
+        (USE_SESSION_KEY, "use-session-key"),
+        (MUTUAL_REQUIRED, "mutual-required"),
+    ];
 }
 
 /// PA-PAC-OPTIONS flags (MS-KILE 2.2.10).
@@ -165,7 +173,10 @@ pub mod pac_options {
         (CLAIMS, "claims"),
         (BRANCH_AWARE, "branch-aware"),
         (FORWARD_TO_FULL_DC, "forward-to-full-dc"),
-        (RESOURCE_BASED_CONSTRAINED_DELEGATION, "resource-based-constrained-delegation"),
+        (
+            RESOURCE_BASED_CONSTRAINED_DELEGATION,
+            "resource-based-constrained-delegation",
+        ),
     ];
 }
 
@@ -174,7 +185,10 @@ pub mod pac_options {
 pub mod s4u_options {
     pub const CHECK_LOGON_HOURS: u8 = 1;
     pub const USE_REPLY_KEY_USAGE: u8 = 2;
-    pub const NAMES: &[(u8, &str)] = &[(CHECK_LOGON_HOURS, "check-logon-hours"), (USE_REPLY_KEY_USAGE, "use-reply-key-usage")];
+    pub const NAMES: &[(u8, &str)] = &[
+        (CHECK_LOGON_HOURS, "check-logon-hours"),
+        (USE_REPLY_KEY_USAGE, "use-reply-key-usage"),
+    ];
 }
 
 #[cfg(test)]
@@ -183,12 +197,24 @@ mod tests {
 
     #[test]
     fn tables_are_in_bit_order_and_names_come_out_in_it() {
-        for t in [kdc_options::NAMES, ticket_flags::NAMES, ap_options::NAMES, pac_options::NAMES, s4u_options::NAMES] {
+        for t in [
+            kdc_options::NAMES,
+            ticket_flags::NAMES,
+            ap_options::NAMES,
+            pac_options::NAMES,
+            s4u_options::NAMES,
+        ] {
             assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{t:?}");
         }
-        let f = Flags32::empty().with(kdc_options::CANONICALIZE).with(kdc_options::FORWARDABLE).with(20);
+        let f = Flags32::empty()
+            .with(kdc_options::CANONICALIZE)
+            .with(kdc_options::FORWARDABLE)
+            .with(20);
         assert_eq!(f.names(kdc_options::NAMES), ["forwardable", "canonicalize"]);
         assert_eq!(f.unnamed_bits(kdc_options::NAMES), [20]);
-        assert_eq!(Flags32(0x4081_0010).0, Flags32::from_bits(&Flags32(0x4081_0010).to_bits()).0);
+        assert_eq!(
+            Flags32(0x4081_0010).0,
+            Flags32::from_bits(&Flags32(0x4081_0010).to_bits()).0
+        );
     }
 }

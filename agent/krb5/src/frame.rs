@@ -21,11 +21,17 @@ pub enum FrameEvent<'a> {
     EmptyRecord,
     /// A record mark with the reserved high bit set, or one not followed by a Kerberos
     /// message; the framer now scans for the next plausible record.
-    BadMark { mark: u32 },
+    BadMark {
+        mark: u32,
+    },
     /// A record longer than the cap. Its bytes are skipped without being buffered.
-    Oversize { len: u32 },
+    Oversize {
+        len: u32,
+    },
     /// Bytes dropped while looking for the next record after a gap or a bad mark.
-    Skipped { bytes: u64 },
+    Skipped {
+        bytes: u64,
+    },
 }
 
 /// Identifier (1) + longest length we accept (5) + the SEQUENCE identifier (1).
@@ -51,7 +57,12 @@ pub struct RecordFramer {
 
 impl RecordFramer {
     pub fn new(max_record: usize) -> Self {
-        Self { buf: Vec::new(), max_record, state: State::Boundary, skipped: 0 }
+        Self {
+            buf: Vec::new(),
+            max_record,
+            state: State::Boundary,
+            skipped: 0,
+        }
     }
 
     /// Bytes held for an incomplete record.
@@ -75,7 +86,11 @@ impl RecordFramer {
         if let State::Discard(left) = self.state {
             let n = (left.min(data.len() as u64)) as usize;
             data = &data[n..];
-            self.state = if left > n as u64 { State::Discard(left - n as u64) } else { State::Boundary };
+            self.state = if left > n as u64 {
+                State::Discard(left - n as u64)
+            } else {
+                State::Boundary
+            };
             if data.is_empty() {
                 return;
             }
@@ -97,7 +112,9 @@ impl RecordFramer {
             }
         }
         if self.state != State::Resync && self.skipped > 0 {
-            f(FrameEvent::Skipped { bytes: self.skipped });
+            f(FrameEvent::Skipped {
+                bytes: self.skipped,
+            });
             self.skipped = 0;
         }
     }
@@ -106,11 +123,21 @@ impl RecordFramer {
     fn keep(&mut self, tail: &[u8]) {
         if let State::Discard(left) = self.state {
             let n = (left.min(tail.len() as u64)) as usize;
-            self.state = if left > n as u64 { State::Discard(left - n as u64) } else { State::Boundary };
+            self.state = if left > n as u64 {
+                State::Discard(left - n as u64)
+            } else {
+                State::Boundary
+            };
             if n < tail.len() {
                 self.buf.extend_from_slice(&tail[n..]);
             }
         } else {
+            // A record mark in hand says how much will be buffered: reserve it once
+            // (bounded by the cap) instead of regrowing segment after segment.
+            if self.buf.is_empty() && tail.len() >= 4 {
+                let len = u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]) as usize;
+                self.buf.reserve_exact(len.min(self.max_record) + 4);
+            }
             self.buf.extend_from_slice(tail);
         }
     }
@@ -134,7 +161,9 @@ impl RecordFramer {
                         self.skipped += off as u64;
                         pos += off;
                         self.state = State::Boundary;
-                        f(FrameEvent::Skipped { bytes: self.skipped });
+                        f(FrameEvent::Skipped {
+                            bytes: self.skipped,
+                        });
                         self.skipped = 0;
                     }
                     None => {
@@ -167,7 +196,8 @@ impl RecordFramer {
             if rest.len() < 4 + probe_len {
                 return pos;
             }
-            let plausible = len < PROBE_LEN || ber::probe_message(&rest[4..4 + probe_len]).is_some();
+            let plausible =
+                len < PROBE_LEN || ber::probe_message(&rest[4..4 + probe_len]).is_some();
             if len > self.max_record {
                 // A real oversize message starts with a Kerberos tag; anything else means
                 // the stream is not where we think it is.
@@ -267,7 +297,13 @@ mod tests {
         let mut tail = a[20..].to_vec();
         tail.extend_from_slice(&b);
         let lost = (a.len() - 20) as u64;
-        assert_eq!(run(&mut f, &[&tail]), [format!("{:?}", FrameEvent::Skipped { bytes: lost }), "rec34".to_string()]);
+        assert_eq!(
+            run(&mut f, &[&tail]),
+            [
+                format!("{:?}", FrameEvent::Skipped { bytes: lost }),
+                "rec34".to_string()
+            ]
+        );
     }
 
     #[test]
@@ -277,12 +313,18 @@ mod tests {
         let big = msg(11, 100);
         s.extend_from_slice(&encode_record(&big));
         s.extend_from_slice(&encode_record(&msg(30, 10)));
-        assert_eq!(run(&mut f, &[&s]), ["EmptyRecord", "Oversize { len: 104 }", "rec14"]);
+        assert_eq!(
+            run(&mut f, &[&s]),
+            ["EmptyRecord", "Oversize { len: 104 }", "rec14"]
+        );
         let mut f = RecordFramer::new(64);
         let mut s = vec![0x80, 0, 0, 5, 1, 2, 3, 4, 5];
         s.extend_from_slice(&encode_record(&msg(30, 10)));
         let ev = run(&mut f, &[&s]);
-        assert_eq!(ev[0], format!("{:?}", FrameEvent::BadMark { mark: 0x8000_0005 }));
+        assert_eq!(
+            ev[0],
+            format!("{:?}", FrameEvent::BadMark { mark: 0x8000_0005 })
+        );
         assert_eq!(ev.last().map(String::as_str), Some("rec14"));
     }
 

@@ -18,10 +18,12 @@ pub mod flags;
 pub mod frame;
 mod message;
 pub mod numbers;
-pub mod view;
 mod time;
+pub mod view;
 
 pub use time::unix_seconds as kerberos_time_to_unix;
 
 pub use message::{decode, decode_message, encode, CodecError, KrbMessage};
-pub use numbers::{ChecksumType, EncryptionType, ErrorCode, MessageType, NameType, NtStatus, PaDataType};
+pub use numbers::{
+    ChecksumType, EncryptionType, ErrorCode, MessageType, NameType, NtStatus, PaDataType,
+};

@@ -67,13 +67,19 @@ impl KrbMessage {
             Self::ApRep(r) => rasn::der::encode(r),
             Self::Error(e) => rasn::der::encode(e),
         };
-        r.map_err(|e| CodecError::Encode { kind, detail: e.to_string() })
+        r.map_err(|e| CodecError::Encode {
+            kind,
+            detail: e.to_string(),
+        })
     }
 }
 
 fn typed<T: Decode>(b: &[u8], kind: MessageType) -> Result<T, CodecError> {
     let (value, rest) =
-        rasn::ber::decode_with_remainder::<T>(b).map_err(|e| CodecError::Decode { kind, detail: one_line(&e.to_string()) })?;
+        rasn::ber::decode_with_remainder::<T>(b).map_err(|e| CodecError::Decode {
+            kind,
+            detail: one_line(&e.to_string()),
+        })?;
     if rest.is_empty() {
         Ok(value)
     } else {
@@ -113,5 +119,8 @@ pub fn decode<T: Decode>(b: &[u8]) -> Result<T, CodecError> {
 
 /// DER-encodes a value of any codec type.
 pub fn encode<T: Encode>(v: &T) -> Result<Vec<u8>, CodecError> {
-    rasn::der::encode(v).map_err(|e| CodecError::Encode { kind: MessageType(0), detail: one_line(&e.to_string()) })
+    rasn::der::encode(v).map_err(|e| CodecError::Encode {
+        kind: MessageType(0),
+        detail: one_line(&e.to_string()),
+    })
 }

@@ -39,13 +39,21 @@ pub struct Problems(pub Option<Malformed>);
 impl Problems {
     fn note(&mut self, part: &'static str, field: Option<u32>, problem: &'static str) {
         if self.0.is_none() {
-            self.0 = Some(Malformed { part, field, problem });
+            self.0 = Some(Malformed {
+                part,
+                field,
+                problem,
+            });
         }
     }
 }
 
 /// The explicitly tagged fields [0]..[N-1] of a SEQUENCE, by tag number.
-fn fields<'a, const N: usize>(seq: &'a [u8], part: &'static str, p: &mut Problems) -> [Option<Tlv<'a>>; N] {
+fn fields<'a, const N: usize>(
+    seq: &'a [u8],
+    part: &'static str,
+    p: &mut Problems,
+) -> [Option<Tlv<'a>>; N] {
     let mut out = [None; N];
     let mut rest = seq;
     let mut last: Option<u32> = None;
@@ -106,7 +114,13 @@ const GENERAL_STRING: u32 = 27;
 
 /// Reads field `n` as an INTEGER; notes a problem if present but not an integer, or if
 /// `required` and absent.
-fn int_field<const N: usize>(f: &[Option<Tlv<'_>>; N], n: u32, required: bool, part: &'static str, p: &mut Problems) -> Option<i64> {
+fn int_field<const N: usize>(
+    f: &[Option<Tlv<'_>>; N],
+    n: u32,
+    required: bool,
+    part: &'static str,
+    p: &mut Problems,
+) -> Option<i64> {
     match f[n as usize] {
         Some(t) if is_universal(&t, INTEGER, false) => {
             let v = t.integer();
@@ -128,7 +142,13 @@ fn int_field<const N: usize>(f: &[Option<Tlv<'_>>; N], n: u32, required: bool, p
     }
 }
 
-fn int32_field<const N: usize>(f: &[Option<Tlv<'_>>; N], n: u32, required: bool, part: &'static str, p: &mut Problems) -> Option<i32> {
+fn int32_field<const N: usize>(
+    f: &[Option<Tlv<'_>>; N],
+    n: u32,
+    required: bool,
+    part: &'static str,
+    p: &mut Problems,
+) -> Option<i32> {
     let v = int_field(f, n, required, part, p)?;
     let r = i32::try_from(v).ok();
     if r.is_none() {
@@ -183,7 +203,13 @@ fn seq_field<'a, const N: usize>(
 }
 
 /// KerberosFlags: the first 32 bits of a BIT STRING.
-fn flags_field<const N: usize>(f: &[Option<Tlv<'_>>; N], n: u32, required: bool, part: &'static str, p: &mut Problems) -> Option<u32> {
+fn flags_field<const N: usize>(
+    f: &[Option<Tlv<'_>>; N],
+    n: u32,
+    required: bool,
+    part: &'static str,
+    p: &mut Problems,
+) -> Option<u32> {
     let v = prim_field(f, n, BIT_STRING, required, part, p)?;
     let (&unused, bits) = v.split_first().or_else(|| {
         p.note(part, Some(n), "empty BIT STRING");
@@ -206,7 +232,13 @@ fn flags_field<const N: usize>(f: &[Option<Tlv<'_>>; N], n: u32, required: bool,
 
 /// A SEQUENCE OF whose elements all satisfy `check`; returns the raw content for lazy
 /// iteration and notes a problem otherwise.
-fn seq_of<'a>(v: &'a [u8], part: &'static str, field: u32, p: &mut Problems, check: impl Fn(&Tlv<'a>) -> bool) -> &'a [u8] {
+fn seq_of<'a>(
+    v: &'a [u8],
+    part: &'static str,
+    field: u32,
+    p: &mut Problems,
+    check: impl Fn(&Tlv<'a>) -> bool,
+) -> &'a [u8] {
     let mut rest = v;
     while !rest.is_empty() {
         match ber::read_tlv(rest) {
@@ -264,7 +296,10 @@ impl<'a> NameView<'a> {
         let components = seq_field(&f, 1, true, part, p)
             .map(|c| seq_of(c, part, 1, p, |t| is_universal(t, GENERAL_STRING, false)))
             .unwrap_or(&[]);
-        Some(Self { name_type: name_type.unwrap_or(0), components })
+        Some(Self {
+            name_type: name_type.unwrap_or(0),
+            components,
+        })
     }
 }
 
@@ -345,7 +380,13 @@ pub struct EncView<'a> {
     pub cipher: &'a [u8],
 }
 
-fn enc_field<'a, const N: usize>(f: &[Option<Tlv<'a>>; N], n: u32, required: bool, part: &'static str, p: &mut Problems) -> Option<EncView<'a>> {
+fn enc_field<'a, const N: usize>(
+    f: &[Option<Tlv<'a>>; N],
+    n: u32,
+    required: bool,
+    part: &'static str,
+    p: &mut Problems,
+) -> Option<EncView<'a>> {
     let v = seq_field(f, n, required, part, p)?;
     let ef: [Option<Tlv<'a>>; 3] = fields(v, "EncryptedData", p);
     Some(EncView {
@@ -393,7 +434,12 @@ impl<'a> TicketView<'a> {
     }
 }
 
-fn ticket_field<'a, const N: usize>(f: &[Option<Tlv<'a>>; N], n: u32, part: &'static str, p: &mut Problems) -> Option<TicketView<'a>> {
+fn ticket_field<'a, const N: usize>(
+    f: &[Option<Tlv<'a>>; N],
+    n: u32,
+    part: &'static str,
+    p: &mut Problems,
+) -> Option<TicketView<'a>> {
     match f[n as usize] {
         Some(t) => TicketView::read(&t, p),
         None => {
@@ -422,15 +468,20 @@ pub struct KdcReqView<'a> {
 
 impl<'a> KdcReqView<'a> {
     pub fn etypes(&self) -> impl Iterator<Item = i32> + 'a {
-        ber::children(self.etypes).filter_map(|t| t.integer()).filter_map(|v| i32::try_from(v).ok())
+        ber::children(self.etypes)
+            .filter_map(|t| t.integer())
+            .filter_map(|v| i32::try_from(v).ok())
     }
 
     pub fn additional_tickets(&self) -> impl Iterator<Item = TicketView<'a>> + 'a {
-        ber::children(self.additional_tickets).filter_map(|t| TicketView::read(&t, &mut Problems::default()))
+        ber::children(self.additional_tickets)
+            .filter_map(|t| TicketView::read(&t, &mut Problems::default()))
     }
 
     fn read(f: &[Option<Tlv<'a>>; 5], part: &'static str, p: &mut Problems) -> Self {
-        let padata = seq_field(f, 3, false, part, p).map(|v| PaList::read(v, part, 3, p)).unwrap_or_default();
+        let padata = seq_field(f, 3, false, part, p)
+            .map(|v| PaList::read(v, part, 3, p))
+            .unwrap_or_default();
         if f[0].is_some() {
             p.note(part, Some(0), "unknown field");
         }
@@ -477,7 +528,9 @@ impl<'a> KdcRepView<'a> {
     fn read(f: &[Option<Tlv<'a>>; 7], p: &mut Problems) -> Self {
         const R: &str = "KDC-REP";
         Self {
-            padata: seq_field(f, 2, false, R, p).map(|v| PaList::read(v, R, 2, p)).unwrap_or_default(),
+            padata: seq_field(f, 2, false, R, p)
+                .map(|v| PaList::read(v, R, 2, p))
+                .unwrap_or_default(),
             crealm: prim_field(f, 3, GENERAL_STRING, true, R, p),
             cname: name_field(f, 4, true, R, p),
             ticket: ticket_field(f, 5, R, p),
@@ -533,7 +586,9 @@ pub enum BodyView<'a> {
     KdcRep(KdcRepView<'a>),
     Error(KrbErrorView<'a>),
     ApReq(ApReqView<'a>),
-    ApRep { enc_part: Option<EncView<'a>> },
+    ApRep {
+        enc_part: Option<EncView<'a>>,
+    },
     /// Nothing readable beyond the outer tag.
     None,
 }
@@ -577,7 +632,13 @@ impl<'a> MessageView<'a> {
             }
             Ok(_) => {
                 p.note("message", None, "not a SEQUENCE");
-                return Ok(Self { kind, pvno: None, msg_type: None, body: BodyView::None, malformed: p.0 });
+                return Ok(Self {
+                    kind,
+                    pvno: None,
+                    msg_type: None,
+                    body: BodyView::None,
+                    malformed: p.0,
+                });
             }
             Err(_) => match ber::read_header(content) {
                 // Truncated SEQUENCE: walk what is there.
@@ -587,7 +648,13 @@ impl<'a> MessageView<'a> {
                 }
                 _ => {
                     p.note("message", None, "unreadable SEQUENCE");
-                    return Ok(Self { kind, pvno: None, msg_type: None, body: BodyView::None, malformed: p.0 });
+                    return Ok(Self {
+                        kind,
+                        pvno: None,
+                        msg_type: None,
+                        body: BodyView::None,
+                        malformed: p.0,
+                    });
                 }
             },
         };
@@ -597,7 +664,11 @@ impl<'a> MessageView<'a> {
                 let f: [Option<Tlv<'a>>; 5] = fields(seq, part, &mut p);
                 let pvno = int_field(&f, 1, true, part, &mut p);
                 let mt = int_field(&f, 2, true, part, &mut p);
-                (pvno, mt, BodyView::KdcReq(KdcReqView::read(&f, part, &mut p)))
+                (
+                    pvno,
+                    mt,
+                    BodyView::KdcReq(KdcReqView::read(&f, part, &mut p)),
+                )
             }
             11 | 13 => {
                 let f: [Option<Tlv<'a>>; 7] = fields(seq, part, &mut p);
@@ -626,16 +697,36 @@ impl<'a> MessageView<'a> {
                 let f: [Option<Tlv<'a>>; 3] = fields(seq, part, &mut p);
                 let pvno = int_field(&f, 0, true, part, &mut p);
                 let mt = int_field(&f, 1, true, part, &mut p);
-                (pvno, mt, BodyView::ApRep { enc_part: enc_field(&f, 2, true, part, &mut p) })
+                (
+                    pvno,
+                    mt,
+                    BodyView::ApRep {
+                        enc_part: enc_field(&f, 2, true, part, &mut p),
+                    },
+                )
             }
         };
         if pvno.is_some_and(|v| v != 5) {
-            p.note(part, Some(if matches!(tag, 10 | 12) { 1 } else { 0 }), "pvno is not 5");
+            p.note(
+                part,
+                Some(if matches!(tag, 10 | 12) { 1 } else { 0 }),
+                "pvno is not 5",
+            );
         }
         if msg_type.is_some_and(|v| v != i64::from(tag)) {
-            p.note(part, Some(if matches!(tag, 10 | 12) { 2 } else { 1 }), "msg-type differs from the application tag");
+            p.note(
+                part,
+                Some(if matches!(tag, 10 | 12) { 2 } else { 1 }),
+                "msg-type differs from the application tag",
+            );
         }
-        Ok(Self { kind, pvno, msg_type, body, malformed: p.0 })
+        Ok(Self {
+            kind,
+            pvno,
+            msg_type,
+            body,
+            malformed: p.0,
+        })
     }
 }
 

@@ -8,7 +8,9 @@ use kcd_krb5::{NtStatus, PaDataType};
 
 fn e_data_of(msg: &[u8]) -> Vec<u8> {
     let v = MessageView::parse(msg).expect("a Kerberos message");
-    let BodyView::Error(e) = v.body else { panic!("not a KRB-ERROR") };
+    let BodyView::Error(e) = v.body else {
+        panic!("not a KRB-ERROR")
+    };
     e.e_data.expect("has e-data").to_vec()
 }
 
@@ -40,7 +42,10 @@ fn fast_armored_error_is_flagged_not_misread() {
 
 #[test]
 fn windows_kerb_error_data_carries_the_ntstatus() {
-    let e = [0x30, 0x15, 0xA1, 0x03, 0x02, 0x01, 0x03, 0xA2, 0x0E, 0x04, 0x0C, 0xBB, 0x00, 0x00, 0xC0, 0, 0, 0, 0, 0x03, 0, 0, 0];
+    let e = [
+        0x30, 0x15, 0xA1, 0x03, 0x02, 0x01, 0x03, 0xA2, 0x0E, 0x04, 0x0C, 0xBB, 0x00, 0x00, 0xC0,
+        0, 0, 0, 0, 0x03, 0, 0, 0,
+    ];
     let info = parse_e_data(&e);
     assert_eq!(info.format, EDataFormat::KerbErrorData);
     let ext = info.ntstatus.expect("NTSTATUS");
@@ -49,15 +54,24 @@ fn windows_kerb_error_data_carries_the_ntstatus() {
     assert_eq!(ext.status.hex(), "0xC00000BB");
     // Skew recovery: data-type 2, no value.
     let info = parse_e_data(&[0x30, 0x05, 0xA1, 0x03, 0x02, 0x01, 0x02]);
-    assert_eq!((info.format, info.data_type, info.ntstatus), (EDataFormat::KerbErrorData, Some(2), None));
+    assert_eq!(
+        (info.format, info.data_type, info.ntstatus),
+        (EDataFormat::KerbErrorData, Some(2), None)
+    );
 }
 
 #[test]
 fn samba_method_data_pw_salt_carries_the_ntstatus_but_a_real_salt_does_not() {
-    let e = [0x30, 0x17, 0x30, 0x15, 0xA1, 0x03, 0x02, 0x01, 0x03, 0xA2, 0x0E, 0x04, 0x0C, 0x72, 0x00, 0x00, 0xC0, 0, 0, 0, 0, 0x01, 0, 0, 0];
+    let e = [
+        0x30, 0x17, 0x30, 0x15, 0xA1, 0x03, 0x02, 0x01, 0x03, 0xA2, 0x0E, 0x04, 0x0C, 0x72, 0x00,
+        0x00, 0xC0, 0, 0, 0, 0, 0x01, 0, 0, 0,
+    ];
     let info = parse_e_data(&e);
     assert_eq!(info.format, EDataFormat::MethodData);
-    assert_eq!(info.ntstatus.map(|x| x.status), Some(NtStatus::STATUS_ACCOUNT_DISABLED));
+    assert_eq!(
+        info.ntstatus.map(|x| x.status),
+        Some(NtStatus::STATUS_ACCOUNT_DISABLED)
+    );
     let mut salt = e;
     salt[13..25].copy_from_slice(b"LAB.TESTalic");
     assert_eq!(parse_e_data(&salt).ntstatus, None);
@@ -65,7 +79,12 @@ fn samba_method_data_pw_salt_carries_the_ntstatus_but_a_real_salt_does_not() {
 
 #[test]
 fn garbage_is_unknown_not_an_error() {
-    for e in [&[][..], &[0x04, 0x00], &[0x30, 0x80], &[0x30, 0x03, 0x02, 0x01]] {
+    for e in [
+        &[][..],
+        &[0x04, 0x00],
+        &[0x30, 0x80],
+        &[0x30, 0x03, 0x02, 0x01],
+    ] {
         assert_eq!(parse_e_data(e).format, EDataFormat::Unknown, "{e:02x?}");
     }
 }

@@ -8,12 +8,13 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::{
-    Anomaly, AnomalyLayer, Direction, EData, EncInfo, Event, EventType, ForUser, Krb5, KrbErrorInfo, Principal, RequestRef,
-    S4uX509User, TicketInfo, Timestamp, Transport,
+    Anomaly, AnomalyLayer, Direction, EData, EncInfo, Event, EventType, ForUser, Krb5,
+    KrbErrorInfo, Principal, RequestRef, S4uX509User, TicketInfo, Timestamp, Transport,
 };
 
 /// Whether any byte needs escaping: a control character, '"' or '\\'. Eight bytes at a
 /// time (the classic "has zero byte" bit trick), since most strings need none.
+#[inline(always)]
 fn needs_escape(b: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -21,54 +22,105 @@ fn needs_escape(b: &[u8]) -> bool {
     let bad = |v: u64| {
         // < 0x20: (v - 0x20..) borrows into the high bit of bytes below 0x20 that were < 0x80.
         let control = v.wrapping_sub(ONES * 0x20) & !v & HIGH;
-        control | has_zero(v ^ (ONES * u64::from(b'"'))) | has_zero(v ^ (ONES * u64::from(b'\\'))) != 0
+        control | has_zero(v ^ (ONES * u64::from(b'"'))) | has_zero(v ^ (ONES * u64::from(b'\\')))
+            != 0
     };
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        if bad(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])) {
+    let word = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+    let n = b.len();
+    if n >= 8 {
+        // Whole words, then the last eight bytes (overlapping the previous word).
+        let mut chunks = b.chunks_exact(8);
+        if chunks.any(|c| bad(word(c))) {
             return true;
         }
+        return bad(word(&b[n - 8..]));
     }
-    // The tail, padded with a harmless byte, as one more word.
-    let rest = chunks.remainder();
+    // Under eight bytes: one word padded with a harmless byte.
     let mut tail = [b'a'; 8];
-    tail[..rest.len()].copy_from_slice(rest);
+    for (d, s) in tail.iter_mut().zip(b) {
+        *d = *s;
+    }
     bad(u64::from_le_bytes(tail))
 }
 
+/// Appends `b`. Short strings are the common case here and a libc memcpy call costs more
+/// than they do, so up to 16 bytes are copied as two overlapping fixed-size windows
+/// (compiled to plain moves) into zeroed space that is then cut to length.
+#[inline(always)]
+fn put(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    if n > 16 {
+        out.extend_from_slice(b);
+        return;
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 16]);
+    let dst = &mut out[start..start + 16];
+    if n >= 8 {
+        dst[..8].copy_from_slice(&b[..8]);
+        dst[n - 8..n].copy_from_slice(&b[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&b[..4]);
+        dst[n - 4..n].copy_from_slice(&b[n - 4..]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(b) {
+            *d = *s;
+        }
+    }
+    out.truncate(start + n);
+}
+
 /// Appends `s` as a JSON string, escaped exactly as serde_json does.
+#[inline(always)]
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    write_str_content(out, s);
+    out.push(b'"');
+}
+
+#[inline(always)]
+fn write_str_content(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     if !needs_escape(b) {
-        out.extend_from_slice(b);
+        put(out, b);
     } else {
-        let mut start = 0;
-        for (i, &c) in b.iter().enumerate() {
-            let esc: &[u8] = match c {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                c if c < 0x20 => {
-                    out.extend_from_slice(&b[start..i]);
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
-                    start = i + 1;
-                    continue;
-                }
-                _ => continue,
-            };
-            out.extend_from_slice(&b[start..i]);
-            out.extend_from_slice(esc);
-            start = i + 1;
-        }
-        out.extend_from_slice(&b[start..]);
+        write_escaped(out, b);
     }
-    out.push(b'"');
+}
+
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, b: &[u8]) {
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            c if c < 0x20 => {
+                out.extend_from_slice(&b[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(c >> 4)],
+                    HEX[usize::from(c & 15)],
+                ]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&b[start..]);
 }
 
 fn int(out: &mut Vec<u8>, v: impl itoa::Integer) {
@@ -81,16 +133,41 @@ fn ts(out: &mut Vec<u8>, t: Timestamp) {
     out.push(b'"');
 }
 
+/// "0" to "255", each as up to three digits and a length.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let (h, d, u) = ((i / 100) as u8, ((i / 10) % 10) as u8, (i % 10) as u8);
+        t[i] = if i >= 100 {
+            ([b'0' + h, b'0' + d, b'0' + u], 3)
+        } else if i >= 10 {
+            ([b'0' + d, b'0' + u, 0], 2)
+        } else {
+            ([b'0' + u, 0, 0], 1)
+        };
+        i += 1;
+    }
+    t
+};
+
 fn ip(out: &mut Vec<u8>, a: IpAddr) {
     out.push(b'"');
     match a {
         IpAddr::V4(v) => {
-            for (i, o) in v.octets().iter().enumerate() {
+            let o = v.octets();
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, x) in o.iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    buf[n] = b'.';
+                    n += 1;
                 }
-                int(out, *o);
+                let (digits, len) = OCTETS[usize::from(*x)];
+                buf[n..n + 3].copy_from_slice(&digits);
+                n += usize::from(len);
             }
+            put(out, &buf[..n]);
         }
         IpAddr::V6(v) => out.extend_from_slice(v.to_string().as_bytes()),
     }
@@ -108,17 +185,22 @@ impl<'o> Obj<'o> {
         out.push(b'{');
         Self { out, first: true }
     }
-    /// `key` is `,"name":`; the comma is dropped for the first field.
+    /// `key` is `,"name":`; the comma is dropped for the first field. Inlined so that the
+    /// literal's length is a constant and the copy needs no call.
+    #[inline(always)]
     fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
         let k = key.as_bytes();
-        self.out.extend_from_slice(if self.first { &k[1..] } else { k });
+        self.out
+            .extend_from_slice(if self.first { &k[1..] } else { k });
         self.first = false;
         self.out
     }
+    #[inline(always)]
     fn str(&mut self, key: &'static str, v: &str) {
         let o = self.key(key);
         write_str(o, v);
     }
+    #[inline(always)]
     fn opt_str(&mut self, key: &'static str, v: &Option<Cow<'_, str>>) {
         if let Some(v) = v {
             self.str(key, v);
@@ -145,7 +227,15 @@ impl<'o> Obj<'o> {
 
 fn principal(out: &mut Vec<u8>, p: &Principal<'_>) {
     let mut o = Obj::open(out);
-    o.str(",\"name\":", &p.name);
+    let n = o.key(",\"name\":");
+    n.push(b'"');
+    for (i, part) in p.parts.iter().enumerate() {
+        if i > 0 {
+            n.push(b'/');
+        }
+        write_str_content(n, part);
+    }
+    n.push(b'"');
     o.str(",\"name_type\":", &p.name_type);
     o.close();
 }

@@ -10,7 +10,8 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+pub use smallvec::{smallvec, SmallVec};
 
 mod json;
 mod time;
@@ -82,13 +83,78 @@ pub struct Event<'a> {
     pub anomaly: Option<Anomaly<'a>>,
 }
 
-/// A principal: its name with components joined by '/', and its name type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A principal: its name components (joined with '/' when shown or exported, as
+/// "HTTP/exchange.lab.test") and its name type. Components are kept apart so that a name
+/// read from a packet borrows its bytes instead of being joined into a new string.
+#[derive(Debug, Clone)]
 pub struct Principal<'a> {
-    #[serde(borrow)]
-    pub name: Str<'a>,
-    #[serde(borrow)]
+    pub parts: SmallVec<[Str<'a>; 2]>,
     pub name_type: Str<'a>,
+}
+
+impl<'a> Principal<'a> {
+    pub fn new(name: impl Into<Str<'a>>, name_type: impl Into<Str<'a>>) -> Self {
+        Self {
+            parts: smallvec![name.into()],
+            name_type: name_type.into(),
+        }
+    }
+
+    /// The joined name; borrowed when there is one component.
+    pub fn name(&self) -> Cow<'_, str> {
+        match self.parts.as_slice() {
+            [one] => Cow::Borrowed(one.as_ref()),
+            parts => Cow::Owned(parts.join("/")),
+        }
+    }
+}
+
+impl PartialEq for Principal<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.name_type == other.name_type && self.name() == other.name()
+    }
+}
+
+impl Eq for Principal<'_> {}
+
+impl std::fmt::Display for Principal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.parts.iter().enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(p)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PrincipalRepr<'a> {
+    #[serde(borrow)]
+    name: Str<'a>,
+    #[serde(borrow)]
+    name_type: Str<'a>,
+}
+
+impl Serialize for Principal<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PrincipalRepr {
+            name: self.name(),
+            name_type: Cow::Borrowed(&self.name_type),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Principal<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = PrincipalRepr::deserialize(d)?;
+        Ok(Self {
+            parts: smallvec![r.name],
+            name_type: r.name_type,
+        })
+    }
 }
 
 /// The parts of an encrypted blob that are visible on the wire.
@@ -130,8 +196,8 @@ pub struct S4uX509User<'a> {
     pub realm: Option<Str<'a>>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub has_certificate: bool,
-    #[serde(borrow, skip_serializing_if = "Vec::is_empty", default)]
-    pub options: Vec<Str<'a>>,
+    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
+    pub options: SmallVec<[Str<'a>; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,12 +223,12 @@ pub struct EData<'a> {
     /// "METHOD-DATA", "KERB-ERROR-DATA", "TYPED-DATA" or "unknown".
     #[serde(borrow)]
     pub format: Str<'a>,
-    #[serde(borrow, skip_serializing_if = "Vec::is_empty", default)]
-    pub padata: Vec<Str<'a>>,
+    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
+    pub padata: SmallVec<[Str<'a>; 8]>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub ntstatus: Option<NtStatusInfo<'a>>,
-    #[serde(borrow, skip_serializing_if = "Vec::is_empty", default)]
-    pub etype_info2: Vec<SaltInfo<'a>>,
+    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
+    pub etype_info2: SmallVec<[SaltInfo<'a>; 2]>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data_type: Option<i32>,
 }
@@ -212,22 +278,22 @@ pub struct Krb5<'a> {
     pub crealm: Option<Str<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub sname: Option<Principal<'a>>,
-    #[serde(borrow, skip_serializing_if = "Vec::is_empty", default)]
-    pub kdc_options: Vec<Str<'a>>,
-    #[serde(borrow, skip_serializing_if = "Vec::is_empty", default)]
-    pub etypes: Vec<Str<'a>>,
+    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
+    pub kdc_options: SmallVec<[Str<'a>; 8]>,
+    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
+    pub etypes: SmallVec<[Str<'a>; 12]>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub nonce: Option<i64>,
-    #[serde(borrow, skip_serializing_if = "Vec::is_empty", default)]
-    pub padata: Vec<Str<'a>>,
+    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
+    pub padata: SmallVec<[Str<'a>; 6]>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub for_user: Option<ForUser<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub s4u_x509_user: Option<S4uX509User<'a>>,
-    #[serde(borrow, skip_serializing_if = "Vec::is_empty", default)]
-    pub pac_options: Vec<Str<'a>>,
-    #[serde(borrow, skip_serializing_if = "Vec::is_empty", default)]
-    pub additional_tickets: Vec<TicketInfo<'a>>,
+    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
+    pub pac_options: SmallVec<[Str<'a>; 4]>,
+    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
+    pub additional_tickets: SmallVec<[TicketInfo<'a>; 1]>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub ticket: Option<TicketInfo<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]

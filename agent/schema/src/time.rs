@@ -10,7 +10,10 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub const fn from_parts(secs: i64, nanos: u32) -> Self {
-        Self(secs.saturating_mul(1_000_000_000).saturating_add(nanos as i64))
+        Self(
+            secs.saturating_mul(1_000_000_000)
+                .saturating_add(nanos as i64),
+        )
     }
     pub const fn secs(self) -> i64 {
         self.0.div_euclid(1_000_000_000)
@@ -81,7 +84,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Timestamp::parse_rfc3339(&s).ok_or_else(|| de::Error::custom(format!("not an RFC 3339 time: {s}")))
+        Timestamp::parse_rfc3339(&s)
+            .ok_or_else(|| de::Error::custom(format!("not an RFC 3339 time: {s}")))
     }
 }
 
@@ -94,8 +98,14 @@ mod tests {
         // 2026-11-22T21:14:15Z is 1795382055 (date -u -d 2026-11-22T21:14:15Z +%s)
         let t = Timestamp::from_parts(1_795_382_055, 123_456_789);
         assert_eq!(t.to_rfc3339(), "2026-11-22T21:14:15.123456789Z");
-        assert_eq!(Timestamp::parse_rfc3339("2026-11-22T21:14:15.123456789Z"), Some(t));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-22T21:14:15.123456789Z"),
+            Some(t)
+        );
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(Timestamp::from_parts(-1, 0).to_rfc3339(), "1969-12-31T23:59:59.000000000Z");
+        assert_eq!(
+            Timestamp::from_parts(-1, 0).to_rfc3339(),
+            "1969-12-31T23:59:59.000000000Z"
+        );
     }
 }

@@ -23,7 +23,11 @@ use pcap_parser::{PcapBlockOwned, PcapError};
 
 const MSS: usize = 1460;
 const CLIENTS: u32 = 40_000;
-const KDCS: [Ipv4Addr; 3] = [Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2), Ipv4Addr::new(10, 200, 0, 3)];
+const KDCS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(10, 200, 0, 1),
+    Ipv4Addr::new(10, 200, 0, 2),
+    Ipv4Addr::new(10, 200, 0, 3),
+];
 
 /// xorshift64*: reproducible without a dependency.
 struct Rng(u64);
@@ -72,8 +76,14 @@ fn real_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
                             }
                             Some(TransportSlice::Tcp(t)) if !t.payload().is_empty() => {
                                 let to_kdc = t.destination_port() == 88;
-                                let client = if to_kdc { t.source_port() } else { t.destination_port() };
-                                tcp.entry((client, 88, to_kdc)).or_default().extend_from_slice(t.payload());
+                                let client = if to_kdc {
+                                    t.source_port()
+                                } else {
+                                    t.destination_port()
+                                };
+                                tcp.entry((client, 88, to_kdc))
+                                    .or_default()
+                                    .extend_from_slice(t.payload());
                             }
                             _ => {}
                         }
@@ -89,8 +99,14 @@ fn real_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut keys: Vec<_> = tcp.keys().filter(|k| k.2).copied().collect();
         keys.sort();
         for k in keys {
-            let (Some(req), Some(rep)) = (tcp.get(&k), tcp.get(&(k.0, k.1, false))) else { continue };
-            let first = |b: &[u8]| b.get(4..).and_then(|r| r.get(..u32::from_be_bytes(b[..4].try_into().ok()?) as usize)).map(<[u8]>::to_vec);
+            let (Some(req), Some(rep)) = (tcp.get(&k), tcp.get(&(k.0, k.1, false))) else {
+                continue;
+            };
+            let first = |b: &[u8]| {
+                b.get(4..)
+                    .and_then(|r| r.get(..u32::from_be_bytes(b[..4].try_into().ok()?) as usize))
+                    .map(<[u8]>::to_vec)
+            };
             if let (Some(a), Some(b)) = (first(req), first(rep)) {
                 out.push((a, b));
             }
@@ -132,14 +148,25 @@ impl<W: Write> Writer<W> {
     }
 
     fn udp(&mut self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8], gap_us: u64) {
-        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src.0.octets(), dst.0.octets(), 64).udp(src.1, dst.1);
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src.0.octets(), dst.0.octets(), 64)
+            .udp(src.1, dst.1);
         let mut buf = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut buf, payload).unwrap();
         self.frame(&buf, gap_us);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn tcp(&mut self, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), seq: u32, ack: u32, flags: &str, payload: &[u8], gap_us: u64) {
+    fn tcp(
+        &mut self,
+        src: (Ipv4Addr, u16),
+        dst: (Ipv4Addr, u16),
+        seq: u32,
+        ack: u32,
+        flags: &str,
+        payload: &[u8],
+        gap_us: u64,
+    ) {
         let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
             .ipv4(src.0.octets(), dst.0.octets(), 64)
             .tcp(src.1, dst.1, seq, 64_240);
@@ -162,7 +189,14 @@ impl<W: Write> Writer<W> {
 
     /// One record-marked message in MSS-sized segments, each acknowledged; returns the
     /// sender's next sequence number.
-    fn send(&mut self, from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), mut seq: u32, ack: u32, msg: &[u8]) -> u32 {
+    fn send(
+        &mut self,
+        from: (Ipv4Addr, u16),
+        to: (Ipv4Addr, u16),
+        mut seq: u32,
+        ack: u32,
+        msg: &[u8],
+    ) -> u32 {
         let mut stream = (msg.len() as u32).to_be_bytes().to_vec();
         stream.extend_from_slice(msg);
         for chunk in stream.chunks(MSS) {
@@ -175,7 +209,14 @@ impl<W: Write> Writer<W> {
     }
 
     /// One connection carrying one request and its reply.
-    fn tcp_exchange(&mut self, c: (Ipv4Addr, u16), s: (Ipv4Addr, u16), req: &[u8], rep: &[u8], rng: &mut Rng) {
+    fn tcp_exchange(
+        &mut self,
+        c: (Ipv4Addr, u16),
+        s: (Ipv4Addr, u16),
+        req: &[u8],
+        rep: &[u8],
+        rng: &mut Rng,
+    ) {
         let (mut cs, mut ss) = (rng.next() as u32, rng.next() as u32);
         self.tcp(c, s, cs, 0, "S", &[], 3);
         cs = cs.wrapping_add(1);
@@ -199,16 +240,25 @@ fn main() {
     };
     let exchanges: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(136_500);
     let real = real_exchanges();
-    assert!(!real.is_empty(), "no Kerberos exchanges found under captures/");
+    assert!(
+        !real.is_empty(),
+        "no Kerberos exchanges found under captures/"
+    );
     let mut rng = Rng(0x6b63_6473_636f_7065);
-    let mut w = Writer { out: BufWriter::with_capacity(1 << 20, File::create(Path::new(out_path)).unwrap()), ts_us: 1_795_400_000_000_000, packets: 0, messages: 0 };
+    let mut w = Writer {
+        out: BufWriter::with_capacity(1 << 20, File::create(Path::new(out_path)).unwrap()),
+        ts_us: 1_795_400_000_000_000,
+        packets: 0,
+        messages: 0,
+    };
     w.header();
     // Messages too large for one UDP datagram go over TCP, as real clients send them. Of
     // the rest, enough go over TCP too that about 51% of exchanges are TCP connections,
     // which makes about a million packets for 273,000 messages.
     let big = |req: &[u8], rep: &[u8]| req.len() + rep.len() > 1400;
     let big_share = real.iter().filter(|(a, b)| big(a, b)).count() as f64 / real.len() as f64;
-    let small_tcp_percent = (((0.51 - big_share) / (1.0 - big_share)).max(0.0) * 100.0).round() as u64;
+    let small_tcp_percent =
+        (((0.51 - big_share) / (1.0 - big_share)).max(0.0) * 100.0).round() as u64;
     let mut tcp_exchanges = 0u64;
     for i in 0..exchanges {
         let (req, rep) = &real[rng.below(real.len() as u64) as usize];

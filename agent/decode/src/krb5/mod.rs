@@ -23,17 +23,21 @@ pub enum Role {
     Other,
 }
 
-pub struct Decoded<'a> {
-    pub krb5: Krb5<'a>,
+pub struct Decoded {
     pub role: Role,
     pub kind: MessageType,
     pub error_code: Option<i32>,
 }
 
-/// Decodes one message (a UDP payload or one TCP record).
-pub fn decode(bytes: &[u8], captured: Timestamp) -> Result<Decoded<'_>, NotKerberos> {
+/// Decodes one message (a UDP payload or one TCP record) into `out`, a fresh
+/// `Krb5::default()`.
+pub fn decode<'a>(
+    bytes: &'a [u8],
+    captured: Timestamp,
+    out: &mut Krb5<'a>,
+) -> Result<Decoded, NotKerberos> {
     let view = MessageView::parse(bytes)?;
-    let krb5 = parse::krb5_event(&view, captured);
+    parse::krb5_event(&view, captured, out);
     let role = if view.kind.is_kdc_request() {
         Role::Request
     } else if view.kind.is_kdc_reply() {
@@ -41,8 +45,11 @@ pub fn decode(bytes: &[u8], captured: Timestamp) -> Result<Decoded<'_>, NotKerbe
     } else {
         Role::Other
     };
-    let error_code = krb5.error.as_ref().map(|e| e.code);
-    Ok(Decoded { krb5, role, kind: view.kind, error_code })
+    Ok(Decoded {
+        role,
+        kind: view.kind,
+        error_code: out.error.as_ref().map(|e| e.code),
+    })
 }
 
 /// Requests waiting on one UDP 4-tuple or one TCP connection. Bounded: a client that
@@ -92,7 +99,12 @@ mod tests {
 
     #[test]
     fn fifo_and_bounded() {
-        let p = |f| Pending { frame: f, ts: Timestamp(f as i64), msg_type: MessageType::AS_REQ, source: 0 };
+        let p = |f| Pending {
+            frame: f,
+            ts: Timestamp(f as i64),
+            msg_type: MessageType::AS_REQ,
+            source: 0,
+        };
         let mut q = PendingQueue::default();
         for f in 1..=20 {
             q.push(p(f));

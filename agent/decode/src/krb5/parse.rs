@@ -5,12 +5,13 @@ use std::borrow::Cow;
 use kcd_krb5::edata::{parse_e_data, EDataInfo};
 use kcd_krb5::flags::{kdc_options, pac_options, s4u_options, Flags32};
 use kcd_krb5::view::{
-    parse_pac_options, BodyView, EncView, ForUserView, KdcRepView, KdcReqView, KrbErrorView, MessageView, NameView,
-    S4uX509UserView, TicketView,
+    parse_pac_options, BodyView, EncView, ForUserView, KdcRepView, KdcReqView, KrbErrorView,
+    MessageView, NameView, S4uX509UserView, TicketView,
 };
 use kcd_krb5::{EncryptionType, ErrorCode, MessageType, NameType, PaDataType};
 use kcd_schema::{
-    EData, EncInfo, ForUser, Krb5, KrbErrorInfo, NtStatusInfo, Principal, S4uX509User, SaltInfo, Str, TicketInfo, Timestamp,
+    EData, EncInfo, ForUser, Krb5, KrbErrorInfo, NtStatusInfo, Principal, S4uX509User, SaltInfo,
+    SmallVec, Str, TicketInfo, Timestamp,
 };
 
 pub fn text(b: &[u8]) -> Str<'_> {
@@ -26,60 +27,86 @@ fn numbered(prefix: &str, n: i64) -> Str<'static> {
 }
 
 pub fn msg_type_name(t: MessageType) -> Str<'static> {
-    t.name().map(Cow::Borrowed).unwrap_or_else(|| numbered("msg-type", i64::from(t.0)))
+    t.name()
+        .map(Cow::Borrowed)
+        .unwrap_or_else(|| numbered("msg-type", i64::from(t.0)))
 }
 
 pub fn etype_name(e: i32) -> Str<'static> {
-    EncryptionType(e).name().map(Cow::Borrowed).unwrap_or_else(|| numbered("etype", i64::from(e)))
+    EncryptionType(e)
+        .name()
+        .map(Cow::Borrowed)
+        .unwrap_or_else(|| numbered("etype", i64::from(e)))
 }
 
 pub fn padata_name(t: i32) -> Str<'static> {
-    PaDataType(t).name().map(Cow::Borrowed).unwrap_or_else(|| numbered("padata", i64::from(t)))
+    PaDataType(t)
+        .name()
+        .map(Cow::Borrowed)
+        .unwrap_or_else(|| numbered("padata", i64::from(t)))
 }
 
 pub fn error_name(code: i32) -> Str<'static> {
-    ErrorCode(code).name().map(Cow::Borrowed).unwrap_or_else(|| numbered("error", i64::from(code)))
+    ErrorCode(code)
+        .name()
+        .map(Cow::Borrowed)
+        .unwrap_or_else(|| numbered("error", i64::from(code)))
 }
 
 fn name_type(t: i32) -> Str<'static> {
-    NameType(t).name().map(Cow::Borrowed).unwrap_or_else(|| numbered("name-type", i64::from(t)))
+    NameType(t)
+        .name()
+        .map(Cow::Borrowed)
+        .unwrap_or_else(|| numbered("name-type", i64::from(t)))
 }
 
-fn flag_names(v: u32, table: &'static [(u8, &'static str)]) -> Vec<Str<'static>> {
+fn flag_names<'x, const N: usize>(
+    v: u32,
+    table: &'static [(u8, &'static str)],
+) -> SmallVec<[Str<'x>; N]> {
     let f = Flags32(v);
-    let mut out = Vec::with_capacity(8);
+    let mut out = SmallVec::new();
     f.for_each_name(table, |n| out.push(Cow::Borrowed(n)));
-    out.extend(f.unnamed_bits(table).into_iter().map(|b| numbered("bit", i64::from(b))));
+    out.extend(
+        f.unnamed_bits(table)
+            .into_iter()
+            .map(|b| numbered("bit", i64::from(b))),
+    );
     out
 }
 
 pub fn principal(n: NameView<'_>) -> Principal<'_> {
-    let mut comps = n.components();
-    let name = match (comps.next(), comps.next()) {
-        (None, _) => Cow::Borrowed(""),
-        (Some(one), None) => text(one),
-        _ => Cow::Owned(n.display()),
-    };
-    Principal { name, name_type: name_type(n.name_type) }
+    Principal {
+        parts: n.components().map(text).collect(),
+        name_type: name_type(n.name_type),
+    }
 }
 
 fn enc_info(e: EncView<'_>) -> EncInfo<'static> {
-    EncInfo { etype: etype_name(e.etype), kvno: e.kvno }
+    EncInfo {
+        etype: etype_name(e.etype),
+        kvno: e.kvno,
+    }
 }
 
 fn ticket_info(t: TicketView<'_>) -> TicketInfo<'_> {
-    TicketInfo { realm: t.realm.map(text), sname: t.sname.map(principal), enc_part: t.enc_part.map(enc_info) }
+    TicketInfo {
+        realm: t.realm.map(text),
+        sname: t.sname.map(principal),
+        enc_part: t.enc_part.map(enc_info),
+    }
 }
 
 fn kdc_req<'a>(k: &mut Krb5<'a>, r: &KdcReqView<'a>) {
     k.realm = r.realm.map(text);
     k.cname = r.cname.map(principal);
     k.sname = r.sname.map(principal);
-    k.kdc_options = r.kdc_options.map(|o| flag_names(o, kdc_options::NAMES)).unwrap_or_default();
-    // The view's iterators cannot know their length; sizes from real clients avoid regrowth.
-    k.etypes = Vec::with_capacity(12);
-    k.etypes.extend(r.etypes().map(|e| -> Str<'a> { etype_name(e) }));
-    k.padata = Vec::with_capacity(6);
+    k.kdc_options = r
+        .kdc_options
+        .map(|o| flag_names(o, kdc_options::NAMES))
+        .unwrap_or_default();
+    k.etypes
+        .extend(r.etypes().map(|e| -> Str<'a> { etype_name(e) }));
     k.nonce = r.nonce;
     for pa in r.padata.iter() {
         k.padata.push(padata_name(pa.padata_type));
@@ -101,14 +128,19 @@ fn kdc_req<'a>(k: &mut Krb5<'a>, r: &KdcReqView<'a>) {
                     user: v.cname.map(principal),
                     realm: v.crealm.map(text),
                     has_certificate: v.has_certificate,
-                    options: v.options.map(|o| flag_names(o, s4u_options::NAMES)).unwrap_or_default(),
+                    options: v
+                        .options
+                        .map(|o| flag_names(o, s4u_options::NAMES))
+                        .unwrap_or_default(),
                 });
                 if k.malformed.is_none() {
                     k.malformed = v.malformed.map(|m| Cow::Owned(m.to_string()));
                 }
             }
             PaDataType::PA_PAC_OPTIONS => {
-                k.pac_options = parse_pac_options(pa.value).map(|o| flag_names(o, pac_options::NAMES)).unwrap_or_default();
+                k.pac_options = parse_pac_options(pa.value)
+                    .map(|o| flag_names(o, pac_options::NAMES))
+                    .unwrap_or_default();
             }
             PaDataType::PA_FX_FAST => k.armored = true,
             _ => {}
@@ -126,7 +158,11 @@ fn kdc_rep<'a>(k: &mut Krb5<'a>, r: &KdcRepView<'a>) {
         k.ticket = Some(ticket_info(t));
     }
     k.enc_part = r.enc_part.map(enc_info);
-    k.padata = r.padata.iter().map(|p| padata_name(p.padata_type)).collect();
+    k.padata = r
+        .padata
+        .iter()
+        .map(|p| padata_name(p.padata_type))
+        .collect();
 }
 
 /// KerberosTime + microseconds as a timestamp.
@@ -141,11 +177,17 @@ fn e_data<'a>(info: &EDataInfo<'a>) -> EData<'a> {
     EData {
         format: Cow::Borrowed(info.format.name()),
         padata: info.padata_types.iter().map(|t| padata_name(*t)).collect(),
-        ntstatus: info.ntstatus.map(|x| NtStatusInfo { code: Cow::Owned(x.status.hex()), name: x.status.name().map(Cow::Borrowed) }),
+        ntstatus: info.ntstatus.map(|x| NtStatusInfo {
+            code: Cow::Owned(x.status.hex()),
+            name: x.status.name().map(Cow::Borrowed),
+        }),
         etype_info2: info
             .etype_info2
             .iter()
-            .map(|s| SaltInfo { etype: etype_name(s.etype), salt: s.salt.map(text) })
+            .map(|s| SaltInfo {
+                etype: etype_name(s.etype),
+                salt: s.salt.map(text),
+            })
             .collect(),
         data_type: info.data_type,
     }
@@ -174,12 +216,14 @@ fn krb_error<'a>(k: &mut Krb5<'a>, e: &KrbErrorView<'a>, captured: Timestamp) {
 }
 
 /// The event body for one message. `captured` is the packet's capture time (for skew).
-pub fn krb5_event<'a>(v: &MessageView<'a>, captured: Timestamp) -> Krb5<'a> {
-    let mut k = Krb5 { msg_type: msg_type_name(v.kind), ..Krb5::default() };
+/// Fills `k` (a fresh `Krb5::default()`) in place: the event is large, and moving it
+/// costs more than building it.
+pub fn krb5_event<'a>(v: &MessageView<'a>, captured: Timestamp, k: &mut Krb5<'a>) {
+    k.msg_type = msg_type_name(v.kind);
     match &v.body {
-        BodyView::KdcReq(r) => kdc_req(&mut k, r),
-        BodyView::KdcRep(r) => kdc_rep(&mut k, r),
-        BodyView::Error(e) => krb_error(&mut k, e, captured),
+        BodyView::KdcReq(r) => kdc_req(k, r),
+        BodyView::KdcRep(r) => kdc_rep(k, r),
+        BodyView::Error(e) => krb_error(k, e, captured),
         BodyView::ApReq(a) => {
             if let Some(t) = a.ticket {
                 k.realm = t.realm.map(text);
@@ -194,5 +238,4 @@ pub fn krb5_event<'a>(v: &MessageView<'a>, captured: Timestamp) -> Krb5<'a> {
     if let Some(m) = v.malformed {
         k.malformed = Some(Cow::Owned(m.to_string()));
     }
-    k
 }

@@ -21,7 +21,10 @@ pub fn ktime() -> impl Strategy<Value = KerberosTime> {
 }
 
 pub fn name() -> impl Strategy<Value = PrincipalName> {
-    (any::<i32>(), vec(kstring(), 0..4)).prop_map(|(name_type, name_string)| PrincipalName { name_type, name_string })
+    (any::<i32>(), vec(kstring(), 0..4)).prop_map(|(name_type, name_string)| PrincipalName {
+        name_type,
+        name_string,
+    })
 }
 
 pub fn uint32ish() -> impl Strategy<Value = i64> {
@@ -29,16 +32,32 @@ pub fn uint32ish() -> impl Strategy<Value = i64> {
 }
 
 pub fn enc() -> impl Strategy<Value = EncryptedData> {
-    (any::<i32>(), option::of(uint32ish()), vec(any::<u8>(), 0..64))
-        .prop_map(|(etype, kvno, c)| EncryptedData { etype, kvno, cipher: OctetString::from(c) })
+    (
+        any::<i32>(),
+        option::of(uint32ish()),
+        vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(etype, kvno, c)| EncryptedData {
+            etype,
+            kvno,
+            cipher: OctetString::from(c),
+        })
 }
 
 pub fn ticket() -> impl Strategy<Value = Ticket> {
-    (kstring(), name(), enc()).prop_map(|(realm, sname, enc_part)| Ticket { tkt_vno: 5, realm, sname, enc_part })
+    (kstring(), name(), enc()).prop_map(|(realm, sname, enc_part)| Ticket {
+        tkt_vno: 5,
+        realm,
+        sname,
+        enc_part,
+    })
 }
 
 pub fn padata() -> impl Strategy<Value = PaData> {
-    (any::<i32>(), vec(any::<u8>(), 0..40)).prop_map(|(t, v)| PaData { r#type: t, value: OctetString::from(v) })
+    (any::<i32>(), vec(any::<u8>(), 0..40)).prop_map(|(t, v)| PaData {
+        r#type: t,
+        value: OctetString::from(v),
+    })
 }
 
 pub fn flags() -> impl Strategy<Value = KerberosFlags> {
@@ -48,60 +67,126 @@ pub fn flags() -> impl Strategy<Value = KerberosFlags> {
 pub fn kdc_req() -> impl Strategy<Value = KdcReq> {
     let body = (
         (flags(), option::of(name()), kstring(), option::of(name())),
-        (option::of(ktime()), ktime(), option::of(ktime()), uint32ish()),
-        (vec(any::<i32>(), 0..6), any::<bool>(), option::of(enc()), option::of(vec(ticket(), 0..3))),
+        (
+            option::of(ktime()),
+            ktime(),
+            option::of(ktime()),
+            uint32ish(),
+        ),
+        (
+            vec(any::<i32>(), 0..6),
+            any::<bool>(),
+            option::of(enc()),
+            option::of(vec(ticket(), 0..3)),
+        ),
     )
-        .prop_map(|((kdc_options, cname, realm, sname), (from, till, rtime, nonce), (etype, addr, ead, at))| KdcReqBody {
-            kdc_options,
-            cname,
-            realm,
-            sname,
-            from,
-            till,
-            rtime,
-            nonce,
-            etype,
-            addresses: addr.then(|| vec![HostAddress { addr_type: 2, address: OctetString::from_static(&[127, 0, 0, 1]) }]),
-            enc_authorization_data: ead,
-            additional_tickets: at,
-        });
-    (prop_oneof![Just(10), Just(12)], option::of(vec(padata(), 0..4)), body)
-        .prop_map(|(msg_type, padata, req_body)| KdcReq { pvno: 5, msg_type, padata, req_body })
+        .prop_map(
+            |(
+                (kdc_options, cname, realm, sname),
+                (from, till, rtime, nonce),
+                (etype, addr, ead, at),
+            )| KdcReqBody {
+                kdc_options,
+                cname,
+                realm,
+                sname,
+                from,
+                till,
+                rtime,
+                nonce,
+                etype,
+                addresses: addr.then(|| {
+                    vec![HostAddress {
+                        addr_type: 2,
+                        address: OctetString::from_static(&[127, 0, 0, 1]),
+                    }]
+                }),
+                enc_authorization_data: ead,
+                additional_tickets: at,
+            },
+        );
+    (
+        prop_oneof![Just(10), Just(12)],
+        option::of(vec(padata(), 0..4)),
+        body,
+    )
+        .prop_map(|(msg_type, padata, req_body)| KdcReq {
+            pvno: 5,
+            msg_type,
+            padata,
+            req_body,
+        })
 }
 
 pub fn kdc_rep() -> impl Strategy<Value = KdcRep> {
-    (prop_oneof![Just(11), Just(13)], option::of(vec(padata(), 0..3)), kstring(), name(), ticket(), enc()).prop_map(
-        |(msg_type, padata, crealm, cname, ticket, enc_part)| KdcRep { pvno: 5, msg_type, padata, crealm, cname, ticket, enc_part },
+    (
+        prop_oneof![Just(11), Just(13)],
+        option::of(vec(padata(), 0..3)),
+        kstring(),
+        name(),
+        ticket(),
+        enc(),
     )
+        .prop_map(
+            |(msg_type, padata, crealm, cname, ticket, enc_part)| KdcRep {
+                pvno: 5,
+                msg_type,
+                padata,
+                crealm,
+                cname,
+                ticket,
+                enc_part,
+            },
+        )
 }
 
 pub fn krb_error() -> impl Strategy<Value = KrbError> {
     (
-        (option::of(ktime()), option::of(0i32..1_000_000), ktime(), 0i32..1_000_000, any::<i32>()),
+        (
+            option::of(ktime()),
+            option::of(0i32..1_000_000),
+            ktime(),
+            0i32..1_000_000,
+            any::<i32>(),
+        ),
         (option::of(kstring()), option::of(name()), kstring(), name()),
         (option::of(kstring()), option::of(vec(any::<u8>(), 0..40))),
     )
-        .prop_map(|((ctime, cusec, stime, susec, error_code), (crealm, cname, realm, sname), (e_text, e_data))| KrbError {
-            pvno: 5,
-            msg_type: 30,
-            ctime,
-            cusec,
-            stime,
-            susec,
-            error_code,
-            crealm,
-            cname,
-            realm,
-            sname,
-            e_text,
-            e_data: e_data.map(OctetString::from),
-        })
+        .prop_map(
+            |(
+                (ctime, cusec, stime, susec, error_code),
+                (crealm, cname, realm, sname),
+                (e_text, e_data),
+            )| KrbError {
+                pvno: 5,
+                msg_type: 30,
+                ctime,
+                cusec,
+                stime,
+                susec,
+                error_code,
+                crealm,
+                cname,
+                realm,
+                sname,
+                e_text,
+                e_data: e_data.map(OctetString::from),
+            },
+        )
 }
 
 pub fn message() -> impl Strategy<Value = KrbMessage> {
     prop_oneof![
-        kdc_req().prop_map(|r| if r.msg_type == 10 { KrbMessage::AsReq(r) } else { KrbMessage::TgsReq(r) }),
-        kdc_rep().prop_map(|r| if r.msg_type == 11 { KrbMessage::AsRep(r) } else { KrbMessage::TgsRep(r) }),
+        kdc_req().prop_map(|r| if r.msg_type == 10 {
+            KrbMessage::AsReq(r)
+        } else {
+            KrbMessage::TgsReq(r)
+        }),
+        kdc_rep().prop_map(|r| if r.msg_type == 11 {
+            KrbMessage::AsRep(r)
+        } else {
+            KrbMessage::TgsRep(r)
+        }),
         krb_error().prop_map(KrbMessage::Error),
     ]
 }
@@ -123,12 +208,20 @@ fn same_opt_name(label: &str, typed: &Option<PrincipalName>, view: Option<NameVi
 
 fn same_enc(label: &str, typed: &EncryptedData, view: Option<EncView<'_>>) {
     let v = view.unwrap_or_else(|| panic!("{label}: view lost EncryptedData"));
-    assert_eq!((v.etype, v.kvno, v.cipher), (typed.etype, typed.kvno, &typed.cipher[..]), "{label}");
+    assert_eq!(
+        (v.etype, v.kvno, v.cipher),
+        (typed.etype, typed.kvno, &typed.cipher[..]),
+        "{label}"
+    );
 }
 
 fn same_ticket(label: &str, typed: &Ticket, view: Option<TicketView<'_>>) {
     let v = view.unwrap_or_else(|| panic!("{label}: view lost the ticket"));
-    assert_eq!(v.tkt_vno, Some(i64::from(typed.tkt_vno)), "{label}: tkt-vno");
+    assert_eq!(
+        v.tkt_vno,
+        Some(i64::from(typed.tkt_vno)),
+        "{label}: tkt-vno"
+    );
     assert_eq!(v.realm, Some(typed.realm.as_bytes()), "{label}: realm");
     same_name(label, &typed.sname, v.sname);
     same_enc(label, &typed.enc_part, v.enc_part);
@@ -140,21 +233,36 @@ fn same_time(label: &str, typed: &Option<KerberosTime>, view: Option<&[u8]>) {
 
 fn same_padata(label: &str, typed: &Option<Vec<PaData>>, view: &kcd_krb5::view::PaList<'_>) {
     let got: Vec<(i32, &[u8])> = view.iter().map(|p| (p.padata_type, p.value)).collect();
-    let want: Vec<(i32, &[u8])> = typed.iter().flatten().map(|p| (p.r#type, &p.value[..])).collect();
+    let want: Vec<(i32, &[u8])> = typed
+        .iter()
+        .flatten()
+        .map(|p| (p.r#type, &p.value[..]))
+        .collect();
     assert_eq!(got, want, "{label}: padata");
 }
 
 /// Every field the view reports must equal the typed decode's.
 pub fn assert_view_matches(label: &str, typed: &KrbMessage, view: &MessageView<'_>) {
-    assert_eq!(view.malformed, None, "{label}: view found a problem in a message rasn accepts");
+    assert_eq!(
+        view.malformed, None,
+        "{label}: view found a problem in a message rasn accepts"
+    );
     assert_eq!(view.kind, typed.message_type(), "{label}: kind");
     let (pvno, mt) = typed.header_fields();
-    assert_eq!((view.pvno, view.msg_type), (Some(i64::from(pvno)), Some(i64::from(mt))), "{label}: pvno/msg-type");
+    assert_eq!(
+        (view.pvno, view.msg_type),
+        (Some(i64::from(pvno)), Some(i64::from(mt))),
+        "{label}: pvno/msg-type"
+    );
     match (typed, &view.body) {
         (KrbMessage::AsReq(r) | KrbMessage::TgsReq(r), BodyView::KdcReq(v)) => {
             same_padata(label, &r.padata, &v.padata);
             let b = &r.req_body;
-            assert_eq!(v.kdc_options, Some(Flags32::from_bits(&b.kdc_options).0), "{label}: kdc-options");
+            assert_eq!(
+                v.kdc_options,
+                Some(Flags32::from_bits(&b.kdc_options).0),
+                "{label}: kdc-options"
+            );
             same_opt_name(&format!("{label} cname"), &b.cname, v.cname);
             assert_eq!(v.realm, Some(b.realm.as_bytes()), "{label}: realm");
             same_opt_name(&format!("{label} sname"), &b.sname, v.sname);
@@ -164,7 +272,11 @@ pub fn assert_view_matches(label: &str, typed: &KrbMessage, view: &MessageView<'
             assert_eq!(v.nonce, Some(b.nonce), "{label}: nonce");
             assert_eq!(v.etypes().collect::<Vec<_>>(), b.etype, "{label}: etypes");
             assert_eq!(v.has_addresses, b.addresses.is_some(), "{label}: addresses");
-            assert_eq!(v.has_enc_authorization_data, b.enc_authorization_data.is_some(), "{label}: enc-authorization-data");
+            assert_eq!(
+                v.has_enc_authorization_data,
+                b.enc_authorization_data.is_some(),
+                "{label}: enc-authorization-data"
+            );
             let tickets: Vec<_> = v.additional_tickets().collect();
             let want = b.additional_tickets.clone().unwrap_or_default();
             assert_eq!(tickets.len(), want.len(), "{label}: additional tickets");
@@ -185,11 +297,19 @@ pub fn assert_view_matches(label: &str, typed: &KrbMessage, view: &MessageView<'
             same_time(&format!("{label} stime"), &Some(e.stime.clone()), v.stime);
             assert_eq!(v.susec, Some(i64::from(e.susec)), "{label}: susec");
             assert_eq!(v.error_code, Some(e.error_code), "{label}: error-code");
-            assert_eq!(v.crealm, e.crealm.as_ref().map(|r| r.as_bytes()), "{label}: crealm");
+            assert_eq!(
+                v.crealm,
+                e.crealm.as_ref().map(|r| r.as_bytes()),
+                "{label}: crealm"
+            );
             same_opt_name(&format!("{label} cname"), &e.cname, v.cname);
             assert_eq!(v.realm, Some(e.realm.as_bytes()), "{label}: realm");
             same_name(&format!("{label} sname"), &e.sname, v.sname);
-            assert_eq!(v.e_text, e.e_text.as_ref().map(|t| t.as_bytes()), "{label}: e-text");
+            assert_eq!(
+                v.e_text,
+                e.e_text.as_ref().map(|t| t.as_bytes()),
+                "{label}: e-text"
+            );
             assert_eq!(v.e_data, e.e_data.as_deref(), "{label}: e-data");
         }
         (t, v) => panic!("{label}: typed {:?} but view {v:?}", t.message_type()),
