@@ -220,7 +220,7 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
                             })
                             .flatten(),
                         frame: req.frame,
-                        msg_type: krb5::parse::msg_type_name(req.msg_type),
+                        msg_type: req.msg_type,
                         latency_us: ctx.ts.micros_since(req.ts),
                     });
                 }

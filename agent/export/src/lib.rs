@@ -112,11 +112,12 @@ pub fn describe(e: &Event<'_>, line: &mut String) {
         EventType::Krb5 => {
             let Some(k) = &e.krb5 else { return };
             let _ = write!(line, "{}", k.msg_type);
+            let realm = k.crealm.as_ref().or(k.realm.as_ref());
             if let Some(c) = &k.cname {
                 let _ = write!(line, " {c}");
-            }
-            if let Some(r) = k.crealm.as_ref().or(k.realm.as_ref()) {
-                let _ = write!(line, "@{r}");
+                if let Some(r) = realm {
+                    let _ = write!(line, "@{r}");
+                }
             }
             if let Some(s) = &k.sname {
                 let arrow = if k.direction == Some(Direction::FromKdc) {
@@ -125,6 +126,9 @@ pub fn describe(e: &Event<'_>, line: &mut String) {
                     "->"
                 };
                 let _ = write!(line, " {arrow} {s}");
+                if let (None, Some(r)) = (&k.cname, &k.realm) {
+                    let _ = write!(line, "@{r}");
+                }
             }
             if let Some(u) = k.for_user.as_ref().and_then(|f| f.user.as_ref()) {
                 let _ = write!(line, " [S4U2Self for {u}]");
@@ -133,12 +137,18 @@ pub fn describe(e: &Event<'_>, line: &mut String) {
                 let _ = write!(line, " [additional ticket for {t}]");
             }
             if let Some(err) = &k.error {
-                let _ = write!(line, " {} ({})", err.name, err.code);
+                let _ = write!(line, " {} ({})", err.code, err.code.0);
                 if let Some(t) = &err.e_text {
                     let _ = write!(line, " \"{t}\"");
                 }
                 if let Some(st) = err.e_data.as_ref().and_then(|d| d.ntstatus.as_ref()) {
-                    let _ = write!(line, " {}", st.name.as_deref().unwrap_or(&st.code));
+                    let _ = write!(
+                        line,
+                        " {}",
+                        st.0.name()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| st.0.hex())
+                    );
                 }
             }
             if k.armored {

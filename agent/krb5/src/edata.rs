@@ -7,9 +7,10 @@
 //!   error is then encrypted), and from Samba a PA-PW-SALT holding the KERB-EXT-ERROR.
 //! - TYPED-DATA (RFC 4120 5.9.1).
 
-use crate::numbers::{NtStatus, PaDataType};
 pub use crate::view::Salt;
 use crate::view::{parse_etype_info2, parse_kerb_error_data, parse_typed_data, PaList};
+pub use kcd_names::EDataFormat;
+use kcd_names::{NtStatus, PaDataType};
 
 /// MS-KILE 2.2.1 data-type values.
 pub const KERB_AP_ERR_TYPE_SKEW_RECOVERY: i32 = 2;
@@ -42,25 +43,6 @@ impl ExtError {
         out[4..8].copy_from_slice(&self.reserved.to_le_bytes());
         out[8..12].copy_from_slice(&self.flags.to_le_bytes());
         out
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EDataFormat {
-    MethodData,
-    KerbErrorData,
-    TypedData,
-    Unknown,
-}
-
-impl EDataFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::MethodData => "METHOD-DATA",
-            Self::KerbErrorData => "KERB-ERROR-DATA",
-            Self::TypedData => "TYPED-DATA",
-            Self::Unknown => "unknown",
-        }
     }
 }
 

@@ -17,13 +17,18 @@ pub mod edata;
 pub mod flags;
 pub mod frame;
 mod message;
-pub mod numbers;
 mod time;
 pub mod view;
 
 pub use time::unix_seconds as kerberos_time_to_unix;
 
-pub use message::{decode, decode_message, encode, CodecError, KrbMessage};
-pub use numbers::{
-    ChecksumType, EncryptionType, ErrorCode, MessageType, NameType, NtStatus, PaDataType,
+pub use kcd_names::{
+    ChecksumType, EDataFormat, EncryptionType, ErrorCode, MessageType, NameType, NtStatus,
+    PaDataType,
 };
+pub use message::{decode, decode_message, encode, CodecError, KrbMessage};
+
+/// The protocol numbers, as `kcd_krb5::numbers::*` for those who spell them so.
+pub mod numbers {
+    pub use kcd_names::*;
+}

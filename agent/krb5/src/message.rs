@@ -4,7 +4,7 @@ use rasn::prelude::*;
 
 use crate::asn1::{ApRep, ApReq, AsRep, AsReq, KdcRep, KdcReq, KrbError, TgsRep, TgsReq};
 use crate::ber;
-use crate::numbers::MessageType;
+use kcd_names::MessageType;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KrbMessage {

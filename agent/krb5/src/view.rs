@@ -11,7 +11,7 @@
 //! message and on generated ones.
 
 use crate::ber::{self, Class, Tlv};
-use crate::numbers::MessageType;
+use kcd_names::MessageType;
 
 /// The first structural problem found in a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,27 @@ fn fields<'a, const N: usize>(
     let mut out = [None; N];
     let mut rest = seq;
     let mut last: Option<u32> = None;
+    // Fast path: well-formed fields are [n] with a one-octet identifier and a short or
+    // one/two-octet length, in ascending order, wrapping exactly one TLV.
+    while let [id @ 0xa0..=0xbe, lb, more @ ..] = rest {
+        let tag = u32::from(id & 0x1f);
+        let (len, body) = match (*lb, more) {
+            (l, _) if l < 0x80 => (usize::from(l), more),
+            (0x81, [a, b @ ..]) => (usize::from(*a), b),
+            (0x82, [a, b, c @ ..]) => (usize::from(*a) << 8 | usize::from(*b), c),
+            _ => break,
+        };
+        if len > body.len() || last.is_some_and(|l| tag <= l) || tag as usize >= N {
+            break;
+        }
+        match ber::read_tlv(&body[..len]) {
+            Ok((inner, [])) => out[tag as usize] = Some(inner),
+            _ => break,
+        }
+        last = Some(tag);
+        rest = &body[len..];
+    }
+    // Anything else, and the diagnosis of what is wrong, takes the general path.
     while !rest.is_empty() {
         let (outer, tail) = match ber::read_tlv(rest) {
             Ok(x) => x,
@@ -314,25 +335,32 @@ fn name_field<'a, const N: usize>(
 }
 
 /// PA-DATA, borrowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PaView<'a> {
     pub padata_type: i32,
     pub value: &'a [u8],
 }
 
-/// SEQUENCE OF PA-DATA (METHOD-DATA): validated on construction, iterated lazily.
+/// How many PA-DATA a list keeps parsed; real messages carry 1 to 7.
+const PA_INLINE: usize = 8;
+
+/// SEQUENCE OF PA-DATA (METHOD-DATA): validated and parsed once, on construction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PaList<'a>(&'a [u8]);
+pub struct PaList<'a> {
+    raw: &'a [u8],
+    items: [PaView<'a>; PA_INLINE],
+    len: u8,
+}
 
 impl<'a> PaList<'a> {
     pub fn iter(&self) -> impl Iterator<Item = PaView<'a>> + 'a {
-        ber::children(self.0).filter_map(|t| {
-            let mut p = Problems::default();
-            let f: [Option<Tlv<'a>>; 3] = fields(t.value, "PA-DATA", &mut p);
-            let padata_type = int32_field(&f, 1, true, "PA-DATA", &mut p)?;
-            let value = prim_field(&f, 2, OCTET_STRING, false, "PA-DATA", &mut p).unwrap_or(&[]);
-            Some(PaView { padata_type, value })
-        })
+        let inline = self.items;
+        let n = usize::from(self.len);
+        // Beyond the inline ones (rare), the rest are parsed again from the raw bytes.
+        let overflow = ber::children(self.raw)
+            .skip(PA_INLINE)
+            .filter_map(|t| pa_data(&t, &mut Problems::default()));
+        (0..n).map(move |i| inline[i]).chain(overflow)
     }
 
     pub fn find(&self, padata_type: i32) -> Option<PaView<'a>> {
@@ -340,17 +368,23 @@ impl<'a> PaList<'a> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.raw.is_empty()
     }
 
     fn read(v: &'a [u8], part: &'static str, field: u32, p: &mut Problems) -> Self {
         let content = seq_of(v, part, field, p, |t| is_universal(t, SEQUENCE, true));
+        let mut list = Self {
+            raw: content,
+            ..Self::default()
+        };
         for t in ber::children(content) {
-            let f: [Option<Tlv<'a>>; 3] = fields(t.value, "PA-DATA", p);
-            int32_field(&f, 1, true, "PA-DATA", p);
-            prim_field(&f, 2, OCTET_STRING, true, "PA-DATA", p);
+            let pa = pa_data(&t, p);
+            if let (Some(pa), true) = (pa, usize::from(list.len) < PA_INLINE) {
+                list.items[usize::from(list.len)] = pa;
+                list.len += 1;
+            }
         }
-        Self(content)
+        list
     }
 
     /// Parses bytes that should be a METHOD-DATA (as in KRB-ERROR e-data).
@@ -370,6 +404,14 @@ impl<'a> PaList<'a> {
         };
         (list, p)
     }
+}
+
+/// PA-DATA ::= SEQUENCE { padata-type [1] Int32, padata-value [2] OCTET STRING }
+fn pa_data<'a>(t: &Tlv<'a>, p: &mut Problems) -> Option<PaView<'a>> {
+    let f: [Option<Tlv<'a>>; 3] = fields(t.value, "PA-DATA", p);
+    let padata_type = int32_field(&f, 1, true, "PA-DATA", p)?;
+    let value = prim_field(&f, 2, OCTET_STRING, true, "PA-DATA", p).unwrap_or(&[]);
+    Some(PaView { padata_type, value })
 }
 
 /// EncryptedData's visible parts.

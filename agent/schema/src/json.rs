@@ -7,9 +7,12 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use kcd_names::flags::Flags32;
+
 use crate::{
-    Anomaly, AnomalyLayer, Direction, EData, EncInfo, Event, EventType, ForUser, Krb5,
-    KrbErrorInfo, Principal, RequestRef, S4uX509User, TicketInfo, Timestamp, Transport,
+    Anomaly, AnomalyLayer, Direction, EData, EncInfo, EncryptionType, ErrorCode, Event, EventType,
+    ForUser, Krb5, KrbErrorInfo, MessageType, NameType, PaDataType, Principal, RequestRef,
+    S4uX509User, TicketInfo, Timestamp, Transport,
 };
 
 /// Whether any byte needs escaping: a control character, '"' or '\\'. Eight bytes at a
@@ -190,8 +193,13 @@ impl<'o> Obj<'o> {
     #[inline(always)]
     fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
         let k = key.as_bytes();
-        self.out
-            .extend_from_slice(if self.first { &k[1..] } else { k });
+        // Two copies of constant length at each (inlined) call site; one copy of a
+        // chosen length would be a memcpy call.
+        if self.first {
+            self.out.extend_from_slice(&k[1..]);
+        } else {
+            self.out.extend_from_slice(k);
+        }
         self.first = false;
         self.out
     }
@@ -206,23 +214,84 @@ impl<'o> Obj<'o> {
             self.str(key, v);
         }
     }
-    fn strs(&mut self, key: &'static str, v: &[Cow<'_, str>]) {
-        if v.is_empty() {
-            return;
-        }
-        let o = self.key(key);
-        o.push(b'[');
-        for (i, s) in v.iter().enumerate() {
-            if i > 0 {
-                o.push(b',');
-            }
-            write_str(o, s);
-        }
-        o.push(b']');
-    }
     fn close(self) {
         self.out.push(b'}');
     }
+}
+
+/// A protocol number written as its name. Names come from kcd-names' tables, whose test
+/// guarantees plain ASCII without quotes or backslashes, so they need no escaping.
+trait Named: Copy {
+    fn known(self) -> Option<&'static str>;
+    fn prefix() -> &'static str;
+    fn number(self) -> i64;
+}
+
+macro_rules! named {
+    ($($t:ty),*) => {$(
+        impl Named for $t {
+            fn known(self) -> Option<&'static str> {
+                self.name()
+            }
+            fn prefix() -> &'static str {
+                <$t>::PREFIX
+            }
+            fn number(self) -> i64 {
+                i64::from(self.0)
+            }
+        }
+    )*};
+}
+
+named!(MessageType, ErrorCode, PaDataType, EncryptionType, NameType);
+
+#[inline(always)]
+fn name<T: Named>(out: &mut Vec<u8>, v: T) {
+    out.push(b'"');
+    match v.known() {
+        Some(n) => put(out, n.as_bytes()),
+        None => {
+            out.extend_from_slice(T::prefix().as_bytes());
+            out.push(b'-');
+            int(out, v.number());
+        }
+    }
+    out.push(b'"');
+}
+
+fn names<T: Named>(out: &mut Vec<u8>, v: &[T]) {
+    out.push(b'[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        name(out, *x);
+    }
+    out.push(b']');
+}
+
+fn flags(out: &mut Vec<u8>, f: Flags32, table: &[(u8, &'static str)]) {
+    out.push(b'[');
+    let mut first = true;
+    f.for_each_name(table, |n| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.push(b'"');
+        put(out, n.as_bytes());
+        out.push(b'"');
+    });
+    for b in f.unnamed_bits(table) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(b"\"bit-");
+        int(out, b);
+        out.push(b'"');
+    }
+    out.push(b']');
 }
 
 fn principal(out: &mut Vec<u8>, p: &Principal<'_>) {
@@ -236,7 +305,7 @@ fn principal(out: &mut Vec<u8>, p: &Principal<'_>) {
         write_str_content(n, part);
     }
     n.push(b'"');
-    o.str(",\"name_type\":", &p.name_type);
+    name(o.key(",\"name_type\":"), p.name_type);
     o.close();
 }
 
@@ -246,9 +315,9 @@ fn opt_principal(o: &mut Obj<'_>, key: &'static str, p: &Option<Principal<'_>>) 
     }
 }
 
-fn enc(out: &mut Vec<u8>, e: &EncInfo<'_>) {
+fn enc(out: &mut Vec<u8>, e: &EncInfo) {
     let mut o = Obj::open(out);
-    o.str(",\"etype\":", &e.etype);
+    name(o.key(",\"etype\":"), e.etype);
     if let Some(k) = e.kvno {
         int(o.key(",\"kvno\":"), k);
     }
@@ -280,18 +349,31 @@ fn s4u(out: &mut Vec<u8>, s: &S4uX509User<'_>) {
     if s.has_certificate {
         o.key(",\"has_certificate\":").extend_from_slice(b"true");
     }
-    o.strs(",\"options\":", &s.options);
+    if !s.options.is_empty() {
+        flags(
+            o.key(",\"options\":"),
+            s.options.0,
+            crate::S4uOptions::TABLE,
+        );
+    }
     o.close();
 }
 
 fn e_data(out: &mut Vec<u8>, d: &EData<'_>) {
     let mut o = Obj::open(out);
-    o.str(",\"format\":", &d.format);
-    o.strs(",\"padata\":", &d.padata);
+    let f = o.key(",\"format\":");
+    f.push(b'"');
+    put(f, d.format.name().as_bytes());
+    f.push(b'"');
+    if !d.padata.is_empty() {
+        names(o.key(",\"padata\":"), &d.padata);
+    }
     if let Some(n) = &d.ntstatus {
         let mut no = Obj::open(o.key(",\"ntstatus\":"));
-        no.str(",\"code\":", &n.code);
-        no.opt_str(",\"name\":", &n.name);
+        no.str(",\"code\":", &n.0.hex());
+        if let Some(nm) = n.0.name() {
+            no.str(",\"name\":", nm);
+        }
         no.close();
     }
     if !d.etype_info2.is_empty() {
@@ -302,7 +384,7 @@ fn e_data(out: &mut Vec<u8>, d: &EData<'_>) {
                 a.push(b',');
             }
             let mut so = Obj::open(a);
-            so.str(",\"etype\":", &s.etype);
+            name(so.key(",\"etype\":"), s.etype);
             so.opt_str(",\"salt\":", &s.salt);
             so.close();
         }
@@ -316,8 +398,8 @@ fn e_data(out: &mut Vec<u8>, d: &EData<'_>) {
 
 fn error(out: &mut Vec<u8>, e: &KrbErrorInfo<'_>) {
     let mut o = Obj::open(out);
-    int(o.key(",\"code\":"), e.code);
-    o.str(",\"name\":", &e.name);
+    int(o.key(",\"code\":"), e.code.0);
+    name(o.key(",\"name\":"), e.code);
     if let Some(t) = e.stime {
         ts(o.key(",\"stime\":"), t);
     }
@@ -345,14 +427,14 @@ fn request(out: &mut Vec<u8>, r: &RequestRef<'_>) {
     let mut o = Obj::open(out);
     o.opt_str(",\"pcap_file\":", &r.pcap_file);
     int(o.key(",\"frame\":"), r.frame);
-    o.str(",\"msg_type\":", &r.msg_type);
+    name(o.key(",\"msg_type\":"), r.msg_type);
     int(o.key(",\"latency_us\":"), r.latency_us);
     o.close();
 }
 
 fn krb5(out: &mut Vec<u8>, k: &Krb5<'_>) {
     let mut o = Obj::open(out);
-    o.str(",\"msg_type\":", &k.msg_type);
+    name(o.key(",\"msg_type\":"), k.msg_type);
     if let Some(d) = k.direction {
         o.str(
             ",\"direction\":",
@@ -366,19 +448,35 @@ fn krb5(out: &mut Vec<u8>, k: &Krb5<'_>) {
     opt_principal(&mut o, ",\"cname\":", &k.cname);
     o.opt_str(",\"crealm\":", &k.crealm);
     opt_principal(&mut o, ",\"sname\":", &k.sname);
-    o.strs(",\"kdc_options\":", &k.kdc_options);
-    o.strs(",\"etypes\":", &k.etypes);
+    if !k.kdc_options.is_empty() {
+        flags(
+            o.key(",\"kdc_options\":"),
+            k.kdc_options.0,
+            crate::KdcOptions::TABLE,
+        );
+    }
+    if !k.etypes.is_empty() {
+        names(o.key(",\"etypes\":"), &k.etypes);
+    }
     if let Some(n) = k.nonce {
         int(o.key(",\"nonce\":"), n);
     }
-    o.strs(",\"padata\":", &k.padata);
+    if !k.padata.is_empty() {
+        names(o.key(",\"padata\":"), &k.padata);
+    }
     if let Some(f) = &k.for_user {
         for_user(o.key(",\"for_user\":"), f);
     }
     if let Some(s) = &k.s4u_x509_user {
         s4u(o.key(",\"s4u_x509_user\":"), s);
     }
-    o.strs(",\"pac_options\":", &k.pac_options);
+    if !k.pac_options.is_empty() {
+        flags(
+            o.key(",\"pac_options\":"),
+            k.pac_options.0,
+            crate::PacOptions::TABLE,
+        );
+    }
     if !k.additional_tickets.is_empty() {
         let a = o.key(",\"additional_tickets\":");
         a.push(b'[');

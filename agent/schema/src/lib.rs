@@ -1,21 +1,29 @@
 //! kcdscope's events. One JSON object per line (NDJSON), shaped like Suricata's EVE: a
 //! top-level `event_type` and one object named after it (`krb5`, `anomaly`, ...), plus the
-//! packet's time, place in the capture and addresses. Strings borrow from the packet where
-//! they can, so producing an event costs few allocations; deserializing owns them.
+//! packet's time, place in the capture and addresses. Protocol numbers are typed (an
+//! `ErrorCode`, a list of `EncryptionType`s) and written as their standard names; strings
+//! borrow from the packet, so producing an event allocates little.
 //!
 //! Field names and meanings are documented in the README ("Event schema").
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+pub use kcd_names::flags::{kdc_options, pac_options, s4u_options, Flags32};
+use kcd_names::serde_impls::{deserialize_flags, serialize_flags};
+pub use kcd_names::{
+    EDataFormat, EncryptionType, ErrorCode, MessageType, NameType, NtStatus, PaDataType,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use smallvec::{smallvec, SmallVec};
 
 mod json;
+mod text;
 mod time;
 pub use json::write_str as write_json_str;
+pub use text::text_from_bytes;
 pub use time::Timestamp;
 
 /// Bumped when a field changes meaning or disappears; adding fields does not bump it.
@@ -44,15 +52,6 @@ pub enum Direction {
     /// Client to KDC (the destination port is a Kerberos port).
     ToKdc,
     FromKdc,
-}
-
-/// Where a packet sits in its capture: the file (as given on the command line) and the
-/// frame number within it, counted from 1 as Wireshark does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PacketRef<'a> {
-    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
-    pub pcap_file: Option<Str<'a>>,
-    pub frame: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,14 +88,14 @@ pub struct Event<'a> {
 #[derive(Debug, Clone)]
 pub struct Principal<'a> {
     pub parts: SmallVec<[Str<'a>; 2]>,
-    pub name_type: Str<'a>,
+    pub name_type: NameType,
 }
 
 impl<'a> Principal<'a> {
-    pub fn new(name: impl Into<Str<'a>>, name_type: impl Into<Str<'a>>) -> Self {
+    pub fn new(name: impl Into<Str<'a>>, name_type: NameType) -> Self {
         Self {
             parts: smallvec![name.into()],
-            name_type: name_type.into(),
+            name_type,
         }
     }
 
@@ -133,15 +132,14 @@ impl std::fmt::Display for Principal<'_> {
 struct PrincipalRepr<'a> {
     #[serde(borrow)]
     name: Str<'a>,
-    #[serde(borrow)]
-    name_type: Str<'a>,
+    name_type: NameType,
 }
 
 impl Serialize for Principal<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         PrincipalRepr {
             name: self.name(),
-            name_type: Cow::Borrowed(&self.name_type),
+            name_type: self.name_type,
         }
         .serialize(s)
     }
@@ -158,10 +156,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Principal<'a> {
 }
 
 /// The parts of an encrypted blob that are visible on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EncInfo<'a> {
-    #[serde(borrow)]
-    pub etype: Str<'a>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncInfo {
+    pub etype: EncryptionType,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub kvno: Option<i64>,
 }
@@ -172,8 +169,8 @@ pub struct TicketInfo<'a> {
     pub realm: Option<Str<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub sname: Option<Principal<'a>>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
-    pub enc_part: Option<EncInfo<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub enc_part: Option<EncInfo>,
 }
 
 /// PA-FOR-USER (MS-SFU): the user a service asks a ticket for (S4U2Self).
@@ -187,6 +184,50 @@ pub struct ForUser<'a> {
     pub auth_package: Option<Str<'a>>,
 }
 
+/// Flags written as the list of their names from one table (MS/RFC bit names).
+macro_rules! flag_set {
+    ($(#[$m:meta])* $name:ident, $table:path) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub struct $name(pub Flags32);
+
+        impl $name {
+            pub const TABLE: &'static [(u8, &'static str)] = $table;
+            pub fn is_empty(&self) -> bool {
+                self.0 .0 == 0
+            }
+            pub fn has(&self, bit: u8) -> bool {
+                self.0.has(bit)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serialize_flags(self.0, $table, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                deserialize_flags($table, d).map(Self)
+            }
+        }
+    };
+}
+
+flag_set!(
+    /// KDC-REQ kdc-options (RFC 4120 5.4.1, cname-in-addl-tkt from MS-SFU).
+    KdcOptions, kdc_options::NAMES
+);
+flag_set!(
+    /// PA-PAC-OPTIONS (MS-KILE 2.2.10).
+    PacOptions, pac_options::NAMES
+);
+flag_set!(
+    /// S4UUserID options (MS-SFU 2.2.2).
+    S4uOptions, s4u_options::NAMES
+);
+
 /// PA-S4U-X509-USER (MS-SFU): the user by name or certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct S4uX509User<'a> {
@@ -196,23 +237,50 @@ pub struct S4uX509User<'a> {
     pub realm: Option<Str<'a>>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub has_certificate: bool,
-    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
-    pub options: SmallVec<[Str<'a>; 2]>,
+    #[serde(skip_serializing_if = "S4uOptions::is_empty", default)]
+    pub options: S4uOptions,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NtStatusInfo<'a> {
-    /// "0xC0000072"
+/// An NTSTATUS, written as {"code": "0xC0000072", "name": "STATUS_ACCOUNT_DISABLED"}.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NtStatusInfo(pub NtStatus);
+
+#[derive(Serialize, Deserialize)]
+struct NtStatusRepr<'a> {
     #[serde(borrow)]
-    pub code: Str<'a>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
-    pub name: Option<Str<'a>>,
+    code: Str<'a>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    name: Option<&'static str>,
+}
+
+impl Serialize for NtStatusInfo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        NtStatusRepr {
+            code: Cow::Owned(self.0.hex()),
+            name: self.0.name(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NtStatusInfo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct R<'a> {
+            #[serde(borrow)]
+            code: Str<'a>,
+        }
+        let r = R::deserialize(d)?;
+        let hex = r.code.trim_start_matches("0x").trim_start_matches("0X");
+        u32::from_str_radix(hex, 16)
+            .map(|v| NtStatusInfo(NtStatus(v)))
+            .map_err(|_| serde::de::Error::custom(format!("bad NTSTATUS {}", r.code)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaltInfo<'a> {
-    #[serde(borrow)]
-    pub etype: Str<'a>,
+    pub etype: EncryptionType,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub salt: Option<Str<'a>>,
 }
@@ -220,37 +288,88 @@ pub struct SaltInfo<'a> {
 /// What a KRB-ERROR's e-data says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EData<'a> {
-    /// "METHOD-DATA", "KERB-ERROR-DATA", "TYPED-DATA" or "unknown".
-    #[serde(borrow)]
-    pub format: Str<'a>,
-    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
-    pub padata: SmallVec<[Str<'a>; 8]>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
-    pub ntstatus: Option<NtStatusInfo<'a>>,
+    pub format: EDataFormat,
+    #[serde(skip_serializing_if = "SmallVec::is_empty", default)]
+    pub padata: SmallVec<[PaDataType; 8]>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ntstatus: Option<NtStatusInfo>,
     #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
     pub etype_info2: SmallVec<[SaltInfo<'a>; 2]>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub data_type: Option<i32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A KRB-ERROR, written with both its code and its name.
+#[derive(Debug, Clone, PartialEq)]
 pub struct KrbErrorInfo<'a> {
-    pub code: i32,
-    #[serde(borrow)]
-    pub name: Str<'a>,
-    /// The KDC's clock when it answered.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: ErrorCode,
+    /// The KDC's clock when it answered (stime + susec).
     pub stime: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ctime: Option<Timestamp>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub e_text: Option<Str<'a>>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub e_data: Option<EData<'a>>,
-    /// KDC clock (stime + susec) minus the packet's capture time, in seconds: positive
-    /// when the KDC is ahead of the capturing host.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// KDC clock minus the packet's capture time, in seconds: positive when the KDC is
+    /// ahead of the capturing host.
     pub skew_seconds: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct KrbErrorRepr<'a> {
+    code: i32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    stime: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    ctime: Option<Timestamp>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    e_text: Option<Str<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    e_data: Option<EData<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    skew_seconds: Option<f64>,
+}
+
+impl Serialize for KrbErrorInfo<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'r, 'a> {
+            code: i32,
+            name: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            stime: Option<Timestamp>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ctime: Option<Timestamp>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            e_text: Option<&'r str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            e_data: Option<&'r EData<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            skew_seconds: Option<f64>,
+        }
+        Out {
+            code: self.code.0,
+            name: self.code.to_string(),
+            stime: self.stime,
+            ctime: self.ctime,
+            e_text: self.e_text.as_deref(),
+            e_data: self.e_data.as_ref(),
+            skew_seconds: self.skew_seconds,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for KrbErrorInfo<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = KrbErrorRepr::deserialize(d)?;
+        Ok(Self {
+            code: ErrorCode(r.code),
+            stime: r.stime,
+            ctime: r.ctime,
+            e_text: r.e_text,
+            e_data: r.e_data,
+            skew_seconds: r.skew_seconds,
+        })
+    }
 }
 
 /// The request a reply or error answers.
@@ -259,15 +378,13 @@ pub struct RequestRef<'a> {
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub pcap_file: Option<Str<'a>>,
     pub frame: u64,
-    #[serde(borrow)]
-    pub msg_type: Str<'a>,
+    pub msg_type: MessageType,
     pub latency_us: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Krb5<'a> {
-    #[serde(borrow)]
-    pub msg_type: Str<'a>,
+    pub msg_type: MessageType,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub direction: Option<Direction>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
@@ -278,26 +395,26 @@ pub struct Krb5<'a> {
     pub crealm: Option<Str<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub sname: Option<Principal<'a>>,
-    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
-    pub kdc_options: SmallVec<[Str<'a>; 8]>,
-    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
-    pub etypes: SmallVec<[Str<'a>; 12]>,
+    #[serde(skip_serializing_if = "KdcOptions::is_empty", default)]
+    pub kdc_options: KdcOptions,
+    #[serde(skip_serializing_if = "SmallVec::is_empty", default)]
+    pub etypes: SmallVec<[EncryptionType; 12]>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub nonce: Option<i64>,
-    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
-    pub padata: SmallVec<[Str<'a>; 6]>,
+    #[serde(skip_serializing_if = "SmallVec::is_empty", default)]
+    pub padata: SmallVec<[PaDataType; 6]>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub for_user: Option<ForUser<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub s4u_x509_user: Option<S4uX509User<'a>>,
-    #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
-    pub pac_options: SmallVec<[Str<'a>; 4]>,
+    #[serde(skip_serializing_if = "PacOptions::is_empty", default)]
+    pub pac_options: PacOptions,
     #[serde(borrow, skip_serializing_if = "SmallVec::is_empty", default)]
     pub additional_tickets: SmallVec<[TicketInfo<'a>; 1]>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub ticket: Option<TicketInfo<'a>>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
-    pub enc_part: Option<EncInfo<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub enc_part: Option<EncInfo>,
     /// FAST (RFC 6113) is in use: a request carrying PA-FX-FAST, or an error whose real
     /// content is inside FAST's encrypted reply.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]

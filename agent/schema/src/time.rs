@@ -26,27 +26,45 @@ impl Timestamp {
         (self.0 - earlier.0) / 1000
     }
 
-    /// Appends the RFC 3339 form; fast enough to call for every event.
+    /// Appends the RFC 3339 form; fast enough to call for every event: events come in
+    /// bursts within one second, so the date and time of day are kept from the last call.
     pub fn write_rfc3339_bytes(self, out: &mut Vec<u8>) {
-        let Some(t) = DateTime::from_timestamp(self.secs(), self.subsec_nanos()) else {
-            out.extend_from_slice(b"invalid-time");
-            return;
-        };
-        let mut buf = *b"0000-00-00T00:00:00.000000000Z";
-        let mut put = |at: usize, width: usize, mut v: u32| {
-            for i in (0..width).rev() {
-                buf[at + i] = b'0' + (v % 10) as u8;
-                v /= 10;
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(i64, [u8; 20])>> = const { std::cell::Cell::new(None) };
+        }
+        let secs = self.secs();
+        let prefix = match LAST.get() {
+            Some((s, p)) if s == secs => p,
+            _ => {
+                let Some(t) = DateTime::from_timestamp(secs, 0) else {
+                    out.extend_from_slice(b"invalid-time");
+                    return;
+                };
+                let mut buf = *b"0000-00-00T00:00:00.";
+                let mut put = |at: usize, width: usize, mut v: u32| {
+                    for i in (0..width).rev() {
+                        buf[at + i] = b'0' + (v % 10) as u8;
+                        v /= 10;
+                    }
+                };
+                put(0, 4, t.year().clamp(0, 9999) as u32);
+                put(5, 2, t.month());
+                put(8, 2, t.day());
+                put(11, 2, t.hour());
+                put(14, 2, t.minute());
+                put(17, 2, t.second());
+                LAST.set(Some((secs, buf)));
+                buf
             }
         };
-        put(0, 4, t.year().clamp(0, 9999) as u32);
-        put(5, 2, t.month());
-        put(8, 2, t.day());
-        put(11, 2, t.hour());
-        put(14, 2, t.minute());
-        put(17, 2, t.second());
-        put(20, 9, self.subsec_nanos());
-        out.extend_from_slice(&buf);
+        let mut frac = *b"000000000Z";
+        let mut v = self.subsec_nanos();
+        for d in frac[..9].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(&frac);
     }
 
     pub fn write_rfc3339(self, out: &mut String) {

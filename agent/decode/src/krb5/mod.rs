@@ -48,7 +48,7 @@ pub fn decode<'a>(
     Ok(Decoded {
         role,
         kind: view.kind,
-        error_code: out.error.as_ref().map(|e| e.code),
+        error_code: out.error.as_ref().map(|e| e.code.0),
     })
 }
 

@@ -1,90 +1,31 @@
-//! One Kerberos message (view) to its event body.
+//! One Kerberos message (view) to its event body. Protocol numbers stay numbers (the event
+//! is typed); only names, realms and texts are strings, borrowed from the packet.
 
 use std::borrow::Cow;
 
 use kcd_krb5::edata::{parse_e_data, EDataInfo};
-use kcd_krb5::flags::{kdc_options, pac_options, s4u_options, Flags32};
 use kcd_krb5::view::{
     parse_pac_options, BodyView, EncView, ForUserView, KdcRepView, KdcReqView, KrbErrorView,
     MessageView, NameView, S4uX509UserView, TicketView,
 };
-use kcd_krb5::{EncryptionType, ErrorCode, MessageType, NameType, PaDataType};
+use kcd_krb5::{EncryptionType, ErrorCode, NameType, PaDataType};
 use kcd_schema::{
-    EData, EncInfo, ForUser, Krb5, KrbErrorInfo, NtStatusInfo, Principal, S4uX509User, SaltInfo,
-    SmallVec, Str, TicketInfo, Timestamp,
+    EData, EncInfo, Flags32, ForUser, KdcOptions, Krb5, KrbErrorInfo, NtStatusInfo, PacOptions,
+    Principal, S4uOptions, S4uX509User, SaltInfo, TicketInfo, Timestamp,
 };
 
-pub fn text(b: &[u8]) -> Str<'_> {
-    // from_utf8 validates in bulk; the lossy path is only for names that are not UTF-8.
-    match std::str::from_utf8(b) {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
-    }
-}
-
-fn numbered(prefix: &str, n: i64) -> Str<'static> {
-    Cow::Owned(format!("{prefix}-{n}"))
-}
-
-pub fn msg_type_name(t: MessageType) -> Str<'static> {
-    t.name()
-        .map(Cow::Borrowed)
-        .unwrap_or_else(|| numbered("msg-type", i64::from(t.0)))
-}
-
-pub fn etype_name(e: i32) -> Str<'static> {
-    EncryptionType(e)
-        .name()
-        .map(Cow::Borrowed)
-        .unwrap_or_else(|| numbered("etype", i64::from(e)))
-}
-
-pub fn padata_name(t: i32) -> Str<'static> {
-    PaDataType(t)
-        .name()
-        .map(Cow::Borrowed)
-        .unwrap_or_else(|| numbered("padata", i64::from(t)))
-}
-
-pub fn error_name(code: i32) -> Str<'static> {
-    ErrorCode(code)
-        .name()
-        .map(Cow::Borrowed)
-        .unwrap_or_else(|| numbered("error", i64::from(code)))
-}
-
-fn name_type(t: i32) -> Str<'static> {
-    NameType(t)
-        .name()
-        .map(Cow::Borrowed)
-        .unwrap_or_else(|| numbered("name-type", i64::from(t)))
-}
-
-fn flag_names<'x, const N: usize>(
-    v: u32,
-    table: &'static [(u8, &'static str)],
-) -> SmallVec<[Str<'x>; N]> {
-    let f = Flags32(v);
-    let mut out = SmallVec::new();
-    f.for_each_name(table, |n| out.push(Cow::Borrowed(n)));
-    out.extend(
-        f.unnamed_bits(table)
-            .into_iter()
-            .map(|b| numbered("bit", i64::from(b))),
-    );
-    out
-}
+pub use kcd_schema::text_from_bytes as text;
 
 pub fn principal(n: NameView<'_>) -> Principal<'_> {
     Principal {
         parts: n.components().map(text).collect(),
-        name_type: name_type(n.name_type),
+        name_type: NameType(n.name_type),
     }
 }
 
-fn enc_info(e: EncView<'_>) -> EncInfo<'static> {
+fn enc_info(e: EncView<'_>) -> EncInfo {
     EncInfo {
-        etype: etype_name(e.etype),
+        etype: EncryptionType(e.etype),
         kvno: e.kvno,
     }
 }
@@ -101,15 +42,11 @@ fn kdc_req<'a>(k: &mut Krb5<'a>, r: &KdcReqView<'a>) {
     k.realm = r.realm.map(text);
     k.cname = r.cname.map(principal);
     k.sname = r.sname.map(principal);
-    k.kdc_options = r
-        .kdc_options
-        .map(|o| flag_names(o, kdc_options::NAMES))
-        .unwrap_or_default();
-    k.etypes
-        .extend(r.etypes().map(|e| -> Str<'a> { etype_name(e) }));
+    k.kdc_options = KdcOptions(Flags32(r.kdc_options.unwrap_or(0)));
+    k.etypes.extend(r.etypes().map(EncryptionType));
     k.nonce = r.nonce;
     for pa in r.padata.iter() {
-        k.padata.push(padata_name(pa.padata_type));
+        k.padata.push(PaDataType(pa.padata_type));
         match PaDataType(pa.padata_type) {
             PaDataType::PA_FOR_USER => {
                 let v = ForUserView::parse(pa.value);
@@ -128,25 +65,21 @@ fn kdc_req<'a>(k: &mut Krb5<'a>, r: &KdcReqView<'a>) {
                     user: v.cname.map(principal),
                     realm: v.crealm.map(text),
                     has_certificate: v.has_certificate,
-                    options: v
-                        .options
-                        .map(|o| flag_names(o, s4u_options::NAMES))
-                        .unwrap_or_default(),
+                    options: S4uOptions(Flags32(v.options.unwrap_or(0))),
                 });
                 if k.malformed.is_none() {
                     k.malformed = v.malformed.map(|m| Cow::Owned(m.to_string()));
                 }
             }
             PaDataType::PA_PAC_OPTIONS => {
-                k.pac_options = parse_pac_options(pa.value)
-                    .map(|o| flag_names(o, pac_options::NAMES))
-                    .unwrap_or_default();
+                k.pac_options = PacOptions(Flags32(parse_pac_options(pa.value).unwrap_or(0)));
             }
             PaDataType::PA_FX_FAST => k.armored = true,
             _ => {}
         }
     }
-    k.additional_tickets = r.additional_tickets().map(ticket_info).collect();
+    k.additional_tickets
+        .extend(r.additional_tickets().map(ticket_info));
 }
 
 fn kdc_rep<'a>(k: &mut Krb5<'a>, r: &KdcRepView<'a>) {
@@ -158,11 +91,8 @@ fn kdc_rep<'a>(k: &mut Krb5<'a>, r: &KdcRepView<'a>) {
         k.ticket = Some(ticket_info(t));
     }
     k.enc_part = r.enc_part.map(enc_info);
-    k.padata = r
-        .padata
-        .iter()
-        .map(|p| padata_name(p.padata_type))
-        .collect();
+    k.padata
+        .extend(r.padata.iter().map(|p| PaDataType(p.padata_type)));
 }
 
 /// KerberosTime + microseconds as a timestamp.
@@ -175,17 +105,14 @@ fn kdc_time(t: Option<&[u8]>, usec: Option<i64>) -> Option<Timestamp> {
 
 fn e_data<'a>(info: &EDataInfo<'a>) -> EData<'a> {
     EData {
-        format: Cow::Borrowed(info.format.name()),
-        padata: info.padata_types.iter().map(|t| padata_name(*t)).collect(),
-        ntstatus: info.ntstatus.map(|x| NtStatusInfo {
-            code: Cow::Owned(x.status.hex()),
-            name: x.status.name().map(Cow::Borrowed),
-        }),
+        format: info.format,
+        padata: info.padata_types.iter().map(|t| PaDataType(*t)).collect(),
+        ntstatus: info.ntstatus.map(|x| NtStatusInfo(x.status)),
         etype_info2: info
             .etype_info2
             .iter()
             .map(|s| SaltInfo {
-                etype: etype_name(s.etype),
+                etype: EncryptionType(s.etype),
                 salt: s.salt.map(text),
             })
             .collect(),
@@ -203,10 +130,8 @@ fn krb_error<'a>(k: &mut Krb5<'a>, e: &KrbErrorView<'a>, captured: Timestamp) {
     if info.as_ref().is_some_and(|i| i.fast_armored) {
         k.armored = true;
     }
-    let code = e.error_code.unwrap_or(-1);
     k.error = Some(KrbErrorInfo {
-        code,
-        name: error_name(code),
+        code: ErrorCode(e.error_code.unwrap_or(-1)),
         stime,
         ctime: kdc_time(e.ctime, e.cusec),
         e_text: e.e_text.map(text),
@@ -215,11 +140,10 @@ fn krb_error<'a>(k: &mut Krb5<'a>, e: &KrbErrorView<'a>, captured: Timestamp) {
     });
 }
 
-/// The event body for one message. `captured` is the packet's capture time (for skew).
 /// Fills `k` (a fresh `Krb5::default()`) in place: the event is large, and moving it
 /// costs more than building it.
 pub fn krb5_event<'a>(v: &MessageView<'a>, captured: Timestamp, k: &mut Krb5<'a>) {
-    k.msg_type = msg_type_name(v.kind);
+    k.msg_type = v.kind;
     match &v.body {
         BodyView::KdcReq(r) => kdc_req(k, r),
         BodyView::KdcRep(r) => kdc_rep(k, r),

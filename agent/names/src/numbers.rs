@@ -2,19 +2,30 @@
 //! any other (it prints as its number), never an error: a monitor must report what it saw.
 
 macro_rules! named_numbers {
-    ($(#[$meta:meta])* $ty:ident($inner:ty) { $($konst:ident = $val:literal => $name:literal,)* }) => {
+    ($(#[$meta:meta])* $ty:ident($inner:ty), prefix $prefix:literal { $($konst:ident = $val:literal => $name:literal,)* }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
         pub struct $ty(pub $inner);
 
         impl $ty {
             $(pub const $konst: $ty = $ty($val);)*
+
+            /// What an unknown number is called: "PREFIX-N".
+            pub const PREFIX: &'static str = $prefix;
 
             /// The standard name, or None for a number this table does not know.
             pub const fn name(self) -> Option<&'static str> {
                 match self.0 {
                     $($val => Some($name),)*
                     _ => None,
+                }
+            }
+
+            /// The inverse of `Display`: a standard name, or "PREFIX-N".
+            pub fn from_name(s: &str) -> Option<Self> {
+                match s {
+                    $($name => Some(Self($val)),)*
+                    _ => s.strip_prefix($prefix).and_then(|r| r.strip_prefix('-')).and_then(|n| n.parse().ok()).map(Self),
                 }
             }
 
@@ -30,11 +41,12 @@ macro_rules! named_numbers {
             }
         }
 
+        /// The standard name, or "PREFIX-N" for an unknown number.
         impl std::fmt::Display for $ty {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 match self.name() {
                     Some(n) => f.write_str(n),
-                    None => write!(f, "{}", self.0),
+                    None => write!(f, "{}-{}", $prefix, self.0),
                 }
             }
         }
@@ -43,7 +55,7 @@ macro_rules! named_numbers {
 
 named_numbers! {
     /// msg-type (RFC 4120 section 5.10 / 7.5.7).
-    MessageType(i32) {
+    MessageType(i32), prefix "msg-type" {
         AS_REQ = 10 => "AS-REQ",
         AS_REP = 11 => "AS-REP",
         TGS_REQ = 12 => "TGS-REQ",
@@ -68,7 +80,7 @@ impl MessageType {
 
 named_numbers! {
     /// error-code (RFC 4120 7.5.9, RFC 4556 PKINIT, RFC 6113 FAST, RFC 6806, RFC 8636).
-    ErrorCode(i32) {
+    ErrorCode(i32), prefix "error" {
         KDC_ERR_NONE = 0 => "KDC_ERR_NONE",
         KDC_ERR_NAME_EXP = 1 => "KDC_ERR_NAME_EXP",
         KDC_ERR_SERVICE_EXP = 2 => "KDC_ERR_SERVICE_EXP",
@@ -157,7 +169,7 @@ named_numbers! {
 
 named_numbers! {
     /// padata-type (RFC 4120 7.5.2, RFC 6113, MS-KILE 2.2, MS-SFU 2.2, RFC 4556, RFC 8070).
-    PaDataType(i32) {
+    PaDataType(i32), prefix "padata" {
         PA_TGS_REQ = 1 => "PA-TGS-REQ",
         PA_ENC_TIMESTAMP = 2 => "PA-ENC-TIMESTAMP",
         PA_PW_SALT = 3 => "PA-PW-SALT",
@@ -228,7 +240,7 @@ named_numbers! {
 
 named_numbers! {
     /// etype (RFC 3961 8, RFC 3962, RFC 4757, RFC 8009, RFC 6803).
-    EncryptionType(i32) {
+    EncryptionType(i32), prefix "etype" {
         DES_CBC_CRC = 1 => "des-cbc-crc",
         DES_CBC_MD4 = 2 => "des-cbc-md4",
         DES_CBC_MD5 = 3 => "des-cbc-md5",
@@ -264,7 +276,7 @@ impl EncryptionType {
 
 named_numbers! {
     /// name-type (RFC 4120 6.2, RFC 6111, MS-KILE).
-    NameType(i32) {
+    NameType(i32), prefix "name-type" {
         NT_UNKNOWN = 0 => "NT-UNKNOWN",
         NT_PRINCIPAL = 1 => "NT-PRINCIPAL",
         NT_SRV_INST = 2 => "NT-SRV-INST",
@@ -284,7 +296,7 @@ named_numbers! {
 
 named_numbers! {
     /// cksumtype (RFC 3961 8, RFC 4757, RFC 4121).
-    ChecksumType(i32) {
+    ChecksumType(i32), prefix "cksum" {
         CRC32 = 1 => "crc32",
         RSA_MD4 = 2 => "rsa-md4",
         RSA_MD4_DES = 3 => "rsa-md4-des",
@@ -310,7 +322,7 @@ named_numbers! {
 named_numbers! {
     /// NTSTATUS values that KDCs put into KRB-ERROR e-data (MS-KILE 2.2.1/2.2.2); values from
     /// MS-ERREF 2.3.1 as carried in Samba's libcli/util/ntstatus_err_table.txt.
-    NtStatus(u32) {
+    NtStatus(u32), prefix "ntstatus" {
         STATUS_SUCCESS = 0x0000_0000 => "STATUS_SUCCESS",
         STATUS_INVALID_PARAMETER = 0xC000_000D => "STATUS_INVALID_PARAMETER",
         STATUS_ACCESS_DENIED = 0xC000_0022 => "STATUS_ACCESS_DENIED",
@@ -383,5 +395,93 @@ impl NtStatus {
     /// "0xC0000072", the form administrators search for.
     pub fn hex(self) -> String {
         format!("0x{:08X}", self.0)
+    }
+}
+
+/// What a KRB-ERROR's e-data turned out to be (see kcd-krb5's `edata`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum EDataFormat {
+    MethodData,
+    KerbErrorData,
+    TypedData,
+    #[default]
+    Unknown,
+}
+
+impl EDataFormat {
+    pub const ALL: &'static [EDataFormat] = &[
+        Self::MethodData,
+        Self::KerbErrorData,
+        Self::TypedData,
+        Self::Unknown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MethodData => "METHOD-DATA",
+            Self::KerbErrorData => "KERB-ERROR-DATA",
+            Self::TypedData => "TYPED-DATA",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|f| f.name() == s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_safe(s: &str) -> bool {
+        s.bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    }
+
+    // Event writers copy these names into JSON without escaping them.
+    #[test]
+    fn every_name_is_plain_ascii_and_round_trips() {
+        macro_rules! check {
+            ($($t:ty),*) => {$(
+                for v in <$t>::ALL {
+                    let name = v.name().unwrap_or_default();
+                    assert!(json_safe(name) && json_safe(<$t>::PREFIX), "{name:?}");
+                    assert_eq!(<$t>::from_name(name), Some(*v));
+                    assert_eq!(<$t>::from_name(&v.to_string()), Some(*v));
+                }
+            )*};
+        }
+        check!(
+            MessageType,
+            ErrorCode,
+            PaDataType,
+            EncryptionType,
+            NameType,
+            ChecksumType,
+            NtStatus
+        );
+        assert_eq!(EncryptionType(4242).to_string(), "etype-4242");
+        assert_eq!(
+            EncryptionType::from_name("etype-4242"),
+            Some(EncryptionType(4242))
+        );
+        assert_eq!(
+            EncryptionType::from_name("etype--7"),
+            Some(EncryptionType(-7))
+        );
+        assert_eq!(EncryptionType::from_name("rot13"), None);
+        for f in EDataFormat::ALL {
+            assert_eq!(EDataFormat::from_name(f.name()), Some(*f));
+        }
+        for t in [
+            crate::flags::kdc_options::NAMES,
+            crate::flags::ticket_flags::NAMES,
+            crate::flags::pac_options::NAMES,
+            crate::flags::s4u_options::NAMES,
+            crate::flags::ap_options::NAMES,
+        ] {
+            assert!(t.iter().all(|(_, n)| json_safe(n)));
+        }
     }
 }
