@@ -16,10 +16,17 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+pub mod pcap;
+
 /// Every capture file under captures/ (sorted), optionally only those under `sub`.
 pub fn captures(sub: &str) -> Vec<PathBuf> {
+    captures_in(&repo_root().join("captures").join(sub))
+}
+
+/// Every capture file under `dir` (sorted).
+pub fn captures_in(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack = vec![repo_root().join("captures").join(sub)];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();

@@ -118,6 +118,7 @@ impl TcpFlow {
 }
 
 /// Where a message was seen, for the event's envelope.
+#[derive(Clone, Copy)]
 struct Ctx<'a> {
     ts: Timestamp,
     frame: u64,
@@ -262,6 +263,13 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
                 self.anomaly(ctx, AnomalyLayer::Krb5, "krb5_resync", format!("skipped {bytes} bytes to the next Kerberos record"))
             }
         }
+    }
+}
+
+fn opposite(d: Direction) -> Direction {
+    match d {
+        Direction::ToKdc => Direction::FromKdc,
+        Direction::FromKdc => Direction::ToKdc,
     }
 }
 
@@ -438,17 +446,22 @@ impl Decoder {
         } else {
             Direction::FromKdc
         };
-        // Half of a TCP capture is bare ACKs: they only keep their flow alive.
+        // Half of a TCP capture is bare ACKs: they only keep their flow alive, unless they
+        // acknowledge bytes the capture never saw.
         if let Some(m) = seg
             .tcp
             .filter(|m| seg.payload.is_empty() && !seg.truncated && !m.syn && !m.fin && !m.rst)
         {
-            let _ = m;
             let (key, _) = FlowKey::new(PROTO_TCP, seg.src, seg.dst);
             if let Some(flow) = self.tcp.get_mut(&key) {
                 flow.last_seen = pkt.ts;
+                let other = usize::from(seg.src == flow.client);
+                if !m.ack.is_some_and(|a| flow.dirs[other].acks_unseen(a)) {
+                    return;
+                }
+            } else {
+                return;
             }
-            return;
         }
         let file = self.pcap_file();
         match seg.proto {
@@ -652,6 +665,36 @@ impl Decoder {
         }
         emit.stats.tcp_retransmitted += u64::from(st.retransmitted);
         emit.stats.tcp_out_of_order += u64::from(st.out_of_order);
+        // This packet's ACK speaks of the other direction's bytes.
+        if let Some(ack) = meta.ack {
+            let o = 1 - d;
+            let octx = Ctx {
+                src: seg.dst,
+                dst: seg.src,
+                direction: opposite(direction),
+                ..ctx
+            };
+            let framer = &mut flow.framers[o];
+            let pending = &mut flow.pending;
+            let mut lost = 0u64;
+            flow.dirs[o].acked(ack, &mut |del| match del {
+                Delivery::Data(b) => framer.push(b, &mut |fe| emit.frame_event(&octx, fe, pending)),
+                Delivery::Gap(n) => {
+                    lost += n;
+                    framer.gap();
+                }
+            });
+            if lost > 0 {
+                emit.anomaly(
+                    &octx,
+                    AnomalyLayer::Tcp,
+                    "tcp_gap",
+                    format!(
+                        "{lost} bytes acknowledged by the receiver but missing from the capture"
+                    ),
+                );
+            }
+        }
         let closing = meta.rst || (flow.dirs[0].fin && flow.dirs[1].fin);
         // Memory: this flow's share of the global cap.
         let held = flow.held();

@@ -50,6 +50,8 @@ pub struct Segment<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpMeta {
     pub seq: u32,
+    /// The acknowledgment number, when the ACK flag is set.
+    pub ack: Option<u32>,
     pub syn: bool,
     pub fin: bool,
     pub rst: bool,
@@ -306,6 +308,7 @@ fn transport<'a>(
                 truncated: incomplete,
                 tcp: Some(TcpMeta {
                     seq: t.sequence_number(),
+                    ack: t.ack().then(|| t.acknowledgment_number()),
                     syn: t.syn(),
                     fin: t.fin(),
                     rst: t.rst(),

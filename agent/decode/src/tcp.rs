@@ -161,6 +161,36 @@ impl StreamDir {
         lost
     }
 
+    /// The other side acknowledged up to `ack`. Bytes it acknowledges that we never saw
+    /// were lost by the capture, not the network: nothing will fill the hole, so report it
+    /// now instead of holding what follows until the connection ends.
+    pub fn acked(&mut self, ack: u32, deliver: &mut impl FnMut(Delivery<'_>)) -> u64 {
+        let Some(next) = self.next else { return 0 };
+        // A FIN takes one sequence number; acknowledging it is not a hole.
+        let beyond = seq_diff(ack, next) - i64::from(self.fin);
+        if beyond <= 0 {
+            return 0;
+        }
+        let mut lost = 0;
+        if !self.ooo.is_empty() {
+            lost += self.flush_to_first_held(deliver);
+        }
+        let next = self.next.unwrap_or(ack);
+        let still = seq_diff(ack, next) - i64::from(self.fin);
+        if still > 0 && self.ooo.is_empty() {
+            deliver(Delivery::Gap(still as u64));
+            self.next = Some(next.wrapping_add(still as u32));
+            lost += still as u64;
+        }
+        lost
+    }
+
+    /// Whether `ack` covers bytes this direction has not delivered (see `acked`).
+    pub fn acks_unseen(&self, ack: u32) -> bool {
+        self.next
+            .is_some_and(|n| seq_diff(ack, n) - i64::from(self.fin) > 0)
+    }
+
     /// The stream ends: anything still held is behind a hole that will not be filled.
     pub fn close(&mut self, deliver: &mut impl FnMut(Delivery<'_>)) -> u64 {
         let mut lost = 0;
@@ -242,6 +272,32 @@ mod tests {
         assert_eq!(gaps, 2);
         assert_eq!(st[3].dropped, 2);
         assert!(d.buffered() <= 4);
+    }
+
+    #[test]
+    fn an_ack_beyond_what_was_seen_reports_the_hole_at_once() {
+        let mut d = StreamDir::default();
+        feed(&mut d, &[(0, b"aa"), (4, b"cc")], 100);
+        let mut out = Vec::new();
+        let lost = d.acked(6, &mut |x| {
+            if let Delivery::Data(b) = x {
+                out.extend_from_slice(b)
+            }
+        });
+        assert_eq!((lost, out.as_slice(), d.buffered()), (2, &b"cc"[..], 0));
+        // An ack of bytes never sent at all (capture lost them entirely) is a gap too.
+        let mut gaps = 0;
+        assert_eq!(
+            d.acked(10, &mut |x| if let Delivery::Gap(n) = x {
+                gaps += n
+            }),
+            4
+        );
+        assert_eq!(gaps, 4);
+        // Acks at or behind what was seen, or of the FIN, change nothing.
+        assert_eq!(d.acked(10, &mut |_| panic!("no delivery")), 0);
+        d.segment(10, b"", true, 100, &mut |_| {});
+        assert_eq!(d.acked(11, &mut |_| panic!("no delivery")), 0);
     }
 
     #[test]

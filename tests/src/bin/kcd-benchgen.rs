@@ -11,15 +11,13 @@
 
 #![allow(clippy::unwrap_used)] // a generator: any failure is fatal and reported by the panic
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use etherparse::{PacketBuilder, TransportSlice};
-use kcd_tests::captures;
-use pcap_parser::{PcapBlockOwned, PcapError};
+use etherparse::PacketBuilder;
+use kcd_tests::pcap::real_exchanges;
 
 const MSS: usize = 1460;
 const CLIENTS: u32 = 40_000;
@@ -41,78 +39,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-/// (request, reply) message bytes, in capture order.
-fn real_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    for path in captures("krb5") {
-        let mut udp_pending: HashMap<(u16, u16), Vec<u8>> = HashMap::new();
-        let mut tcp: HashMap<(u16, u16, bool), Vec<u8>> = HashMap::new();
-        let mut r = pcap_parser::create_reader(1 << 20, File::open(&path).unwrap()).unwrap();
-        let mut link = 1u32;
-        loop {
-            match r.next() {
-                Ok((off, block)) => {
-                    if let PcapBlockOwned::LegacyHeader(h) = &block {
-                        link = h.network.0 as u32;
-                    }
-                    if let PcapBlockOwned::Legacy(b) = block {
-                        let sliced = if link == 1 {
-                            etherparse::SlicedPacket::from_ethernet(b.data)
-                        } else {
-                            etherparse::SlicedPacket::from_linux_sll(b.data)
-                        };
-                        match sliced.ok().and_then(|s| s.transport) {
-                            Some(TransportSlice::Udp(u)) => {
-                                let (sp, dp) = (u.source_port(), u.destination_port());
-                                if dp == 88 {
-                                    udp_pending.insert((sp, dp), u.payload().to_vec());
-                                } else if sp == 88 {
-                                    if let Some(req) = udp_pending.remove(&(dp, sp)) {
-                                        out.push((req, u.payload().to_vec()));
-                                    }
-                                }
-                            }
-                            Some(TransportSlice::Tcp(t)) if !t.payload().is_empty() => {
-                                let to_kdc = t.destination_port() == 88;
-                                let client = if to_kdc {
-                                    t.source_port()
-                                } else {
-                                    t.destination_port()
-                                };
-                                tcp.entry((client, 88, to_kdc))
-                                    .or_default()
-                                    .extend_from_slice(t.payload());
-                            }
-                            _ => {}
-                        }
-                    }
-                    r.consume(off);
-                }
-                Err(PcapError::Eof) => break,
-                Err(PcapError::Incomplete(_)) => r.refill().unwrap(),
-                Err(e) => panic!("{}: {e:?}", path.display()),
-            }
-        }
-        // One request and one reply per TCP connection (how the captures' clients use TCP).
-        let mut keys: Vec<_> = tcp.keys().filter(|k| k.2).copied().collect();
-        keys.sort();
-        for k in keys {
-            let (Some(req), Some(rep)) = (tcp.get(&k), tcp.get(&(k.0, k.1, false))) else {
-                continue;
-            };
-            let first = |b: &[u8]| {
-                b.get(4..)
-                    .and_then(|r| r.get(..u32::from_be_bytes(b[..4].try_into().ok()?) as usize))
-                    .map(<[u8]>::to_vec)
-            };
-            if let (Some(a), Some(b)) = (first(req), first(rep)) {
-                out.push((a, b));
-            }
-        }
-    }
-    out
 }
 
 struct Writer<W: Write> {
@@ -239,7 +165,7 @@ fn main() {
         std::process::exit(2);
     };
     let exchanges: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(136_500);
-    let real = real_exchanges();
+    let real = real_exchanges(&kcd_tests::repo_root().join("captures").join("krb5"));
     assert!(
         !real.is_empty(),
         "no Kerberos exchanges found under captures/"
