@@ -1,0 +1,31 @@
+//! Golden NDJSON for every capture under captures/: the complete output, one snapshot per
+//! file, so that any change in what kcdscope reports shows up in review. The output is
+//! deterministic (nothing volatile to scrub); the fields tshark can also read are checked
+//! against tshark independently in oracle_tshark.rs.
+
+use kcd_decode::{Config, Decoder};
+use kcd_tests::{captures, rel};
+
+#[test]
+fn ndjson_of_every_capture() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    let _guard = settings.bind_to_scope();
+    for f in captures("krb5") {
+        let name = rel(&f);
+        let mut dec = Decoder::new(Config::default());
+        let mut out = Vec::new();
+        let mut sink = |e: &kcd_schema::Event<'_>| {
+            e.write_json(&mut out);
+            out.push(b'\n');
+        };
+        kcd_capture::replay_file(&f, &name, &mut dec, &mut sink).expect("replays");
+        dec.finish(&mut sink);
+        let key = name
+            .trim_start_matches("captures/")
+            .trim_end_matches(".pcap")
+            .replace('/', "__");
+        insta::assert_snapshot!(key, String::from_utf8_lossy(&out));
+    }
+}
