@@ -16,6 +16,7 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+pub mod oracle;
 pub mod pcap;
 
 /// Every capture file under captures/ (sorted), optionally only those under `sub`.
