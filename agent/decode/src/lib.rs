@@ -93,12 +93,70 @@ impl<F: FnMut(&Event<'_>)> Sink for F {
     }
 }
 
+/// The application protocols decoded, chosen by port. Each is a module beside `krb5`;
+/// everything below the application layer (link, IP, TCP reassembly) is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Krb5,
+}
+
+/// The application layer's state for one TCP connection.
+enum StreamApp {
+    /// RFC 4120 record marking, one framer per direction.
+    Krb5([RecordFramer; 2]),
+}
+
+impl StreamApp {
+    fn new(p: Protocol, cfg: &Config) -> Self {
+        match p {
+            Protocol::Krb5 => Self::Krb5([
+                RecordFramer::new(cfg.max_krb5_record),
+                RecordFramer::new(cfg.max_krb5_record),
+            ]),
+        }
+    }
+
+    /// In-order stream bytes of direction `d`.
+    fn data<S: Sink + ?Sized>(
+        &mut self,
+        d: usize,
+        b: &[u8],
+        emit: &mut Emit<'_, S>,
+        ctx: &Ctx<'_>,
+        pending: &mut PendingQueue,
+    ) {
+        match self {
+            Self::Krb5(f) => f[d].push(b, &mut |fe| emit.frame_event(ctx, fe, pending)),
+        }
+    }
+
+    /// Bytes of direction `d` are missing.
+    fn gap(&mut self, d: usize) {
+        match self {
+            Self::Krb5(f) => f[d].gap(),
+        }
+    }
+
+    /// Bytes of direction `d` held for an unfinished message.
+    fn buffered(&self, d: usize) -> usize {
+        match self {
+            Self::Krb5(f) => f[d].buffered(),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Self::Krb5(f) => f.iter().map(RecordFramer::capacity).sum(),
+        }
+    }
+}
+
 struct TcpFlow {
     client: Endpoint,
     server: Endpoint,
     /// [client to server, server to client]
     dirs: [StreamDir; 2],
-    framers: [RecordFramer; 2],
+    app: StreamApp,
     pending: PendingQueue,
     flow_id: FlowId,
     last_seen: Timestamp,
@@ -108,12 +166,7 @@ struct TcpFlow {
 
 impl TcpFlow {
     fn held(&self) -> usize {
-        self.dirs.iter().map(StreamDir::buffered).sum::<usize>()
-            + self
-                .framers
-                .iter()
-                .map(RecordFramer::capacity)
-                .sum::<usize>()
+        self.dirs.iter().map(StreamDir::buffered).sum::<usize>() + self.app.capacity()
     }
 }
 
@@ -361,8 +414,16 @@ impl Decoder {
         sink.event(&e);
     }
 
-    fn is_krb5_port(&self, p: u16) -> bool {
-        self.cfg.krb5_ports.contains(&p)
+    /// The protocol a segment belongs to, and whether it travels to the server (the side
+    /// whose port names the protocol).
+    fn protocol(&self, src_port: u16, dst_port: u16) -> Option<(Protocol, bool)> {
+        if self.cfg.krb5_ports.contains(&dst_port) {
+            Some((Protocol::Krb5, true))
+        } else if self.cfg.krb5_ports.contains(&src_port) {
+            Some((Protocol::Krb5, false))
+        } else {
+            None
+        }
     }
 
     pub fn packet<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, sink: &mut S) {
@@ -436,11 +497,10 @@ impl Decoder {
         seg: Segment<'_>,
         sink: &mut S,
     ) {
-        let to_kdc = self.is_krb5_port(seg.dst.port);
-        if !to_kdc && !self.is_krb5_port(seg.src.port) {
+        let Some((protocol, to_kdc)) = self.protocol(seg.src.port, seg.dst.port) else {
             self.stats.other_packets += 1;
             return;
-        }
+        };
         let direction = if to_kdc {
             Direction::ToKdc
         } else {
@@ -465,8 +525,10 @@ impl Decoder {
         }
         let file = self.pcap_file();
         match seg.proto {
-            PROTO_UDP => self.udp(pkt, &seg, direction, file.as_deref(), sink),
-            PROTO_TCP => self.tcp(pkt, &seg, direction, file.as_deref(), sink),
+            PROTO_UDP => match protocol {
+                Protocol::Krb5 => self.udp(pkt, &seg, direction, file.as_deref(), sink),
+            },
+            PROTO_TCP => self.tcp(pkt, &seg, protocol, direction, file.as_deref(), sink),
             _ => self.stats.other_packets += 1,
         }
     }
@@ -558,6 +620,7 @@ impl Decoder {
         &mut self,
         pkt: &Packet<'_>,
         seg: &Segment<'_>,
+        protocol: Protocol,
         direction: Direction,
         file: Option<&str>,
         sink: &mut S,
@@ -585,10 +648,7 @@ impl Decoder {
                     client,
                     server,
                     dirs: Default::default(),
-                    framers: [
-                        RecordFramer::new(self.cfg.max_krb5_record),
-                        RecordFramer::new(self.cfg.max_krb5_record),
-                    ],
+                    app: StreamApp::new(protocol, &self.cfg),
                     pending: PendingQueue::default(),
                     flow_id: key.community_id(),
                     last_seen: pkt.ts,
@@ -635,7 +695,7 @@ impl Decoder {
             meta.seq
         };
         let payload = if seg.truncated { &[][..] } else { seg.payload };
-        let framer = &mut flow.framers[d];
+        let app = &mut flow.app;
         let pending = &mut flow.pending;
         let mut gap_bytes = 0u64;
         let st = flow.dirs[d].segment(
@@ -644,16 +704,16 @@ impl Decoder {
             meta.fin,
             self.cfg.max_flow_buffer,
             &mut |del| match del {
-                Delivery::Data(b) => framer.push(b, &mut |fe| emit.frame_event(&ctx, fe, pending)),
+                Delivery::Data(b) => app.data(d, b, &mut emit, &ctx, pending),
                 Delivery::Gap(n) => {
                     gap_bytes += n;
-                    framer.gap();
+                    app.gap(d);
                 }
             },
         );
         if seg.truncated && !seg.payload.is_empty() {
             gap_bytes += seg.payload.len() as u64;
-            framer.gap();
+            app.gap(d);
         }
         if gap_bytes > 0 {
             emit.anomaly(
@@ -674,14 +734,14 @@ impl Decoder {
                 direction: opposite(direction),
                 ..ctx
             };
-            let framer = &mut flow.framers[o];
+            let app = &mut flow.app;
             let pending = &mut flow.pending;
             let mut lost = 0u64;
             flow.dirs[o].acked(ack, &mut |del| match del {
-                Delivery::Data(b) => framer.push(b, &mut |fe| emit.frame_event(&octx, fe, pending)),
+                Delivery::Data(b) => app.data(o, b, &mut emit, &octx, pending),
                 Delivery::Gap(n) => {
                     lost += n;
-                    framer.gap();
+                    app.gap(o);
                 }
             });
             if lost > 0 {
@@ -754,11 +814,11 @@ impl Decoder {
                 },
                 source: self.source,
             };
-            let framer = &mut flow.framers[d];
+            let app = &mut flow.app;
             let pending = &mut flow.pending;
             let lost = flow.dirs[d].close(&mut |del| match del {
-                Delivery::Data(b) => framer.push(b, &mut |fe| emit.frame_event(&ctx, fe, pending)),
-                Delivery::Gap(_) => framer.gap(),
+                Delivery::Data(b) => app.data(d, b, &mut emit, &ctx, pending),
+                Delivery::Gap(_) => app.gap(d),
             });
             if lost > 0 {
                 emit.anomaly(
@@ -768,14 +828,14 @@ impl Decoder {
                     format!("{lost} bytes missing from the stream before it ended"),
                 );
             }
-            if framer.buffered() > 0 {
+            if app.buffered(d) > 0 {
                 emit.anomaly(
                     &ctx,
                     AnomalyLayer::Krb5,
                     "krb5_unfinished_record",
                     format!(
                         "{} bytes of an incomplete Kerberos record when the stream ended ({why})",
-                        framer.buffered()
+                        app.buffered(d)
                     ),
                 );
             }
