@@ -115,3 +115,42 @@ capture_stop() {
     kill -INT "$CAPTURE_PID" 2>/dev/null || true
     wait "$CAPTURE_PID" 2>/dev/null || true
 }
+
+# silent_kdc_start NS ADDRESS PIDFILE LOGFILE : a "KDC" that binds UDP and TCP ADDRESS:88,
+# accepts connections, reads requests and never answers (clients time out, then fail over).
+silent_kdc_start() {
+    daemon_start "$1" "$3" "$4" /usr/bin/python3 -c '
+import select, socket, sys
+addr = sys.argv[1]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((addr, 88))
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((addr, 88))
+t.listen(16)
+conns = []
+while True:
+    r, _, _ = select.select([u, t] + conns, [], [])
+    for s in r:
+        if s is u:
+            u.recvfrom(65535)
+        elif s is t:
+            conns.append(t.accept()[0])
+        elif not s.recv(65535):
+            conns.remove(s)
+            s.close()
+' "$2"
+}
+
+# wait_listen NS PROTO ADDRESS PORT [SECONDS] : until something listens on ADDRESS:PORT in NS
+# (wait_port matches the port on any address; labs run several servers on port 88)
+wait_listen() {
+    local ns=$1 proto=$2 addr=$3 port=$4 secs=${5:-20} flag out
+    [ "$proto" = udp ] && flag=-Hlnu || flag=-Hlnt
+    for _ in $(seq 1 $((secs * 10))); do
+        out=$(ip netns exec "$ns" ss $flag "src $addr and sport = :$port" 2>/dev/null || true)
+        [ -n "$out" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}

@@ -72,6 +72,7 @@ fn same_bytes_as_serde_on_hostile_strings() {
             }),
             pac_options: PacOptions(Flags32(0x1000_0000)),
             additional_tickets: smallvec![TicketInfo {
+                id: Some(TicketId([0, 1, 2, 0xab, 0xcd, 0xef, 0xff, 9])),
                 realm: None,
                 sname: None,
                 enc_part: Some(EncInfo {

@@ -159,7 +159,14 @@ struct TcpFlow {
     app: StreamApp,
     pending: PendingQueue,
     flow_id: FlowId,
+    first_seen: Timestamp,
     last_seen: Timestamp,
+    /// The flow's latest frame: what events about the flow's end point at.
+    last_frame: u64,
+    /// Connection attempts (SYN) from the client, and packets of any kind from the server:
+    /// SYNs that the server never answers mean a firewall or a dead server.
+    client_syns: u32,
+    server_packets: u32,
     /// Heap bytes this flow holds, as last counted into `Decoder::tcp_memory`.
     memory: usize,
 }
@@ -651,7 +658,11 @@ impl Decoder {
                     app: StreamApp::new(protocol, &self.cfg),
                     pending: PendingQueue::default(),
                     flow_id: key.community_id(),
+                    first_seen: pkt.ts,
                     last_seen: pkt.ts,
+                    last_frame: pkt.frame,
+                    client_syns: 0,
+                    server_packets: 0,
                     memory: 0,
                 },
             );
@@ -660,6 +671,7 @@ impl Decoder {
             return;
         };
         flow.last_seen = pkt.ts;
+        flow.last_frame = pkt.frame;
         let d = usize::from(seg.src != flow.client);
         let ctx = Ctx {
             ts: pkt.ts,
@@ -688,6 +700,11 @@ impl Decoder {
         }
         if meta.syn {
             flow.dirs[d].syn(meta.seq);
+        }
+        if d == 0 {
+            flow.client_syns += u32::from(meta.syn);
+        } else {
+            flow.server_packets += 1;
         }
         let seq = if meta.syn {
             meta.seq.wrapping_add(1)
@@ -840,6 +857,29 @@ impl Decoder {
                 );
             }
         }
+        if flow.client_syns > 0 && flow.server_packets == 0 {
+            let ctx = Ctx {
+                ts: pkt.ts,
+                frame: pkt.frame,
+                pcap_file: file,
+                flow_id: &flow.flow_id,
+                src: flow.client,
+                dst: flow.server,
+                transport: Transport::Tcp,
+                direction: Direction::ToKdc,
+                source: self.source,
+            };
+            let secs = (flow.last_seen.0 - flow.first_seen.0) as f64 / 1e9;
+            emit.anomaly(
+                &ctx,
+                AnomalyLayer::Tcp,
+                "tcp_no_answer",
+                format!(
+                    "{} connection attempts (SYN) from {}:{} to {}:{} over {secs:.1} s were never answered",
+                    flow.client_syns, flow.client.ip, flow.client.port, flow.server.ip, flow.server.port
+                ),
+            );
+        }
         while flow.pending.pop().is_some() {
             self.stats.requests_unanswered += 1;
         }
@@ -917,11 +957,12 @@ impl Decoder {
         keys.sort_by_key(|(k, t)| (*t, k.a, k.b));
         let file = self.pcap_file();
         for (k, last) in keys {
+            let frame = self.tcp.get(&k).map_or(0, |f| f.last_frame);
             let pkt = Packet {
                 ts: last,
                 link: LinkType::RAW,
                 data: &[],
-                frame: 0,
+                frame,
             };
             self.close_flow(k, &pkt, file.as_deref(), "end of capture", sink);
         }

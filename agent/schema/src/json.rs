@@ -326,6 +326,12 @@ fn enc(out: &mut Vec<u8>, e: &EncInfo) {
 
 fn ticket(out: &mut Vec<u8>, t: &TicketInfo<'_>) {
     let mut o = Obj::open(out);
+    if let Some(id) = t.id {
+        let v = o.key(",\"id\":");
+        v.push(b'"');
+        id.write_hex(v);
+        v.push(b'"');
+    }
     o.opt_str(",\"realm\":", &t.realm);
     opt_principal(&mut o, ",\"sname\":", &t.sname);
     if let Some(e) = &t.enc_part {

@@ -163,8 +163,60 @@ pub struct EncInfo {
     pub kvno: Option<i64>,
 }
 
+/// A ticket's identity on the wire: the first 8 bytes of its ciphertext, written as hex.
+/// Encryption makes them unique to the ticket, and the same ticket shows the same id in the
+/// reply that issued it and in every request that presents it (S4U2Proxy's additional
+/// ticket is the S4U2Self ticket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TicketId(pub [u8; 8]);
+
+impl TicketId {
+    /// None when the ciphertext is shorter than 8 bytes.
+    pub fn of(cipher: &[u8]) -> Option<Self> {
+        cipher.get(..8).and_then(|b| b.try_into().ok()).map(Self)
+    }
+
+    pub fn write_hex(&self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in self.0 {
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        }
+    }
+}
+
+impl std::fmt::Display for TicketId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut v = Vec::with_capacity(16);
+        self.write_hex(&mut v);
+        f.write_str(&String::from_utf8_lossy(&v))
+    }
+}
+
+impl Serialize for TicketId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TicketId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <Cow<'de, str>>::deserialize(d)?;
+        let bytes: Option<Vec<u8>> = (0..s.len())
+            .step_by(2)
+            .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect();
+        bytes
+            .and_then(|b| b.try_into().ok())
+            .map(TicketId)
+            .ok_or_else(|| serde::de::Error::custom(format!("bad ticket id {s}")))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketInfo<'a> {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<TicketId>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub realm: Option<Str<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]

@@ -11,7 +11,7 @@ use kcd_krb5::view::{
 use kcd_krb5::{EncryptionType, ErrorCode, NameType, PaDataType};
 use kcd_schema::{
     EData, EncInfo, Flags32, ForUser, KdcOptions, Krb5, KrbErrorInfo, NtStatusInfo, PacOptions,
-    Principal, S4uOptions, S4uX509User, SaltInfo, TicketInfo, Timestamp,
+    Principal, S4uOptions, S4uX509User, SaltInfo, TicketId, TicketInfo, Timestamp,
 };
 
 pub use kcd_schema::text_from_bytes as text;
@@ -32,6 +32,7 @@ fn enc_info(e: EncView<'_>) -> EncInfo {
 
 fn ticket_info(t: TicketView<'_>) -> TicketInfo<'_> {
     TicketInfo {
+        id: t.enc_part.and_then(|e| TicketId::of(e.cipher)),
         realm: t.realm.map(text),
         sname: t.sname.map(principal),
         enc_part: t.enc_part.map(enc_info),
