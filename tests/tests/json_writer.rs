@@ -133,26 +133,35 @@ fn same_bytes_as_serde_on_hostile_strings() {
                 proto: Some(Transport::Tcp),
                 krb5: Some(k),
                 anomaly: None,
+                finding: None,
             });
         }
         check(&Event {
-            timestamp: Timestamp(0),
-            event_type: EventType::Anomaly,
-            pcap_file: None,
-            frame: 1,
             flow_id: Some(Cow::Borrowed(s)),
-            src_ip: None,
-            src_port: None,
-            dest_ip: None,
-            dest_port: None,
-            proto: None,
-            krb5: None,
             anomaly: Some(Anomaly {
                 layer: AnomalyLayer::Pcap,
                 kind: Cow::Borrowed(s),
                 detail: Cow::Borrowed(s),
             }),
+            ..Event::bare(Timestamp(0), EventType::Anomaly, None, 1)
         });
+        let mut facts = std::collections::BTreeMap::new();
+        facts.insert(s.to_string(), serde_json::json!({"x": [1.5, s]}));
+        check(
+            &Finding {
+                id: s.to_string(),
+                severity: Severity::Warning,
+                subject: Subject { kind: SubjectKind::ServiceAccount, name: s.to_string() },
+                first_seen: Timestamp(1),
+                last_seen: Timestamp(2),
+                count: 3,
+                explanation: s.to_string(),
+                fix: s.to_string(),
+                facts,
+                evidence: vec![Evidence { pcap_file: Some(s.to_string()), frame: 4, flow_id: None }],
+            }
+            .into_event(),
+        );
     }
 }
 

@@ -194,18 +194,13 @@ struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     fn envelope(&self, event_type: EventType) -> Event<'a> {
         Event {
-            timestamp: self.ts,
-            event_type,
-            pcap_file: self.pcap_file.map(Cow::Borrowed),
-            frame: self.frame,
             flow_id: Some(Cow::Borrowed(self.flow_id.as_str())),
             src_ip: Some(self.src.ip),
             src_port: Some(self.src.port),
             dest_ip: Some(self.dst.ip),
             dest_port: Some(self.dst.port),
             proto: Some(self.transport),
-            krb5: None,
-            anomaly: None,
+            ..Event::bare(self.ts, event_type, self.pcap_file.map(Cow::Borrowed), self.frame)
         }
     }
 }
@@ -401,22 +396,12 @@ impl Decoder {
         self.stats.anomaly(kind);
         let file = self.pcap_file();
         let e = Event {
-            timestamp: ts,
-            event_type: EventType::Anomaly,
-            pcap_file: file.as_deref().map(Cow::Borrowed),
-            frame,
-            flow_id: None,
-            src_ip: None,
-            src_port: None,
-            dest_ip: None,
-            dest_port: None,
-            proto: None,
-            krb5: None,
             anomaly: Some(Anomaly {
                 layer: AnomalyLayer::Pcap,
                 kind: Cow::Borrowed(kind),
                 detail: Cow::Owned(detail),
             }),
+            ..Event::bare(ts, EventType::Anomaly, file.as_deref().map(Cow::Borrowed), frame)
         };
         sink.event(&e);
     }
@@ -474,22 +459,12 @@ impl Decoder {
                 self.stats.anomaly(kind);
                 let file = self.pcap_file();
                 let e = Event {
-                    timestamp: pkt.ts,
-                    event_type: EventType::Anomaly,
-                    pcap_file: file.as_deref().map(Cow::Borrowed),
-                    frame: pkt.frame,
-                    flow_id: None,
-                    src_ip: None,
-                    src_port: None,
-                    dest_ip: None,
-                    dest_port: None,
-                    proto: None,
-                    krb5: None,
                     anomaly: Some(Anomaly {
                         layer,
                         kind: Cow::Borrowed(kind),
                         detail: Cow::Owned(detail),
                     }),
+                    ..Event::bare(pkt.ts, EventType::Anomaly, file.as_deref().map(Cow::Borrowed), pkt.frame)
                 };
                 sink.event(&e);
                 return;

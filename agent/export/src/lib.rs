@@ -166,6 +166,11 @@ pub fn describe(e: &Event<'_>, line: &mut String) {
                 let _ = write!(line, "ANOMALY {}: {}", a.kind, a.detail);
             }
         }
+        EventType::Finding => {
+            if let Some(f) = &e.finding {
+                let _ = write!(line, "FINDING {:?} {} ({}): {}", f.severity, f.id, f.subject.name, f.explanation);
+            }
+        }
     }
 }
 

@@ -534,6 +534,13 @@ fn anomaly(out: &mut Vec<u8>, a: &Anomaly<'_>) {
 impl Event<'_> {
     /// Appends this event as one line of JSON (without the newline).
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        // Findings are few and nested: serde writes them.
+        if self.finding.is_some() {
+            if serde_json::to_writer(&mut *out, self).is_err() {
+                out.extend_from_slice(b"{}");
+            }
+            return;
+        }
         let mut o = Obj::open(out);
         ts(o.key(",\"timestamp\":"), self.timestamp);
         o.str(
@@ -541,6 +548,7 @@ impl Event<'_> {
             match self.event_type {
                 EventType::Krb5 => "krb5",
                 EventType::Anomaly => "anomaly",
+                EventType::Finding => "finding",
             },
         );
         o.opt_str(",\"pcap_file\":", &self.pcap_file);

@@ -36,6 +36,7 @@ pub type Str<'a> = Cow<'a, str>;
 pub enum EventType {
     Krb5,
     Anomaly,
+    Finding,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -80,6 +81,8 @@ pub struct Event<'a> {
     pub krb5: Option<Krb5<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub anomaly: Option<Anomaly<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub finding: Option<Finding>,
 }
 
 /// A principal: its name components (joined with '/' when shown or exported, as
@@ -501,4 +504,96 @@ pub struct Anomaly<'a> {
     pub kind: Str<'a>,
     #[serde(borrow)]
     pub detail: Str<'a>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// What a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectKind {
+    /// A KDC, by address.
+    Kdc,
+    /// A user (or any principal that logs in or is impersonated).
+    Principal,
+    /// The account a gateway delegates with.
+    ServiceAccount,
+    /// A service principal name (the target of a ticket).
+    Spn,
+    /// A host that asks KDCs for tickets (on a gateway host: the gateway).
+    Client,
+    /// A mobile device (EAS DeviceId, certificate).
+    Device,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Subject {
+    pub kind: SubjectKind,
+    pub name: String,
+}
+
+/// A packet that shows a finding: where to look in Wireshark.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Evidence {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pcap_file: Option<String>,
+    pub frame: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub flow_id: Option<String>,
+}
+
+/// A diagnosis: what is wrong, about what, since when, shown by which packets, and what an
+/// administrator must do. `id` is stable across versions (e.g.
+/// "krb.s4u2proxy.target_not_allowed"); SIEM rules can key on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub id: String,
+    pub severity: Severity,
+    pub subject: Subject,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub count: u64,
+    /// One sentence, with this case's particulars.
+    pub explanation: String,
+    /// What to change, in the administrator's words.
+    pub fix: String,
+    /// Measured values: offsets, latencies, codes.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
+    pub facts: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub evidence: Vec<Evidence>,
+}
+
+impl Finding {
+    /// A finding event (its time is when the finding was last seen).
+    pub fn into_event(self) -> Event<'static> {
+        Event { finding: Some(self.clone()), ..Event::bare(self.last_seen, EventType::Finding, None, 0) }
+    }
+}
+
+impl<'a> Event<'a> {
+    /// An event with no addresses and no body yet.
+    pub fn bare(timestamp: Timestamp, event_type: EventType, pcap_file: Option<Str<'a>>, frame: u64) -> Self {
+        Event {
+            timestamp,
+            event_type,
+            pcap_file,
+            frame,
+            flow_id: None,
+            src_ip: None,
+            src_port: None,
+            dest_ip: None,
+            dest_port: None,
+            proto: None,
+            krb5: None,
+            anomaly: None,
+            finding: None,
+        }
+    }
 }
