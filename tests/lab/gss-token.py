@@ -30,7 +30,9 @@ Pitfall (measured in the Samba lab): the impersonated credential must be acquire
 mechanism the context uses. impersonate() for krb5 only + a SPNEGO context makes MIT's SPNEGO
 ignore it and fall back to the default ccache, so the token silently names the service
 account. This script impersonates for the context's own mech (--impersonate-mech krb5
-reproduces the pitfall on purpose).
+reproduces the pitfall on purpose; with the password credential the fallback finds an empty
+private ccache, so the pitfall fails instead of naming the service account -- use --kinit to
+see the wrong identity).
 """
 import argparse
 import base64
@@ -164,9 +166,12 @@ def run(a, realm, svc, password):
         if a.kinit:
             creds = gssapi.Credentials(usage="initiate")
         else:
+            # for the impersonation's mech only: impersonate() for SPNEGO fails ("No
+            # credentials were supplied") on a credential with only a krb5 element, and
+            # [krb5, spnego] makes two AS exchanges (SPNEGO acquires its own krb5 element)
             res = gssapi.raw.acquire_cred_with_password(
                 gssapi.Name(svc, gssapi.NameType.kerberos_principal), password.encode(),
-                usage="initiate", mechs=[krb5])
+                usage="initiate", mechs=[imech])
             creds = gssapi.Credentials(res.creds)
         print("gss-token: service %s, impersonating %s (%s), target %s, mech %s"
               % (creds.name, a.user, ntype, a.spn, a.mech), file=sys.stderr)

@@ -154,3 +154,40 @@ wait_listen() {
     done
     return 1
 }
+
+# silent_kdc_check NS ADDRESS : from NS, ADDRESS:88 accepts a TCP connection and answers
+# neither a UDP datagram nor a TCP request within 1 s (a silent KDC, not a missing one)
+silent_kdc_check() {
+    ip netns exec "$1" /usr/bin/python3 - "$2" <<'EOF'
+import socket, sys
+a = (sys.argv[1], 88)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(1)
+u.sendto(b"\x6a\x00", a)
+try:
+    u.recvfrom(65535)
+    sys.exit(1)
+except socket.timeout:
+    pass
+t = socket.create_connection(a, timeout=2)
+t.settimeout(1)
+t.sendall(b"\x00\x00\x00\x02\x6a\x00")
+try:
+    t.recv(65535)           # data or a close: it answered
+    sys.exit(1)
+except socket.timeout:
+    sys.exit(0)
+EOF
+}
+
+# ns_leftover_pids NS [SECONDS] : pids still in NS after waiting up to SECONDS (default 5)
+# for them to go (a daemon's master can be gone while its workers are still exiting)
+ns_leftover_pids() {
+    local left
+    for _ in $(seq 1 $((${2:-5} * 10))); do
+        left=$(ip netns pids "$1" 2>/dev/null | tr '\n' ' ')
+        [ -n "${left// /}" ] || return 0
+        sleep 0.1
+    done
+    echo "$left"
+}

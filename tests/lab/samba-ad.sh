@@ -13,6 +13,8 @@
 #
 #   kcdsmb-gw  eth0 10.88.0.1  <-- veth -->  kcdsmb-dc  eth0 10.88.0.2 dc1.lab.test (KDC :88, LDAP)
 #   (gateway, clients, tcpdump)                          eth0 10.88.0.3 exchange.lab.test (Apache :80)
+#                                                        eth0 10.88.0.9 a KDC that never answers
+#                                                             (binds UDP and TCP 88; LAB_KDC_DEAD_ADDR)
 #
 # Inside kcdsmb-gw, `ip netns exec` bind-mounts /etc/netns/kcdsmb-gw/hosts over /etc/hosts,
 # so dc1.lab.test and exchange.lab.test resolve there (and only there).
@@ -31,6 +33,7 @@ NET=10.88.0
 GW_ADDR=$NET.1
 KDC_ADDR=$NET.2
 EXCHANGE_ADDR=$NET.3
+DEAD_ADDR=$NET.9        # binds UDP and TCP 88, reads, never answers (client fail-over tests)
 REALM=LAB.TEST
 DNSDOMAIN=lab.test
 DOMAIN=LAB
@@ -92,6 +95,7 @@ set_paths() {
     AP=$D/apache
     SAMBA_PID=$RUN/samba.pid
     APACHE_PID=$RUN/apache.pid
+    SILENT_PID=$RUN/silent-kdc.pid
     STAMP=$SMB/.kcdsmb-provisioned
 }
 
@@ -101,7 +105,7 @@ set_paths() {
 ns_foreign_pids() {
     local ns=$1 p mine=""
     ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns" || return 0
-    for f in "$SAMBA_PID" "$APACHE_PID"; do [ -f "$f" ] && mine="$mine $(cat "$f")"; done
+    for f in "$SAMBA_PID" "$APACHE_PID" "$SILENT_PID"; do [ -f "$f" ] && mine="$mine $(cat "$f")"; done
     for p in $(ip netns pids "$ns" 2>/dev/null); do
         local sid
         sid=$(ps -o sid= -p "$p" 2>/dev/null | tr -d ' ') || continue
@@ -111,9 +115,13 @@ ns_foreign_pids() {
 
 # ns_guard : refuse to take over namespaces that another lab's daemons still use
 ns_guard() {
-    local ns f
+    local ns f i
     for ns in "$NS_GW" "$NS_DC"; do
-        f=$(ns_foreign_pids "$ns")
+        for i in $(seq 1 50); do    # workers of a daemon just stopped may still be exiting
+            f=$(ns_foreign_pids "$ns")
+            [ -n "$f" ] || break
+            sleep 0.1
+        done
         [ -z "$f" ] || die "namespace $ns is in use by processes not started from $D (pids: $(echo $f)); run 'samba-ad.sh down' on the lab that owns it"
     done
 }
@@ -131,6 +139,7 @@ net_up() {
     ip -n "$NS_GW" addr add "$GW_ADDR/24" dev "$IFACE"
     ip -n "$NS_DC" addr add "$KDC_ADDR/24" dev "$IFACE"
     ip -n "$NS_DC" addr add "$EXCHANGE_ADDR/24" dev "$IFACE"
+    ip -n "$NS_DC" addr add "$DEAD_ADDR/24" dev "$IFACE"
     # no checksum/segmentation offload on the "wire": captures then hold real checksums and
     # MTU-sized TCP segments (a 4 KB S4U2Proxy TGS-REQ spans several), as on a real NIC's tap
     for ns in "$NS_GW" "$NS_DC"; do
@@ -285,6 +294,9 @@ write_krb5_conf() {
     .$DNSDOMAIN = $REALM
     $DNSDOMAIN = $REALM
 EOF
+    # the same with the never-answering KDC first (fail-over), or alone
+    sed "s|^        kdc = $KDC_ADDR:88\$|        kdc = $DEAD_ADDR:88\n        kdc = $KDC_ADDR:88|" "$D/krb5.conf" > "$D/krb5-failover.conf"
+    sed "s|^        kdc = $KDC_ADDR:88\$|        kdc = $DEAD_ADDR:88|" "$D/krb5.conf" > "$D/krb5-dead.conf"
 }
 
 # ---------------------------------------------------------------- apache
@@ -366,7 +378,7 @@ write_lab_env() {
     ver=$(samba -V | awk '{print $2}')
     cat > "$D/lab.env.tmp" <<EOF
 # kcdscope Samba AD lab; written by tests/lab/samba-ad.sh up (shell-sourceable KEY=VALUE)
-LAB_KIND=samba-ad
+LAB_KIND=samba
 LAB_DIR=$D
 LAB_NS=$NS_GW
 LAB_NS_GW=$NS_GW
@@ -382,6 +394,9 @@ LAB_KDC_ADDR=$KDC_ADDR
 LAB_KDC_PORT=88
 LAB_KDC_FAST=$KDC_FAST
 LAB_KRB5_CONF=$D/krb5.conf
+LAB_KDC_DEAD_ADDR=$DEAD_ADDR
+LAB_KRB5_CONF_FAILOVER=$D/krb5-failover.conf
+LAB_KRB5_CONF_DEAD=$D/krb5-dead.conf
 LAB_SAMBA_VERSION=$ver
 LAB_SMB_CONF=$SMBCONF
 LAB_SAM_LDB=$SAMLDB
@@ -403,6 +418,8 @@ LAB_SVC_NOPT_PRINCIPAL=svc_nopt@$REALM
 LAB_SVC_NOPT_PASSWORD_FILE=$D/svc_nopt.password
 LAB_SVC_NODELEG_PRINCIPAL=svc_nodeleg@$REALM
 LAB_SVC_NODELEG_PASSWORD_FILE=$D/svc_nodeleg.password
+LAB_SVC_NOT_ALLOWED_PRINCIPAL=svc_nodeleg@$REALM
+LAB_SVC_NOT_ALLOWED_PASSWORD_FILE=$D/svc_nodeleg.password
 LAB_USER=alice
 LAB_USER_UPN=alice@$DNSDOMAIN
 LAB_USER_NEW=bob
@@ -415,6 +432,7 @@ LAB_SPN_NOT_ALLOWED=$OTHER_SPN
 LAB_SPN_UNKNOWN=$UNKNOWN_SPN
 LAB_SAMBA_PID_FILE=$SAMBA_PID
 LAB_APACHE_PID_FILE=$APACHE_PID
+LAB_SILENT_KDC_PID_FILE=$SILENT_PID
 LAB_APACHE_ERROR_LOG=$AP/logs/error.log
 LAB_SAMBA_LOG=$SMB/log/samba.log
 EOF
@@ -511,7 +529,7 @@ EOF
 # ---------------------------------------------------------------- up / down / status
 
 lab_is_up() {
-    [ -f "$D/lab.env" ] && pid_alive "$SAMBA_PID" && pid_alive "$APACHE_PID" \
+    [ -f "$D/lab.env" ] && pid_alive "$SAMBA_PID" && pid_alive "$APACHE_PID" && pid_alive "$SILENT_PID" \
         && ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$NS_GW"
 }
 
@@ -519,6 +537,7 @@ stop_daemons() {
     # both at once: each daemon_stop waits for its daemon to exit (about 1-2 s each)
     daemon_stop "$APACHE_PID" &
     daemon_stop "$SAMBA_PID" &
+    daemon_stop "$SILENT_PID" &
     wait
 }
 
@@ -586,6 +605,13 @@ cmd_up() {
     wait_daemon "$NS_DC" tcp 88 30 "$SAMBA_PID" samba "$LOGS/samba.stdout" "$SMB/log/samba.log"
     smoke_kinit
 
+    # after Samba's wait_daemon (which matches port 88 on any address)
+    log "starting a never-answering KDC at $DEAD_ADDR:88 in $NS_DC"
+    silent_kdc_start "$NS_DC" "$DEAD_ADDR" "$SILENT_PID" "$LOGS/silent-kdc.log"
+    { wait_listen "$NS_DC" udp "$DEAD_ADDR" 88 10 && wait_listen "$NS_DC" tcp "$DEAD_ADDR" 88 10; } \
+        || { cat "$LOGS/silent-kdc.log" >&2; die "the never-answering KDC does not listen on $DEAD_ADDR:88"; }
+    silent_kdc_check "$NS_GW" "$DEAD_ADDR" || die "$DEAD_ADDR:88 answered or refused (it must accept and stay silent)"
+
     log "starting apache as $EXCHANGE_HOST ($EXCHANGE_ADDR:80) in $NS_DC"
     write_apache
     daemon_start "$NS_DC" "$APACHE_PID" "$LOGS/apache.stdout" \
@@ -619,7 +645,7 @@ cmd_down() {
     rm -f "$D/lab.env"
     local ns left busy=0
     for ns in "$NS_GW" "$NS_DC"; do
-        left=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
+        left=$(ns_leftover_pids "$ns")
         if [ -n "$left" ]; then
             log "namespace $ns kept: processes not started by this lab's pid files still run in it (pids: $left) - another lab, or a test that did not stop its processes"
             busy=1
