@@ -64,6 +64,30 @@ pub fn replay_json(files: &[PathBuf], cfg: Config) -> (Vec<Value>, kcd_decode::S
     (events, stats)
 }
 
+/// Replays files as `kcdscope replay --json` does (decoder, then correlator) and returns
+/// the NDJSON and the findings.
+pub fn replay_diagnosed(files: &[PathBuf], cfg: Config, diag: kcd_correlate::Config) -> (Vec<u8>, Vec<kcd_schema::Finding>) {
+    let mut dec = Decoder::new(cfg);
+    let mut corr = kcd_correlate::Correlator::new(diag);
+    let mut out = Vec::new();
+    let mut sink = |e: &kcd_schema::Event<'_>| {
+        e.write_json(&mut out);
+        out.push(b'\n');
+        corr.event(e);
+    };
+    for f in files {
+        kcd_capture::replay_file(f, &rel(f), &mut dec, &mut sink).unwrap();
+    }
+    dec.finish(&mut sink);
+    corr.finish();
+    let findings = corr.findings();
+    for f in &findings {
+        f.clone().into_event().write_json(&mut out);
+        out.push(b'\n');
+    }
+    (out, findings)
+}
+
 pub fn krb5_events(events: &[Value]) -> Vec<&Value> {
     events
         .iter()

@@ -1,10 +1,12 @@
-//! Golden NDJSON for every capture under captures/: the complete output, one snapshot per
-//! file, so that any change in what kcdscope reports shows up in review. The output is
+//! Golden NDJSON for every capture under captures/: the complete output (messages,
+//! anomalies, then findings), one snapshot per file, so that any change in what kcdscope
+//! reports shows up in review. The output is
 //! deterministic (nothing volatile to scrub); the fields tshark can also read are checked
-//! against tshark independently in oracle_tshark.rs.
+//! against tshark independently in oracle_tshark.rs, and the findings against each
+//! scenario's expected set in scenarios.rs.
 
-use kcd_decode::{Config, Decoder};
-use kcd_tests::{captures, rel};
+use kcd_decode::Config;
+use kcd_tests::{captures, rel, replay_diagnosed};
 
 #[test]
 fn ndjson_of_every_capture() {
@@ -14,14 +16,7 @@ fn ndjson_of_every_capture() {
     let _guard = settings.bind_to_scope();
     for f in captures("krb5") {
         let name = rel(&f);
-        let mut dec = Decoder::new(Config::default());
-        let mut out = Vec::new();
-        let mut sink = |e: &kcd_schema::Event<'_>| {
-            e.write_json(&mut out);
-            out.push(b'\n');
-        };
-        kcd_capture::replay_file(&f, &name, &mut dec, &mut sink).expect("replays");
-        dec.finish(&mut sink);
+        let (out, _) = replay_diagnosed(std::slice::from_ref(&f), Config::default(), Default::default());
         let key = name
             .trim_start_matches("captures/")
             .trim_end_matches(".pcap")

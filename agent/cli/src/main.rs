@@ -8,9 +8,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::ValueEnum;
 use kcd_capture::{replay_file, replay_reader, ReaderError};
+use kcd_correlate::Correlator;
 use kcd_decode::{Config, Decoder, Sink};
+use kcd_export::report::{self, Style};
 use kcd_export::{NdjsonWriter, Tee, TextWriter};
+use kcd_schema::{Event, Severity};
 
 mod demo;
 
@@ -18,8 +24,8 @@ mod demo;
 #[command(
     name = "kcdscope",
     version,
-    about = "Explains Kerberos constrained delegation (S4U2Self/S4U2Proxy) failures: decodes Kerberos from captures into events.",
-    long_about = "Explains Kerberos constrained delegation (S4U2Self/S4U2Proxy) failures.\n\nWith no command, replays the incident captures built into kcdscope and lists every Kerberos message."
+    about = "Explains Kerberos constrained delegation (S4U2Self/S4U2Proxy) failures: decodes Kerberos from captures, finds what is wrong and says how to fix it.",
+    long_about = "Explains Kerberos constrained delegation (S4U2Self/S4U2Proxy) failures.\n\nWith no command, replays the incident captures built into kcdscope and prints the incident report (kcdscope replay --demo --report)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -56,11 +62,59 @@ struct ReplayArgs {
     quiet: bool,
 
     /// Only count: decode everything, print the summary line, list nothing.
-    #[arg(long, conflicts_with_all = ["json", "quiet"])]
+    #[arg(long, conflicts_with_all = ["json", "quiet", "report"])]
     count: bool,
+
+    /// Print the incident report (findings with their fixes, KDCs, delegation chains,
+    /// client hosts) instead of the message listing.
+    #[arg(long, conflicts_with = "json")]
+    report: bool,
+
+    /// Exit with status 3 when a finding of this severity or worse exists.
+    #[arg(long, value_name = "SEVERITY")]
+    fail_on: Option<FailOn>,
+
+    /// Decode only: no correlation, no findings.
+    #[arg(long, conflicts_with_all = ["report", "fail_on"])]
+    no_diagnosis: bool,
+
+    #[command(flatten)]
+    diagnosis: DiagnosisArgs,
 
     #[command(flatten)]
     limits: Limits,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FailOn {
+    Warning,
+    Error,
+}
+
+/// Thresholds of the diagnosis.
+#[derive(Args)]
+struct DiagnosisArgs {
+    /// Seconds after which a request nobody answered counts as unanswered.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    unanswered_after: f64,
+    /// Seconds a client has, after RESPONSE_TOO_BIG, to send its request again over TCP.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    tcp_retry_window: f64,
+    /// KDC clock offset (seconds) that is worth a warning; Kerberos fails at 300.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    clock_offset_warning: f64,
+}
+
+impl DiagnosisArgs {
+    fn config(&self) -> kcd_correlate::Config {
+        let ns = |s: f64| (s.max(0.0) * 1e9) as i64;
+        kcd_correlate::Config {
+            unanswered_after_ns: ns(self.unanswered_after),
+            tcp_retry_window_ns: ns(self.tcp_retry_window),
+            clock_offset_warning_s: self.clock_offset_warning.abs(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Ports and memory caps. Defaults suit a gateway host; every cap bounds memory whatever
@@ -118,15 +172,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Replay(a)) => a,
-        None => ReplayArgs {
-            files: Vec::new(),
-            demo: true,
-            json: false,
-            output: None,
-            quiet: false,
-            count: false,
-            limits: Limits::parse_defaults(),
-        },
+        None => {
+            let mut a = ReplayArgs::parse_defaults();
+            a.demo = true;
+            a.report = true;
+            a
+        }
     };
     match replay(&args) {
         Ok(code) => code,
@@ -137,19 +188,20 @@ fn main() -> ExitCode {
     }
 }
 
-impl Limits {
+impl ReplayArgs {
     fn parse_defaults() -> Self {
         #[derive(Parser)]
         struct Only {
             #[command(flatten)]
-            limits: Limits,
+            args: ReplayArgs,
         }
-        Only::parse_from(["kcdscope"]).limits
+        Only::parse_from(["kcdscope", "--demo"]).args
     }
 }
 
 fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut decoder = Decoder::new(args.limits.config());
+    let mut correlator = (!args.no_diagnosis).then(|| Correlator::new(args.diagnosis.config()));
     let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()));
     let mut file_out = match &args.output {
         Some(p) => Some(NdjsonWriter::new(
@@ -158,9 +210,10 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         None => None,
     };
     // Without an NDJSON destination on stdout, list messages for a person.
-    let mut text_out =
-        (!args.json && !args.count).then(|| TextWriter::new(BufWriter::new(io::stdout())));
+    let mut text_out = (!args.json && !args.count && !args.report)
+        .then(|| TextWriter::new(BufWriter::new(io::stdout())));
     let mut failed = false;
+    let findings;
     {
         let mut sinks: Vec<&mut dyn Sink> = Vec::new();
         if let Some(j) = json_out.as_mut() {
@@ -172,32 +225,50 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         if let Some(t) = text_out.as_mut() {
             sinks.push(t);
         }
-        let mut sink = Tee(sinks);
-        if args.demo {
-            for (name, bytes) in demo::CAPTURES {
-                replay_reader(*bytes, name, &mut decoder, &mut sink)
-                    .map_err(|e| anyhow::anyhow!("built-in capture {name}: {e:?}"))?;
-            }
-        }
-        for path in &args.files {
-            let result = if path.as_os_str() == "-" {
-                replay_reader(io::stdin(), "-", &mut decoder, &mut sink).map_err(|e| match e {
-                    ReaderError::Empty => "standard input: empty".to_string(),
-                    ReaderError::NotACapture => {
-                        "standard input: not a pcap or pcapng stream".to_string()
-                    }
-                    ReaderError::Read(d) => format!("standard input: {d}"),
-                })
-            } else {
-                replay_file(path, &path.display().to_string(), &mut decoder, &mut sink)
-                    .map_err(|e| e.to_string())
+        let mut out = Tee(sinks);
+        {
+            let mut sink = |e: &Event<'_>| {
+                out.event(e);
+                if let Some(c) = correlator.as_mut() {
+                    c.event(e);
+                }
             };
-            if let Err(msg) = result {
-                eprintln!("kcdscope: {msg}");
-                failed = true;
+            if args.demo {
+                for (name, bytes) in demo::CAPTURES {
+                    replay_reader(*bytes, name, &mut decoder, &mut sink)
+                        .map_err(|e| anyhow::anyhow!("built-in capture {name}: {e:?}"))?;
+                }
             }
+            for path in &args.files {
+                let result = if path.as_os_str() == "-" {
+                    replay_reader(io::stdin(), "-", &mut decoder, &mut sink).map_err(|e| match e {
+                        ReaderError::Empty => "standard input: empty".to_string(),
+                        ReaderError::NotACapture => {
+                            "standard input: not a pcap or pcapng stream".to_string()
+                        }
+                        ReaderError::Read(d) => format!("standard input: {d}"),
+                    })
+                } else {
+                    replay_file(path, &path.display().to_string(), &mut decoder, &mut sink)
+                        .map_err(|e| e.to_string())
+                };
+                if let Err(msg) = result {
+                    eprintln!("kcdscope: {msg}");
+                    failed = true;
+                }
+            }
+            decoder.finish(&mut sink);
         }
-        decoder.finish(&mut sink);
+        findings = match correlator.as_mut() {
+            Some(c) => {
+                c.finish();
+                c.findings()
+            }
+            None => Vec::new(),
+        };
+        for f in &findings {
+            out.event(&f.clone().into_event());
+        }
     }
     if let Some(j) = json_out {
         j.finish().context("writing NDJSON to standard output")?;
@@ -213,11 +284,46 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             }
         }
     }
-    if !args.quiet {
-        let _ = writeln!(io::stderr().lock(), "{}", decoder.stats().summary());
+    if args.report {
+        if let Some(c) = &correlator {
+            let style = Style {
+                colour: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            };
+            let text = report::render(c, &findings, decoder.stats(), style);
+            let mut o = io::stdout().lock();
+            if let Err(e) = o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    return Err(e).context("writing to standard output");
+                }
+            }
+        }
     }
+    if !args.quiet {
+        let mut line = decoder.stats().summary();
+        if correlator.is_some() {
+            let n = |s, one: &str, many: &str| {
+                let k = findings.iter().filter(|f| f.severity == s).count();
+                format!("{k} {}", if k == 1 { one } else { many })
+            };
+            line.push_str(&format!(
+                "; findings: {}, {}, {}",
+                n(Severity::Error, "error", "errors"),
+                n(Severity::Warning, "warning", "warnings"),
+                n(Severity::Info, "note", "notes")
+            ));
+        }
+        let _ = writeln!(io::stderr().lock(), "{line}");
+    }
+    let worst = findings.iter().map(|f| f.severity).max();
+    let fail = match args.fail_on {
+        Some(FailOn::Warning) => worst >= Some(Severity::Warning),
+        Some(FailOn::Error) => worst >= Some(Severity::Error),
+        None => false,
+    };
     Ok(if failed {
         ExitCode::from(1)
+    } else if fail {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })

@@ -167,6 +167,8 @@ struct TcpFlow {
     /// SYNs that the server never answers mean a firewall or a dead server.
     client_syns: u32,
     server_packets: u32,
+    /// `tcp_no_answer` was reported (once per connection).
+    no_answer_reported: bool,
     /// Heap bytes this flow holds, as last counted into `Decoder::tcp_memory`.
     memory: usize,
 }
@@ -638,6 +640,7 @@ impl Decoder {
                     last_frame: pkt.frame,
                     client_syns: 0,
                     server_packets: 0,
+                    no_answer_reported: false,
                     memory: 0,
                 },
             );
@@ -678,6 +681,22 @@ impl Decoder {
         }
         if d == 0 {
             flow.client_syns += u32::from(meta.syn);
+            // Reported as soon as the client sends its SYN again (it waited about a second
+            // for nothing), not when the connection is given up: a firewall dropping TCP/88
+            // must show while the client is still waiting.
+            if flow.client_syns == 2 && flow.server_packets == 0 && !flow.no_answer_reported {
+                flow.no_answer_reported = true;
+                let secs = (pkt.ts.0 - flow.first_seen.0) as f64 / 1e9;
+                emit.anomaly(
+                    &ctx,
+                    AnomalyLayer::Tcp,
+                    "tcp_no_answer",
+                    format!(
+                        "connection attempt (SYN) from {}:{} to {}:{} sent again after {secs:.1} s without an answer",
+                        flow.client.ip, flow.client.port, flow.server.ip, flow.server.port
+                    ),
+                );
+            }
         } else {
             flow.server_packets += 1;
         }
@@ -832,7 +851,7 @@ impl Decoder {
                 );
             }
         }
-        if flow.client_syns > 0 && flow.server_packets == 0 {
+        if flow.client_syns > 0 && flow.server_packets == 0 && !flow.no_answer_reported {
             let ctx = Ctx {
                 ts: pkt.ts,
                 frame: pkt.frame,
@@ -844,14 +863,14 @@ impl Decoder {
                 direction: Direction::ToKdc,
                 source: self.source,
             };
-            let secs = (flow.last_seen.0 - flow.first_seen.0) as f64 / 1e9;
+            // A single SYN (a second one would have been reported already).
             emit.anomaly(
                 &ctx,
                 AnomalyLayer::Tcp,
                 "tcp_no_answer",
                 format!(
-                    "{} connection attempts (SYN) from {}:{} to {}:{} over {secs:.1} s were never answered",
-                    flow.client_syns, flow.client.ip, flow.client.port, flow.server.ip, flow.server.port
+                    "connection attempt (SYN) from {}:{} to {}:{} never answered ({why})",
+                    flow.client.ip, flow.client.port, flow.server.ip, flow.server.port
                 ),
             );
         }

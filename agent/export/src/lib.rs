@@ -9,6 +9,8 @@ use std::io::{self, Write};
 use kcd_decode::Sink;
 use kcd_schema::{Direction, Event, EventType};
 
+pub mod report;
+
 /// One JSON object per line. Events are written straight into one large buffer that goes
 /// to `out` in big writes, so `out` needs no buffering of its own.
 pub struct NdjsonWriter<W: Write> {

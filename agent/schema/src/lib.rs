@@ -571,9 +571,15 @@ pub struct Finding {
 }
 
 impl Finding {
-    /// A finding event (its time is when the finding was last seen).
+    /// A finding event: its time is when the finding was last seen, its file and frame
+    /// those of the last packet in its evidence.
     pub fn into_event(self) -> Event<'static> {
-        Event { finding: Some(self.clone()), ..Event::bare(self.last_seen, EventType::Finding, None, 0) }
+        let (file, frame) = match self.evidence.last() {
+            Some(e) => (e.pcap_file.clone().map(Cow::Owned), e.frame),
+            None => (None, 0),
+        };
+        let ts = self.last_seen;
+        Event { finding: Some(self), ..Event::bare(ts, EventType::Finding, file, frame) }
     }
 }
 

@@ -1,0 +1,1474 @@
+//! Diagnosis: kcdscope's events in, findings out. Pairs every Kerberos request with its
+//! outcome (reply, error, silence, another KDC), follows each principal's delegation chain
+//! (service account login, S4U2Self, S4U2Proxy) and keeps per-KDC and per-client figures;
+//! the findings name the root cause and the fix (the catalogue).
+//!
+//! Pure: no I/O, and time comes only from the events, so a replay gives the same findings
+//! every time. Memory is bounded: every table has a cap, ages out with capture time and
+//! counts what it evicts.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use kcd_schema::{
+    kdc_options, ErrorCode, Event, EventType, Finding, Krb5, MessageType, NameType, Principal,
+    SubjectKind, TicketId, Timestamp, Transport,
+};
+
+pub mod catalogue;
+mod device;
+mod findings;
+pub mod s4u;
+mod state;
+
+pub use device::{upn_matches, DeviceSighting};
+pub use state::{
+    Client, Kdc, OffsetStats, Outcome, Percentiles, PrincipalState, Step, StepKind, STEPS_KEPT,
+};
+
+use catalogue::Rule;
+use findings::{Agg, FindingSet};
+use state::{kdc_name, Ev, FlowTag};
+
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+const SECOND: i64 = 1_000_000_000;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A request with no reply after this long is unanswered.
+    pub unanswered_after_ns: i64,
+    /// How long after RESPONSE_TOO_BIG (52) the same request may come over TCP.
+    pub tcp_retry_window_ns: i64,
+    /// A KDC clock offset beyond this is worth a warning (Kerberos fails at 300 s).
+    pub clock_offset_warning_s: f64,
+    /// Requests awaiting an answer.
+    pub max_outstanding: usize,
+    pub max_principals: usize,
+    pub max_clients: usize,
+    pub max_kdcs: usize,
+    /// S4U2Self tickets remembered to tie S4U2Proxy requests to their user.
+    pub max_tickets: usize,
+    /// Distinct (finding, subject) pairs; beyond, subjects fold into "(other ...)".
+    pub max_findings: usize,
+    /// Devices' UPNs remembered.
+    pub max_devices: usize,
+    /// Packets cited per finding.
+    pub evidence_per_finding: usize,
+    /// Principals and clients not seen for this long are forgotten.
+    pub idle_ns: i64,
+    /// An S4U2Self ticket is looked for this long (tickets live 10 hours by default).
+    pub ticket_ttl_ns: i64,
+    /// Devices are joined to a principal seen within this window.
+    pub device_window_ns: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            unanswered_after_ns: 5 * SECOND,
+            tcp_retry_window_ns: 10 * SECOND,
+            clock_offset_warning_s: 60.0,
+            max_outstanding: 65_536,
+            max_principals: 65_536,
+            max_clients: 65_536,
+            max_kdcs: 4_096,
+            max_tickets: 65_536,
+            max_findings: 4_096,
+            max_devices: 65_536,
+            evidence_per_finding: 16,
+            idle_ns: 3_600 * SECOND,
+            ticket_ttl_ns: 10 * 3_600 * SECOND,
+            device_window_ns: 300 * SECOND,
+        }
+    }
+}
+
+/// What the correlator dropped to stay within its caps, and what it could not decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub requests_evicted: u64,
+    pub principals_evicted: u64,
+    pub clients_evicted: u64,
+    pub kdcs_evicted: u64,
+    pub tickets_evicted: u64,
+    pub devices_evicted: u64,
+    pub findings_folded: u64,
+    /// Requests still waiting when the capture ended, too recent to call unanswered.
+    pub pending_at_end: u64,
+    /// RESPONSE_TOO_BIG errors too close to the end of the capture to tell whether the
+    /// client retried over TCP.
+    pub too_big_undecided: u64,
+    /// Times the capture clock went backwards (a new, older file): pending state was closed
+    /// as at the end of a capture.
+    pub clock_resets: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ReqKind {
+    As,
+    Tgs,
+    S4u2Self,
+    S4u2Proxy,
+}
+
+impl ReqKind {
+    fn step(self) -> StepKind {
+        match self {
+            ReqKind::As => StepKind::As,
+            ReqKind::Tgs => StepKind::Tgs,
+            ReqKind::S4u2Self => StepKind::S4u2Self,
+            ReqKind::S4u2Proxy => StepKind::S4u2Proxy,
+        }
+    }
+}
+
+/// A request as the client sends it, whatever the KDC or transport: retransmissions,
+/// fail-over to another KDC and the TCP retry after error 52 all carry the same nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ReqKey {
+    client: IpAddr,
+    msg: i32,
+    nonce: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    kdc: IpAddr,
+    port: u16,
+    transport: Transport,
+    at: Timestamp,
+    ev: Ev,
+}
+
+#[derive(Debug)]
+struct OutReq {
+    kind: ReqKind,
+    principal: Option<Box<str>>,
+    via: Option<Box<str>>,
+    target: Box<str>,
+    first: Timestamp,
+    attempts: smallvec::SmallVec<[Attempt; 2]>,
+    /// The request came over TCP after a 52 on UDP.
+    after_too_big: bool,
+}
+
+const MAX_ATTEMPTS: usize = 8;
+
+/// A RESPONSE_TOO_BIG waiting for the client's move.
+#[derive(Debug)]
+struct TooBig {
+    client: IpAddr,
+    kdc: IpAddr,
+    kdc_port: u16,
+    requested: Timestamp,
+    at: Timestamp,
+    ev: Ev,
+    request: OutReqSummary,
+}
+
+#[derive(Debug, Clone)]
+struct OutReqSummary {
+    kind: ReqKind,
+    principal: Option<Box<str>>,
+    via: Option<Box<str>>,
+    target: Box<str>,
+}
+
+/// Whose S4U2Self ticket this is: ties S4U2Proxy (which carries it) to the user.
+#[derive(Debug, Clone)]
+struct TicketLink {
+    user: Box<str>,
+    via: Box<str>,
+    at: Timestamp,
+}
+
+/// Per service account: what its S4U2Proxy requests obtained.
+#[derive(Debug, Default)]
+struct Delegations {
+    ok: smallvec::SmallVec<[Delegated; 2]>,
+}
+
+/// (target, a user it worked for, when)
+type Delegated = (Box<str>, Box<str>, Timestamp);
+
+const DELEGATIONS_KEPT: usize = 16;
+
+pub struct Correlator {
+    cfg: Config,
+    now: Option<Timestamp>,
+    span: Option<(Timestamp, Timestamp)>,
+    files: Vec<Box<str>>,
+    last_file: Option<(usize, u32)>,
+    outstanding: Map<ReqKey, OutReq>,
+    by_frame: Map<(u32, u64), ReqKey>,
+    deadlines: VecDeque<(Timestamp, ReqKey)>,
+    too_big: Map<ReqKey, TooBig>,
+    too_big_deadlines: VecDeque<(Timestamp, ReqKey)>,
+    /// (client, KDC) pairs with a 52 waiting, and how many.
+    too_big_pairs: Map<(IpAddr, IpAddr), u32>,
+    /// (client, KDC) pairs whose TCP connection attempts went unanswered while a 52 waited.
+    tcp_silent: Map<(IpAddr, IpAddr), (Timestamp, Ev)>,
+    kdcs: Map<(IpAddr, u16), Kdc>,
+    clients: Map<IpAddr, Client>,
+    principals: Map<Box<str>, PrincipalState>,
+    tickets: Map<TicketId, TicketLink>,
+    delegations: Map<Box<str>, Delegations>,
+    devices: device::Devices,
+    findings: FindingSet,
+    /// Findings of KDCs evicted from the table, kept.
+    retired: Vec<Finding>,
+    stats: Stats,
+    next_sweep: Option<Timestamp>,
+}
+
+impl Correlator {
+    pub fn new(cfg: Config) -> Self {
+        let findings = FindingSet::new(cfg.max_findings, cfg.evidence_per_finding);
+        Correlator {
+            cfg,
+            now: None,
+            span: None,
+            files: Vec::new(),
+            last_file: None,
+            outstanding: Map::default(),
+            by_frame: Map::default(),
+            deadlines: VecDeque::new(),
+            too_big: Map::default(),
+            too_big_deadlines: VecDeque::new(),
+            too_big_pairs: Map::default(),
+            tcp_silent: Map::default(),
+            kdcs: Map::default(),
+            clients: Map::default(),
+            principals: Map::default(),
+            tickets: Map::default(),
+            delegations: Map::default(),
+            devices: device::Devices::default(),
+            findings,
+            retired: Vec::new(),
+            stats: Stats::default(),
+            next_sweep: None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats { findings_folded: self.findings.folded, ..self.stats }
+    }
+
+    /// First and last capture time seen.
+    pub fn span(&self) -> Option<(Timestamp, Timestamp)> {
+        self.span
+    }
+
+    /// Feeds one event, in capture order.
+    pub fn event(&mut self, e: &Event<'_>) {
+        self.stats.events += 1;
+        self.advance(e.timestamp);
+        match e.event_type {
+            EventType::Krb5 => {
+                if let Some(k) = &e.krb5 {
+                    if k.msg_type.is_kdc_request() {
+                        self.request(e, k);
+                    } else if k.msg_type.is_kdc_reply() {
+                        self.reply(e, k);
+                    }
+                }
+            }
+            EventType::Anomaly => {
+                if e.anomaly.as_ref().is_some_and(|a| a.kind == "tcp_no_answer") {
+                    self.tcp_no_answer(e);
+                }
+            }
+            EventType::Finding => {}
+        }
+    }
+
+    /// A device (EAS DeviceId, certificate fingerprint, address) presented `upn` at `at`:
+    /// the gateway's and TLS events call this; principals then list their devices.
+    pub fn observe_device(&mut self, device: &str, upn: &str, at: Timestamp) {
+        if self.devices.observe(device, upn, at, self.cfg.max_devices) {
+            self.stats.devices_evicted += 1;
+        }
+    }
+
+    /// Devices seen with a UPN naming this principal around the time it was active.
+    pub fn devices_of(&self, principal: &PrincipalState) -> Vec<&DeviceSighting> {
+        self.devices.for_principal(
+            &principal.name,
+            principal.first_seen,
+            principal.last_seen,
+            self.cfg.device_window_ns,
+        )
+    }
+
+    /// The capture is over: what still waits is decided as far as it can be.
+    pub fn finish(&mut self) {
+        self.close_pending();
+    }
+
+    // ------------------------------------------------------------------ time
+
+    fn advance(&mut self, ts: Timestamp) {
+        self.span = Some(match self.span {
+            None => (ts, ts),
+            Some((a, b)) => (a.min(ts), b.max(ts)),
+        });
+        match self.now {
+            Some(now) if ts.0 < now.0 - SECOND => {
+                // An older capture follows a newer one: what waited in the first cannot be
+                // answered in the second.
+                self.stats.clock_resets += 1;
+                self.close_pending();
+                self.now = Some(ts);
+            }
+            Some(now) if ts <= now => {}
+            _ => self.now = Some(ts),
+        }
+        let now = self.now.unwrap_or(ts);
+        self.expire(now);
+        if self.next_sweep.is_none_or(|n| now >= n) {
+            self.sweep(now);
+            self.next_sweep = Some(Timestamp(now.0 + 60 * SECOND));
+        }
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        while let Some(&(deadline, key)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let due = self
+                .outstanding
+                .get(&key)
+                .is_some_and(|o| o.first.0 + self.cfg.unanswered_after_ns <= now.0);
+            if due {
+                if let Some(o) = self.take(&key) {
+                    self.unanswered(o);
+                }
+            }
+        }
+        while let Some(&(deadline, key)) = self.too_big_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.too_big_deadlines.pop_front();
+            let due = self
+                .too_big
+                .get(&key)
+                .is_some_and(|t| t.at.0 + self.cfg.tcp_retry_window_ns <= now.0);
+            if due {
+                if let Some(t) = self.take_too_big(&key) {
+                    self.too_big_unretried(t);
+                }
+            }
+        }
+    }
+
+    /// Closes everything that waits, as at the end of a capture.
+    fn close_pending(&mut self) {
+        let now = match self.now {
+            Some(n) => n,
+            None => return,
+        };
+        self.expire(now);
+        let keys: Vec<ReqKey> = self.deadlines.drain(..).map(|(_, k)| k).collect();
+        for key in keys {
+            if let Some(o) = self.take(&key) {
+                if o.first.0 + self.cfg.unanswered_after_ns <= now.0 {
+                    self.unanswered(o);
+                } else {
+                    self.stats.pending_at_end += 1;
+                }
+            }
+        }
+        self.outstanding.clear();
+        self.by_frame.clear();
+        let keys: Vec<ReqKey> = self.too_big_deadlines.drain(..).map(|(_, k)| k).collect();
+        for key in keys {
+            if let Some(t) = self.take_too_big(&key) {
+                let silent = self.tcp_silent.contains_key(&(t.client, t.kdc));
+                if silent || t.at.0 + self.cfg.tcp_retry_window_ns <= now.0 {
+                    self.too_big_unretried(t);
+                } else {
+                    self.stats.too_big_undecided += 1;
+                }
+            }
+        }
+        self.too_big.clear();
+        self.too_big_pairs.clear();
+        self.tcp_silent.clear();
+    }
+
+    /// Forgets principals, clients and tickets idle for long, by capture time.
+    fn sweep(&mut self, now: Timestamp) {
+        let idle = self.cfg.idle_ns;
+        let before = self.principals.len();
+        self.principals.retain(|_, p| now.0 - p.last_seen.0 <= idle);
+        self.stats.principals_evicted += (before - self.principals.len()) as u64;
+        let before = self.clients.len();
+        self.clients.retain(|_, c| now.0 - c.last_seen.0 <= idle);
+        self.stats.clients_evicted += (before - self.clients.len()) as u64;
+        let ttl = self.cfg.ticket_ttl_ns;
+        let before = self.tickets.len();
+        self.tickets.retain(|_, t| now.0 - t.at.0 <= ttl);
+        self.stats.tickets_evicted += (before - self.tickets.len()) as u64;
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    fn file_id(&mut self, name: Option<&str>) -> u32 {
+        let name = name.unwrap_or("");
+        if let Some((i, id)) = self.last_file {
+            if self.files.get(i).is_some_and(|f| &**f == name) {
+                return id;
+            }
+        }
+        let i = match self.files.iter().position(|f| &**f == name) {
+            Some(i) => i,
+            None => {
+                self.files.push(name.into());
+                self.files.len() - 1
+            }
+        };
+        let id = u32::try_from(i).unwrap_or(u32::MAX);
+        self.last_file = Some((i, id));
+        id
+    }
+
+    fn ev(&mut self, e: &Event<'_>) -> Ev {
+        Ev {
+            file: self.file_id(e.pcap_file.as_deref()),
+            frame: e.frame,
+            flow: e.flow_id.as_deref().and_then(FlowTag::new),
+        }
+    }
+
+    fn kdc(&mut self, addr: IpAddr, port: u16, at: Timestamp) -> &mut Kdc {
+        let key = (addr, port);
+        if !self.kdcs.contains_key(&key) && self.kdcs.len() >= self.cfg.max_kdcs {
+            let victims = oldest(&self.kdcs, |k| k.last_seen, self.cfg.max_kdcs / 8);
+            for v in victims {
+                if let Some(k) = self.kdcs.remove(&v) {
+                    let mut out = Vec::new();
+                    self.kdc_findings(&k, &mut out);
+                    self.retired.extend(out);
+                    self.stats.kdcs_evicted += 1;
+                }
+            }
+        }
+        let k = self.kdcs.entry(key).or_insert_with(|| Kdc::new(addr, port, at));
+        k.last_seen = k.last_seen.max(at);
+        k
+    }
+
+    fn client(&mut self, addr: IpAddr, at: Timestamp) -> &mut Client {
+        if !self.clients.contains_key(&addr) && self.clients.len() >= self.cfg.max_clients {
+            for v in oldest(&self.clients, |c| c.last_seen, self.cfg.max_clients / 8) {
+                self.clients.remove(&v);
+                self.stats.clients_evicted += 1;
+            }
+        }
+        let c = self.clients.entry(addr).or_insert_with(|| Client::new(addr, at));
+        c.last_seen = c.last_seen.max(at);
+        c
+    }
+
+    fn principal(&mut self, name: &str, at: Timestamp) -> Option<&mut PrincipalState> {
+        if !self.principals.contains_key(name) {
+            if self.principals.len() >= self.cfg.max_principals {
+                for v in oldest(&self.principals, |p| p.last_seen, self.cfg.max_principals / 8) {
+                    self.principals.remove(&v);
+                    self.stats.principals_evicted += 1;
+                }
+            }
+            self.principals.insert(name.into(), PrincipalState::new(name, at));
+        }
+        let p = self.principals.get_mut(name)?;
+        p.last_seen = p.last_seen.max(at);
+        Some(p)
+    }
+
+    fn record_step(&mut self, principal: &str, step: Step) {
+        if let Some(p) = self.principal(principal, step.at) {
+            p.push(step);
+        }
+    }
+
+    fn take(&mut self, key: &ReqKey) -> Option<OutReq> {
+        let o = self.outstanding.remove(key)?;
+        for a in &o.attempts {
+            self.by_frame.remove(&(a.ev.file, a.ev.frame));
+        }
+        Some(o)
+    }
+
+    fn take_too_big(&mut self, key: &ReqKey) -> Option<TooBig> {
+        let t = self.too_big.remove(key)?;
+        let pair = (t.client, t.kdc);
+        if let Some(n) = self.too_big_pairs.get_mut(&pair) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.too_big_pairs.remove(&pair);
+            }
+        }
+        Some(t)
+    }
+
+    fn finding(
+        &mut self,
+        rule: &'static Rule,
+        kind: SubjectKind,
+        name: &str,
+        at: Timestamp,
+        ev: impl IntoIterator<Item = Ev>,
+    ) -> &mut Agg {
+        self.findings.record(rule, kind, name, at, ev)
+    }
+
+    // ------------------------------------------------------------------ requests
+
+    fn request(&mut self, e: &Event<'_>, k: &Krb5<'_>) {
+        let (Some(client), Some(kdc)) = (e.src_ip, e.dest_ip) else { return };
+        let port = e.dest_port.unwrap_or(88);
+        let transport = e.proto.unwrap_or(Transport::Udp);
+        let at = e.timestamp;
+        let ev = self.ev(e);
+        let kind = request_kind(k);
+        {
+            let s = self.kdc(kdc, port, at);
+            s.requests += 1;
+            match transport {
+                Transport::Udp => s.requests_udp += 1,
+                Transport::Tcp => s.requests_tcp += 1,
+            }
+            s.realm(k.realm.as_deref());
+        }
+        {
+            let c = self.client(client, at);
+            match kind {
+                ReqKind::As => c.as_req += 1,
+                ReqKind::Tgs => c.tgs_req += 1,
+                ReqKind::S4u2Self => c.s4u2self += 1,
+                ReqKind::S4u2Proxy => c.s4u2proxy += 1,
+            }
+            match transport {
+                Transport::Udp => c.udp += 1,
+                Transport::Tcp => c.tcp += 1,
+            }
+            if c.kdcs.len() < 8 && !c.kdcs.contains(&kdc) {
+                c.kdcs.push(kdc);
+            }
+        }
+        let key = ReqKey {
+            client,
+            msg: k.msg_type.0,
+            // Without a nonce (a malformed request) it stands alone.
+            nonce: k.nonce.unwrap_or(i64::MIN + (e.frame as i64 & 0x7fff_ffff_ffff)),
+        };
+        let mut after_too_big = false;
+        if transport == Transport::Tcp {
+            if let Some(t) = self.take_too_big(&key) {
+                self.too_big_retried(t, at, kdc);
+                after_too_big = true;
+            }
+        }
+        let attempt = Attempt { kdc, port, transport, at, ev };
+        if let Some(o) = self.outstanding.get_mut(&key) {
+            o.after_too_big |= after_too_big;
+            if o.attempts.len() < MAX_ATTEMPTS {
+                o.attempts.push(attempt);
+            }
+            self.by_frame.insert((ev.file, ev.frame), key);
+            return;
+        }
+        let (principal, via) = self.request_parties(kind, k);
+        let target = k.sname.as_ref().map(|s| full_name(s, k.realm.as_deref())).unwrap_or_default();
+        if self.outstanding.len() >= self.cfg.max_outstanding {
+            // The oldest waiting request goes.
+            while let Some((_, old)) = self.deadlines.pop_front() {
+                if self.take(&old).is_some() {
+                    self.stats.requests_evicted += 1;
+                    break;
+                }
+            }
+        }
+        self.outstanding.insert(
+            key,
+            OutReq {
+                kind,
+                principal,
+                via,
+                target: target.into(),
+                first: at,
+                attempts: smallvec::smallvec![attempt],
+                after_too_big,
+            },
+        );
+        self.by_frame.insert((ev.file, ev.frame), key);
+        self.deadlines.push_back((Timestamp(at.0 + self.cfg.unanswered_after_ns), key));
+    }
+
+    /// Who a request is for, and which service account acts (S4U).
+    fn request_parties(&mut self, kind: ReqKind, k: &Krb5<'_>) -> (Option<Box<str>>, Option<Box<str>>) {
+        match kind {
+            ReqKind::As => (k.cname.as_ref().map(|c| full_name(c, k.realm.as_deref()).into()), None),
+            ReqKind::S4u2Self => {
+                let user = k
+                    .for_user
+                    .as_ref()
+                    .and_then(|f| f.user.as_ref().map(|u| full_name(u, f.realm.as_deref())))
+                    .or_else(|| {
+                        k.s4u_x509_user
+                            .as_ref()
+                            .and_then(|x| x.user.as_ref().map(|u| full_name(u, x.realm.as_deref())))
+                    });
+                let via = k.sname.as_ref().map(|s| full_name(s, k.realm.as_deref()));
+                (user.map(Into::into), via.map(Into::into))
+            }
+            ReqKind::S4u2Proxy => {
+                let link = k
+                    .additional_tickets
+                    .first()
+                    .and_then(|t| t.id)
+                    .and_then(|id| self.tickets.get(&id));
+                match link {
+                    Some(l) => (Some(l.user.clone()), Some(l.via.clone())),
+                    None => (None, None),
+                }
+            }
+            ReqKind::Tgs => (None, None),
+        }
+    }
+
+    // ------------------------------------------------------------------ replies
+
+    fn reply(&mut self, e: &Event<'_>, k: &Krb5<'_>) {
+        let (Some(kdc), Some(client)) = (e.src_ip, e.dest_ip) else { return };
+        let port = e.src_port.unwrap_or(88);
+        let transport = e.proto.unwrap_or(Transport::Udp);
+        let at = e.timestamp;
+        let ev = self.ev(e);
+        let err = k.error.as_ref();
+        {
+            let s = self.kdc(kdc, port, at);
+            match err {
+                Some(x) => *s.errors.entry(x.code).or_insert(0) += 1,
+                None => s.tickets += 1,
+            }
+            s.realm(k.realm.as_deref());
+            if let Some(lat) = k.request.as_ref().map(|r| r.latency_us) {
+                if let Some(h) = s.latency.as_mut() {
+                    let _ = h.record(u64::try_from(lat.max(1)).unwrap_or(1));
+                }
+            }
+        }
+        if err.is_some() {
+            self.client(client, at).errors += 1;
+        }
+        // The KDC's clock, measured from every error it sends (PREAUTH_REQUIRED included).
+        if let Some(skew) = err.and_then(|x| x.skew_seconds) {
+            let threshold = self.cfg.clock_offset_warning_s;
+            let cap = self.cfg.evidence_per_finding;
+            let s = self.kdc(kdc, port, at);
+            s.offset.add(skew);
+            if skew.abs() > threshold {
+                s.offset_over.add(at, [ev], cap);
+                if skew.abs() > s.offset_over.worst.abs() {
+                    s.offset_over.worst = skew;
+                }
+            }
+        }
+        // The request: by the frame the decoder paired it with.
+        let req = k.request.as_ref().and_then(|r| {
+            let file = match r.pcap_file.as_deref() {
+                Some(f) => self.file_id(Some(f)),
+                None => ev.file,
+            };
+            self.by_frame.get(&(file, r.frame)).copied()
+        });
+        let req = req.and_then(|key| self.take(&key).map(|o| (key, o)));
+        let mut failed_over = false;
+        if let Some((_, o)) = &req {
+            failed_over = self.failover(o, kdc, at);
+        }
+        let (kind, principal, via, target, requested, after_too_big) = match &req {
+            Some((_, o)) => (
+                Some(o.kind),
+                o.principal.clone(),
+                o.via.clone(),
+                o.target.clone(),
+                Some(o.attempts.iter().find(|a| a.kdc == kdc).map_or(o.first, |a| a.at)),
+                o.after_too_big,
+            ),
+            None => (None, None, None, Box::<str>::from(""), None, false),
+        };
+        let cname = k.cname.as_ref().map(|c| full_name(c, k.crealm.as_deref()));
+        let sname = k.sname.as_ref().map(|s| full_name(s, k.realm.as_deref()));
+        let latency_us = k.request.as_ref().map(|r| r.latency_us);
+        let target: Box<str> = if target.is_empty() { sname.clone().unwrap_or_default().into() } else { target };
+        let kind = kind.unwrap_or(match k.msg_type {
+            MessageType::AS_REP => ReqKind::As,
+            _ if target.starts_with("krbtgt/") && err.is_some() => ReqKind::As,
+            _ => ReqKind::Tgs,
+        });
+        // Who the step belongs to: the impersonated user for S4U (the error names the
+        // service account), otherwise the reply's client.
+        let who: Option<Box<str>> = match kind {
+            ReqKind::S4u2Self | ReqKind::S4u2Proxy => principal.clone().or_else(|| {
+                if err.is_none() {
+                    cname.clone().map(Into::into)
+                } else {
+                    None
+                }
+            }),
+            _ => principal.clone().or_else(|| cname.clone().map(Into::into)),
+        };
+        let via: Option<Box<str>> = match kind {
+            ReqKind::S4u2Proxy if via.is_none() && err.is_some() => cname.clone().map(Into::into),
+            _ => via,
+        };
+        if let Some(v) = &via {
+            if let Some(p) = self.principal(v, at) {
+                p.service_account = true;
+            }
+        }
+        let step = |outcome| Step {
+            kind: kind.step(),
+            target: target.clone(),
+            via: via.clone(),
+            kdc,
+            transport,
+            at,
+            latency_us,
+            outcome,
+            frame: ev.frame,
+            file: ev.file,
+            after_too_big,
+            after_failover: failed_over,
+        };
+        match err {
+            None => {
+                if let Some(w) = &who {
+                    self.record_step(w, step(Outcome::Ok));
+                }
+                match kind {
+                    ReqKind::S4u2Self => {
+                        if let (Some(id), Some(user), Some(v)) =
+                            (k.ticket.as_ref().and_then(|t| t.id), who.clone(), via.clone())
+                        {
+                            self.remember_ticket(id, user, v, at);
+                        }
+                    }
+                    ReqKind::S4u2Proxy => {
+                        if let (Some(v), Some(user)) = (&via, &who) {
+                            let d = self.delegations.entry(v.clone()).or_default();
+                            if !d.ok.iter().any(|(t, u, _)| *t == target && u == user) {
+                                if d.ok.len() == DELEGATIONS_KEPT {
+                                    d.ok.remove(0);
+                                }
+                                d.ok.push((target.clone(), user.clone(), at));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(x) => {
+                let code = x.code;
+                if code == ErrorCode::KDC_ERR_PREAUTH_REQUIRED {
+                    return;
+                }
+                if code == ErrorCode::KRB_ERR_RESPONSE_TOO_BIG && transport == Transport::Udp {
+                    if let Some((key, o)) = req {
+                        self.too_big_pending(key, o, kdc, port, at, ev, requested.unwrap_or(at));
+                    }
+                    return;
+                }
+                if let Some(w) = who.as_deref().or(via.as_deref()) {
+                    let w: Box<str> = w.into();
+                    self.record_step(&w, step(Outcome::Error(code)));
+                }
+                let ctx = ErrCtx {
+                    kind,
+                    client,
+                    who: who.as_deref(),
+                    via: via.as_deref(),
+                    target: &target,
+                    cname: cname.as_deref(),
+                    kdc: kdc_name(kdc, port),
+                    at,
+                    ev,
+                    req_ev: req.as_ref().and_then(|(_, o)| o.attempts.last().map(|a| a.ev)),
+                };
+                self.krb_error(&ctx, x, k);
+            }
+        }
+    }
+
+    fn remember_ticket(&mut self, id: TicketId, user: Box<str>, via: Box<str>, at: Timestamp) {
+        if !self.tickets.contains_key(&id) && self.tickets.len() >= self.cfg.max_tickets {
+            for v in oldest(&self.tickets, |t| t.at, self.cfg.max_tickets / 8) {
+                self.tickets.remove(&v);
+                self.stats.tickets_evicted += 1;
+            }
+        }
+        self.tickets.insert(id, TicketLink { user, via, at });
+    }
+
+    /// A reply came from `kdc`; attempts at other KDCs went unanswered: fail-over.
+    fn failover(&mut self, o: &OutReq, kdc: IpAddr, at: Timestamp) -> bool {
+        let mut seen: smallvec::SmallVec<[(IpAddr, u16); 2]> = smallvec::SmallVec::new();
+        for a in &o.attempts {
+            if a.kdc == kdc || seen.contains(&(a.kdc, a.port)) {
+                continue;
+            }
+            seen.push((a.kdc, a.port));
+        }
+        if seen.is_empty() {
+            return false;
+        }
+        let answered_by = kdc_name(kdc, 88);
+        for (dead, port) in seen {
+            let evs: Vec<Ev> = o.attempts.iter().filter(|a| a.kdc == dead).map(|a| a.ev).collect();
+            let first = o.attempts.iter().find(|a| a.kdc == dead).map_or(o.first, |a| a.at);
+            let waited = (at.0 - first.0) as f64 / 1e6;
+            self.kdc(dead, port, at).failed_over += 1;
+            let name = kdc_name(dead, port);
+            let what = describe_request(o.kind, o.principal.as_deref(), &o.target);
+            let a = self.finding(&catalogue::KDC_FAILOVER, SubjectKind::Kdc, &name, first, evs);
+            if a.is_new() {
+                a.explanation = format!(
+                    "KDC {name} did not answer {what}; the client asked {answered_by}, which answered {waited:.0} ms after the first attempt."
+                );
+            }
+            a.fact_list("answered_by", &answered_by, 8);
+            a.measure("delay_ms", waited);
+        }
+        true
+    }
+
+    fn unanswered(&mut self, o: OutReq) {
+        let mut kdcs: smallvec::SmallVec<[(IpAddr, u16); 2]> = smallvec::SmallVec::new();
+        for a in &o.attempts {
+            if !kdcs.contains(&(a.kdc, a.port)) {
+                kdcs.push((a.kdc, a.port));
+            }
+        }
+        let cap = self.cfg.evidence_per_finding;
+        let last = o.attempts.last().map_or(o.first, |a| a.at);
+        for (kdc, port) in &kdcs {
+            let evs: Vec<Ev> = o.attempts.iter().filter(|a| a.kdc == *kdc).map(|a| a.ev).collect();
+            let s = self.kdc(*kdc, *port, last);
+            s.unanswered += 1;
+            s.silent.add(o.first, evs, cap);
+            s.silent.principal(o.principal.as_deref());
+        }
+        if let Some(p) = &o.principal {
+            let a = o.attempts.last().copied();
+            if let Some(a) = a {
+                let step = Step {
+                    kind: o.kind.step(),
+                    target: o.target.clone(),
+                    via: o.via.clone(),
+                    kdc: a.kdc,
+                    transport: a.transport,
+                    at: o.first,
+                    latency_us: None,
+                    outcome: Outcome::Unanswered,
+                    frame: a.ev.frame,
+                    file: a.ev.file,
+                    after_too_big: o.after_too_big,
+                    after_failover: kdcs.len() > 1,
+                };
+                let p = p.clone();
+                self.record_step(&p, step);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ 52 and TCP
+
+    #[allow(clippy::too_many_arguments)]
+    fn too_big_pending(
+        &mut self,
+        key: ReqKey,
+        o: OutReq,
+        kdc: IpAddr,
+        kdc_port: u16,
+        at: Timestamp,
+        ev: Ev,
+        requested: Timestamp,
+    ) {
+        let t = TooBig {
+            client: key.client,
+            kdc,
+            kdc_port,
+            requested,
+            at,
+            ev,
+            request: OutReqSummary { kind: o.kind, principal: o.principal, via: o.via, target: o.target },
+        };
+        if let Some(old) = self.take_too_big(&key) {
+            self.too_big_unretried(old);
+        }
+        *self.too_big_pairs.entry((key.client, kdc)).or_insert(0) += 1;
+        self.too_big.insert(key, t);
+        self.too_big_deadlines.push_back((Timestamp(at.0 + self.cfg.tcp_retry_window_ns), key));
+    }
+
+    fn too_big_retried(&mut self, t: TooBig, at: Timestamp, tcp_kdc: IpAddr) {
+        let added_ms = (at.0 - t.requested.0) as f64 / 1e6;
+        let client = t.client.to_string();
+        let kdc = kdc_name(t.kdc, t.kdc_port);
+        let what = describe_request(t.request.kind, t.request.principal.as_deref(), &t.request.target);
+        let a = self.finding(&catalogue::RESPONSE_TOO_BIG_TCP_RETRY, SubjectKind::Client, &client, t.at, [t.ev]);
+        if a.is_new() {
+            a.explanation = format!(
+                "KDC {kdc}'s reply to {what} was too large for UDP (KRB_ERR_RESPONSE_TOO_BIG); client {client} sent the request again over TCP{}, {added_ms:.1} ms after the UDP attempt.",
+                if tcp_kdc == t.kdc { String::new() } else { format!(" to {tcp_kdc}") }
+            );
+        }
+        a.fact_list("kdcs", &kdc, 8);
+        a.measure("added_latency_ms", added_ms);
+    }
+
+    /// No TCP retry came: either TCP connection attempts to that KDC went unanswered
+    /// meanwhile (a firewall), or the client never tried.
+    fn too_big_unretried(&mut self, t: TooBig) {
+        let pair = (t.client, t.kdc);
+        let silent = self.tcp_silent.get(&pair).filter(|(ts, _)| *ts >= t.requested).map(|(_, e)| *e);
+        let client = t.client.to_string();
+        let kdc = kdc_name(t.kdc, t.kdc_port);
+        let what = describe_request(t.request.kind, t.request.principal.as_deref(), &t.request.target);
+        if let Some(syn) = silent {
+            let a = self.finding(&catalogue::RESPONSE_TOO_BIG_TCP_BLOCKED, SubjectKind::Kdc, &kdc, t.at, [t.ev, syn]);
+            if a.is_new() {
+                a.explanation = format!(
+                    "KDC {kdc}'s reply to {what} was too large for UDP (KRB_ERR_RESPONSE_TOO_BIG); client {client} tried TCP/88 but its connection attempts were never answered."
+                );
+            }
+            a.fact_list("clients", &client, 8);
+        } else {
+            let a = self.finding(&catalogue::RESPONSE_TOO_BIG_NO_TCP_RETRY, SubjectKind::Client, &client, t.at, [t.ev]);
+            if a.is_new() {
+                a.explanation = format!(
+                    "KDC {kdc}'s reply to {what} was too large for UDP (KRB_ERR_RESPONSE_TOO_BIG) and client {client} did not send it again over TCP."
+                );
+            }
+            a.fact_list("kdcs", &kdc, 8);
+        }
+        if let Some(p) = t.request.principal.clone() {
+            let step = Step {
+                kind: t.request.kind.step(),
+                target: t.request.target.clone(),
+                via: t.request.via.clone(),
+                kdc: t.kdc,
+                // Blocked: the request went on to TCP and got nothing there.
+                transport: if silent.is_some() { Transport::Tcp } else { Transport::Udp },
+                at: t.at,
+                latency_us: Some((t.at.0 - t.requested.0) / 1000),
+                outcome: if silent.is_some() {
+                    Outcome::Unanswered
+                } else {
+                    Outcome::Error(ErrorCode::KRB_ERR_RESPONSE_TOO_BIG)
+                },
+                frame: silent.map_or(t.ev.frame, |e| e.frame),
+                file: t.ev.file,
+                after_too_big: silent.is_some(),
+                after_failover: false,
+            };
+            self.record_step(&p, step);
+        }
+    }
+
+    fn tcp_no_answer(&mut self, e: &Event<'_>) {
+        let (Some(client), Some(kdc)) = (e.src_ip, e.dest_ip) else { return };
+        let port = e.dest_port.unwrap_or(88);
+        let at = e.timestamp;
+        let ev = self.ev(e);
+        if self.too_big_pairs.contains_key(&(client, kdc)) {
+            if self.tcp_silent.len() < self.cfg.max_outstanding {
+                self.tcp_silent.insert((client, kdc), (at, ev));
+            }
+            return;
+        }
+        let name = kdc_name(kdc, port);
+        let c = client.to_string();
+        let a = self.finding(&catalogue::KDC_TCP_UNANSWERED, SubjectKind::Kdc, &name, at, [ev]);
+        if a.is_new() {
+            a.explanation = format!("Client {c} tried to connect to KDC {name} over TCP and got no answer.");
+        }
+        a.fact_list("clients", &c, 8);
+    }
+
+    // ------------------------------------------------------------------ errors
+
+    fn krb_error(&mut self, c: &ErrCtx<'_>, x: &kcd_schema::KrbErrorInfo<'_>, k: &Krb5<'_>) {
+        let code = x.code;
+        let err = format!("{} ({})", code, code.0);
+        let e_text = x.e_text.as_deref().filter(|t| !t.is_empty());
+        let nt = x.e_data.as_ref().and_then(|d| d.ntstatus).map(|n| n.0);
+        let evs: smallvec::SmallVec<[Ev; 2]> = c.req_ev.into_iter().chain([c.ev]).collect();
+        let what = describe_request(c.kind, c.who, c.target);
+        let add_common = |a: &mut Agg| {
+            a.fact("kdc", c.kdc.clone());
+            a.fact("error", err.clone());
+            if let Some(t) = e_text {
+                a.fact("e_text", t.to_string());
+            }
+            if let Some(n) = nt {
+                a.fact("ntstatus", n.to_string());
+                a.fact("ntstatus_code", n.hex());
+            }
+        };
+        let said = match (e_text, nt) {
+            (Some(t), Some(n)) => format!(" (\"{t}\", {n})"),
+            (Some(t), None) => format!(" (\"{t}\")"),
+            (None, Some(n)) => format!(" ({n})"),
+            (None, None) => String::new(),
+        };
+        let kdc = &c.kdc;
+        match code {
+            ErrorCode::KRB_AP_ERR_SKEW => {
+                let skew = x.skew_seconds;
+                // The KDC's clock agrees with the capture's: the requester's clock (or the
+                // time it wrote into its request) is the wrong one.
+                let client_wrong = skew.is_some_and(|s| s.abs() < self.cfg.clock_offset_warning_s);
+                let (kind, name) = if client_wrong {
+                    (SubjectKind::Client, c.client.to_string())
+                } else {
+                    (SubjectKind::Kdc, kdc.clone())
+                };
+                let client = c.client;
+                let a = self.finding(&catalogue::CLOCK_SKEW, kind, &name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = match skew {
+                        Some(s) if client_wrong => format!(
+                            "KDC {kdc} refused {what} with KRB_AP_ERR_SKEW, yet its clock agrees with this capture's (offset {s:+.3} s): the clock of client {client}, or the time it put in its request, is off."
+                        ),
+                        Some(s) => format!("KDC {kdc} refused {what} with KRB_AP_ERR_SKEW: {}.", offset_words(s)),
+                        None => format!(
+                            "KDC {kdc} refused {what} with KRB_AP_ERR_SKEW: its clock and the client's differ by more than the allowed skew."
+                        ),
+                    };
+                    add_common(a);
+                }
+                if let Some(s) = skew {
+                    a.measure("offset_seconds", s);
+                }
+                a.fact_list("principals", c.who.or(c.cname).unwrap_or("?"), 8);
+            }
+            ErrorCode::KDC_ERR_C_PRINCIPAL_UNKNOWN => {
+                let name = c.who.or(c.cname).unwrap_or("?");
+                let a = self.finding(&catalogue::PRINCIPAL_UNKNOWN, SubjectKind::Principal, name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = match c.kind {
+                        ReqKind::S4u2Self => format!(
+                            "KDC {kdc} does not know {name}: {} asked for a ticket on behalf of this user (S4U2Self) and got KDC_ERR_C_PRINCIPAL_UNKNOWN{said}.",
+                            c.via.unwrap_or("the service account")
+                        ),
+                        _ => format!("KDC {kdc} does not know {name} (KDC_ERR_C_PRINCIPAL_UNKNOWN{said}, answering {what})."),
+                    };
+                    add_common(a);
+                }
+            }
+            ErrorCode::KDC_ERR_S_PRINCIPAL_UNKNOWN => {
+                let spn = c.target;
+                let a = self.finding(&catalogue::TARGET_SPN_UNKNOWN, SubjectKind::Spn, spn, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!(
+                        "KDC {kdc} has no account with the service principal name {spn} (KDC_ERR_S_PRINCIPAL_UNKNOWN{said}, answering {what})."
+                    );
+                    add_common(a);
+                    if let Some(v) = c.via {
+                        a.fact("service_account", v.to_string());
+                    }
+                }
+                if let Some(u) = c.who {
+                    a.fact_list("principals", u, 8);
+                }
+            }
+            ErrorCode::KDC_ERR_BADOPTION if c.kind == ReqKind::S4u2Proxy => {
+                self.s4u2proxy_refused(c, x, &said, evs, &add_common);
+            }
+            ErrorCode::KDC_ERR_POLICY | ErrorCode::KDC_ERR_CLIENT_REVOKED => {
+                let name = c.who.or(c.cname).unwrap_or("?");
+                let state = match nt.and_then(|n| n.name()) {
+                    Some(n) => format!("the KDC says {n}"),
+                    None => "the KDC gave no NTSTATUS: disabled, locked out or expired".into(),
+                };
+                let a = self.finding(&catalogue::ACCOUNT_DISABLED, SubjectKind::Principal, name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!("KDC {kdc} refused {what} with {err}{said}: the account {name} may not log in ({state}).");
+                    add_common(a);
+                }
+            }
+            ErrorCode::KDC_ERR_PREAUTH_FAILED => {
+                let name = c.cname.or(c.who).unwrap_or("?");
+                let kind = self.subject_kind(name);
+                let a = self.finding(&catalogue::PASSWORD_WRONG, kind, name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!(
+                        "KDC {kdc} rejected the login of {name} with KDC_ERR_PREAUTH_FAILED{said}: the password (or key) used does not match the account."
+                    );
+                    add_common(a);
+                }
+            }
+            ErrorCode::KDC_ERR_KEY_EXPIRED => {
+                let name = c.cname.or(c.who).unwrap_or("?");
+                let kind = self.subject_kind(name);
+                let a = self.finding(&catalogue::PASSWORD_EXPIRED, kind, name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!("KDC {kdc} refused the login of {name}: its password has expired (KDC_ERR_KEY_EXPIRED{said}).");
+                    add_common(a);
+                }
+            }
+            ErrorCode::KDC_ERR_ETYPE_NOSUPP => {
+                let name = c.who.or(c.cname).unwrap_or("?");
+                let etypes: Vec<String> = k.etypes.iter().map(|e| e.to_string()).collect();
+                let a = self.finding(&catalogue::ETYPE_UNSUPPORTED, SubjectKind::Principal, name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!("KDC {kdc} found no encryption type it shares with the client for {what} (KDC_ERR_ETYPE_NOSUPP{said}).");
+                    add_common(a);
+                    if !etypes.is_empty() {
+                        a.fact("client_etypes", etypes);
+                    }
+                }
+            }
+            ErrorCode::KRB_AP_ERR_MODIFIED => {
+                let spn = c.target;
+                let a = self.finding(&catalogue::TICKET_NOT_DECRYPTABLE, SubjectKind::Spn, spn, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!("A ticket for {spn} could not be decrypted (KRB_AP_ERR_MODIFIED{said} from {kdc}): the key it was made with is not the key the receiver holds.");
+                    add_common(a);
+                }
+            }
+            ErrorCode::KDC_ERR_WRONG_REALM => {
+                let name = c.who.or(c.cname).unwrap_or("?");
+                let a = self.finding(&catalogue::WRONG_REALM, SubjectKind::Principal, name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!("KDC {kdc} answered {what} with KDC_ERR_WRONG_REALM{said}: the request names a realm this KDC does not serve.");
+                    add_common(a);
+                }
+            }
+            ErrorCode::KRB_ERR_GENERIC => {
+                let (kind, name) = match (c.kind, c.via) {
+                    (ReqKind::S4u2Self | ReqKind::S4u2Proxy, Some(v)) => (SubjectKind::ServiceAccount, v),
+                    _ => (SubjectKind::Principal, c.who.or(c.cname).unwrap_or("?")),
+                };
+                let a = self.finding(&catalogue::GENERIC_ERROR, kind, name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!(
+                        "KDC {kdc} refused {what} with KRB_ERR_GENERIC{}.",
+                        match e_text {
+                            Some(t) => format!(", saying \"{t}\""),
+                            None => " and no message".into(),
+                        }
+                    );
+                    add_common(a);
+                }
+            }
+            _ => {
+                let (kind, name) = match c.who.or(c.cname) {
+                    Some(n) => (SubjectKind::Principal, n.to_string()),
+                    None => (SubjectKind::Kdc, kdc.clone()),
+                };
+                let a = self.finding(&catalogue::OTHER_ERROR, kind, &name, c.at, evs);
+                if a.is_new() {
+                    a.explanation = format!("KDC {kdc} answered {what} with {err}{said}.");
+                    add_common(a);
+                }
+                a.fact_list("errors", &err, 8);
+            }
+        }
+    }
+
+    fn s4u2proxy_refused(
+        &mut self,
+        c: &ErrCtx<'_>,
+        x: &kcd_schema::KrbErrorInfo<'_>,
+        said: &str,
+        evs: smallvec::SmallVec<[Ev; 2]>,
+        add_common: &dyn Fn(&mut Agg),
+    ) {
+        let via = c.via.unwrap_or("the service account");
+        let mut r = s4u::Refusal {
+            ntstatus: x.e_data.as_ref().and_then(|d| d.ntstatus).map(|n| n.0),
+            e_text: x.e_text.as_deref(),
+            ..Default::default()
+        };
+        let mut worked_before = None;
+        if let Some(d) = c.via.and_then(|v| self.delegations.get(v)) {
+            for (t, u, at) in &d.ok {
+                let same_user = Some(&**u) == c.who;
+                if &**t == c.target {
+                    if same_user {
+                        worked_before = Some(*at);
+                    } else {
+                        r.same_target_other_user_ok = true;
+                    }
+                } else {
+                    r.other_target_ok = true;
+                    r.other_target_ok_same_user |= same_user;
+                }
+            }
+        }
+        let d = s4u::diagnose(&r);
+        let rule = d.rule();
+        let target = c.target;
+        let user = c.who.unwrap_or("a user whose S4U2Self is not in the capture");
+        let kdc = c.kdc.clone();
+        let a = self.finding(rule, SubjectKind::ServiceAccount, via, c.at, evs);
+        if a.is_new() {
+            let causes: Vec<&str> = d.causes.iter().map(|x| x.describe()).collect();
+            let mut s = format!(
+                "KDC {kdc} refused to let {via} delegate {user} to {target} (S4U2Proxy, KDC_ERR_BADOPTION{said})"
+            );
+            match causes.as_slice() {
+                [one] => s.push_str(&format!(": {one}")),
+                many => s.push_str(&format!("; possible causes: {}", many.join("; "))),
+            }
+            if !d.because.is_empty() {
+                s.push_str(&format!(" (from {})", d.because.join("; ")));
+            }
+            s.push('.');
+            if let Some(t) = worked_before {
+                s.push_str(&format!(
+                    " The same delegation succeeded at {}: a setting changed since.",
+                    t.to_rfc3339()
+                ));
+            }
+            a.explanation = s;
+            add_common(a);
+            a.fact("target_spn", target.to_string());
+            a.fact(
+                "possible_causes",
+                d.causes.iter().map(|x| x.id().to_string()).collect::<Vec<_>>(),
+            );
+        }
+        if let Some(u) = c.who {
+            a.fact_list("principals", u, 8);
+        }
+    }
+
+    fn subject_kind(&self, name: &str) -> SubjectKind {
+        if self.principals.get(name).is_some_and(|p| p.service_account) {
+            SubjectKind::ServiceAccount
+        } else {
+            SubjectKind::Principal
+        }
+    }
+
+    // ------------------------------------------------------------------ output
+
+    /// Findings so far, errors first. Decisions that need the whole picture (is a silent
+    /// KDC down, or only dropping some requests?) are taken on the state as it stands.
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut out: Vec<Finding> =
+            self.findings.iter().map(|a| findings::materialize(a, &self.files)).collect();
+        let mut kdcs: Vec<&Kdc> = self.kdcs.values().collect();
+        kdcs.sort_by_key(|k| (k.addr, k.port));
+        for k in kdcs {
+            self.kdc_findings(k, &mut out);
+        }
+        out.extend(self.retired.iter().cloned());
+        for f in &mut out {
+            self.add_devices(f);
+        }
+        findings::sort(&mut out);
+        out
+    }
+
+    fn add_devices(&self, f: &mut Finding) {
+        if !matches!(f.subject.kind, SubjectKind::Principal) {
+            return;
+        }
+        let devs = self.devices.for_principal(&f.subject.name, f.first_seen, f.last_seen, self.cfg.device_window_ns);
+        if !devs.is_empty() {
+            let names: Vec<String> = devs.iter().map(|d| d.device.to_string()).collect();
+            f.facts.insert("devices".into(), names.into());
+        }
+    }
+
+    fn kdc_findings(&self, k: &Kdc, out: &mut Vec<Finding>) {
+        let name = k.name();
+        let ev = |t: &state::Trouble| t.evidence.iter().map(|e| e.evidence(&self.files)).collect();
+        if k.silent.count > 0 {
+            let answered = k.answers();
+            let rule = if answered == 0 { &catalogue::KDC_UNREACHABLE } else { &catalogue::KDC_REQUESTS_UNANSWERED };
+            let explanation = if answered == 0 {
+                format!(
+                    "KDC {name} answered none of the {} request(s) sent to it ({}s of waiting or more each), and no other KDC answered them either.",
+                    k.silent.count,
+                    self.cfg.unanswered_after_ns / SECOND
+                )
+            } else {
+                format!(
+                    "KDC {name} left {} of {} request(s) unanswered (no reply within {} s, and no other KDC answered them).",
+                    k.silent.count,
+                    k.silent.count + answered,
+                    self.cfg.unanswered_after_ns / SECOND
+                )
+            };
+            let mut facts = std::collections::BTreeMap::new();
+            facts.insert("unanswered".into(), k.silent.count.into());
+            facts.insert("answered".into(), answered.into());
+            if !k.silent.principals.is_empty() {
+                let p: Vec<String> = k.silent.principals.iter().map(|p| p.to_string()).collect();
+                facts.insert("principals".into(), p.into());
+            }
+            out.push(Finding {
+                id: rule.id.into(),
+                severity: rule.severity,
+                subject: kcd_schema::Subject { kind: SubjectKind::Kdc, name: name.clone() },
+                first_seen: k.silent.first.unwrap_or(k.first_seen),
+                last_seen: k.silent.last.unwrap_or(k.last_seen),
+                count: k.silent.count,
+                explanation,
+                fix: rule.fix.into(),
+                facts,
+                evidence: ev(&k.silent),
+            });
+        }
+        let skewed = self.findings.contains(catalogue::CLOCK_SKEW.id, SubjectKind::Kdc, &name);
+        if k.offset_over.count > 0 && !skewed {
+            let rule = &catalogue::CLOCK_OFFSET;
+            let mut facts = std::collections::BTreeMap::new();
+            facts.insert("offset_seconds".into(), findings::round(k.offset_over.worst).into());
+            facts.insert("threshold_seconds".into(), self.cfg.clock_offset_warning_s.into());
+            facts.insert("samples".into(), k.offset.samples.into());
+            out.push(Finding {
+                id: rule.id.into(),
+                severity: rule.severity,
+                subject: kcd_schema::Subject { kind: SubjectKind::Kdc, name: name.clone() },
+                first_seen: k.offset_over.first.unwrap_or(k.first_seen),
+                last_seen: k.offset_over.last.unwrap_or(k.last_seen),
+                count: k.offset_over.count,
+                explanation: format!(
+                    "{} (measured from the time in its KRB-ERRORs); nothing has failed yet, but Kerberos refuses clocks 5 minutes apart.",
+                    capitalise(&offset_words(k.offset_over.worst).replacen("its clock", &format!("KDC {name}'s clock"), 1))
+                ),
+                fix: rule.fix.into(),
+                facts,
+                evidence: ev(&k.offset_over),
+            });
+        }
+    }
+
+    /// KDCs by address.
+    pub fn kdcs(&self) -> Vec<&Kdc> {
+        let mut v: Vec<&Kdc> = self.kdcs.values().collect();
+        v.sort_by_key(|k| (k.addr, k.port));
+        v
+    }
+
+    /// Client hosts by address.
+    pub fn clients(&self) -> Vec<&Client> {
+        let mut v: Vec<&Client> = self.clients.values().collect();
+        v.sort_by_key(|c| c.addr);
+        v
+    }
+
+    /// Principals, by name.
+    pub fn principals(&self) -> Vec<&PrincipalState> {
+        let mut v: Vec<&PrincipalState> = self.principals.values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The capture file a step's frame is in.
+    pub fn file_of(&self, s: &Step) -> Option<&str> {
+        self.files.get(s.file as usize).map(|f| &**f).filter(|f| !f.is_empty())
+    }
+}
+
+struct ErrCtx<'c> {
+    kind: ReqKind,
+    client: IpAddr,
+    who: Option<&'c str>,
+    via: Option<&'c str>,
+    target: &'c str,
+    cname: Option<&'c str>,
+    kdc: String,
+    at: Timestamp,
+    ev: Ev,
+    req_ev: Option<Ev>,
+}
+
+fn request_kind(k: &Krb5<'_>) -> ReqKind {
+    if k.msg_type == MessageType::AS_REQ {
+        ReqKind::As
+    } else if k.for_user.is_some() || k.s4u_x509_user.is_some() {
+        ReqKind::S4u2Self
+    } else if k.kdc_options.has(kdc_options::CNAME_IN_ADDL_TKT) && !k.additional_tickets.is_empty() {
+        ReqKind::S4u2Proxy
+    } else {
+        ReqKind::Tgs
+    }
+}
+
+/// "alice@LAB.TEST", "HTTP/web.lab.test@LAB.TEST"; an enterprise name ("alice@lab.test")
+/// already names its domain.
+pub fn full_name(p: &Principal<'_>, realm: Option<&str>) -> String {
+    let mut s = p.to_string();
+    let enterprise = p.name_type == NameType::NT_ENTERPRISE || (p.parts.len() == 1 && s.contains('@'));
+    if !enterprise {
+        if let Some(r) = realm.filter(|r| !r.is_empty()) {
+            s.push('@');
+            s.push_str(r);
+        }
+    }
+    s
+}
+
+fn describe_request(kind: ReqKind, principal: Option<&str>, target: &str) -> String {
+    let t = if target.is_empty() { "a service" } else { target };
+    match (kind, principal) {
+        (ReqKind::As, Some(p)) => format!("the login (AS-REQ) of {p}"),
+        (ReqKind::As, None) => "a login (AS-REQ)".into(),
+        (ReqKind::S4u2Self, Some(p)) => format!("S4U2Self for {p}"),
+        (ReqKind::S4u2Self, None) => "an S4U2Self request".into(),
+        (ReqKind::S4u2Proxy, Some(p)) => format!("S4U2Proxy for {p} to {t}"),
+        (ReqKind::S4u2Proxy, None) => format!("S4U2Proxy to {t}"),
+        (ReqKind::Tgs, Some(p)) => format!("the ticket request of {p} for {t}"),
+        (ReqKind::Tgs, None) => format!("a ticket request for {t}"),
+    }
+}
+
+/// "its clock is 600 s (10 min) behind this host's".
+fn offset_words(s: f64) -> String {
+    let a = s.abs();
+    let mag = if a >= 120.0 { format!("{a:.0} s ({:.1} min)", a / 60.0) } else { format!("{a:.1} s") };
+    format!("its clock is {mag} {} this host's", if s < 0.0 { "behind" } else { "ahead of" })
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// The `n` entries seen least recently (at least one), ties broken by key so that the
+/// choice does not depend on hash order.
+fn oldest<K: Clone + Ord + std::hash::Hash + Eq, V>(
+    map: &Map<K, V>,
+    seen: impl Fn(&V) -> Timestamp,
+    n: usize,
+) -> Vec<K> {
+    let mut v: Vec<(Timestamp, &K)> = map.iter().map(|(k, x)| (seen(x), k)).collect();
+    let n = n.clamp(1, v.len().max(1));
+    if v.len() > n {
+        v.select_nth_unstable(n - 1);
+        v.truncate(n);
+    }
+    v.into_iter().map(|(_, k)| k.clone()).collect()
+}
+
