@@ -1,27 +1,8 @@
 //! Incident captures built into the binary, so that `kcdscope` with no arguments shows
 //! something real wherever it runs. All come from the project's labs (captures/krb5/*).
 
+// In capture-time order, so that they read as one capture.
 pub const CAPTURES: &[(&str, &[u8])] = &[
-    (
-        "samba-lab/ok_http.pcap",
-        include_bytes!("../../../captures/krb5/samba-lab/ok_http.pcap"),
-    ),
-    (
-        "samba-lab/target_not_allowed.pcap",
-        include_bytes!("../../../captures/krb5/samba-lab/target_not_allowed.pcap"),
-    ),
-    (
-        "samba-lab/no_protocol_transition.pcap",
-        include_bytes!("../../../captures/krb5/samba-lab/no_protocol_transition.pcap"),
-    ),
-    (
-        "samba-lab/target_unknown.pcap",
-        include_bytes!("../../../captures/krb5/samba-lab/target_unknown.pcap"),
-    ),
-    (
-        "samba-lab/disabled_user.pcap",
-        include_bytes!("../../../captures/krb5/samba-lab/disabled_user.pcap"),
-    ),
     (
         "mit-lab/d_response_too_big.pcap",
         include_bytes!("../../../captures/krb5/mit-lab/d_response_too_big.pcap"),
@@ -37,5 +18,29 @@ pub const CAPTURES: &[(&str, &[u8])] = &[
     (
         "mit-lab/g_kdc_failover.pcap",
         include_bytes!("../../../captures/krb5/mit-lab/g_kdc_failover.pcap"),
+    ),
+    (
+        "mit-lab/h_s4u2proxy_no_protocol_transition.pcap",
+        include_bytes!("../../../captures/krb5/mit-lab/h_s4u2proxy_no_protocol_transition.pcap"),
+    ),
+    (
+        "samba-lab/ok_http.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/ok_http.pcap"),
+    ),
+    (
+        "samba-lab/disabled_user.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/disabled_user.pcap"),
+    ),
+    (
+        "samba-lab/target_unknown.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/target_unknown.pcap"),
+    ),
+    (
+        "samba-lab/target_not_allowed.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/target_not_allowed.pcap"),
+    ),
+    (
+        "samba-lab/no_protocol_transition.pcap",
+        include_bytes!("../../../captures/krb5/samba-lab/no_protocol_transition.pcap"),
     ),
 ];

@@ -49,7 +49,9 @@ rules! {
     S4U2PROXY_USER_NOT_DELEGABLE = "krb.s4u2proxy.user_not_delegable", Error,
         "The same service account obtains tickets for this service for other users, so its delegation settings are right: this user's account is marked \"Account is sensitive and cannot be delegated\" or is a member of Protected Users. Clear the flag or remove the user from the group (or accept that this user cannot use the gateway).";
     S4U2PROXY_REFUSED = "krb.s4u2proxy.refused", Error,
-        "On the service account in Active Directory (Delegation tab): \"Trust this user for delegation to specified services only\", \"Use any authentication protocol\", and the Exchange HTTP SPN (or the Alternate Service Account's) in the list of services. The KDC did not say which of the three is missing.";
+        "On the service account in Active Directory (Delegation tab): \"Trust this user for delegation to specified services only\", \"Use any authentication protocol\", and the Exchange HTTP SPN (or the Alternate Service Account's) in the list of services; and the user must not be \"sensitive and cannot be delegated\" nor in Protected Users. The KDC did not say which is missing: the explanation lists what remains possible.";
+    S4U2PROXY_SKIPPED = "krb.s4u2proxy.skipped", Warning,
+        "The gateway asked for the service ticket under its own name instead of with S4U2Proxy, so the server sees the service account, not the user. With GSSAPI, acquire the impersonated credential for the mechanism the security context uses (SPNEGO as well as krb5), not the default credential; check the gateway's KCD settings.";
     PRINCIPAL_UNKNOWN = "krb.principal_unknown", Error,
         "The name is not a user of this realm: for a device, check the UPN in the certificate's Subject Alternative Name and the certificate template; check the gateway's domain/domain controller pairs (realm in uppercase).";
     ACCOUNT_DISABLED = "krb.account_disabled", Error,

@@ -193,6 +193,16 @@ struct Delegations {
 /// (target, a user it worked for, when)
 type Delegated = (Box<str>, Box<str>, Timestamp);
 
+#[derive(Debug, Clone)]
+struct Impersonation {
+    user: Box<str>,
+    at: Timestamp,
+    ev: Ev,
+}
+
+/// How soon after S4U2Self the service ticket is expected (S4U2Proxy follows at once).
+const IMPERSONATION_WINDOW_NS: i64 = 10 * SECOND;
+
 const DELEGATIONS_KEPT: usize = 16;
 
 pub struct Correlator {
@@ -215,6 +225,8 @@ pub struct Correlator {
     principals: Map<Box<str>, PrincipalState>,
     tickets: Map<TicketId, TicketLink>,
     delegations: Map<Box<str>, Delegations>,
+    /// S4U2Self tickets not yet followed by S4U2Proxy, per (client host, service account).
+    impersonating: Map<(IpAddr, Box<str>), Impersonation>,
     devices: device::Devices,
     findings: FindingSet,
     /// Findings of KDCs evicted from the table, kept.
@@ -244,6 +256,7 @@ impl Correlator {
             principals: Map::default(),
             tickets: Map::default(),
             delegations: Map::default(),
+            impersonating: Map::default(),
             devices: device::Devices::default(),
             findings,
             retired: Vec::new(),
@@ -414,6 +427,7 @@ impl Correlator {
         let before = self.clients.len();
         self.clients.retain(|_, c| now.0 - c.last_seen.0 <= idle);
         self.stats.clients_evicted += (before - self.clients.len()) as u64;
+        self.impersonating.retain(|_, i| now.0 - i.at.0 <= IMPERSONATION_WINDOW_NS);
         let ttl = self.cfg.ticket_ttl_ns;
         let before = self.tickets.len();
         self.tickets.retain(|_, t| now.0 - t.at.0 <= ttl);
@@ -588,6 +602,11 @@ impl Correlator {
             return;
         }
         let (principal, via) = self.request_parties(kind, k);
+        if kind == ReqKind::S4u2Proxy {
+            if let Some(v) = &via {
+                self.impersonating.remove(&(client, v.clone()));
+            }
+        }
         let target = k.sname.as_ref().map(|s| full_name(s, k.realm.as_deref())).unwrap_or_default();
         if self.outstanding.len() >= self.cfg.max_outstanding {
             // The oldest waiting request goes.
@@ -759,10 +778,46 @@ impl Correlator {
                 }
                 match kind {
                     ReqKind::S4u2Self => {
-                        if let (Some(id), Some(user), Some(v)) =
-                            (k.ticket.as_ref().and_then(|t| t.id), who.clone(), via.clone())
-                        {
-                            self.remember_ticket(id, user, v, at);
+                        if let (Some(user), Some(v)) = (who.clone(), via.clone()) {
+                            if self.impersonating.len() < self.cfg.max_outstanding {
+                                self.impersonating
+                                    .insert((client, v.clone()), Impersonation { user: user.clone(), at, ev });
+                            }
+                            if let Some(id) = k.ticket.as_ref().and_then(|t| t.id) {
+                                self.remember_ticket(id, user, v, at);
+                            }
+                        }
+                    }
+                    ReqKind::Tgs => {
+                        // The service account, fresh from S4U2Self, asks for a service
+                        // ticket as itself: whatever it calls will see it, not the user.
+                        if let Some(c) = cname.as_deref() {
+                            let key = (client, Box::<str>::from(c));
+                            let hit = self
+                                .impersonating
+                                .get(&key)
+                                .filter(|i| at.0 - i.at.0 <= IMPERSONATION_WINDOW_NS && *target != *c)
+                                .cloned();
+                            if let Some(i) = hit {
+                                self.impersonating.remove(&key);
+                                let kdc_s = kdc_name(kdc, port);
+                                let a = self.finding(
+                                    &catalogue::S4U2PROXY_SKIPPED,
+                                    SubjectKind::ServiceAccount,
+                                    c,
+                                    at,
+                                    [i.ev, ev],
+                                );
+                                if a.is_new() {
+                                    a.explanation = format!(
+                                        "{c} obtained a ticket for {} (S4U2Self) and then a ticket for {target} in its own name, without S4U2Proxy: {target} will see {c}, not {}.",
+                                        i.user, i.user
+                                    );
+                                    a.fact("kdc", kdc_s);
+                                    a.fact("target_spn", target.to_string());
+                                }
+                                a.fact_list("principals", &i.user, 8);
+                            }
                         }
                     }
                     ReqKind::S4u2Proxy => {
@@ -972,7 +1027,7 @@ impl Correlator {
                 // Blocked: the request went on to TCP and got nothing there.
                 transport: if silent.is_some() { Transport::Tcp } else { Transport::Udp },
                 at: t.at,
-                latency_us: Some((t.at.0 - t.requested.0) / 1000),
+                latency_us: silent.is_none().then_some((t.at.0 - t.requested.0) / 1000),
                 outcome: if silent.is_some() {
                     Outcome::Unanswered
                 } else {
@@ -1027,11 +1082,17 @@ impl Correlator {
                 a.fact("ntstatus_code", n.hex());
             }
         };
+        // ", \"message\", NTSTATUS", to follow an error name inside parentheses.
         let said = match (e_text, nt) {
-            (Some(t), Some(n)) => format!(" (\"{t}\", {n})"),
-            (Some(t), None) => format!(" (\"{t}\")"),
-            (None, Some(n)) => format!(" ({n})"),
+            (Some(t), Some(n)) => format!(", \"{t}\", {n}"),
+            (Some(t), None) => format!(", \"{t}\""),
+            (None, Some(n)) => format!(", {n}"),
             (None, None) => String::new(),
+        };
+        // The same, in parentheses of its own.
+        let said_paren = match said.strip_prefix(", ") {
+            Some(x) => format!(" ({x})"),
+            None => String::new(),
         };
         let kdc = &c.kdc;
         match code {
@@ -1070,7 +1131,7 @@ impl Correlator {
                 if a.is_new() {
                     a.explanation = match c.kind {
                         ReqKind::S4u2Self => format!(
-                            "KDC {kdc} does not know {name}: {} asked for a ticket on behalf of this user (S4U2Self) and got KDC_ERR_C_PRINCIPAL_UNKNOWN{said}.",
+                            "KDC {kdc} does not know {name}: {} asked for a ticket on behalf of this user (S4U2Self: KDC_ERR_C_PRINCIPAL_UNKNOWN{said}).",
                             c.via.unwrap_or("the service account")
                         ),
                         _ => format!("KDC {kdc} does not know {name} (KDC_ERR_C_PRINCIPAL_UNKNOWN{said}, answering {what})."),
@@ -1105,7 +1166,7 @@ impl Correlator {
                 };
                 let a = self.finding(&catalogue::ACCOUNT_DISABLED, SubjectKind::Principal, name, c.at, evs);
                 if a.is_new() {
-                    a.explanation = format!("KDC {kdc} refused {what} with {err}{said}: the account {name} may not log in ({state}).");
+                    a.explanation = format!("KDC {kdc} refused {what} with {err}{said_paren}: the account {name} may not log in ({state}).");
                     add_common(a);
                 }
             }
@@ -1115,7 +1176,7 @@ impl Correlator {
                 let a = self.finding(&catalogue::PASSWORD_WRONG, kind, name, c.at, evs);
                 if a.is_new() {
                     a.explanation = format!(
-                        "KDC {kdc} rejected the login of {name} with KDC_ERR_PREAUTH_FAILED{said}: the password (or key) used does not match the account."
+                        "KDC {kdc} rejected the login of {name} with KDC_ERR_PREAUTH_FAILED{said_paren}: the password (or key) used does not match the account."
                     );
                     add_common(a);
                 }
@@ -1181,7 +1242,7 @@ impl Correlator {
                 };
                 let a = self.finding(&catalogue::OTHER_ERROR, kind, &name, c.at, evs);
                 if a.is_new() {
-                    a.explanation = format!("KDC {kdc} answered {what} with {err}{said}.");
+                    a.explanation = format!("KDC {kdc} answered {what} with {err}{said_paren}.");
                     add_common(a);
                 }
                 a.fact_list("errors", &err, 8);
@@ -1228,14 +1289,14 @@ impl Correlator {
         if a.is_new() {
             let causes: Vec<&str> = d.causes.iter().map(|x| x.describe()).collect();
             let mut s = format!(
-                "KDC {kdc} refused to let {via} delegate {user} to {target} (S4U2Proxy, KDC_ERR_BADOPTION{said})"
+                "KDC {kdc} refused S4U2Proxy: {via} may not delegate {user} to {target} (KDC_ERR_BADOPTION{said})"
             );
             match causes.as_slice() {
                 [one] => s.push_str(&format!(": {one}")),
                 many => s.push_str(&format!("; possible causes: {}", many.join("; "))),
             }
             if !d.because.is_empty() {
-                s.push_str(&format!(" (from {})", d.because.join("; ")));
+                s.push_str(&format!("; deduced from: {}", d.because.join("; ")));
             }
             s.push('.');
             if let Some(t) = worked_before {

@@ -126,9 +126,14 @@ pub fn diagnose(r: &Refusal<'_>) -> Diagnosis {
         }
         hb.push("the same service account obtained tickets for this SPN for other users");
     } else if r.other_target_ok {
+        // It delegates (so it is trusted, with protocol transition) to other SPNs: for
+        // this user and this target, either the target is missing from its list or the
+        // user cannot be delegated.
         h.retain(|c| *c != NoDelegation);
         if r.other_target_ok_same_user {
             h.retain(|c| *c != NoProtocolTransition);
+        } else if let Some(c) = h.iter_mut().find(|c| **c == NoProtocolTransition) {
+            *c = UserNotDelegable;
         }
         hb.push("the same service account obtained tickets for other SPNs");
     }
@@ -188,6 +193,8 @@ mod tests {
         assert_eq!(d(r).1, "krb.s4u2proxy.user_not_delegable");
         let r = Refusal { other_target_ok: true, other_target_ok_same_user: true, ..Default::default() };
         assert_eq!(d(r).1, "krb.s4u2proxy.target_not_allowed");
+        let r = Refusal { other_target_ok: true, ..Default::default() };
+        assert_eq!(d(r).0, vec![TargetNotListed, UserNotDelegable]);
         let r = Refusal {
             e_text: Some("UNSUPPORTED_S4U2PROXY_REQUEST"),
             other_target_ok: true,

@@ -180,7 +180,7 @@ fn step(out: &mut String, c: &Correlator, s: &Step, st: Style) {
     if let Some(l) = s.latency_us {
         let _ = write!(detail, ", {}", ms(l));
     }
-    let _ = write!(detail, " over {transport} from {}", s.kdc);
+    let _ = write!(detail, ", KDC {} over {transport}", s.kdc);
     if s.after_too_big {
         detail.push_str(" (after RESPONSE_TOO_BIG on UDP)");
     }
