@@ -1,0 +1,129 @@
+//! What the correlator knows, for people and for the NDJSON: findings (with those that
+//! need the whole picture decided now), KDCs, clients and principals in a stable order.
+
+use kcd_schema::{Finding, SubjectKind};
+
+use crate::state::{self, Kdc, PrincipalState, Step};
+use crate::{capitalise, catalogue, findings, offset_words, Client, Correlator, SECOND};
+
+impl Correlator {
+    /// Findings so far, errors first. Decisions that need the whole picture (is a silent
+    /// KDC down, or only dropping some requests?) are taken on the state as it stands.
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut out: Vec<Finding> =
+            self.findings.iter().map(|a| findings::materialize(a, &self.files)).collect();
+        let mut kdcs: Vec<&Kdc> = self.kdcs.values().collect();
+        kdcs.sort_by_key(|k| (k.addr, k.port));
+        for k in kdcs {
+            self.kdc_findings(k, &mut out);
+        }
+        out.extend(self.retired.iter().cloned());
+        for f in &mut out {
+            self.add_devices(f);
+        }
+        findings::sort(&mut out);
+        out
+    }
+
+    fn add_devices(&self, f: &mut Finding) {
+        if !matches!(f.subject.kind, SubjectKind::Principal) {
+            return;
+        }
+        let devs = self.devices.for_principal(&f.subject.name, f.first_seen, f.last_seen, self.cfg.device_window_ns);
+        if !devs.is_empty() {
+            let names: Vec<String> = devs.iter().map(|d| d.device.to_string()).collect();
+            f.facts.insert("devices".into(), names.into());
+        }
+    }
+
+    pub(crate) fn kdc_findings(&self, k: &Kdc, out: &mut Vec<Finding>) {
+        let name = k.name();
+        let ev = |t: &state::Trouble| t.evidence.iter().map(|e| e.evidence(&self.files)).collect();
+        if k.silent.count > 0 {
+            let answered = k.answers();
+            let rule = if answered == 0 { &catalogue::KDC_UNREACHABLE } else { &catalogue::KDC_REQUESTS_UNANSWERED };
+            let explanation = if answered == 0 {
+                format!(
+                    "KDC {name} answered none of the {} request(s) sent to it ({}s of waiting or more each), and no other KDC answered them either.",
+                    k.silent.count,
+                    self.cfg.unanswered_after_ns / SECOND
+                )
+            } else {
+                format!(
+                    "KDC {name} left {} of {} request(s) unanswered (no reply within {} s, and no other KDC answered them).",
+                    k.silent.count,
+                    k.silent.count + answered,
+                    self.cfg.unanswered_after_ns / SECOND
+                )
+            };
+            let mut facts = std::collections::BTreeMap::new();
+            facts.insert("unanswered".into(), k.silent.count.into());
+            facts.insert("answered".into(), answered.into());
+            if !k.silent.principals.is_empty() {
+                let p: Vec<String> = k.silent.principals.iter().map(|p| p.to_string()).collect();
+                facts.insert("principals".into(), p.into());
+            }
+            out.push(Finding {
+                id: rule.id.into(),
+                severity: rule.severity,
+                subject: kcd_schema::Subject { kind: SubjectKind::Kdc, name: name.clone() },
+                first_seen: k.silent.first.unwrap_or(k.first_seen),
+                last_seen: k.silent.last.unwrap_or(k.last_seen),
+                count: k.silent.count,
+                explanation,
+                fix: rule.fix.into(),
+                facts,
+                evidence: ev(&k.silent),
+            });
+        }
+        let skewed = self.findings.contains(catalogue::CLOCK_SKEW.id, SubjectKind::Kdc, &name);
+        if k.offset_over.count > 0 && !skewed {
+            let rule = &catalogue::CLOCK_OFFSET;
+            let mut facts = std::collections::BTreeMap::new();
+            facts.insert("offset_seconds".into(), findings::round(k.offset_over.worst).into());
+            facts.insert("threshold_seconds".into(), self.cfg.clock_offset_warning_s.into());
+            facts.insert("samples".into(), k.offset.samples.into());
+            out.push(Finding {
+                id: rule.id.into(),
+                severity: rule.severity,
+                subject: kcd_schema::Subject { kind: SubjectKind::Kdc, name: name.clone() },
+                first_seen: k.offset_over.first.unwrap_or(k.first_seen),
+                last_seen: k.offset_over.last.unwrap_or(k.last_seen),
+                count: k.offset_over.count,
+                explanation: format!(
+                    "{} (measured from the time in its KRB-ERRORs); nothing has failed yet, but Kerberos refuses clocks 5 minutes apart.",
+                    capitalise(&offset_words(k.offset_over.worst).replacen("its clock", &format!("KDC {name}'s clock"), 1))
+                ),
+                fix: rule.fix.into(),
+                facts,
+                evidence: ev(&k.offset_over),
+            });
+        }
+    }
+
+    /// KDCs by address.
+    pub fn kdcs(&self) -> Vec<&Kdc> {
+        let mut v: Vec<&Kdc> = self.kdcs.values().collect();
+        v.sort_by_key(|k| (k.addr, k.port));
+        v
+    }
+
+    /// Client hosts by address.
+    pub fn clients(&self) -> Vec<&Client> {
+        let mut v: Vec<&Client> = self.clients.values().collect();
+        v.sort_by_key(|c| c.addr);
+        v
+    }
+
+    /// Principals, by name.
+    pub fn principals(&self) -> Vec<&PrincipalState> {
+        let mut v: Vec<&PrincipalState> = self.principals.values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The capture file a step's frame is in.
+    pub fn file_of(&self, s: &Step) -> Option<&str> {
+        self.files.get(s.file as usize).map(|f| &**f).filter(|f| !f.is_empty())
+    }
+}
