@@ -18,6 +18,7 @@ pub fn repo_root() -> PathBuf {
 
 pub mod oracle;
 pub mod pcap;
+pub mod synth;
 
 /// Every capture file under captures/ (sorted), optionally only those under `sub`.
 pub fn captures(sub: &str) -> Vec<PathBuf> {

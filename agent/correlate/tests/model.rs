@@ -1,0 +1,332 @@
+//! The correlator on event sequences built for each rule, where the lab cannot produce the
+//! case (a Windows KDC's NTSTATUS, a KDC that drops only some requests, floods). Events are
+//! written as the NDJSON kcdscope exports and read back with the schema crate.
+
+#![allow(clippy::unwrap_used)]
+
+use kcd_correlate::{Config, Correlator, Outcome, StepKind};
+use kcd_schema::{Event, Finding, Timestamp};
+use serde_json::{json, Value};
+
+const T0: i64 = 1_800_000_000_000_000_000;
+
+#[derive(Default)]
+struct Cap {
+    lines: Vec<String>,
+    frame: u64,
+}
+
+fn ts(ms: i64) -> String {
+    Timestamp(T0 + ms * 1_000_000).to_rfc3339()
+}
+
+impl Cap {
+    fn push(&mut self, ms: i64, src: &str, dst: &str, proto: &str, body: Value, kind: &str) -> u64 {
+        self.frame += 1;
+        let (sp, dp) = if kind == "from_kdc" { (88, 40000) } else { (40000, 88) };
+        let mut e = json!({
+            "timestamp": ts(ms), "event_type": "krb5", "pcap_file": "t.pcap", "frame": self.frame,
+            "flow_id": format!("1:{src}-{dst}"), "src_ip": src, "src_port": sp, "dest_ip": dst,
+            "dest_port": dp, "proto": proto, "krb5": body,
+        });
+        if kind == "anomaly" {
+            let o = e.as_object_mut().unwrap();
+            o.remove("krb5");
+            o.insert("event_type".into(), "anomaly".into());
+            o.insert("anomaly".into(), json!({"layer": "tcp", "kind": "tcp_no_answer", "detail": "x"}));
+        }
+        self.lines.push(e.to_string());
+        self.frame
+    }
+    fn req(&mut self, ms: i64, client: &str, kdc: &str, proto: &str, body: Value) -> u64 {
+        self.push(ms, client, kdc, proto, body, "to_kdc")
+    }
+    fn rep(&mut self, ms: i64, kdc: &str, client: &str, proto: &str, mut body: Value, answers: u64, sent_ms: i64) -> u64 {
+        body["request"] = json!({"frame": answers, "msg_type": "AS-REQ", "latency_us": (ms - sent_ms) * 1000});
+        self.push(ms, kdc, client, proto, body, "from_kdc")
+    }
+    fn run(&self, cfg: Config) -> (Correlator, Vec<Finding>) {
+        let mut c = Correlator::new(cfg);
+        for l in &self.lines {
+            let e: Event<'_> = serde_json::from_str(l).unwrap();
+            c.event(&e);
+        }
+        c.finish();
+        let f = c.findings();
+        (c, f)
+    }
+}
+
+fn as_req(user: &str, nonce: i64) -> Value {
+    json!({"msg_type": "AS-REQ", "realm": "R.TEST", "cname": {"name": user, "name_type": "NT-PRINCIPAL"},
+           "sname": {"name": "krbtgt/R.TEST", "name_type": "NT-SRV-INST"}, "nonce": nonce})
+}
+fn as_rep(user: &str) -> Value {
+    json!({"msg_type": "AS-REP", "realm": "R.TEST", "crealm": "R.TEST", "cname": {"name": user, "name_type": "NT-PRINCIPAL"},
+           "sname": {"name": "krbtgt/R.TEST", "name_type": "NT-SRV-INST"}})
+}
+fn error(code: i32, extra: Value) -> Value {
+    let mut e = json!({"msg_type": "KRB-ERROR", "realm": "R.TEST", "error": {"code": code}});
+    if let (Some(o), Some(x)) = (e["error"].as_object_mut(), extra.as_object()) {
+        for (k, v) in x {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    e
+}
+fn s4u2self(user: &str, svc: &str, nonce: i64) -> Value {
+    json!({"msg_type": "TGS-REQ", "realm": "R.TEST", "sname": {"name": svc, "name_type": "NT-PRINCIPAL"}, "nonce": nonce,
+           "for_user": {"user": {"name": user, "name_type": "NT-PRINCIPAL"}, "realm": "R.TEST", "auth_package": "Kerberos"}})
+}
+fn s4u2self_rep(user: &str, svc: &str, ticket: &str) -> Value {
+    json!({"msg_type": "TGS-REP", "realm": "R.TEST", "crealm": "R.TEST", "cname": {"name": user, "name_type": "NT-PRINCIPAL"},
+           "sname": {"name": svc, "name_type": "NT-PRINCIPAL"},
+           "ticket": {"id": ticket, "realm": "R.TEST", "sname": {"name": svc, "name_type": "NT-PRINCIPAL"}}})
+}
+fn s4u2proxy(target: &str, ticket: &str, nonce: i64) -> Value {
+    json!({"msg_type": "TGS-REQ", "realm": "R.TEST", "sname": {"name": target, "name_type": "NT-SRV-HST"}, "nonce": nonce,
+           "kdc_options": ["forwardable", "cname-in-addl-tkt"],
+           "additional_tickets": [{"id": ticket, "realm": "R.TEST"}]})
+}
+
+fn ids(f: &[Finding]) -> Vec<(String, String)> {
+    f.iter().map(|f| (f.id.clone(), f.subject.name.clone())).collect()
+}
+
+const GW: &str = "10.0.0.1";
+const DC1: &str = "10.0.0.2";
+const DC2: &str = "10.0.0.3";
+
+#[test]
+fn a_kdc_that_answers_some_requests_drops_the_others() {
+    let mut c = Cap::default();
+    for i in 0..10 {
+        let t = i * 10_000;
+        let r = c.req(t, GW, DC1, "UDP", as_req("u", i));
+        if i % 3 != 0 {
+            c.rep(t + 2, DC1, GW, "UDP", as_rep("u"), r, t);
+        }
+    }
+    let (k, f) = c.run(Config::default());
+    assert_eq!(ids(&f), [("krb.kdc.requests_unanswered".into(), DC1.into())]);
+    // 0, 3 and 6 went unanswered; 9 was sent as the capture ended: too recent to judge.
+    assert_eq!(f[0].count, 3);
+    assert_eq!(f[0].facts["answered"], 6);
+    assert_eq!(k.kdcs()[0].unanswered, 3);
+    assert_eq!(k.stats().pending_at_end, 1);
+}
+
+#[test]
+fn unanswered_needs_the_timeout_and_the_end_of_the_capture_is_not_an_answer() {
+    let mut c = Cap::default();
+    c.req(0, GW, DC1, "UDP", as_req("u", 1));
+    c.req(1_000, GW, DC1, "UDP", as_req("u", 2)); // 1 s before the end: undecided
+    c.req(2_000, GW, DC2, "UDP", as_req("v", 3));
+    let r = c.req(2_001, GW, DC2, "UDP", as_req("v", 4));
+    c.rep(2_002, DC2, GW, "UDP", as_rep("v"), r, 2_001);
+    let (k, f) = c.run(Config::default());
+    assert!(f.is_empty(), "{:?}", ids(&f));
+    assert_eq!(k.stats().pending_at_end, 3);
+    // With a shorter timeout the first request (2 s old at the end) is unanswered; the
+    // second (1 s) and DC2's (2 ms) are still too recent.
+    let (k, f) = c.run(Config { unanswered_after_ns: 1_500_000_000, ..Config::default() });
+    assert_eq!(ids(&f), [("krb.kdc.unreachable".into(), DC1.into())]);
+    assert_eq!(k.stats().pending_at_end, 2);
+}
+
+#[test]
+fn retransmissions_are_one_request_and_failover_names_the_silent_kdc() {
+    let mut c = Cap::default();
+    c.req(0, GW, DC1, "UDP", as_req("u", 7));
+    c.req(1_000, GW, DC1, "UDP", as_req("u", 7));
+    c.req(3_000, GW, DC2, "UDP", as_req("u", 7));
+    let r = c.req(3_001, GW, DC2, "UDP", as_req("u", 7)); // retransmitted to DC2 too
+    c.rep(3_010, DC2, GW, "UDP", as_rep("u"), r, 3_001);
+    c.req(20_000, GW, DC2, "UDP", as_req("u", 8)); // keep the clock going
+    let (k, f) = c.run(Config::default());
+    assert_eq!(ids(&f), [("krb.kdc.failover".into(), DC1.into())]);
+    assert_eq!(f[0].evidence.iter().map(|e| e.frame).collect::<Vec<_>>(), [1, 2]);
+    let delay = &f[0].facts["delay_ms"];
+    assert_eq!(delay["max"], 3010.0);
+    let dc1 = k.kdcs().into_iter().find(|x| x.addr.to_string() == DC1).unwrap();
+    assert_eq!((dc1.unanswered, dc1.failed_over), (0, 1));
+    let u = k.principals().into_iter().find(|p| &*p.name == "u@R.TEST").unwrap();
+    assert!(u.steps.iter().any(|s| s.after_failover && s.outcome == Outcome::Ok));
+}
+
+#[test]
+fn response_too_big_without_tcp_and_too_close_to_the_end() {
+    let mut c = Cap::default();
+    let r = c.req(0, GW, DC1, "UDP", as_req("u", 1));
+    c.rep(1, DC1, GW, "UDP", error(52, json!({})), r, 0);
+    c.req(11_000, GW, DC1, "UDP", as_req("other", 2)); // time passes: no TCP retry came
+    let r = c.req(11_001, GW, DC1, "UDP", as_req("w", 3));
+    c.rep(11_002, DC1, GW, "UDP", error(52, json!({})), r, 11_001); // the capture ends 1 ms later
+    let (k, f) = c.run(Config::default());
+    assert_eq!(ids(&f), [("krb.response_too_big.no_tcp_retry".into(), GW.into())]);
+    assert_eq!(k.stats().too_big_undecided, 1);
+}
+
+#[test]
+fn tcp_unanswered_with_and_without_a_52_before() {
+    let mut c = Cap::default();
+    c.push(0, GW, DC2, "TCP", Value::Null, "anomaly");
+    let r = c.req(100, GW, DC1, "UDP", as_req("u", 1));
+    c.rep(101, DC1, GW, "UDP", error(52, json!({})), r, 100);
+    c.push(1_200, GW, DC1, "TCP", Value::Null, "anomaly");
+    c.req(30_000, GW, DC1, "UDP", as_req("x", 9));
+    let (_, f) = c.run(Config::default());
+    assert_eq!(
+        ids(&f),
+        [("krb.kdc.tcp_unanswered".into(), DC2.into()), ("krb.response_too_big.tcp_blocked".into(), DC1.into())]
+    );
+}
+
+// MS-SFU 3.2.5.2.1: a Windows KDC's NTSTATUS decides between the delegation settings.
+#[test]
+fn windows_ntstatus_narrows_s4u2proxy_refusals_and_names_account_states() {
+    let mut c = Cap::default();
+    let cases = [
+        ("svc1", "0xC00000BB", "krb.s4u2proxy.delegation_not_allowed"),
+        ("svc2", "0xC0000272", "krb.s4u2proxy.refused"),
+        ("svc3", "0xC000006E", "krb.s4u2proxy.protocol_transition_not_allowed"),
+        ("svc4", "0xC0000225", "krb.s4u2proxy.rbcd_denied"),
+    ];
+    let mut t = 0;
+    for (i, (svc, st, _)) in cases.iter().enumerate() {
+        let tk = format!("00000000000000{i:02x}");
+        let r = c.req(t, GW, DC1, "TCP", s4u2self("alice", svc, 100 + i as i64));
+        c.rep(t + 1, DC1, GW, "TCP", s4u2self_rep("alice", svc, &tk), r, t);
+        let r = c.req(t + 2, GW, DC1, "TCP", s4u2proxy("HTTP/mail.r.test", &tk, 200 + i as i64));
+        let mut e = error(13, json!({"e_data": {"format": "KERB-ERROR-DATA", "ntstatus": {"code": st}}}));
+        e["cname"] = json!({"name": svc, "name_type": "NT-PRINCIPAL"});
+        e["crealm"] = json!("R.TEST");
+        c.rep(t + 3, DC1, GW, "TCP", e, r, t + 2);
+        t += 100;
+    }
+    let r = c.req(t, GW, DC1, "TCP", s4u2self("bob", "svc1", 300));
+    c.rep(t + 1, DC1, GW, "TCP", error(18, json!({"e_data": {"format": "KERB-ERROR-DATA", "ntstatus": {"code": "0xC0000072"}}})), r, t);
+    let (k, f) = c.run(Config::default());
+    for (svc, _, id) in cases {
+        let x = f.iter().find(|x| x.subject.name == format!("{svc}@R.TEST")).unwrap();
+        assert_eq!(x.id, id, "{svc}");
+        assert_eq!(x.facts["principals"], json!(["alice@R.TEST"]));
+    }
+    let no_match = f.iter().find(|x| x.subject.name == "svc2@R.TEST").unwrap();
+    assert_eq!(no_match.facts["possible_causes"], json!(["target_not_allowed", "protocol_transition_not_allowed"]));
+    assert_eq!(no_match.facts["ntstatus"], "STATUS_NO_MATCH");
+    let bob = f.iter().find(|x| x.id == "krb.account_disabled").unwrap();
+    assert_eq!(bob.subject.name, "bob@R.TEST");
+    assert!(bob.explanation.contains("STATUS_ACCOUNT_DISABLED"), "{}", bob.explanation);
+    assert_eq!(bob.facts["ntstatus_code"], "0xC0000072");
+    // The chain: S4U2Self ok, S4U2Proxy failed, for alice, via each service account.
+    let alice = k.principals().into_iter().find(|p| &*p.name == "alice@R.TEST").unwrap();
+    let kinds: Vec<(StepKind, bool)> = alice.steps.iter().map(|s| (s.kind, s.outcome == Outcome::Ok)).collect();
+    assert_eq!(kinds[..2], [(StepKind::S4u2Self, true), (StepKind::S4u2Proxy, false)]);
+    assert_eq!(alice.steps[1].via.as_deref(), Some("svc1@R.TEST"));
+}
+
+#[test]
+fn passive_clock_offset_warns_before_anything_fails() {
+    let mut c = Cap::default();
+    let mut t = 0;
+    for off in [1.0, -30.0, 75.5, 80.0] {
+        let r = c.req(t, GW, DC1, "UDP", as_req("u", t));
+        c.rep(t + 1, DC1, GW, "UDP", error(25, json!({"skew_seconds": off})), r, t);
+        t += 1000;
+    }
+    let (k, f) = c.run(Config::default());
+    assert_eq!(ids(&f), [("krb.clock_offset".into(), DC1.into())]);
+    assert_eq!(f[0].count, 2);
+    assert_eq!(f[0].facts["offset_seconds"], 80.0);
+    assert_eq!(k.kdcs()[0].offset.samples, 4);
+    let (_, f) = c.run(Config { clock_offset_warning_s: 120.0, ..Config::default() });
+    assert!(f.is_empty());
+}
+
+#[test]
+fn an_older_file_after_a_newer_one_closes_what_was_waiting() {
+    let mut c = Cap::default();
+    c.req(100_000, GW, DC1, "UDP", as_req("u", 1));
+    c.req(100_010, GW, DC1, "UDP", as_req("u2", 2));
+    // An older capture: its request/reply pair must not be confused with the above.
+    let r = c.req(0, GW, DC1, "UDP", as_req("v", 3));
+    c.rep(2, DC1, GW, "UDP", as_rep("v"), r, 0);
+    let (k, f) = c.run(Config::default());
+    assert_eq!(k.stats().clock_resets, 1);
+    assert_eq!(k.stats().pending_at_end, 2);
+    assert!(f.is_empty(), "{:?}", ids(&f));
+}
+
+#[test]
+fn memory_stays_bounded_under_a_flood_and_evictions_are_counted() {
+    let cfg = Config {
+        max_outstanding: 1000,
+        max_principals: 500,
+        max_clients: 300,
+        max_kdcs: 50,
+        max_findings: 100,
+        ..Config::default()
+    };
+    let mut k = Correlator::new(cfg.clone());
+    let mut c = Cap::default();
+    for i in 0..20_000i64 {
+        c.lines.clear();
+        let client = format!("10.{}.{}.{}", i % 7, (i / 256) % 256, i % 256);
+        let kdc = format!("10.200.{}.{}", (i % 400) / 256, i % 256);
+        let user = format!("user{i}");
+        let r = c.req(i, &client, &kdc, "UDP", as_req(&user, i));
+        if i % 2 == 0 {
+            c.rep(i, &kdc, &client, "UDP", error(6, json!({})), r, i);
+        }
+        for l in &c.lines {
+            let e: Event<'_> = serde_json::from_str(l).unwrap();
+            k.event(&e);
+        }
+    }
+    k.finish();
+    let s = k.stats();
+    assert!(k.principals().len() <= cfg.max_principals);
+    assert!(k.clients().len() <= cfg.max_clients);
+    assert!(k.kdcs().len() <= cfg.max_kdcs);
+    assert!(s.principals_evicted > 0 && s.clients_evicted > 0 && s.kdcs_evicted > 0, "{s:?}");
+    assert!(s.findings_folded > 0, "{s:?}");
+    let f = k.findings();
+    let unknown: Vec<&Finding> = f.iter().filter(|x| x.id == "krb.principal_unknown").collect();
+    assert!(unknown.len() <= cfg.max_findings + 1);
+    let total: u64 = unknown.iter().map(|x| x.count).sum();
+    assert_eq!(total, 10_000, "every occurrence counted, folded or not");
+    assert!(unknown.iter().any(|x| x.subject.name == "(other principals)"));
+}
+
+#[test]
+fn same_events_same_findings() {
+    let mut c = Cap::default();
+    for i in 0..50 {
+        let kdc = if i % 2 == 0 { DC1 } else { DC2 };
+        let r = c.req(i * 100, GW, kdc, "UDP", as_req(&format!("u{}", i % 5), i));
+        c.rep(i * 100 + 1, kdc, GW, "UDP", error([6, 24, 14, 68, 60][i as usize % 5], json!({"e_text": "x"})), r, i * 100);
+    }
+    let a = serde_json::to_string(&c.run(Config::default()).1).unwrap();
+    let b = serde_json::to_string(&c.run(Config::default()).1).unwrap();
+    assert_eq!(a, b);
+    assert!(a.contains("krb.etype_unsupported") && a.contains("krb.wrong_realm") && a.contains("krb.generic_error"));
+}
+
+#[test]
+fn devices_join_principals_by_upn_in_time() {
+    let mut c = Cap::default();
+    let r = c.req(0, GW, DC1, "TCP", s4u2self("alice@corp.test", "svc", 1));
+    c.rep(1, DC1, GW, "TCP", error(6, json!({})), r, 0);
+    let mut k = Correlator::new(Config::default());
+    k.observe_device("ANDROIDC0FFEE", "Alice@Corp.Test", Timestamp(T0 - 1_000_000_000));
+    k.observe_device("OTHERPHONE", "bob@corp.test", Timestamp(T0));
+    for l in &c.lines {
+        let e: Event<'_> = serde_json::from_str(l).unwrap();
+        k.event(&e);
+    }
+    k.finish();
+    let f = k.findings();
+    assert_eq!(f[0].subject.name, "alice@corp.test");
+    assert_eq!(f[0].facts["devices"], json!(["ANDROIDC0FFEE"]));
+}
