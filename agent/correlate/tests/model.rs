@@ -2,7 +2,7 @@
 //! case (a Windows KDC's NTSTATUS, a KDC that drops only some requests, floods). Events are
 //! written as the NDJSON kcdscope exports and read back with the schema crate.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::too_many_arguments)]
 
 use kcd_correlate::{Config, Correlator, Outcome, StepKind};
 use kcd_schema::{Event, Finding, Timestamp};
