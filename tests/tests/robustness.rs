@@ -644,7 +644,7 @@ proptest::proptest! {
             }
             c.finish();
             assert!(c.principals().len() <= 3 && c.clients().len() <= 2 && c.kdcs().len() <= 2);
-            serde_json::to_string(&c.findings()).unwrap()
+            serde_json::to_string(&c.findings()).expect("findings serialise")
         };
         proptest::prop_assert_eq!(run(), run());
     }
