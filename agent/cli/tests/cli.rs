@@ -269,15 +269,17 @@ fn colour_only_on_a_terminal() {
         let f = capture("krb5/mit-lab/d_tcp_blocked.pcap");
         let bin = env!("CARGO_BIN_EXE_kcdscope");
         let cmd = format!("{env} {bin} replay --report -q {f}; echo KCDSCOPE-DONE; sleep 30");
+        // One server per session (its own socket): a second session started while the first
+        // server is shutting down fails with "server exited unexpectedly".
         let st = Command::new("tmux")
-            .args(["new-session", "-d", "-s", session, "-x", "80", "-y", "200", &cmd])
+            .args(["-L", session, "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "80", "-y", "200", &cmd])
             .status()
             .expect("tmux is needed for this test (tests/run installs it)");
         assert!(st.success());
         let mut screen = String::new();
         for _ in 0..100 {
             let o = Command::new("tmux")
-                .args(["capture-pane", "-p", "-e", "-J", "-t", session, "-S", "-200"])
+                .args(["-L", session, "capture-pane", "-p", "-e", "-J", "-t", session, "-S", "-200"])
                 .output()
                 .expect("capture-pane");
             screen = String::from_utf8_lossy(&o.stdout).to_string();
@@ -286,7 +288,7 @@ fn colour_only_on_a_terminal() {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        let _ = Command::new("tmux").args(["kill-session", "-t", session]).status();
+        let _ = Command::new("tmux").args(["-L", session, "kill-server"]).status();
         assert!(screen.contains("KCDSCOPE-DONE"), "{screen}");
         screen
     };
