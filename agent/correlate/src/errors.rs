@@ -1,5 +1,8 @@
 //! KRB-ERRORs: which finding each code is, about what, with which particulars.
 
+use std::borrow::Cow;
+use std::cell::LazyCell;
+
 use kcd_schema::{ErrorCode, Krb5, KrbErrorInfo, SubjectKind};
 
 use crate::findings::Agg;
@@ -9,14 +12,15 @@ use crate::{catalogue, describe_request, offset_words, s4u, Correlator, ErrCtx, 
 impl Correlator {
     pub(crate) fn krb_error(&mut self, c: &ErrCtx<'_>, x: &KrbErrorInfo<'_>, k: &Krb5<'_>) {
         let code = x.code;
-        let err = format!("{} ({})", code, code.0);
+        // Words for explanations: built only when a finding is new.
+        let err = LazyCell::new(|| format!("{} ({})", code, code.0));
         let e_text = x.e_text.as_deref().filter(|t| !t.is_empty());
         let nt = x.e_data.as_ref().and_then(|d| d.ntstatus).map(|n| n.0);
         let evs: smallvec::SmallVec<[Ev; 2]> = c.req_ev.into_iter().chain([c.ev]).collect();
-        let what = describe_request(c.kind, c.who, c.target);
+        let what = LazyCell::new(|| describe_request(c.kind, c.who, c.target));
         let add_common = |a: &mut Agg| {
-            a.fact("kdc", c.kdc.clone());
-            a.fact("error", err.clone());
+            a.fact("kdc", c.kdc.to_string());
+            a.fact("error", (*err).clone());
             if let Some(t) = e_text {
                 a.fact("e_text", t.to_string());
             }
@@ -26,17 +30,17 @@ impl Correlator {
             }
         };
         // ", \"message\", NTSTATUS", to follow an error name inside parentheses.
-        let said = match (e_text, nt) {
+        let said = LazyCell::new(|| match (e_text, nt) {
             (Some(t), Some(n)) => format!(", \"{t}\", {n}"),
             (Some(t), None) => format!(", \"{t}\""),
             (None, Some(n)) => format!(", {n}"),
             (None, None) => String::new(),
-        };
+        });
         // The same, in parentheses of its own.
-        let said_paren = match said.strip_prefix(", ") {
+        let said_paren = LazyCell::new(|| match said.strip_prefix(", ") {
             Some(x) => format!(" ({x})"),
             None => String::new(),
-        };
+        });
         let kdc = &c.kdc;
         match code {
             ErrorCode::KRB_AP_ERR_SKEW => {
@@ -44,14 +48,16 @@ impl Correlator {
                 // The KDC's clock agrees with the capture's: the requester's clock (or the
                 // time it wrote into its request) is the wrong one.
                 let client_wrong = skew.is_some_and(|s| s.abs() < self.cfg.clock_offset_warning_s);
-                let (kind, name) = if client_wrong {
-                    (SubjectKind::Client, c.client.to_string())
+                let (kind, name): (SubjectKind, Cow<'_, str>) = if client_wrong {
+                    (SubjectKind::Client, Cow::Owned(c.client.to_string()))
                 } else {
-                    (SubjectKind::Kdc, kdc.clone())
+                    (SubjectKind::Kdc, Cow::Borrowed(kdc))
                 };
                 let client = c.client;
                 let a = self.finding(&catalogue::CLOCK_SKEW, kind, &name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = match skew {
                         Some(s) if client_wrong => format!(
                             "KDC {kdc} refused {what} with KRB_AP_ERR_SKEW, yet its clock agrees with this capture's (offset {s:+.3} s): the clock of client {client}, or the time it put in its request, is off."
@@ -72,6 +78,8 @@ impl Correlator {
                 let name = c.who.or(c.cname).unwrap_or("?");
                 let a = self.finding(&catalogue::PRINCIPAL_UNKNOWN, SubjectKind::Principal, name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = match c.kind {
                         ReqKind::S4u2Self => format!(
                             "KDC {kdc} does not know {name}: {} asked for a ticket on behalf of this user (S4U2Self: KDC_ERR_C_PRINCIPAL_UNKNOWN{said}).",
@@ -86,6 +94,8 @@ impl Correlator {
                 let spn = c.target;
                 let a = self.finding(&catalogue::TARGET_SPN_UNKNOWN, SubjectKind::Spn, spn, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!(
                         "KDC {kdc} has no account with the service principal name {spn} (KDC_ERR_S_PRINCIPAL_UNKNOWN{said}, answering {what})."
                     );
@@ -109,6 +119,8 @@ impl Correlator {
                 };
                 let a = self.finding(&catalogue::ACCOUNT_DISABLED, SubjectKind::Principal, name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!("KDC {kdc} refused {what} with {err}{said_paren}: the account {name} may not log in ({state}).");
                     add_common(a);
                 }
@@ -118,6 +130,8 @@ impl Correlator {
                 let kind = self.subject_kind(name);
                 let a = self.finding(&catalogue::PASSWORD_WRONG, kind, name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!(
                         "KDC {kdc} rejected the login of {name} with KDC_ERR_PREAUTH_FAILED{said_paren}: the password (or key) used does not match the account."
                     );
@@ -129,6 +143,8 @@ impl Correlator {
                 let kind = self.subject_kind(name);
                 let a = self.finding(&catalogue::PASSWORD_EXPIRED, kind, name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!("KDC {kdc} refused the login of {name}: its password has expired (KDC_ERR_KEY_EXPIRED{said}).");
                     add_common(a);
                 }
@@ -138,6 +154,8 @@ impl Correlator {
                 let etypes: Vec<String> = k.etypes.iter().map(|e| e.to_string()).collect();
                 let a = self.finding(&catalogue::ETYPE_UNSUPPORTED, SubjectKind::Principal, name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!("KDC {kdc} found no encryption type it shares with the client for {what} (KDC_ERR_ETYPE_NOSUPP{said}).");
                     add_common(a);
                     if !etypes.is_empty() {
@@ -149,6 +167,8 @@ impl Correlator {
                 let spn = c.target;
                 let a = self.finding(&catalogue::TICKET_NOT_DECRYPTABLE, SubjectKind::Spn, spn, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!("A ticket for {spn} could not be decrypted (KRB_AP_ERR_MODIFIED{said} from {kdc}): the key it was made with is not the key the receiver holds.");
                     add_common(a);
                 }
@@ -157,6 +177,8 @@ impl Correlator {
                 let name = c.who.or(c.cname).unwrap_or("?");
                 let a = self.finding(&catalogue::WRONG_REALM, SubjectKind::Principal, name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!("KDC {kdc} answered {what} with KDC_ERR_WRONG_REALM{said}: the request names a realm this KDC does not serve.");
                     add_common(a);
                 }
@@ -168,6 +190,8 @@ impl Correlator {
                 };
                 let a = self.finding(&catalogue::GENERIC_ERROR, kind, name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!(
                         "KDC {kdc} refused {what} with KRB_ERR_GENERIC{}.",
                         match e_text {
@@ -180,11 +204,13 @@ impl Correlator {
             }
             _ => {
                 let (kind, name) = match c.who.or(c.cname) {
-                    Some(n) => (SubjectKind::Principal, n.to_string()),
-                    None => (SubjectKind::Kdc, kdc.clone()),
+                    Some(n) => (SubjectKind::Principal, n),
+                    None => (SubjectKind::Kdc, &**kdc),
                 };
-                let a = self.finding(&catalogue::OTHER_ERROR, kind, &name, c.at, evs);
+                let a = self.finding(&catalogue::OTHER_ERROR, kind, name, c.at, evs);
                 if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
                     a.explanation = format!("KDC {kdc} answered {what} with {err}{said_paren}.");
                     add_common(a);
                 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use kcd_schema::{Finding, Subject, SubjectKind, Timestamp};
 use serde_json::Value;
+use smallvec::SmallVec;
+use std::hash::BuildHasher;
 
 use crate::catalogue::Rule;
 use crate::state::Ev;
@@ -60,8 +62,10 @@ impl Agg {
     }
     /// Adds to a list fact, keeping at most `cap` distinct values.
     pub fn fact_list(&mut self, k: &str, v: &str, cap: usize) {
-        let e = self.facts.entry(k.to_string()).or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(a) = e {
+        if !self.facts.contains_key(k) {
+            self.facts.insert(k.to_string(), Value::Array(Vec::new()));
+        }
+        if let Some(Value::Array(a)) = self.facts.get_mut(k) {
             if a.len() < cap && !a.iter().any(|x| x.as_str() == Some(v)) {
                 a.push(Value::String(v.to_string()));
             }
@@ -73,7 +77,11 @@ impl Agg {
 }
 
 pub(crate) struct FindingSet {
-    map: Map<(&'static str, Subject), Agg>,
+    /// Hash of (rule, subject) to positions in `aggs`: looked up with borrowed names, so a
+    /// recurring finding costs no allocation.
+    index: Map<u64, SmallVec<[u32; 1]>>,
+    aggs: Vec<Agg>,
+    hasher: foldhash::fast::RandomState,
     max: usize,
     max_evidence: usize,
     pub folded: u64,
@@ -81,7 +89,25 @@ pub(crate) struct FindingSet {
 
 impl FindingSet {
     pub fn new(max: usize, max_evidence: usize) -> Self {
-        FindingSet { map: Map::default(), max: max.max(1), max_evidence, folded: 0 }
+        FindingSet {
+            index: Map::default(),
+            aggs: Vec::new(),
+            hasher: Default::default(),
+            max: max.max(1),
+            max_evidence,
+            folded: 0,
+        }
+    }
+
+    fn find(&self, id: &str, kind: SubjectKind, name: &str) -> (u64, Option<usize>) {
+        let h = self.hasher.hash_one((id, kind, name));
+        let at = self.index.get(&h).and_then(|v| {
+            v.iter().map(|&i| i as usize).find(|&i| {
+                let a = &self.aggs[i];
+                a.rule.id == id && a.subject.kind == kind && a.subject.name == name
+            })
+        });
+        (h, at)
     }
 
     pub fn record(
@@ -92,27 +118,39 @@ impl FindingSet {
         at: Timestamp,
         ev: impl IntoIterator<Item = Ev>,
     ) -> &mut Agg {
-        let mut key = (rule.id, Subject { kind, name: name.to_string() });
-        if !self.map.contains_key(&key) && self.map.len() >= self.max {
+        let (mut h, mut found) = self.find(rule.id, kind, name);
+        let mut name = std::borrow::Cow::Borrowed(name);
+        if found.is_none() && self.aggs.len() >= self.max {
             self.folded += 1;
-            key.1.name = format!("(other {})", plural(kind));
+            name = std::borrow::Cow::Owned(format!("(other {})", plural(kind)));
+            (h, found) = self.find(rule.id, kind, &name);
         }
-        let a = self.map.entry(key).or_insert_with_key(|k| Agg {
-            rule,
-            subject: k.1.clone(),
-            first: at,
-            last: at,
-            count: 0,
-            evidence: Vec::new(),
-            facts: BTreeMap::new(),
-            measures: BTreeMap::new(),
-            explanation: String::new(),
-        });
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.aggs.push(Agg {
+                    rule,
+                    subject: Subject { kind, name: name.into_owned() },
+                    first: at,
+                    last: at,
+                    count: 0,
+                    evidence: Vec::new(),
+                    facts: BTreeMap::new(),
+                    measures: BTreeMap::new(),
+                    explanation: String::new(),
+                });
+                let i = self.aggs.len() - 1;
+                self.index.entry(h).or_default().push(i as u32);
+                i
+            }
+        };
+        let cap = self.max_evidence;
+        let a = &mut self.aggs[i];
         a.count += 1;
         a.first = a.first.min(at);
         a.last = a.last.max(at);
         for e in ev {
-            if a.evidence.len() < self.max_evidence {
+            if a.evidence.len() < cap {
                 a.evidence.push(e);
             }
         }
@@ -120,11 +158,15 @@ impl FindingSet {
     }
 
     pub fn contains(&self, id: &'static str, kind: SubjectKind, name: &str) -> bool {
-        self.map.contains_key(&(id, Subject { kind, name: name.to_string() }))
+        self.find(id, kind, name).1.is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.aggs.len()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Agg> {
-        self.map.values()
+        self.aggs.iter()
     }
 }
 

@@ -7,7 +7,6 @@
 //! every time. Memory is bounded: every table has a cap, ages out with capture time and
 //! counts what it evicts.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use kcd_schema::{
@@ -22,6 +21,7 @@ mod findings;
 mod output;
 pub mod s4u;
 mod state;
+mod table;
 mod too_big;
 
 pub use device::{upn_matches, DeviceSighting};
@@ -34,6 +34,9 @@ use findings::{Agg, FindingSet};
 use state::{kdc_name, Ev, FlowTag};
 
 pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A principal or SPN name, shared (interned) rather than copied for every message.
+pub type Name = std::sync::Arc<str>;
 
 const SECOND: i64 = 1_000_000_000;
 
@@ -77,7 +80,7 @@ impl Default for Config {
             max_clients: 65_536,
             max_kdcs: 4_096,
             max_tickets: 65_536,
-            max_findings: 4_096,
+            max_findings: 1_024,
             max_devices: 65_536,
             evidence_per_finding: 16,
             idle_ns: 3_600 * SECOND,
@@ -129,7 +132,7 @@ impl ReqKind {
 
 /// A request as the client sends it, whatever the KDC or transport: retransmissions,
 /// fail-over to another KDC and the TCP retry after error 52 all carry the same nonce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct ReqKey {
     client: IpAddr,
     msg: i32,
@@ -148,9 +151,9 @@ struct Attempt {
 #[derive(Debug)]
 struct OutReq {
     kind: ReqKind,
-    principal: Option<Box<str>>,
-    via: Option<Box<str>>,
-    target: Box<str>,
+    principal: Option<Name>,
+    via: Option<Name>,
+    target: Name,
     first: Timestamp,
     attempts: smallvec::SmallVec<[Attempt; 2]>,
     /// The request came over TCP after a 52 on UDP.
@@ -174,16 +177,16 @@ struct TooBig {
 #[derive(Debug, Clone)]
 struct OutReqSummary {
     kind: ReqKind,
-    principal: Option<Box<str>>,
-    via: Option<Box<str>>,
-    target: Box<str>,
+    principal: Option<Name>,
+    via: Option<Name>,
+    target: Name,
 }
 
 /// Whose S4U2Self ticket this is: ties S4U2Proxy (which carries it) to the user.
 #[derive(Debug, Clone)]
 struct TicketLink {
-    user: Box<str>,
-    via: Box<str>,
+    user: Name,
+    via: Name,
     at: Timestamp,
 }
 
@@ -194,17 +197,19 @@ struct Delegations {
 }
 
 /// (target, a user it worked for, when)
-type Delegated = (Box<str>, Box<str>, Timestamp);
+type Delegated = (Name, Name, Timestamp);
 
 #[derive(Debug, Clone)]
 struct Impersonation {
-    user: Box<str>,
+    user: Name,
     at: Timestamp,
     ev: Ev,
 }
 
 /// How soon after S4U2Self the service ticket is expected (S4U2Proxy follows at once).
 const IMPERSONATION_WINDOW_NS: i64 = 10 * SECOND;
+/// S4U2Self tickets watched at once for a service ticket that skips S4U2Proxy.
+const MAX_IMPERSONATIONS: usize = 4096;
 
 const DELEGATIONS_KEPT: usize = 16;
 
@@ -216,27 +221,39 @@ pub struct Correlator {
     last_file: Option<(usize, u32)>,
     outstanding: Map<ReqKey, OutReq>,
     by_frame: Map<(u32, u64), ReqKey>,
-    deadlines: VecDeque<(Timestamp, ReqKey)>,
     too_big: Map<ReqKey, TooBig>,
-    too_big_deadlines: VecDeque<(Timestamp, ReqKey)>,
     /// (client, KDC) pairs with a 52 waiting, and how many.
     too_big_pairs: Map<(IpAddr, IpAddr), u32>,
     /// (client, KDC) pairs whose TCP connection attempts went unanswered while a 52 waited.
     tcp_silent: Map<(IpAddr, IpAddr), (Timestamp, Ev)>,
-    kdcs: Map<(IpAddr, u16), Kdc>,
-    clients: Map<IpAddr, Client>,
-    principals: Map<Box<str>, PrincipalState>,
+    kdcs: table::Table<(IpAddr, u16), Kdc>,
+    /// The KDC of the last message: most messages in a row talk to the same one.
+    last_kdc: Option<usize>,
+    clients: Map<state::Ip, state::ClientStats>,
+    next_kdc_id: u32,
+    principals: Map<Name, PrincipalState>,
     tickets: Map<TicketId, TicketLink>,
-    delegations: Map<Box<str>, Delegations>,
+    delegations: Map<Name, Delegations>,
     /// S4U2Self tickets not yet followed by S4U2Proxy, per (client host, service account).
-    impersonating: Map<(IpAddr, Box<str>), Impersonation>,
+    impersonating: Map<(IpAddr, Name), Impersonation>,
     devices: device::Devices,
     findings: FindingSet,
     /// Findings of KDCs evicted from the table, kept.
     retired: Vec<Finding>,
     stats: Stats,
     next_sweep: Option<Timestamp>,
+    /// Names by a hash of their parts: a message's names are looked up without building
+    /// the string (each hit is checked against the parts).
+    name_cache: Map<u64, Name>,
+    name_hasher: foldhash::fast::RandomState,
+    empty: Name,
+    scratch: String,
+    ip_buf: String,
+    next_expiry: Option<Timestamp>,
 }
+
+/// Distinct names kept for sharing; past it the set starts over (names in use live on).
+const MAX_INTERNED: usize = 1 << 16;
 
 impl Correlator {
     pub fn new(cfg: Config) -> Self {
@@ -249,13 +266,13 @@ impl Correlator {
             last_file: None,
             outstanding: Map::default(),
             by_frame: Map::default(),
-            deadlines: VecDeque::new(),
             too_big: Map::default(),
-            too_big_deadlines: VecDeque::new(),
             too_big_pairs: Map::default(),
             tcp_silent: Map::default(),
-            kdcs: Map::default(),
+            kdcs: table::Table::default(),
+            last_kdc: None,
             clients: Map::default(),
+            next_kdc_id: 0,
             principals: Map::default(),
             tickets: Map::default(),
             delegations: Map::default(),
@@ -265,6 +282,12 @@ impl Correlator {
             retired: Vec::new(),
             stats: Stats::default(),
             next_sweep: None,
+            name_cache: Map::default(),
+            name_hasher: Default::default(),
+            empty: Name::from(""),
+            scratch: String::new(),
+            ip_buf: String::new(),
+            next_expiry: None,
         }
     }
 
@@ -274,6 +297,24 @@ impl Correlator {
 
     pub fn stats(&self) -> Stats {
         Stats { findings_folded: self.findings.folded, ..self.stats }
+    }
+
+    /// Entries in each table, for memory accounting (capacity, not length, is what the
+    /// tables hold on to).
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize, usize)> {
+        vec![
+            ("outstanding", self.outstanding.len(), self.outstanding.capacity()),
+            ("by_frame", self.by_frame.len(), self.by_frame.capacity()),
+            ("too_big", self.too_big.len(), self.too_big.capacity()),
+            ("kdcs", self.kdcs.len(), self.kdcs.capacity()),
+            ("clients", self.clients.len(), self.clients.capacity()),
+            ("principals", self.principals.len(), self.principals.capacity()),
+            ("tickets", self.tickets.len(), self.tickets.capacity()),
+            ("delegations", self.delegations.len(), self.delegations.capacity()),
+            ("impersonating", self.impersonating.len(), self.impersonating.capacity()),
+            ("findings", self.findings.len(), 0),
+            ("names", self.name_cache.len(), self.name_cache.capacity()),
+        ]
     }
 
     /// First and last capture time seen.
@@ -353,34 +394,53 @@ impl Correlator {
         }
     }
 
+    /// Requests and RESPONSE_TOO_BIGs past their time, decided a few times a second of
+    /// capture time (a scan of what is in flight, which is little).
     fn expire(&mut self, now: Timestamp) {
-        while let Some(&(deadline, key)) = self.deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_front();
-            let due = self
-                .outstanding
-                .get(&key)
-                .is_some_and(|o| o.first.0 + self.cfg.unanswered_after_ns <= now.0);
-            if due {
-                if let Some(o) = self.take(&key) {
+        if self.next_expiry.is_some_and(|n| now < n) {
+            return;
+        }
+        let tick = (self.cfg.unanswered_after_ns.min(self.cfg.tcp_retry_window_ns) / 5).clamp(1_000_000, SECOND);
+        self.next_expiry = Some(Timestamp(now.0 + tick));
+        self.expire_due(now, false);
+    }
+
+    /// Decides what waited long enough; at the end of a capture (`end`), also counts what
+    /// is too recent to decide.
+    fn expire_due(&mut self, now: Timestamp, end: bool) {
+        let limit = now.0 - self.cfg.unanswered_after_ns;
+        let mut due: Vec<(Timestamp, ReqKey)> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| end || o.first.0 <= limit)
+            .map(|(k, o)| (o.first, *k))
+            .collect();
+        // Hash order must not decide which explanation a finding keeps.
+        due.sort_unstable();
+        for (first, key) in due {
+            if let Some(o) = self.take(&key) {
+                if first.0 <= limit {
                     self.unanswered(o);
+                } else {
+                    self.stats.pending_at_end += 1;
                 }
             }
         }
-        while let Some(&(deadline, key)) = self.too_big_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.too_big_deadlines.pop_front();
-            let due = self
-                .too_big
-                .get(&key)
-                .is_some_and(|t| t.at.0 + self.cfg.tcp_retry_window_ns <= now.0);
-            if due {
-                if let Some(t) = self.take_too_big(&key) {
+        let limit = now.0 - self.cfg.tcp_retry_window_ns;
+        let mut due: Vec<(Timestamp, ReqKey)> = self
+            .too_big
+            .iter()
+            .filter(|(_, t)| end || t.at.0 <= limit)
+            .map(|(k, t)| (t.at, *k))
+            .collect();
+        due.sort_unstable();
+        for (at, key) in due {
+            if let Some(t) = self.take_too_big(&key) {
+                let silent = self.tcp_silent.contains_key(&(t.client, t.kdc));
+                if silent || at.0 <= limit {
                     self.too_big_unretried(t);
+                } else {
+                    self.stats.too_big_undecided += 1;
                 }
             }
         }
@@ -388,37 +448,14 @@ impl Correlator {
 
     /// Closes everything that waits, as at the end of a capture.
     fn close_pending(&mut self) {
-        let now = match self.now {
-            Some(n) => n,
-            None => return,
-        };
-        self.expire(now);
-        let keys: Vec<ReqKey> = self.deadlines.drain(..).map(|(_, k)| k).collect();
-        for key in keys {
-            if let Some(o) = self.take(&key) {
-                if o.first.0 + self.cfg.unanswered_after_ns <= now.0 {
-                    self.unanswered(o);
-                } else {
-                    self.stats.pending_at_end += 1;
-                }
-            }
-        }
+        let Some(now) = self.now else { return };
+        self.expire_due(now, true);
         self.outstanding.clear();
         self.by_frame.clear();
-        let keys: Vec<ReqKey> = self.too_big_deadlines.drain(..).map(|(_, k)| k).collect();
-        for key in keys {
-            if let Some(t) = self.take_too_big(&key) {
-                let silent = self.tcp_silent.contains_key(&(t.client, t.kdc));
-                if silent || t.at.0 + self.cfg.tcp_retry_window_ns <= now.0 {
-                    self.too_big_unretried(t);
-                } else {
-                    self.stats.too_big_undecided += 1;
-                }
-            }
-        }
         self.too_big.clear();
         self.too_big_pairs.clear();
         self.tcp_silent.clear();
+        self.next_expiry = None;
     }
 
     /// Forgets principals, clients and tickets idle for long, by capture time.
@@ -458,6 +495,52 @@ impl Correlator {
         id
     }
 
+    /// The principal's full name ("alice@R", "HTTP/host@R", "alice@upn.example"), shared:
+    /// once a name has been seen, finding it again builds no string.
+    fn name(&mut self, p: &Principal<'_>, realm: Option<&str>) -> Name {
+        let realm = realm.filter(|r| !r.is_empty() && !is_enterprise(p));
+        let h = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = self.name_hasher.build_hasher();
+            for part in &p.parts {
+                h.write(part.as_bytes());
+                h.write_u8(0xff);
+            }
+            if let Some(r) = realm {
+                h.write(r.as_bytes());
+            }
+            h.finish()
+        };
+        if let Some(n) = self.name_cache.get(&h) {
+            if name_is(n, p, realm) {
+                return n.clone();
+            }
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        write_full_name(&mut buf, p, realm);
+        let n: Name = buf.as_str().into();
+        self.scratch = buf;
+        if self.name_cache.len() >= MAX_INTERNED {
+            self.name_cache.clear();
+        }
+        self.name_cache.insert(h, n.clone());
+        n
+    }
+
+    /// An address as text, in a reused buffer (return it with `give_back`).
+    fn ip_text(&mut self, ip: IpAddr) -> String {
+        use std::fmt::Write as _;
+        let mut b = std::mem::take(&mut self.ip_buf);
+        b.clear();
+        let _ = write!(b, "{ip}");
+        b
+    }
+
+    fn give_back(&mut self, b: String) {
+        self.ip_buf = b;
+    }
+
     fn ev(&mut self, e: &Event<'_>) -> Ev {
         Ev {
             file: self.file_id(e.pcap_file.as_deref()),
@@ -468,30 +551,43 @@ impl Correlator {
 
     fn kdc(&mut self, addr: IpAddr, port: u16, at: Timestamp) -> &mut Kdc {
         let key = (addr, port);
-        if !self.kdcs.contains_key(&key) && self.kdcs.len() >= self.cfg.max_kdcs {
-            let victims = oldest(&self.kdcs, |k| k.last_seen, self.cfg.max_kdcs / 8);
-            for v in victims {
-                if let Some(k) = self.kdcs.remove(&v) {
-                    let mut out = Vec::new();
-                    self.kdc_findings(&k, &mut out);
-                    self.retired.extend(out);
-                    self.stats.kdcs_evicted += 1;
+        let mut id = u32::MAX; // only used if the entry is new
+        let i = match self.last_kdc.filter(|&i| self.kdcs.key_at(i) == Some(&key)) {
+            Some(i) => i,
+            None => {
+                if !self.kdcs.contains(&key) {
+                    if self.kdcs.len() >= self.cfg.max_kdcs {
+                        let victims = oldest(self.kdcs.iter(), |k| k.last_seen, self.cfg.max_kdcs / 8);
+                        for v in victims {
+                            if let Some(k) = self.kdcs.remove(&v) {
+                                let mut out = Vec::new();
+                                self.kdc_findings(&k, &mut out);
+                                self.retired.extend(out);
+                                self.stats.kdcs_evicted += 1;
+                            }
+                        }
+                    }
+                    id = self.next_kdc_id;
+                    self.next_kdc_id = self.next_kdc_id.saturating_add(1);
                 }
+                self.kdcs.position_or_insert_with(key, || Kdc::new(addr, port, id, at))
             }
-        }
-        let k = self.kdcs.entry(key).or_insert_with(|| Kdc::new(addr, port, at));
+        };
+        self.last_kdc = Some(i);
+        let k = self.kdcs.at_or_insert_with(i, key, || Kdc::new(addr, port, id, at));
         k.last_seen = k.last_seen.max(at);
         k
     }
 
-    fn client(&mut self, addr: IpAddr, at: Timestamp) -> &mut Client {
-        if !self.clients.contains_key(&addr) && self.clients.len() >= self.cfg.max_clients {
-            for v in oldest(&self.clients, |c| c.last_seen, self.cfg.max_clients / 8) {
+    fn client(&mut self, addr: IpAddr, at: Timestamp) -> &mut state::ClientStats {
+        let key = state::Ip::from(addr);
+        if self.clients.len() >= self.cfg.max_clients && !self.clients.contains_key(&key) {
+            for v in oldest(self.clients.iter(), |c| c.last_seen, self.cfg.max_clients / 8) {
                 self.clients.remove(&v);
                 self.stats.clients_evicted += 1;
             }
         }
-        let c = self.clients.entry(addr).or_insert_with(|| Client::new(addr, at));
+        let c = self.clients.entry(key).or_insert_with(|| state::ClientStats::new(at));
         c.last_seen = c.last_seen.max(at);
         c
     }
@@ -499,12 +595,13 @@ impl Correlator {
     fn principal(&mut self, name: &str, at: Timestamp) -> Option<&mut PrincipalState> {
         if !self.principals.contains_key(name) {
             if self.principals.len() >= self.cfg.max_principals {
-                for v in oldest(&self.principals, |p| p.last_seen, self.cfg.max_principals / 8) {
+                for v in oldest(self.principals.iter(), |p| p.last_seen, self.cfg.max_principals / 8) {
                     self.principals.remove(&v);
                     self.stats.principals_evicted += 1;
                 }
             }
-            self.principals.insert(name.into(), PrincipalState::new(name, at));
+            let n = Name::from(name);
+            self.principals.insert(n.clone(), PrincipalState::new(n, at));
         }
         let p = self.principals.get_mut(name)?;
         p.last_seen = p.last_seen.max(at);
@@ -557,7 +654,7 @@ impl Correlator {
         let at = e.timestamp;
         let ev = self.ev(e);
         let kind = request_kind(k);
-        {
+        let kdc_id = {
             let s = self.kdc(kdc, port, at);
             s.requests += 1;
             match transport {
@@ -565,21 +662,22 @@ impl Correlator {
                 Transport::Tcp => s.requests_tcp += 1,
             }
             s.realm(k.realm.as_deref());
-        }
+            s.id
+        };
         {
             let c = self.client(client, at);
             match kind {
-                ReqKind::As => c.as_req += 1,
-                ReqKind::Tgs => c.tgs_req += 1,
-                ReqKind::S4u2Self => c.s4u2self += 1,
-                ReqKind::S4u2Proxy => c.s4u2proxy += 1,
+                ReqKind::As => c.as_req = c.as_req.saturating_add(1),
+                ReqKind::Tgs => c.tgs_req = c.tgs_req.saturating_add(1),
+                ReqKind::S4u2Self => c.s4u2self = c.s4u2self.saturating_add(1),
+                ReqKind::S4u2Proxy => c.s4u2proxy = c.s4u2proxy.saturating_add(1),
             }
             match transport {
-                Transport::Udp => c.udp += 1,
-                Transport::Tcp => c.tcp += 1,
+                Transport::Udp => c.udp = c.udp.saturating_add(1),
+                Transport::Tcp => c.tcp = c.tcp.saturating_add(1),
             }
-            if c.kdcs.len() < 8 && !c.kdcs.contains(&kdc) {
-                c.kdcs.push(kdc);
+            if kdc_id < 64 {
+                c.kdcs |= 1 << kdc_id;
             }
         }
         let key = ReqKey {
@@ -610,13 +708,15 @@ impl Correlator {
                 self.impersonating.remove(&(client, v.clone()));
             }
         }
-        let target = k.sname.as_ref().map(|s| full_name(s, k.realm.as_deref())).unwrap_or_default();
+        let target = match &k.sname {
+            Some(sn) => self.name(sn, k.realm.as_deref()),
+            None => self.empty.clone(),
+        };
         if self.outstanding.len() >= self.cfg.max_outstanding {
-            // The oldest waiting request goes.
-            while let Some((_, old)) = self.deadlines.pop_front() {
+            // The oldest waiting requests go.
+            for old in oldest(self.outstanding.iter(), |o| o.first, self.cfg.max_outstanding / 8) {
                 if self.take(&old).is_some() {
                     self.stats.requests_evicted += 1;
-                    break;
                 }
             }
         }
@@ -626,32 +726,28 @@ impl Correlator {
                 kind,
                 principal,
                 via,
-                target: target.into(),
+                target,
                 first: at,
                 attempts: smallvec::smallvec![attempt],
                 after_too_big,
             },
         );
         self.by_frame.insert((ev.file, ev.frame), key);
-        self.deadlines.push_back((Timestamp(at.0 + self.cfg.unanswered_after_ns), key));
     }
 
     /// Who a request is for, and which service account acts (S4U).
-    fn request_parties(&mut self, kind: ReqKind, k: &Krb5<'_>) -> (Option<Box<str>>, Option<Box<str>>) {
+    fn request_parties(&mut self, kind: ReqKind, k: &Krb5<'_>) -> (Option<Name>, Option<Name>) {
         match kind {
-            ReqKind::As => (k.cname.as_ref().map(|c| full_name(c, k.realm.as_deref()).into()), None),
+            ReqKind::As => (k.cname.as_ref().map(|c| self.name(c, k.realm.as_deref())), None),
             ReqKind::S4u2Self => {
-                let user = k
-                    .for_user
-                    .as_ref()
-                    .and_then(|f| f.user.as_ref().map(|u| full_name(u, f.realm.as_deref())))
-                    .or_else(|| {
-                        k.s4u_x509_user
-                            .as_ref()
-                            .and_then(|x| x.user.as_ref().map(|u| full_name(u, x.realm.as_deref())))
-                    });
-                let via = k.sname.as_ref().map(|s| full_name(s, k.realm.as_deref()));
-                (user.map(Into::into), via.map(Into::into))
+                let user = match (&k.for_user, &k.s4u_x509_user) {
+                    (Some(f), _) if f.user.is_some() => f.user.as_ref().map(|u| (u, f.realm.as_deref())),
+                    (_, Some(x)) => x.user.as_ref().map(|u| (u, x.realm.as_deref())),
+                    _ => None,
+                };
+                let user = user.map(|(u, r)| self.name(u, r));
+                let via = k.sname.as_ref().map(|s| self.name(s, k.realm.as_deref()));
+                (user, via)
             }
             ReqKind::S4u2Proxy => {
                 let link = k
@@ -677,7 +773,7 @@ impl Correlator {
         let at = e.timestamp;
         let ev = self.ev(e);
         let err = k.error.as_ref();
-        {
+        let kdc_label = {
             let s = self.kdc(kdc, port, at);
             match err {
                 Some(x) => *s.errors.entry(x.code).or_insert(0) += 1,
@@ -689,9 +785,11 @@ impl Correlator {
                     let _ = h.record(u64::try_from(lat.max(1)).unwrap_or(1));
                 }
             }
-        }
+            s.label.clone()
+        };
         if err.is_some() {
-            self.client(client, at).errors += 1;
+            let c = self.client(client, at);
+            c.errors = c.errors.saturating_add(1);
         }
         // The KDC's clock, measured from every error it sends (PREAUTH_REQUIRED included).
         if let Some(skew) = err.and_then(|x| x.skew_seconds) {
@@ -728,12 +826,16 @@ impl Correlator {
                 Some(o.attempts.iter().find(|a| a.kdc == kdc).map_or(o.first, |a| a.at)),
                 o.after_too_big,
             ),
-            None => (None, None, None, Box::<str>::from(""), None, false),
+            None => (None, None, None, self.empty.clone(), None, false),
         };
-        let cname = k.cname.as_ref().map(|c| full_name(c, k.crealm.as_deref()));
-        let sname = k.sname.as_ref().map(|s| full_name(s, k.realm.as_deref()));
+        // The reply's own names only where the request did not tell.
+        let need_cname = principal.is_none() || err.is_some() || kind.is_none_or(|k| k == ReqKind::Tgs);
+        let cname = if need_cname { k.cname.as_ref().map(|c| self.name(c, k.crealm.as_deref())) } else { None };
         let latency_us = k.request.as_ref().map(|r| r.latency_us);
-        let target: Box<str> = if target.is_empty() { sname.clone().unwrap_or_default().into() } else { target };
+        let target: Name = match &k.sname {
+            Some(sn) if target.is_empty() => self.name(sn, k.realm.as_deref()),
+            _ => target,
+        };
         let kind = kind.unwrap_or(match k.msg_type {
             MessageType::AS_REP => ReqKind::As,
             _ if target.starts_with("krbtgt/") && err.is_some() => ReqKind::As,
@@ -741,18 +843,18 @@ impl Correlator {
         });
         // Who the step belongs to: the impersonated user for S4U (the error names the
         // service account), otherwise the reply's client.
-        let who: Option<Box<str>> = match kind {
+        let who: Option<Name> = match kind {
             ReqKind::S4u2Self | ReqKind::S4u2Proxy => principal.clone().or_else(|| {
                 if err.is_none() {
-                    cname.clone().map(Into::into)
+                    cname.clone()
                 } else {
                     None
                 }
             }),
-            _ => principal.clone().or_else(|| cname.clone().map(Into::into)),
+            _ => principal.clone().or_else(|| cname.clone()),
         };
-        let via: Option<Box<str>> = match kind {
-            ReqKind::S4u2Proxy if via.is_none() && err.is_some() => cname.clone().map(Into::into),
+        let via: Option<Name> = match kind {
+            ReqKind::S4u2Proxy if via.is_none() && err.is_some() => cname.clone(),
             _ => via,
         };
         if let Some(v) = &via {
@@ -782,10 +884,7 @@ impl Correlator {
                 match kind {
                     ReqKind::S4u2Self => {
                         if let (Some(user), Some(v)) = (who.clone(), via.clone()) {
-                            if self.impersonating.len() < self.cfg.max_outstanding {
-                                self.impersonating
-                                    .insert((client, v.clone()), Impersonation { user: user.clone(), at, ev });
-                            }
+                            self.impersonation(client, v.clone(), Impersonation { user: user.clone(), at, ev });
                             if let Some(id) = k.ticket.as_ref().and_then(|t| t.id) {
                                 self.remember_ticket(id, user, v, at);
                             }
@@ -795,7 +894,7 @@ impl Correlator {
                         // The service account, fresh from S4U2Self, asks for a service
                         // ticket as itself: whatever it calls will see it, not the user.
                         if let Some(c) = cname.as_deref() {
-                            let key = (client, Box::<str>::from(c));
+                            let key = (client, cname.clone().unwrap_or_else(|| Name::from("")));
                             let hit = self
                                 .impersonating
                                 .get(&key)
@@ -848,8 +947,7 @@ impl Correlator {
                     }
                     return;
                 }
-                if let Some(w) = who.as_deref().or(via.as_deref()) {
-                    let w: Box<str> = w.into();
+                if let Some(w) = who.clone().or_else(|| via.clone()) {
                     self.record_step(&w, step(Outcome::Error(code)));
                 }
                 let ctx = ErrCtx {
@@ -859,7 +957,7 @@ impl Correlator {
                     via: via.as_deref(),
                     target: &target,
                     cname: cname.as_deref(),
-                    kdc: kdc_name(kdc, port),
+                    kdc: kdc_label.clone(),
                     at,
                     ev,
                     req_ev: req.as_ref().and_then(|(_, o)| o.attempts.last().map(|a| a.ev)),
@@ -869,9 +967,23 @@ impl Correlator {
         }
     }
 
-    fn remember_ticket(&mut self, id: TicketId, user: Box<str>, via: Box<str>, at: Timestamp) {
+    fn impersonation(&mut self, client: IpAddr, via: Name, i: Impersonation) {
+        let cap = MAX_IMPERSONATIONS;
+        if self.impersonating.len() >= cap && !self.impersonating.contains_key(&(client, via.clone())) {
+            let now = i.at;
+            self.impersonating.retain(|_, x| now.0 - x.at.0 <= IMPERSONATION_WINDOW_NS);
+            if self.impersonating.len() >= cap {
+                for k in oldest(self.impersonating.iter(), |x| x.at, cap / 8) {
+                    self.impersonating.remove(&k);
+                }
+            }
+        }
+        self.impersonating.insert((client, via), i);
+    }
+
+    fn remember_ticket(&mut self, id: TicketId, user: Name, via: Name, at: Timestamp) {
         if !self.tickets.contains_key(&id) && self.tickets.len() >= self.cfg.max_tickets {
-            for v in oldest(&self.tickets, |t| t.at, self.cfg.max_tickets / 8) {
+            for v in oldest(self.tickets.iter(), |t| t.at, self.cfg.max_tickets / 8) {
                 self.tickets.remove(&v);
                 self.stats.tickets_evicted += 1;
             }
@@ -959,7 +1071,7 @@ struct ErrCtx<'c> {
     via: Option<&'c str>,
     target: &'c str,
     cname: Option<&'c str>,
-    kdc: String,
+    kdc: Name,
     at: Timestamp,
     ev: Ev,
     req_ev: Option<Ev>,
@@ -980,15 +1092,48 @@ fn request_kind(k: &Krb5<'_>) -> ReqKind {
 /// "alice@LAB.TEST", "HTTP/web.lab.test@LAB.TEST"; an enterprise name ("alice@lab.test")
 /// already names its domain.
 pub fn full_name(p: &Principal<'_>, realm: Option<&str>) -> String {
-    let mut s = p.to_string();
-    let enterprise = p.name_type == NameType::NT_ENTERPRISE || (p.parts.len() == 1 && s.contains('@'));
-    if !enterprise {
-        if let Some(r) = realm.filter(|r| !r.is_empty()) {
-            s.push('@');
-            s.push_str(r);
+    let mut s = String::new();
+    write_full_name(&mut s, p, realm.filter(|r| !r.is_empty() && !is_enterprise(p)));
+    s
+}
+
+fn is_enterprise(p: &Principal<'_>) -> bool {
+    p.name_type == NameType::NT_ENTERPRISE || (p.parts.len() == 1 && p.parts[0].contains('@'))
+}
+
+/// `n` is what write_full_name writes for these parts and (already decided) realm.
+fn name_is(n: &str, p: &Principal<'_>, realm: Option<&str>) -> bool {
+    let mut rest = n;
+    for (i, part) in p.parts.iter().enumerate() {
+        if i > 0 {
+            match rest.strip_prefix('/') {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        match rest.strip_prefix(&**part) {
+            Some(r) => rest = r,
+            None => return false,
         }
     }
-    s
+    match realm {
+        Some(r) => rest.strip_prefix('@').is_some_and(|x| x == r),
+        None => rest.is_empty(),
+    }
+}
+
+/// Parts joined by '/', then "@realm" when `realm` is given (the caller decides).
+fn write_full_name(s: &mut String, p: &Principal<'_>, realm: Option<&str>) {
+    for (i, part) in p.parts.iter().enumerate() {
+        if i > 0 {
+            s.push('/');
+        }
+        s.push_str(part);
+    }
+    if let Some(r) = realm {
+        s.push('@');
+        s.push_str(r);
+    }
 }
 
 fn describe_request(kind: ReqKind, principal: Option<&str>, target: &str) -> String {
@@ -1022,12 +1167,12 @@ fn capitalise(s: &str) -> String {
 
 /// The `n` entries seen least recently (at least one), ties broken by key so that the
 /// choice does not depend on hash order.
-fn oldest<K: Clone + Ord + std::hash::Hash + Eq, V>(
-    map: &Map<K, V>,
+fn oldest<'m, K: Clone + Ord + 'm, V: 'm>(
+    entries: impl IntoIterator<Item = (&'m K, &'m V)>,
     seen: impl Fn(&V) -> Timestamp,
     n: usize,
 ) -> Vec<K> {
-    let mut v: Vec<(Timestamp, &K)> = map.iter().map(|(k, x)| (seen(x), k)).collect();
+    let mut v: Vec<(Timestamp, &K)> = entries.into_iter().map(|(k, x)| (seen(x), k)).collect();
     let n = n.clamp(1, v.len().max(1));
     if v.len() > n {
         v.select_nth_unstable(n - 1);

@@ -109,8 +109,26 @@ impl Correlator {
     }
 
     /// Client hosts by address.
-    pub fn clients(&self) -> Vec<&Client> {
-        let mut v: Vec<&Client> = self.clients.values().collect();
+    pub fn clients(&self) -> Vec<Client> {
+        let mut by_id: Vec<(u32, std::net::IpAddr)> = self.kdcs.values().map(|k| (k.id, k.addr)).collect();
+        by_id.sort_unstable();
+        let mut v: Vec<Client> = self
+            .clients
+            .iter()
+            .map(|(ip, c)| Client {
+                addr: (*ip).into(),
+                first_seen: c.first_seen,
+                last_seen: c.last_seen,
+                as_req: c.as_req.into(),
+                tgs_req: c.tgs_req.into(),
+                s4u2self: c.s4u2self.into(),
+                s4u2proxy: c.s4u2proxy.into(),
+                udp: c.udp.into(),
+                tcp: c.tcp.into(),
+                errors: c.errors.into(),
+                kdcs: by_id.iter().filter(|(id, _)| *id < 64 && c.kdcs & (1 << id) != 0).map(|(_, a)| *a).collect(),
+            })
+            .collect();
         v.sort_by_key(|c| c.addr);
         v
     }

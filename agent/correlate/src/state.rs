@@ -135,6 +135,10 @@ impl Trouble {
 pub struct Kdc {
     pub addr: IpAddr,
     pub port: u16,
+    /// Assigned in order of appearance.
+    pub id: u32,
+    /// "10.0.0.2", or with its port when not 88.
+    pub label: crate::Name,
     pub realms: SmallVec<[Box<str>; 1]>,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
@@ -155,10 +159,12 @@ pub struct Kdc {
 }
 
 impl Kdc {
-    pub(crate) fn new(addr: IpAddr, port: u16, at: Timestamp) -> Self {
+    pub(crate) fn new(addr: IpAddr, port: u16, id: u32, at: Timestamp) -> Self {
         Kdc {
             addr,
             port,
+            id,
+            label: kdc_name(addr, port).into(),
             realms: SmallVec::new(),
             first_seen: at,
             last_seen: at,
@@ -202,7 +208,7 @@ impl Kdc {
 
     /// "10.0.0.2" on port 88, "10.0.0.2:8888" elsewhere.
     pub fn name(&self) -> String {
-        kdc_name(self.addr, self.port)
+        self.label.to_string()
     }
 }
 
@@ -214,7 +220,8 @@ pub(crate) fn kdc_name(addr: IpAddr, port: u16) -> String {
     }
 }
 
-/// A host that talks to KDCs (on a gateway host: the gateway itself).
+/// A host that talks to KDCs (on a gateway host: the gateway itself), as reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub addr: IpAddr,
     pub first_seen: Timestamp,
@@ -226,13 +233,29 @@ pub struct Client {
     pub udp: u64,
     pub tcp: u64,
     pub errors: u64,
-    pub kdcs: SmallVec<[IpAddr; 2]>,
+    pub kdcs: Vec<IpAddr>,
 }
 
-impl Client {
-    pub(crate) fn new(addr: IpAddr, at: Timestamp) -> Self {
-        Client {
-            addr,
+/// A client as the correlator keeps it: small, because a busy network has tens of
+/// thousands and every message touches one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientStats {
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub as_req: u32,
+    pub tgs_req: u32,
+    pub s4u2self: u32,
+    pub s4u2proxy: u32,
+    pub udp: u32,
+    pub tcp: u32,
+    pub errors: u32,
+    /// Bit n: the KDC whose `id` is n talked with it (the first 64 KDCs).
+    pub kdcs: u64,
+}
+
+impl ClientStats {
+    pub(crate) fn new(at: Timestamp) -> Self {
+        ClientStats {
             first_seen: at,
             last_seen: at,
             as_req: 0,
@@ -242,7 +265,31 @@ impl Client {
             udp: 0,
             tcp: 0,
             errors: 0,
-            kdcs: SmallVec::new(),
+            kdcs: 0,
+        }
+    }
+}
+
+/// An address as one integer (IPv4 as IPv4-mapped IPv6): cheaper to hash and compare
+/// than `IpAddr`, for tables keyed by address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Ip(pub u128);
+
+impl From<IpAddr> for Ip {
+    fn from(a: IpAddr) -> Self {
+        match a {
+            IpAddr::V4(v4) => Ip(v4.to_ipv6_mapped().to_bits()),
+            IpAddr::V6(v6) => Ip(v6.to_bits()),
+        }
+    }
+}
+
+impl From<Ip> for IpAddr {
+    fn from(i: Ip) -> Self {
+        let v6 = std::net::Ipv6Addr::from_bits(i.0);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
         }
     }
 }
@@ -283,9 +330,9 @@ pub enum Outcome {
 pub struct Step {
     pub kind: StepKind,
     /// What was asked for: krbtgt/REALM, the service account, the target SPN.
-    pub target: Box<str>,
+    pub target: crate::Name,
     /// The service account acting for the principal (S4U steps).
-    pub via: Option<Box<str>>,
+    pub via: Option<crate::Name>,
     pub kdc: IpAddr,
     pub transport: Transport,
     pub at: Timestamp,
@@ -302,7 +349,7 @@ pub struct Step {
 
 /// A user, a service account, or any client principal.
 pub struct PrincipalState {
-    pub name: Box<str>,
+    pub name: crate::Name,
     /// It delegated for others (S4U2Self/S4U2Proxy service).
     pub service_account: bool,
     pub first_seen: Timestamp,
@@ -316,9 +363,9 @@ pub struct PrincipalState {
 pub const STEPS_KEPT: usize = 8;
 
 impl PrincipalState {
-    pub(crate) fn new(name: &str, at: Timestamp) -> Self {
+    pub(crate) fn new(name: crate::Name, at: Timestamp) -> Self {
         PrincipalState {
-            name: name.into(),
+            name,
             service_account: false,
             first_seen: at,
             last_seen: at,

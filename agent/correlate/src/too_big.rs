@@ -34,16 +34,15 @@ impl Correlator {
         }
         *self.too_big_pairs.entry((key.client, kdc)).or_insert(0) += 1;
         self.too_big.insert(key, t);
-        self.too_big_deadlines.push_back((Timestamp(at.0 + self.cfg.tcp_retry_window_ns), key));
     }
 
     pub(crate) fn too_big_retried(&mut self, t: TooBig, at: Timestamp, tcp_kdc: IpAddr) {
         let added_ms = (at.0 - t.requested.0) as f64 / 1e6;
-        let client = t.client.to_string();
-        let kdc = kdc_name(t.kdc, t.kdc_port);
-        let what = describe_request(t.request.kind, t.request.principal.as_deref(), &t.request.target);
+        let kdc = self.kdc(t.kdc, t.kdc_port, t.at).label.clone();
+        let client = self.ip_text(t.client);
         let a = self.finding(&catalogue::RESPONSE_TOO_BIG_TCP_RETRY, SubjectKind::Client, &client, t.at, [t.ev]);
         if a.is_new() {
+            let what = describe_request(t.request.kind, t.request.principal.as_deref(), &t.request.target);
             a.explanation = format!(
                 "KDC {kdc}'s reply to {what} was too large for UDP (KRB_ERR_RESPONSE_TOO_BIG); client {client} sent the request again over TCP{}, {added_ms:.1} ms after the UDP attempt.",
                 if tcp_kdc == t.kdc { String::new() } else { format!(" to {tcp_kdc}") }
@@ -51,6 +50,7 @@ impl Correlator {
         }
         a.fact_list("kdcs", &kdc, 8);
         a.measure("added_latency_ms", added_ms);
+        self.give_back(client);
     }
 
     /// No TCP retry came: either TCP connection attempts to that KDC went unanswered
@@ -58,14 +58,15 @@ impl Correlator {
     pub(crate) fn too_big_unretried(&mut self, t: TooBig) {
         let pair = (t.client, t.kdc);
         let silent = self.tcp_silent.get(&pair).filter(|(ts, _)| *ts >= t.requested).map(|(_, e)| *e);
-        let client = t.client.to_string();
-        let kdc = kdc_name(t.kdc, t.kdc_port);
-        let what = describe_request(t.request.kind, t.request.principal.as_deref(), &t.request.target);
+        let kdc = self.kdc(t.kdc, t.kdc_port, t.at).label.clone();
+        let client = self.ip_text(t.client);
+        let what = || describe_request(t.request.kind, t.request.principal.as_deref(), &t.request.target);
         if let Some(syn) = silent {
             let a = self.finding(&catalogue::RESPONSE_TOO_BIG_TCP_BLOCKED, SubjectKind::Kdc, &kdc, t.at, [t.ev, syn]);
             if a.is_new() {
                 a.explanation = format!(
-                    "KDC {kdc}'s reply to {what} was too large for UDP (KRB_ERR_RESPONSE_TOO_BIG); client {client} tried TCP/88 but its connection attempts were never answered."
+                    "KDC {kdc}'s reply to {} was too large for UDP (KRB_ERR_RESPONSE_TOO_BIG); client {client} tried TCP/88 but its connection attempts were never answered.",
+                    what()
                 );
             }
             a.fact_list("clients", &client, 8);
@@ -73,11 +74,13 @@ impl Correlator {
             let a = self.finding(&catalogue::RESPONSE_TOO_BIG_NO_TCP_RETRY, SubjectKind::Client, &client, t.at, [t.ev]);
             if a.is_new() {
                 a.explanation = format!(
-                    "KDC {kdc}'s reply to {what} was too large for UDP (KRB_ERR_RESPONSE_TOO_BIG) and client {client} did not send it again over TCP."
+                    "KDC {kdc}'s reply to {} was too large for UDP (KRB_ERR_RESPONSE_TOO_BIG) and client {client} did not send it again over TCP.",
+                    what()
                 );
             }
             a.fact_list("kdcs", &kdc, 8);
         }
+        self.give_back(client);
         if let Some(p) = t.request.principal.clone() {
             let step = Step {
                 kind: t.request.kind.step(),
