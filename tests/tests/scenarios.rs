@@ -123,3 +123,49 @@ fn every_kerberos_capture_is_in_a_scenario() {
         .collect();
     assert!(missing.is_empty(), "captures without a scenario: {missing:?}");
 }
+
+/// On two cores the command line hands events to the correlator in batches on another
+/// thread: what the correlator concludes must not depend on that. Every capture, one after
+/// the other, fed directly and through batches of an awkward size.
+#[test]
+fn batched_events_give_the_same_diagnosis_as_direct_ones() {
+    use kcd_correlate::Correlator;
+    use kcd_export::report::{render, Style};
+    use kcd_schema::EventBatch;
+
+    let files = captures("krb5");
+    assert!(files.len() >= 20, "{} captures", files.len());
+    let mut decoder = kcd_decode::Decoder::new(Config::default());
+    let mut direct = Correlator::new(Default::default());
+    let mut batched = Correlator::new(Default::default());
+    let mut batch = EventBatch::default();
+    let mut pushed = 0;
+    {
+        let mut sink = |e: &kcd_schema::Event<'_>| {
+            direct.event(e);
+            batch.push(e);
+            pushed += 1;
+            if batch.len() == 7 {
+                batch.iter().for_each(|e| batched.event(&e));
+                batch.clear();
+            }
+        };
+        for f in &files {
+            kcd_capture::replay_file(f, &rel(f), &mut decoder, &mut sink).expect("replay");
+        }
+        decoder.finish(&mut sink);
+    }
+    batch.iter().for_each(|e| batched.event(&e));
+    direct.finish();
+    batched.finish();
+    assert!(pushed > 400, "{pushed} events");
+    let (a, b) = (direct.findings(), batched.findings());
+    assert!(a.len() >= 20, "{} findings", a.len());
+    let json = |f: &[kcd_schema::Finding]| serde_json::to_string(f).expect("json");
+    assert_eq!(json(&a), json(&b));
+    let style = Style { colour: false };
+    assert_eq!(
+        render(&direct, &a, decoder.stats(), style),
+        render(&batched, &b, decoder.stats(), style)
+    );
+}

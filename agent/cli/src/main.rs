@@ -19,6 +19,7 @@ use kcd_export::{NdjsonWriter, Tee, TextWriter};
 use kcd_schema::{Event, Severity};
 
 mod demo;
+mod pipeline;
 
 #[derive(Parser)]
 #[command(
@@ -201,7 +202,14 @@ impl ReplayArgs {
 
 fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut decoder = Decoder::new(args.limits.config());
-    let mut correlator = (!args.no_diagnosis).then(|| Correlator::new(args.diagnosis.config()));
+    let mut diagnosis = match args.no_diagnosis {
+        true => None,
+        false => Some(
+            pipeline::Diagnosis::start(Correlator::new(args.diagnosis.config()))
+                .context("cannot start the diagnosis thread")?,
+        ),
+    };
+    let correlator: Option<Correlator>;
     let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()));
     let mut file_out = match &args.output {
         Some(p) => Some(NdjsonWriter::new(
@@ -229,8 +237,8 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         {
             let mut sink = |e: &Event<'_>| {
                 out.event(e);
-                if let Some(c) = correlator.as_mut() {
-                    c.event(e);
+                if let Some(d) = diagnosis.as_mut() {
+                    d.event(e);
                 }
             };
             if args.demo {
@@ -259,13 +267,11 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             }
             decoder.finish(&mut sink);
         }
-        findings = match correlator.as_mut() {
-            Some(c) => {
-                c.finish();
-                c.findings()
-            }
-            None => Vec::new(),
+        correlator = match diagnosis {
+            Some(d) => Some(d.finish().map_err(anyhow::Error::msg)?),
+            None => None,
         };
+        findings = correlator.as_ref().map(Correlator::findings).unwrap_or_default();
         for f in &findings {
             out.event(&f.clone().into_event());
         }

@@ -19,9 +19,11 @@ pub use kcd_names::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use smallvec::{smallvec, SmallVec};
 
+mod batch;
 mod json;
 mod text;
 mod time;
+pub use batch::EventBatch;
 pub use json::write_str as write_json_str;
 pub use text::text_from_bytes;
 pub use time::Timestamp;
