@@ -111,6 +111,14 @@ pub struct Stats {
     pub clock_resets: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum ClientNote {
+    Request { kind: ReqKind, transport: Transport, kdc_id: u32 },
+    Error,
+}
+
+const CLIENT_NOTES: usize = 256;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ReqKind {
     As,
@@ -230,6 +238,9 @@ pub struct Correlator {
     /// The KDC of the last message: most messages in a row talk to the same one.
     last_kdc: Option<usize>,
     clients: Map<state::Ip, state::ClientStats>,
+    /// Client counters not yet applied: applied a few hundred at a time, the table lookups
+    /// (tens of thousands of clients: cache misses) overlap instead of waiting one by one.
+    client_notes: Vec<(state::Ip, Timestamp, ClientNote)>,
     next_kdc_id: u32,
     principals: Map<Name, PrincipalState>,
     tickets: Map<TicketId, TicketLink>,
@@ -272,6 +283,7 @@ impl Correlator {
             kdcs: table::Table::default(),
             last_kdc: None,
             clients: Map::default(),
+            client_notes: Vec::with_capacity(CLIENT_NOTES),
             next_kdc_id: 0,
             principals: Map::default(),
             tickets: Map::default(),
@@ -366,6 +378,7 @@ impl Correlator {
     /// The capture is over: what still waits is decided as far as it can be.
     pub fn finish(&mut self) {
         self.close_pending();
+        self.apply_client_notes();
     }
 
     // ------------------------------------------------------------------ time
@@ -464,6 +477,7 @@ impl Correlator {
         let before = self.principals.len();
         self.principals.retain(|_, p| now.0 - p.last_seen.0 <= idle);
         self.stats.principals_evicted += (before - self.principals.len()) as u64;
+        self.apply_client_notes();
         let before = self.clients.len();
         self.clients.retain(|_, c| now.0 - c.last_seen.0 <= idle);
         self.stats.clients_evicted += (before - self.clients.len()) as u64;
@@ -579,17 +593,27 @@ impl Correlator {
         k
     }
 
-    fn client(&mut self, addr: IpAddr, at: Timestamp) -> &mut state::ClientStats {
-        let key = state::Ip::from(addr);
-        if self.clients.len() >= self.cfg.max_clients && !self.clients.contains_key(&key) {
-            for v in oldest(self.clients.iter(), |c| c.last_seen, self.cfg.max_clients / 8) {
-                self.clients.remove(&v);
-                self.stats.clients_evicted += 1;
-            }
+    fn note_client(&mut self, addr: IpAddr, at: Timestamp, note: ClientNote) {
+        self.client_notes.push((state::Ip::from(addr), at, note));
+        if self.client_notes.len() >= CLIENT_NOTES {
+            self.apply_client_notes();
         }
-        let c = self.clients.entry(key).or_insert_with(|| state::ClientStats::new(at));
-        c.last_seen = c.last_seen.max(at);
-        c
+    }
+
+    fn apply_client_notes(&mut self) {
+        let mut notes = std::mem::take(&mut self.client_notes);
+        for &(key, at, note) in &notes {
+            if self.clients.len() >= self.cfg.max_clients && !self.clients.contains_key(&key) {
+                for v in oldest(self.clients.iter(), |c| c.last_seen, self.cfg.max_clients / 8) {
+                    self.clients.remove(&v);
+                    self.stats.clients_evicted += 1;
+                }
+            }
+            let c = self.clients.entry(key).or_insert_with(|| state::ClientStats::new(at));
+            apply_client_note(c, at, note);
+        }
+        notes.clear();
+        self.client_notes = notes;
     }
 
     fn principal(&mut self, name: &str, at: Timestamp) -> Option<&mut PrincipalState> {
@@ -664,22 +688,7 @@ impl Correlator {
             s.realm(k.realm.as_deref());
             s.id
         };
-        {
-            let c = self.client(client, at);
-            match kind {
-                ReqKind::As => c.as_req = c.as_req.saturating_add(1),
-                ReqKind::Tgs => c.tgs_req = c.tgs_req.saturating_add(1),
-                ReqKind::S4u2Self => c.s4u2self = c.s4u2self.saturating_add(1),
-                ReqKind::S4u2Proxy => c.s4u2proxy = c.s4u2proxy.saturating_add(1),
-            }
-            match transport {
-                Transport::Udp => c.udp = c.udp.saturating_add(1),
-                Transport::Tcp => c.tcp = c.tcp.saturating_add(1),
-            }
-            if kdc_id < 64 {
-                c.kdcs |= 1 << kdc_id;
-            }
-        }
+        self.note_client(client, at, ClientNote::Request { kind, transport, kdc_id });
         let key = ReqKey {
             client,
             msg: k.msg_type.0,
@@ -788,8 +797,7 @@ impl Correlator {
             s.label.clone()
         };
         if err.is_some() {
-            let c = self.client(client, at);
-            c.errors = c.errors.saturating_add(1);
+            self.note_client(client, at, ClientNote::Error);
         }
         // The KDC's clock, measured from every error it sends (PREAUTH_REQUIRED included).
         if let Some(skew) = err.and_then(|x| x.skew_seconds) {
@@ -1181,3 +1189,25 @@ fn oldest<'m, K: Clone + Ord + 'm, V: 'm>(
     v.into_iter().map(|(_, k)| k.clone()).collect()
 }
 
+
+fn apply_client_note(c: &mut state::ClientStats, at: Timestamp, note: ClientNote) {
+    c.last_seen = c.last_seen.max(at);
+    match note {
+        ClientNote::Request { kind, transport, kdc_id } => {
+            match kind {
+                ReqKind::As => c.as_req = c.as_req.saturating_add(1),
+                ReqKind::Tgs => c.tgs_req = c.tgs_req.saturating_add(1),
+                ReqKind::S4u2Self => c.s4u2self = c.s4u2self.saturating_add(1),
+                ReqKind::S4u2Proxy => c.s4u2proxy = c.s4u2proxy.saturating_add(1),
+            }
+            match transport {
+                Transport::Udp => c.udp = c.udp.saturating_add(1),
+                Transport::Tcp => c.tcp = c.tcp.saturating_add(1),
+            }
+            if kdc_id < 64 {
+                c.kdcs |= 1 << kdc_id;
+            }
+        }
+        ClientNote::Error => c.errors = c.errors.saturating_add(1),
+    }
+}

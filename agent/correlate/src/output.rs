@@ -112,8 +112,20 @@ impl Correlator {
     pub fn clients(&self) -> Vec<Client> {
         let mut by_id: Vec<(u32, std::net::IpAddr)> = self.kdcs.values().map(|k| (k.id, k.addr)).collect();
         by_id.sort_unstable();
-        let mut v: Vec<Client> = self
-            .clients
+        // Counters still waiting to be applied (a live view between batches) count too.
+        let pending;
+        let clients = match self.client_notes.is_empty() {
+            true => &self.clients,
+            false => {
+                let mut m = self.clients.clone();
+                for &(key, at, note) in &self.client_notes {
+                    crate::apply_client_note(m.entry(key).or_insert_with(|| crate::state::ClientStats::new(at)), at, note);
+                }
+                pending = m;
+                &pending
+            }
+        };
+        let mut v: Vec<Client> = clients
             .iter()
             .map(|(ip, c)| Client {
                 addr: (*ip).into(),
