@@ -453,6 +453,31 @@ fn garbage_and_empty_inputs_are_clear_errors() {
     assert!(err.to_string().contains("/nonexistent/x.pcap"), "{err}");
 }
 
+/// Inputs the fuzzers once crashed on (tests/fuzz/regressions): each replays, with the
+/// diagnosis, to the end. Under the fuzzers' AddressSanitizer they also prove no read past
+/// a buffer; here they keep the fixes from being undone.
+#[test]
+fn fuzzer_regressions_replay_to_the_end() {
+    let dir = kcd_tests::repo_root().join("tests/fuzz/regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("regressions").flatten() {
+        let bytes = std::fs::read(entry.path()).expect("read");
+        let mut dec = Decoder::new(Config::default());
+        let mut corr = kcd_correlate::Correlator::new(Default::default());
+        let mut events = 0;
+        let mut sink = |e: &kcd_schema::Event<'_>| {
+            events += 1;
+            corr.event(e);
+        };
+        let _ = kcd_capture::replay_reader(Cursor::new(bytes), "regression", &mut dec, &mut sink);
+        dec.finish(&mut sink);
+        corr.finish();
+        assert!(dec.stats().packets > 0, "{}: no packet read", entry.path().display());
+        n += 1;
+    }
+    assert!(n >= 1);
+}
+
 #[test]
 fn damaged_messages_are_reported_and_never_crash() {
     let ex: Vec<_> = exchanges().into_iter().take(30).collect();

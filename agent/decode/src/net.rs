@@ -414,15 +414,8 @@ pub fn segment<'a>(
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
             let p = v6.payload();
-            let mut frag = None;
-            for ext in v6.extensions().clone().into_iter() {
-                if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
-                    if f.is_fragmenting_payload() {
-                        let fh = f.to_header();
-                        frag = Some((fh.identification, fh.fragment_offset, fh.more_fragments));
-                    }
-                }
-            }
+            let exts = v6.extensions();
+            let frag = v6_fragment(exts.first_header(), exts.slice());
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
@@ -472,5 +465,79 @@ pub fn segment<'a>(
                 Err((kind, detail)) => anomaly(AnomalyLayer::Ip, kind, detail),
             }
         }
+    }
+}
+
+/// The fragment header of an IPv6 extension chain, if it fragments. Walked here with checked
+/// slices: etherparse 0.21's extension iterator trusts the chain to be complete, and when
+/// lax parsing stopped at a broken header it reads past the end of the packet (found by
+/// fuzzing: a heap read overflow under AddressSanitizer).
+fn v6_fragment(first: Option<etherparse::IpNumber>, mut rest: &[u8]) -> Option<(u32, etherparse::IpFragOffset, bool)> {
+    use etherparse::{ip_number, IpAuthHeaderSlice, Ipv6FragmentHeaderSlice, Ipv6RawExtHeaderSlice};
+    let mut next = first?;
+    let mut frag = None;
+    for _ in 0..16 {
+        let (len, following) = match next {
+            ip_number::IPV6_FRAG => {
+                let Ok(f) = Ipv6FragmentHeaderSlice::from_slice(rest) else { break };
+                if f.is_fragmenting_payload() {
+                    let h = f.to_header();
+                    frag = Some((h.identification, h.fragment_offset, h.more_fragments));
+                }
+                (f.slice().len(), f.next_header())
+            }
+            ip_number::AUTH => {
+                let Ok(a) = IpAuthHeaderSlice::from_slice(rest) else { break };
+                (a.slice().len(), a.next_header())
+            }
+            n if Ipv6RawExtHeaderSlice::header_type_supported(n) => {
+                let Ok(r) = Ipv6RawExtHeaderSlice::from_slice(rest) else { break };
+                (r.slice().len(), r.next_header())
+            }
+            _ => break,
+        };
+        let Some(r) = rest.get(len..) else { break };
+        rest = r;
+        next = following;
+    }
+    frag
+}
+
+#[cfg(test)]
+mod v6_tests {
+    use super::v6_fragment;
+    use etherparse::ip_number;
+
+    /// A fragment header (RFC 8200 4.5): next header, reserved, offset/flags, identification.
+    fn frag(next: u8, offset_units: u16, more: bool, id: u32) -> Vec<u8> {
+        let of = (offset_units << 3) | u16::from(more);
+        let mut v = vec![next, 0];
+        v.extend_from_slice(&of.to_be_bytes());
+        v.extend_from_slice(&id.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn finds_the_fragment_header_after_other_extensions() {
+        let mut chain = vec![ip_number::IPV6_FRAG.0, 0, 1, 4, 0, 0, 0, 0]; // destination options, 8 bytes
+        chain.extend(frag(17, 0, true, 0xdead_beef));
+        let f = v6_fragment(Some(ip_number::IPV6_DEST_OPTIONS), &chain).expect("fragment");
+        assert_eq!((f.0, f.1.value(), f.2), (0xdead_beef, 0, true));
+        // An unfragmented fragment header (offset 0, no more fragments) is not fragmentation.
+        assert!(v6_fragment(Some(ip_number::IPV6_FRAG), &frag(17, 0, false, 1)).is_none());
+    }
+
+    #[test]
+    fn broken_chains_end_the_walk_without_reading_past_the_packet() {
+        // Destination options claiming 16 bytes in an 8-byte packet.
+        let short = [ip_number::IPV6_FRAG.0, 1, 0, 0, 0, 0, 0, 0];
+        assert!(v6_fragment(Some(ip_number::IPV6_DEST_OPTIONS), &short).is_none());
+        // A chain that announces a fragment header and ends.
+        assert!(v6_fragment(Some(ip_number::IPV6_FRAG), &[]).is_none());
+        assert!(v6_fragment(Some(ip_number::IPV6_FRAG), &[17, 0, 0]).is_none());
+        // The fragment header found before the chain breaks still counts.
+        let mut chain = frag(ip_number::IPV6_ROUTE.0, 2, false, 7);
+        chain.extend_from_slice(&[17, 9]);
+        assert_eq!(v6_fragment(Some(ip_number::IPV6_FRAG), &chain).map(|f| f.0), Some(7));
     }
 }
