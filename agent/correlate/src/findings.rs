@@ -161,10 +161,6 @@ impl FindingSet {
         self.find(id, kind, name).1.is_some()
     }
 
-    pub fn len(&self) -> usize {
-        self.aggs.len()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &Agg> {
         self.aggs.iter()
     }

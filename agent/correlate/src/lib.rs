@@ -311,24 +311,6 @@ impl Correlator {
         Stats { findings_folded: self.findings.folded, ..self.stats }
     }
 
-    /// Entries in each table, for memory accounting (capacity, not length, is what the
-    /// tables hold on to).
-    pub fn table_sizes(&self) -> Vec<(&'static str, usize, usize)> {
-        vec![
-            ("outstanding", self.outstanding.len(), self.outstanding.capacity()),
-            ("by_frame", self.by_frame.len(), self.by_frame.capacity()),
-            ("too_big", self.too_big.len(), self.too_big.capacity()),
-            ("kdcs", self.kdcs.len(), self.kdcs.capacity()),
-            ("clients", self.clients.len(), self.clients.capacity()),
-            ("principals", self.principals.len(), self.principals.capacity()),
-            ("tickets", self.tickets.len(), self.tickets.capacity()),
-            ("delegations", self.delegations.len(), self.delegations.capacity()),
-            ("impersonating", self.impersonating.len(), self.impersonating.capacity()),
-            ("findings", self.findings.len(), 0),
-            ("names", self.name_cache.len(), self.name_cache.capacity()),
-        ]
-    }
-
     /// First and last capture time seen.
     pub fn span(&self) -> Option<(Timestamp, Timestamp)> {
         self.span

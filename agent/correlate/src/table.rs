@@ -21,10 +21,6 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         self.items.len()
     }
 
-    pub fn capacity(&self) -> usize {
-        self.items.capacity()
-    }
-
     pub fn contains(&self, k: &K) -> bool {
         self.index.contains_key(k)
     }
