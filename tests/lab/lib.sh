@@ -191,3 +191,77 @@ ns_leftover_pids() {
     done
     echo "$left"
 }
+
+# lab_write_apache AP KEYTAB HOST ADDR LAB: Apache + mod_auth_gssapi as the lab's Exchange
+# (HOST, listening on ADDR:80), configuration and logs under AP, a CGI at
+# /Microsoft-Server-ActiveSync and /whoami that echoes REMOTE_USER. Both labs use it.
+lab_write_apache() {
+    local AP=$1 keytab=$2 host=$3 addr=$4 lab=$5
+    mkdir -p "$AP/run" "$AP/logs" "$AP/cgi" "$AP/rcache" "$AP/htdocs"
+    cat > "$AP/cgi/whoami" <<'EOF'
+#!/bin/sh
+# echoes what mod_auth_gssapi established; drains a request body
+[ -n "$CONTENT_LENGTH" ] && [ "$CONTENT_LENGTH" -gt 0 ] 2>/dev/null && head -c "$CONTENT_LENGTH" >/dev/null
+printf 'Content-Type: text/plain\r\n\r\n'
+printf 'REMOTE_USER=%s\n' "$REMOTE_USER"
+printf 'AUTH_TYPE=%s\n' "$AUTH_TYPE"
+printf 'REQUEST_METHOD=%s\n' "$REQUEST_METHOD"
+printf 'SCRIPT_NAME=%s\n' "$SCRIPT_NAME"
+printf 'QUERY_STRING=%s\n' "$QUERY_STRING"
+EOF
+    chmod 755 "$AP/cgi/whoami"
+    echo "kcdscope lab exchange" > "$AP/htdocs/index.html"
+    cp "$keytab" "$AP/http.keytab"
+    chown root:www-data "$AP/http.keytab"
+    chmod 640 "$AP/http.keytab"
+    chown www-data:www-data "$AP/rcache"
+    : > "$AP/logs/krb5_trace.log"
+    chown www-data:www-data "$AP/logs/krb5_trace.log"
+    chmod 755 "$AP" "$AP/cgi" "$AP/htdocs"
+    local m=/usr/lib/apache2/modules
+    cat > "$AP/httpd.conf" <<EOF
+# Apache as "$host" for the kcdscope $lab lab
+ServerRoot "$AP"
+ServerName $host
+Listen $addr:80
+PidFile "$AP/run/httpd.pid"
+DefaultRuntimeDir "$AP/run"
+ErrorLog "$AP/logs/error.log"
+LogLevel info auth_gssapi:debug
+LoadModule mpm_prefork_module $m/mod_mpm_prefork.so
+LoadModule authn_core_module $m/mod_authn_core.so
+LoadModule authz_core_module $m/mod_authz_core.so
+LoadModule authz_user_module $m/mod_authz_user.so
+LoadModule auth_gssapi_module $m/mod_auth_gssapi.so
+LoadModule alias_module $m/mod_alias.so
+LoadModule cgi_module $m/mod_cgi.so
+LoadModule mime_module $m/mod_mime.so
+LoadModule env_module $m/mod_env.so
+User www-data
+Group www-data
+StartServers 1
+MinSpareServers 1
+MaxSpareServers 2
+KeepAlive On
+LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Authorization}i\"" kcd
+CustomLog "$AP/logs/access.log" kcd
+DocumentRoot "$AP/htdocs"
+TypesConfig /dev/null
+ScriptAlias /Microsoft-Server-ActiveSync "$AP/cgi/whoami"
+ScriptAlias /whoami "$AP/cgi/whoami"
+<Directory "$AP/cgi">
+    Options +ExecCGI
+</Directory>
+<Location />
+    AuthType GSSAPI
+    AuthName "kcdscope lab Exchange"
+    GssapiCredStore keytab:$AP/http.keytab
+    GssapiAllowedMech krb5
+    GssapiBasicAuth Off
+    Require valid-user
+</Location>
+EOF
+    runuser -u www-data -- test -r "$AP/http.keytab" \
+        || lab_die "www-data cannot read $AP/http.keytab: every directory above $AP must be searchable by others (chmod o+x)"
+    runuser -u www-data -- test -x "$AP/cgi/whoami" || lab_die "www-data cannot run $AP/cgi/whoami"
+}

@@ -985,74 +985,8 @@ write_password_files() {
 }
 
 write_apache() {  # Apache + mod_auth_gssapi as exchange.lab.test, config under DIR/apache
-    local ap=$W/apache m=/usr/lib/apache2/modules
-    rm -rf "$ap"
-    mkdir -p "$ap/run" "$ap/logs" "$ap/cgi" "$ap/rcache" "$ap/htdocs"
-    cat >"$ap/cgi/whoami" <<'EOF'
-#!/bin/sh
-# echoes what mod_auth_gssapi established; drains a request body
-[ -n "$CONTENT_LENGTH" ] && [ "$CONTENT_LENGTH" -gt 0 ] 2>/dev/null && head -c "$CONTENT_LENGTH" >/dev/null
-printf 'Content-Type: text/plain\r\n\r\n'
-printf 'REMOTE_USER=%s\n' "$REMOTE_USER"
-printf 'AUTH_TYPE=%s\n' "$AUTH_TYPE"
-printf 'REQUEST_METHOD=%s\n' "$REQUEST_METHOD"
-printf 'SCRIPT_NAME=%s\n' "$SCRIPT_NAME"
-printf 'QUERY_STRING=%s\n' "$QUERY_STRING"
-EOF
-    chmod 755 "$ap/cgi/whoami"
-    echo "kcdscope lab exchange" >"$ap/htdocs/index.html"
-    cp "$W/http.keytab" "$ap/http.keytab"
-    chown root:www-data "$ap/http.keytab"
-    chmod 640 "$ap/http.keytab"
-    chown www-data:www-data "$ap/rcache"
-    : >"$ap/logs/krb5_trace.log"
-    chown www-data:www-data "$ap/logs/krb5_trace.log"
-    chmod 755 "$ap" "$ap/cgi" "$ap/htdocs"
-    cat >"$ap/httpd.conf" <<EOF
-# Apache as "$EXCHANGE_HOST" for the kcdscope MIT lab (started by mit-kdc.sh up)
-ServerRoot "$ap"
-ServerName $EXCHANGE_HOST
-Listen $HTTPD:80
-PidFile "$ap/run/httpd.pid"
-DefaultRuntimeDir "$ap/run"
-ErrorLog "$ap/logs/error.log"
-LogLevel info auth_gssapi:debug
-LoadModule mpm_prefork_module $m/mod_mpm_prefork.so
-LoadModule authn_core_module $m/mod_authn_core.so
-LoadModule authz_core_module $m/mod_authz_core.so
-LoadModule authz_user_module $m/mod_authz_user.so
-LoadModule auth_gssapi_module $m/mod_auth_gssapi.so
-LoadModule alias_module $m/mod_alias.so
-LoadModule cgi_module $m/mod_cgi.so
-LoadModule mime_module $m/mod_mime.so
-LoadModule env_module $m/mod_env.so
-User www-data
-Group www-data
-StartServers 1
-MinSpareServers 1
-MaxSpareServers 2
-KeepAlive On
-LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Authorization}i\"" kcd
-CustomLog "$ap/logs/access.log" kcd
-DocumentRoot "$ap/htdocs"
-TypesConfig /dev/null
-ScriptAlias /Microsoft-Server-ActiveSync "$ap/cgi/whoami"
-ScriptAlias /whoami "$ap/cgi/whoami"
-<Directory "$ap/cgi">
-    Options +ExecCGI
-</Directory>
-<Location />
-    AuthType GSSAPI
-    AuthName "kcdscope lab Exchange"
-    GssapiCredStore keytab:$ap/http.keytab
-    GssapiAllowedMech krb5
-    GssapiBasicAuth Off
-    Require valid-user
-</Location>
-EOF
-    runuser -u www-data -- test -r "$ap/http.keytab" \
-        || lab_die "www-data cannot read $ap/http.keytab: every directory above $ap must be searchable by others (chmod o+x)"
-    runuser -u www-data -- test -x "$ap/cgi/whoami" || lab_die "www-data cannot run $ap/cgi/whoami"
+    rm -rf "$W/apache"
+    lab_write_apache "$W/apache" "$W/http.keytab" "$EXCHANGE_HOST" "$HTTPD" MIT
 }
 
 start_apache() {
