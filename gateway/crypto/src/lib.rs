@@ -119,9 +119,26 @@ fn hmac_md5(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
     m.finalize().into_bytes().into()
 }
 
-/// Constant-time equality, so that a forged checksum learns nothing from the timing.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `tag` is HMAC-SHA1(key, data) cut to its length (96 bits here), compared in
+/// constant time by the hmac crate, so that a forgery learns nothing from the timing.
+fn hmac_sha1_verify(key: &[u8], data: &[u8], tag: &[u8]) -> bool {
+    let Ok(mut m) = <HmacSha1 as KeyInit>::new_from_slice(key) else { return false };
+    m.update(data);
+    !tag.is_empty() && m.verify_truncated_left(tag).is_ok()
+}
+
+fn hmac_md5_verify(key: &[u8], data: &[u8], tag: &[u8]) -> bool {
+    let Ok(mut m) = <HmacMd5 as KeyInit>::new_from_slice(key) else { return false };
+    m.update(data);
+    m.verify_slice(tag).is_ok()
+}
+
+/// The digest that checksum -138 signs: MD5 of the (RC4-numbered) usage and the data.
+fn md5_usage(usage: u32, data: &[u8]) -> [u8; 16] {
+    let mut md = Md5::new();
+    md.update(rc4_usage(usage).to_le_bytes());
+    md.update(data);
+    md.finalize().into()
 }
 
 /// RFC 3961 section 5.1 n-fold: the input repeated to lcm(in, out) bits, each repetition
@@ -238,11 +255,13 @@ fn rc4_usage(usage: u32) -> u32 {
 /// Checksum -138 (KERB_CHECKSUM_HMAC_MD5) keyed with any key: MS-SFU's PA-FOR-USER uses it
 /// with the TGT session key even when that key is AES.
 pub fn hmac_md5_checksum(key: &[u8], usage: u32, data: &[u8]) -> [u8; 16] {
-    let ksign = hmac_md5(key, &[b"signaturekey\0"]);
-    let mut md = Md5::new();
-    md.update(rc4_usage(usage).to_le_bytes());
-    md.update(data);
-    hmac_md5(&ksign, &[&md.finalize()])
+    let ksign = Zeroizing::new(hmac_md5(key, &[b"signaturekey\0"]));
+    hmac_md5(&*ksign, &[&md5_usage(usage, data)])
+}
+
+fn hmac_md5_checksum_verify(key: &[u8], usage: u32, data: &[u8], sum: &[u8]) -> bool {
+    let ksign = Zeroizing::new(hmac_md5(key, &[b"signaturekey\0"]));
+    hmac_md5_verify(&*ksign, &md5_usage(usage, data), sum)
 }
 
 impl Key {
@@ -358,7 +377,7 @@ impl Key {
                 if let Ok(mut rc4) = Rc4::new_from_slice(&*k3) {
                     rc4.apply_keystream(&mut data);
                 }
-                if !same(&hmac_md5(&*k1, &[&data]), ck) {
+                if !hmac_md5_verify(&*k1, &data, ck) {
                     return Err(CryptoError::Integrity);
                 }
                 let plain = data.split_off(8);
@@ -373,7 +392,7 @@ impl Key {
                 let (c, mac) = ciphertext.split_at(ciphertext.len() - 12);
                 let mut p = c.to_vec();
                 aes_cts(&ke, &mut p, false);
-                if !same(&hmac_sha1(&ki, &[&p])[..12], mac) {
+                if !hmac_sha1_verify(&ki, &p, mac) {
                     return Err(CryptoError::Integrity);
                 }
                 let plain = p.split_off(16);
@@ -393,8 +412,10 @@ impl Key {
 
     pub fn verify_checksum(&self, usage: u32, data: &[u8], cksumtype: i32, sum: &[u8]) -> bool {
         match cksumtype {
-            CKSUM_HMAC_MD5 => same(&hmac_md5_checksum(&self.bytes, usage, data), sum),
-            t if t == self.etype.checksum_type() => same(&self.checksum(usage, data).1, sum),
+            CKSUM_HMAC_MD5 => hmac_md5_checksum_verify(&self.bytes, usage, data, sum),
+            t if t == self.etype.checksum_type() => {
+                sum.len() == 12 && hmac_sha1_verify(&dk(&self.bytes, &usage_constant(usage, 0x99)), data, sum)
+            }
             _ => false,
         }
     }
