@@ -134,6 +134,7 @@ fn same_bytes_as_serde_on_hostile_strings() {
                 krb5: Some(k),
                 anomaly: None,
                 finding: None,
+                gateway: None,
             });
         }
         check(&Event {

@@ -19,6 +19,7 @@ use kcd_export::{NdjsonWriter, Tee, TextWriter};
 use kcd_schema::{Event, Severity};
 
 mod demo;
+mod kcd;
 mod pipeline;
 
 #[derive(Parser)]
@@ -37,6 +38,11 @@ struct Cli {
 enum Command {
     /// Replay capture files (pcap or pcapng) and report every Kerberos message.
     Replay(ReplayArgs),
+    /// The gateway's Kerberos constrained delegation client (S4U2Self + S4U2Proxy).
+    Kcd {
+        #[command(subcommand)]
+        command: kcd::KcdCommand,
+    },
 }
 
 #[derive(Args)]
@@ -173,6 +179,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Replay(a)) => a,
+        Some(Command::Kcd { command }) => {
+            return kcd::run(command).unwrap_or_else(|e| {
+                eprintln!("kcdscope: {e:#}");
+                ExitCode::from(1)
+            })
+        }
         None => {
             let mut a = ReplayArgs::parse_defaults();
             a.demo = true;

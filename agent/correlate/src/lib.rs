@@ -335,7 +335,7 @@ impl Correlator {
                     self.tcp_no_answer(e);
                 }
             }
-            EventType::Finding => {}
+            EventType::Finding | EventType::Kcd => {}
         }
     }
 

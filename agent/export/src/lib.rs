@@ -173,6 +173,11 @@ pub fn describe(e: &Event<'_>, line: &mut String) {
                 let _ = write!(line, "FINDING {:?} {} ({}): {}", f.severity, f.id, f.subject.name, f.explanation);
             }
         }
+        EventType::Kcd => {
+            if let Some(g) = &e.gateway {
+                let _ = write!(line, "KCD {:?} {}", g.step, g.outcome);
+            }
+        }
     }
 }
 

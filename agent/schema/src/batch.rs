@@ -345,6 +345,7 @@ impl EventBatch {
                 detail: self.str(detail),
             }),
             finding: None,
+            gateway: None,
         }
     }
 
@@ -457,6 +458,7 @@ mod tests {
                 detail: Cow::Borrowed("10 bytes"),
             }),
             finding: None,
+            gateway: None,
         }
     }
 

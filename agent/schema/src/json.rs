@@ -534,8 +534,8 @@ fn anomaly(out: &mut Vec<u8>, a: &Anomaly<'_>) {
 impl Event<'_> {
     /// Appends this event as one line of JSON (without the newline).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        // Findings are few and nested: serde writes them.
-        if self.finding.is_some() {
+        // Findings and the gateway's events are few and nested: serde writes them.
+        if self.finding.is_some() || self.gateway.is_some() {
             if serde_json::to_writer(&mut *out, self).is_err() {
                 out.extend_from_slice(b"{}");
             }
@@ -549,6 +549,7 @@ impl Event<'_> {
                 EventType::Krb5 => "krb5",
                 EventType::Anomaly => "anomaly",
                 EventType::Finding => "finding",
+                EventType::Kcd => "kcd",
             },
         );
         o.opt_str(",\"pcap_file\":", &self.pcap_file);

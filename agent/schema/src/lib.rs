@@ -39,6 +39,9 @@ pub enum EventType {
     Krb5,
     Anomaly,
     Finding,
+    /// The gateway's own account of a delegation: a token issued (or served from its
+    /// cache) or refused. Its KDC exchanges are `krb5` events carrying a `gateway` object.
+    Kcd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -85,6 +88,67 @@ pub struct Event<'a> {
     pub anomaly: Option<Anomaly<'a>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub finding: Option<Finding>,
+    /// Present on events the gateway writes about its own exchanges (as opposed to what
+    /// the agent saw on the wire).
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub gateway: Option<Gateway<'a>>,
+}
+
+/// The step of a constrained-delegation exchange (DOMAIN.md section 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KcdStep {
+    /// The service account's AS exchange (its TGT).
+    Login,
+    S4u2self,
+    S4u2proxy,
+    /// The token for the target service (AP-REQ), from a fresh or cached ticket.
+    Token,
+}
+
+impl std::fmt::Display for KcdStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KcdStep::Login => "login",
+            KcdStep::S4u2self => "S4U2Self",
+            KcdStep::S4u2proxy => "S4U2Proxy",
+            KcdStep::Token => "token",
+        })
+    }
+}
+
+/// The gateway's view of one exchange step. Never carries a key, a password or a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gateway<'a> {
+    pub step: KcdStep,
+    /// The user the gateway acts for (the device certificate's UPN).
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub user: Option<Str<'a>>,
+    /// The target service principal.
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub spn: Option<Str<'a>>,
+    /// The KDC asked, as configured ("dc1.lab.test:88") with the address used.
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub kdc: Option<Str<'a>>,
+    /// 1 for the first KDC tried for this message, 2 for the next...
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attempt: Option<u32>,
+    /// request, reply, krb_error, timeout, unreachable, bad_reply, tcp_retry, issued,
+    /// cache_hit, failed.
+    pub outcome: Str<'a>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency_us: Option<i64>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<Str<'a>>,
+    /// The KDC's clock minus the gateway's, adopted after KRB_AP_ERR_SKEW.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub clock_offset_seconds: Option<i64>,
+    /// Whether the S4U2Self ticket came back forwardable (needed for S4U2Proxy).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub forwardable: Option<bool>,
+    /// On failure, the finding id that explains it (as the agent would report it).
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub finding: Option<Str<'a>>,
 }
 
 /// A principal: its name components (joined with '/' when shown or exported, as
@@ -602,6 +666,7 @@ impl<'a> Event<'a> {
             krb5: None,
             anomaly: None,
             finding: None,
+            gateway: None,
         }
     }
 }

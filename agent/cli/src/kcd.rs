@@ -1,0 +1,234 @@
+//! `kcdscope kcd token`: the gateway's delegation client on its own, for an administrator
+//! checking a configuration (does alice get a ticket for Exchange, and if not, why) and for
+//! the tests that hold it against real KDCs.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use kcd_client::{Config, JsonLines, KcdClient, KcdError, Token};
+
+#[derive(Subcommand)]
+pub enum KcdCommand {
+    /// Obtain a Negotiate token for a user through S4U2Self + S4U2Proxy, and print it (or
+    /// send it to a URL). On failure, print which step failed, the KDC's error and the fix.
+    Token(TokenArgs),
+    /// Check a configuration file and print it back without its secrets.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print an example configuration.
+    ExampleConfig,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// The gateway's configuration (TOML; `kcdscope kcd example-config` prints one).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The user, as a UPN (alice@lab.test).
+    #[arg(long)]
+    user: String,
+    /// The target SPN; default: kcd.target_spn from the configuration.
+    #[arg(long)]
+    spn: Option<String>,
+    /// Send `GET URL` with the token and print the status and body.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Obtain this many tokens one after another (later ones use the cached ticket).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat: u64,
+    /// Obtain this many tokens at the same time (they share one S4U exchange).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    concurrent: u32,
+    /// Write the client's events (NDJSON, the agent's schema) to this file.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Print no tokens, only the summary (for timing many tokens).
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(cmd: KcdCommand) -> Result<ExitCode> {
+    match cmd {
+        KcdCommand::ExampleConfig => {
+            print!("{}", kcd_client::config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        KcdCommand::CheckConfig { config } => {
+            let c = Config::load(&config).map_err(|e| anyhow!("{e}"))?;
+            println!("{c:#?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        KcdCommand::Token(a) => token(a),
+    }
+}
+
+fn explain(e: &KcdError) -> String {
+    let mut s = format!("kcdscope: {e}\n  finding: {}\n  fix: {}", e.finding_id(), e.fix());
+    if let KcdError::Kdc { ntstatus: Some(st), .. } = e {
+        s.push_str(&format!("\n  NTSTATUS: {st}"));
+    }
+    s.push_str(&format!("\n  the gateway would answer the device: HTTP {}", e.http_status()));
+    s
+}
+
+fn token(a: TokenArgs) -> Result<ExitCode> {
+    let cfg = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kcdscope: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if !cfg.enabled {
+        eprintln!("kcdscope: kcd.enabled is false in {}", a.config.display());
+        return Ok(ExitCode::from(2));
+    }
+    if a.repeat == 0 || a.concurrent == 0 {
+        bail!("--repeat and --concurrent must be at least 1");
+    }
+    let events = Arc::new(JsonLines::default());
+    let client = Arc::new(KcdClient::new(cfg, events.clone()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = rt.block_on(async {
+        let start = Instant::now();
+        let mut tokens: Vec<Result<Token, KcdError>> = Vec::new();
+        if a.concurrent > 1 {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..a.concurrent {
+                let c = client.clone();
+                let (u, s) = (a.user.clone(), a.spn.clone());
+                set.spawn(async move { c.token(&u, s.as_deref()).await });
+            }
+            while let Some(r) = set.join_next().await {
+                tokens.push(r.map_err(|e| KcdError::Config { key: "task".into(), problem: e.to_string() })?);
+            }
+        }
+        let first = Instant::now();
+        let mut first_latency = None;
+        let mut last = None;
+        for i in 0..a.repeat {
+            let t0 = Instant::now();
+            let r = client.token(&a.user, a.spn.as_deref()).await;
+            if i == 0 {
+                first_latency = Some(t0.elapsed());
+            }
+            match r {
+                Ok(t) if a.quiet => last = Some(t),
+                other => tokens.push(other),
+            }
+        }
+        let total = first.elapsed();
+        if let Some(t) = last {
+            tokens.push(Ok(t));
+        }
+        Ok::<_, KcdError>((tokens, start.elapsed(), first_latency, total))
+    });
+    let mut failed = false;
+    let write_events = |path: &Option<PathBuf>| -> Result<()> {
+        if let Some(p) = path {
+            let lines = events.0.lock().map(|v| v.join("\n")).unwrap_or_default();
+            std::fs::write(p, if lines.is_empty() { lines } else { lines + "\n" })
+                .with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        Ok(())
+    };
+    let (tokens, _, first_latency, total) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            write_events(&a.events)?;
+            eprintln!("{}", explain(&e));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut first_err = None;
+    for t in &tokens {
+        match t {
+            Ok(t) => {
+                if let Some(url) = &a.url {
+                    let (status, body) = rt.block_on(get(url, &t.header_value()))?;
+                    writeln!(out, "HTTP {status}")?;
+                    out.write_all(&body)?;
+                    if !body.ends_with(b"\n") && !body.is_empty() {
+                        writeln!(out)?;
+                    }
+                    if !(200..300).contains(&status) {
+                        failed = true;
+                    }
+                } else if !a.quiet {
+                    writeln!(out, "{}", t.header_value())?;
+                }
+            }
+            Err(e) => {
+                failed = true;
+                if first_err.is_none() {
+                    first_err = Some(e.clone());
+                }
+            }
+        }
+    }
+    drop(out);
+    write_events(&a.events)?;
+    if let Some(e) = first_err {
+        eprintln!("{}", explain(&e));
+    }
+    if let (Some(ok), true) = (tokens.iter().find_map(|t| t.as_ref().ok()), a.repeat > 1 || a.quiet) {
+        let n = a.repeat as f64;
+        eprintln!(
+            "kcdscope: {} for {} to {}; first token {:.2} ms; {} tokens in {:.3} s ({:.0} per second); clock offset {} s",
+            ok.client,
+            ok.spn,
+            if ok.cached { "cached" } else { "fresh" },
+            first_latency.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
+            a.repeat,
+            total.as_secs_f64(),
+            n / total.as_secs_f64().max(1e-9),
+            client.clock_offset_seconds()
+        );
+    } else if let Some(ok) = tokens.iter().find_map(|t| t.as_ref().ok()) {
+        eprintln!("kcdscope: token for {} to {}", ok.client, ok.spn);
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// GET over plain HTTP/1.1 with the token. (HTTPS to Exchange is the gateway's job.)
+async fn get(url: &str, authorization: &str) -> Result<(u16, Vec<u8>)> {
+    let uri: hyper::Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("--url takes http:// URLs");
+    }
+    let host = uri.host().ok_or_else(|| anyhow!("{url}: no host"))?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, if port == 80 { host.clone() } else { format!("{host}:{port}") })
+        .header(hyper::header::AUTHORIZATION, authorization)
+        .body(Empty::<Bytes>::new())
+        .context("building the request")?;
+    let resp = sender.send_request(req).await.context("sending the request")?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.context("reading the body")?.to_bytes();
+    Ok((status, body.to_vec()))
+}

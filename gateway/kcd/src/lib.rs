@@ -1,0 +1,681 @@
+//! The gateway's Kerberos constrained delegation client: the service account logs in (AS
+//! exchange, TGT kept and replaced before it expires), then for each user S4U2Self and
+//! S4U2Proxy give a service ticket to the target SPN, from which each request gets a fresh
+//! AP-REQ wrapped for `Authorization: Negotiate`.
+//!
+//! Messages are built and read by `proto` (pure); `transport` moves them; this file holds
+//! the state: the TGT, the ticket cache with one S4U exchange per (user, SPN) at a time,
+//! the clock offset adopted from a KDC, and the events every exchange produces.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod keytab;
+pub mod proto;
+pub mod transport;
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use kcd_crypto::{Etype, Key};
+use kcd_krb5::asn1::{EtypeInfo2Entry, KdcRep, KrbError, PrincipalName};
+use kcd_krb5::KrbMessage;
+use kcd_schema::{
+    Direction, ErrorCode, Event, EventType, Gateway, KcdStep, Krb5, MessageType, RequestRef,
+    Timestamp, Transport,
+};
+use tokio::sync::OnceCell;
+
+pub use config::{Config, Secret, TokenFormat, TransportMode};
+pub use error::{Attempt, KcdError};
+use proto::{Creds, Now, ProtoError};
+use transport::{Kdcs, Wire};
+
+/// Where the client's events go (the gateway's event stream, a file, a test's list).
+pub trait EventSink: Send + Sync {
+    fn event(&self, e: &Event<'_>);
+}
+
+/// Drops every event.
+pub struct NoEvents;
+impl EventSink for NoEvents {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+/// Keeps events as JSON lines, for tests and for the command's `--events`.
+#[derive(Default)]
+pub struct JsonLines(pub Mutex<Vec<String>>);
+impl EventSink for JsonLines {
+    fn event(&self, e: &Event<'_>) {
+        let mut b = Vec::new();
+        e.write_json(&mut b);
+        if let Ok(mut v) = self.0.lock() {
+            v.push(String::from_utf8_lossy(&b).into_owned());
+        }
+    }
+}
+
+/// A token for the target service.
+#[derive(Clone)]
+pub struct Token {
+    /// The GSS token (SPNEGO or raw krb5, as configured).
+    pub bytes: Vec<u8>,
+    /// The user as the KDC named it in the ticket ("alice@LAB.TEST").
+    pub client: String,
+    pub spn: String,
+    /// The service ticket came from the cache (no KDC exchange for this token).
+    pub cached: bool,
+    /// The ticket's end time (Unix seconds).
+    pub endtime: i64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token(for {} to {}, {} bytes, redacted)", self.client, self.spn, self.bytes.len())
+    }
+}
+
+impl Token {
+    /// The value of the `Authorization` header.
+    pub fn header_value(&self) -> String {
+        format!("Negotiate {}", base64::engine::general_purpose::STANDARD.encode(&self.bytes))
+    }
+}
+
+type CacheKey = (String, String);
+type Flight = Arc<OnceCell<Result<Arc<Creds>, KcdError>>>;
+
+/// Service tickets per (user, SPN), bounded: when full, the oldest entry goes.
+struct Cache {
+    map: HashMap<CacheKey, Arc<Creds>>,
+    order: VecDeque<CacheKey>,
+    cap: usize,
+}
+
+impl Cache {
+    fn insert(&mut self, k: CacheKey, v: Arc<Creds>) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+        }
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+pub struct KcdClient {
+    cfg: Config,
+    sink: Arc<dyn EventSink>,
+    tgt: tokio::sync::Mutex<Option<Arc<Creds>>>,
+    long_term: Mutex<Option<(i32, Vec<u8>, Option<Vec<u8>>, Key)>>,
+    cache: Mutex<Cache>,
+    flights: Mutex<HashMap<CacheKey, Flight>>,
+    /// KDC clock minus ours, seconds, adopted after KRB_AP_ERR_SKEW.
+    offset: AtomicI64,
+    /// The last authenticator time handed out, in microseconds: each token gets a later one.
+    last_us: AtomicI64,
+    frame: AtomicU64,
+}
+
+/// What the KDC said to one request.
+enum Answer {
+    Rep(KdcRep),
+    Err(KrbError),
+}
+
+struct Exchanged {
+    answer: Answer,
+    kdc: String,
+    nonce: u32,
+}
+
+fn random_u31() -> Result<u32, ()> {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).map_err(|_| ())?;
+    Ok(u32::from_be_bytes(b) & 0x7fff_ffff)
+}
+
+fn local_micros() -> i64 {
+    transport::now_timestamp().0 / 1000
+}
+
+impl KcdClient {
+    pub fn new(cfg: Config, sink: Arc<dyn EventSink>) -> Self {
+        let cap = cfg.cache_size;
+        Self {
+            cfg,
+            sink,
+            tgt: tokio::sync::Mutex::new(None),
+            long_term: Mutex::new(None),
+            cache: Mutex::new(Cache { map: HashMap::new(), order: VecDeque::new(), cap }),
+            flights: Mutex::new(HashMap::new()),
+            offset: AtomicI64::new(0),
+            last_us: AtomicI64::new(0),
+            frame: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The KDC's clock minus ours, as adopted after a KRB_AP_ERR_SKEW (0 until then).
+    pub fn clock_offset_seconds(&self) -> i64 {
+        self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Service tickets held.
+    pub fn cached_tickets(&self) -> usize {
+        self.cache.lock().map(|c| c.map.len()).unwrap_or(0)
+    }
+
+    /// Our clock as the KDC sees it: local time plus the adopted offset.
+    fn now(&self) -> Now {
+        let us = local_micros() + self.offset.load(Ordering::Relaxed) * 1_000_000;
+        Now { secs: us.div_euclid(1_000_000), usec: us.rem_euclid(1_000_000) as i32 }
+    }
+
+    /// A time no earlier authenticator of this process has used, so that (ctime, cusec)
+    /// alone tell tokens apart for any replay cache.
+    fn unique_now(&self) -> Now {
+        let want = local_micros() + self.offset.load(Ordering::Relaxed) * 1_000_000;
+        let prev = self.last_us.fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(want.max(last + 1)));
+        let us = match prev {
+            Ok(last) | Err(last) => want.max(last + 1),
+        };
+        Now { secs: us.div_euclid(1_000_000), usec: us.rem_euclid(1_000_000) as i32 }
+    }
+
+    fn next_frame(&self) -> u64 {
+        self.frame.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A token for `user` (a UPN such as "alice@lab.test") to `spn` (the configured target
+    /// SPN when None).
+    pub async fn token(&self, user: &str, spn: Option<&str>) -> Result<Token, KcdError> {
+        let spn = spn.unwrap_or(&self.cfg.target_spn).to_string();
+        let r = self.token_inner(user, &spn).await;
+        let (outcome, detail, finding) = match &r {
+            Ok(t) if t.cached => ("cache_hit", None, None),
+            Ok(_) => ("issued", None, None),
+            Err(e) => ("failed", Some(Cow::Owned(e.to_string())), Some(Cow::Borrowed(e.finding_id()))),
+        };
+        let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, self.next_frame());
+        e.gateway = Some(Gateway {
+            step: KcdStep::Token,
+            user: Some(Cow::Borrowed(user)),
+            spn: Some(Cow::Borrowed(&spn)),
+            kdc: None,
+            attempt: None,
+            outcome: Cow::Borrowed(outcome),
+            latency_us: None,
+            detail,
+            clock_offset_seconds: None,
+            forwardable: None,
+            finding,
+        });
+        self.sink.event(&e);
+        r
+    }
+
+    async fn token_inner(&self, user: &str, spn: &str) -> Result<Token, KcdError> {
+        check_user(user)?;
+        check_spn(spn)?;
+        let (creds, cached) = self.service_ticket(user, spn).await?;
+        self.token_from(&creds, spn, cached)
+    }
+
+    /// Builds the AP-REQ token from a service ticket: the per-request cost once the ticket
+    /// is cached.
+    fn token_from(&self, creds: &Creds, spn: &str, cached: bool) -> Result<Token, KcdError> {
+        let seq = random_u31().map_err(|_| KcdError::Random { step: KcdStep::Token })?;
+        let raw = proto::krb5_token(creds, self.unique_now(), seq).map_err(|e| KcdError::BadReply {
+            step: KcdStep::Token,
+            kdc: String::new(),
+            detail: e.to_string(),
+        })?;
+        let bytes = match self.cfg.token {
+            TokenFormat::Krb5 => raw,
+            TokenFormat::Spnego => proto::spnego_token(&raw),
+        };
+        Ok(Token {
+            bytes,
+            client: format!("{}@{}", creds.client.display(), creds.crealm),
+            spn: spn.to_string(),
+            cached,
+            endtime: creds.endtime,
+        })
+    }
+
+    fn fresh(&self, c: &Creds) -> bool {
+        c.endtime - self.cfg.renew_before.as_secs() as i64 > self.now().secs
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<Arc<Creds>> {
+        let c = self.cache.lock().ok()?;
+        c.map.get(key).filter(|c| self.fresh(c)).cloned()
+    }
+
+    /// The service ticket for (user, SPN): from the cache, or from one S4U exchange shared
+    /// by every caller asking for the same pair meanwhile.
+    async fn service_ticket(&self, user: &str, spn: &str) -> Result<(Arc<Creds>, bool), KcdError> {
+        let key = (user.to_lowercase(), spn.to_string());
+        if let Some(c) = self.cached(&key) {
+            return Ok((c, true));
+        }
+        let flight: Flight = match self.flights.lock() {
+            Ok(mut m) => m.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::new(OnceCell::new()),
+        };
+        let mut mine = false;
+        let r = flight
+            .get_or_init(|| {
+                mine = true;
+                async {
+                    // A flight that just landed may have filled the cache.
+                    if let Some(c) = self.cached(&key) {
+                        return Ok(c);
+                    }
+                    let c = Arc::new(self.s4u(user, spn).await?);
+                    if let Ok(mut cache) = self.cache.lock() {
+                        cache.insert(key.clone(), c.clone());
+                    }
+                    Ok(c)
+                }
+            })
+            .await
+            .clone();
+        if let Ok(mut m) = self.flights.lock() {
+            if m.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                m.remove(&key);
+            }
+        }
+        r.map(|c| (c, !mine))
+    }
+
+    /// The service account's TGT, logging in when there is none or it is about to end.
+    async fn tgt(&self, force: bool) -> Result<Arc<Creds>, KcdError> {
+        let mut g = self.tgt.lock().await;
+        if let Some(t) = g.as_ref().filter(|t| !force && self.fresh(t)) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.login().await?);
+        *g = Some(t.clone());
+        Ok(t)
+    }
+
+    fn service_principal(&self) -> PrincipalName {
+        let parts: Vec<&str> = self.cfg.service_name.iter().map(String::as_str).collect();
+        PrincipalName::new(proto::NT_PRINCIPAL, &parts)
+    }
+
+    /// The etypes usable for the service account: with a keytab, those it holds keys for.
+    fn login_etypes(&self) -> Vec<i32> {
+        let mut v = self.cfg.etypes();
+        if let Secret::Keytab { entries, .. } = &self.cfg.secret {
+            v.retain(|e| entries.iter().any(|k| k.etype == *e));
+        }
+        v
+    }
+
+    fn long_term_key(&self, info: &EtypeInfo2Entry) -> Result<Key, KcdError> {
+        let etype = Etype::from_number(info.etype).ok_or_else(|| KcdError::NoCommonEtype {
+            offered: vec![info.etype],
+            usable: self.login_etypes(),
+        })?;
+        match &self.cfg.secret {
+            Secret::Keytab { path, entries } => entries
+                .iter()
+                .filter(|k| k.etype == info.etype)
+                .max_by_key(|k| k.kvno)
+                .ok_or_else(|| KcdError::Keytab {
+                    path: path.display().to_string(),
+                    problem: format!("no key of etype {}", info.etype),
+                })
+                .and_then(|k| {
+                    Key::from_bytes(etype, &k.key).map_err(|e| KcdError::Keytab {
+                        path: path.display().to_string(),
+                        problem: e.to_string(),
+                    })
+                }),
+            Secret::Password(pw) => {
+                let salt = match &info.salt {
+                    Some(s) => s.as_bytes().to_vec(),
+                    None if etype == Etype::Rc4Hmac => Vec::new(),
+                    None => proto::default_salt(&self.cfg.service_realm, &self.service_principal()),
+                };
+                let params = info.s2kparams.as_ref().map(|p| p.to_vec());
+                if let Ok(g) = self.long_term.lock() {
+                    if let Some((e, s, p, k)) = g.as_ref() {
+                        if *e == info.etype && *s == salt && *p == params {
+                            return Ok(k.clone());
+                        }
+                    }
+                }
+                let k = Key::from_password(etype, pw, &salt, params.as_deref()).map_err(|e| KcdError::BadReply {
+                    step: KcdStep::Login,
+                    kdc: String::new(),
+                    detail: format!("string-to-key with the KDC's parameters: {e}"),
+                })?;
+                if let Ok(mut g) = self.long_term.lock() {
+                    *g = Some((info.etype, salt, params, k.clone()));
+                }
+                Ok(k)
+            }
+        }
+    }
+
+    /// AS exchange: first without pre-authentication to learn the salt (ETYPE-INFO2 in
+    /// PREAUTH_REQUIRED), then with PA-ENC-TIMESTAMP.
+    async fn login(&self) -> Result<Creds, KcdError> {
+        let step = KcdStep::Login;
+        let me = self.service_principal();
+        let realm = self.cfg.service_realm.clone();
+        let etypes = self.login_etypes();
+        if etypes.is_empty() {
+            return Err(KcdError::NoCommonEtype { offered: Vec::new(), usable: self.cfg.etypes() });
+        }
+        let first = self
+            .exchange(step, None, None, &realm, |now, nonce| proto::as_req(&me, &realm, nonce, now, &etypes, Vec::new()))
+            .await?;
+        let (info, cookie) = match first.answer {
+            Answer::Err(e) if e.error_code == 25 => proto::preauth_hints(&e),
+            Answer::Err(e) => return Err(self.kdc_error(step, &first.kdc, &e, None)),
+            Answer::Rep(rep) => {
+                // No pre-authentication required for this account: the reply itself says
+                // which key it is under.
+                let info = proto::as_rep_hints(&rep)
+                    .into_iter()
+                    .find(|i| i.etype == rep.enc_part.etype)
+                    .unwrap_or(EtypeInfo2Entry { etype: rep.enc_part.etype, salt: None, s2kparams: None });
+                let key = self.long_term_key(&info)?;
+                return self.as_creds(&rep, &key, first.nonce, &first.kdc);
+            }
+        };
+        let Some(chosen) = info.iter().find(|i| etypes.contains(&i.etype)).cloned() else {
+            return Err(KcdError::NoCommonEtype { offered: info.iter().map(|i| i.etype).collect(), usable: etypes });
+        };
+        let key = self.long_term_key(&chosen)?;
+        let second = self
+            .exchange(step, None, None, &realm, |now, nonce| {
+                let mut pa = vec![proto::pa_enc_timestamp(&key, now)?];
+                if let Some(c) = &cookie {
+                    pa.push(kcd_krb5::asn1::PaData { r#type: proto::PA_FX_COOKIE, value: c.clone().into() });
+                }
+                proto::as_req(&me, &realm, nonce, now, &[chosen.etype], pa)
+            })
+            .await?;
+        match second.answer {
+            Answer::Err(e) => Err(self.kdc_error(step, &second.kdc, &e, None)),
+            Answer::Rep(rep) => {
+                // RFC 4120 3.1.5: ETYPE-INFO2 in the reply wins over the earlier one.
+                let key = match proto::as_rep_hints(&rep).into_iter().find(|i| i.etype == rep.enc_part.etype) {
+                    Some(i) if i != chosen => self.long_term_key(&i)?,
+                    _ => key,
+                };
+                self.as_creds(&rep, &key, second.nonce, &second.kdc)
+            }
+        }
+    }
+
+    fn as_creds(&self, rep: &KdcRep, key: &Key, nonce: u32, kdc: &str) -> Result<Creds, KcdError> {
+        proto::read_as_rep(rep, key, nonce).map_err(|e| KcdError::BadReply {
+            step: KcdStep::Login,
+            kdc: kdc.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// S4U2Self then S4U2Proxy.
+    async fn s4u(&self, user: &str, spn: &str) -> Result<Creds, KcdError> {
+        let mut tgt = self.tgt(false).await?;
+        let user_name = proto::user_principal(user);
+        let realm = self.cfg.service_realm.clone();
+        let etypes = self.cfg.etypes();
+        let me = self.service_principal();
+
+        // S4U2Self; a TGT the KDC no longer takes (expired, or the account's key changed)
+        // is replaced once.
+        let mut renewed = false;
+        let (evidence, kdc) = loop {
+            let t = tgt.clone();
+            let x = self
+                .exchange(KcdStep::S4u2self, Some(user), Some(spn), &realm, |now, nonce| {
+                    proto::s4u2self_req(&t, &user_name, &realm, nonce, now, &etypes)
+                })
+                .await?;
+            match x.answer {
+                Answer::Err(e) if !renewed && matches!(e.error_code, 32 | 31 | 41) => {
+                    renewed = true;
+                    tgt = self.tgt(true).await?;
+                }
+                Answer::Err(e) => return Err(self.kdc_error(KcdStep::S4u2self, &x.kdc, &e, None)),
+                Answer::Rep(rep) => {
+                    let bad = |d: ProtoError| KcdError::BadReply { step: KcdStep::S4u2self, kdc: x.kdc.clone(), detail: d.to_string() };
+                    proto::check_s4u_reply_padata(&rep, &tgt, x.nonce).map_err(bad)?;
+                    let c = proto::read_tgs_rep(&rep, &tgt, x.nonce).map_err(bad)?;
+                    proto::check_s4u_client(&c, &me).map_err(bad)?;
+                    break (c, x.kdc);
+                }
+            }
+        };
+        let forwardable = evidence.forwardable();
+        self.note(KcdStep::S4u2self, user, spn, &kdc, if forwardable { "forwardable" } else { "not_forwardable" }, Some(forwardable), None);
+
+        let target = proto::spn_principal(spn);
+        let x = self
+            .exchange(KcdStep::S4u2proxy, Some(user), Some(spn), &realm, |now, nonce| {
+                proto::s4u2proxy_req(&tgt, &evidence, &target, &realm, nonce, now, &etypes)
+            })
+            .await?;
+        match x.answer {
+            Answer::Err(e) => Err(self.kdc_error(KcdStep::S4u2proxy, &x.kdc, &e, Some(forwardable))),
+            Answer::Rep(rep) => {
+                let bad = |d: ProtoError| KcdError::BadReply { step: KcdStep::S4u2proxy, kdc: x.kdc.clone(), detail: d.to_string() };
+                let c = proto::read_tgs_rep(&rep, &tgt, x.nonce).map_err(bad)?;
+                proto::check_s4u_client(&c, &me).map_err(bad)?;
+                if c.server != target {
+                    return Err(bad(ProtoError::Reply(format!("the ticket is for {}, not {spn}", c.server.display()))));
+                }
+                Ok(c)
+            }
+        }
+    }
+
+    fn kdc_error(&self, step: KcdStep, kdc: &str, e: &KrbError, evidence_forwardable: Option<bool>) -> KcdError {
+        let ntstatus = e
+            .e_data
+            .as_deref()
+            .map(kcd_krb5::edata::parse_e_data)
+            .and_then(|i| i.ntstatus)
+            .map(|x| x.status);
+        KcdError::Kdc {
+            step,
+            kdc: kdc.to_string(),
+            code: ErrorCode(e.error_code),
+            e_text: e.e_text.as_ref().map(|t| t.to_string_lossy()),
+            ntstatus,
+            evidence_forwardable,
+            clock_offset_seconds: (e.error_code == 37).then(|| self.kdc_offset(e)).flatten(),
+        }
+    }
+
+    /// The KDC's stime minus our local clock.
+    fn kdc_offset(&self, e: &KrbError) -> Option<i64> {
+        let stime = e.stime.unix_seconds()?;
+        Some(stime - local_micros().div_euclid(1_000_000))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn note(&self, step: KcdStep, user: &str, spn: &str, kdc: &str, outcome: &'static str, forwardable: Option<bool>, offset: Option<i64>) {
+        let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, self.next_frame());
+        e.gateway = Some(Gateway {
+            step,
+            user: Some(Cow::Borrowed(user)),
+            spn: Some(Cow::Borrowed(spn)),
+            kdc: Some(Cow::Borrowed(kdc)),
+            attempt: None,
+            outcome: Cow::Borrowed(outcome),
+            latency_us: None,
+            detail: None,
+            clock_offset_seconds: offset,
+            forwardable,
+            finding: None,
+        });
+        self.sink.event(&e);
+    }
+
+    /// One request to the realm's KDCs (built afresh for each try), reported as events.
+    /// On KRB_AP_ERR_SKEW the KDC's time is adopted and the request made once more, as
+    /// MIT's kdc_timesync does.
+    async fn exchange(
+        &self,
+        step: KcdStep,
+        user: Option<&str>,
+        spn: Option<&str>,
+        realm: &str,
+        build: impl Fn(Now, u32) -> Result<Vec<u8>, ProtoError>,
+    ) -> Result<Exchanged, KcdError> {
+        let Some(names) = self.cfg.kdcs(realm) else {
+            return Err(KcdError::Config { key: "domain".into(), problem: format!("no domain controllers for realm {realm}") });
+        };
+        let kdcs = Kdcs { names, mode: self.cfg.transport, timeout: self.cfg.timeout };
+        let mut skew_retried = false;
+        loop {
+            let nonce = random_u31().map_err(|_| KcdError::Random { step })?;
+            let req = build(self.now(), nonce).map_err(|e| KcdError::BadReply { step, kdc: String::new(), detail: format!("request: {e}") })?;
+            let mut sent_frame = 0u64;
+            let mut sent_type = MessageType(0);
+            let r = kdcs
+                .exchange(&req, &mut |w| self.wire_event(step, user, spn, w, &mut sent_frame, &mut sent_type))
+                .await;
+            let reply = r.map_err(|attempts| KcdError::Unreachable { step, attempts })?;
+            let answer = match kcd_krb5::decode_message(&reply.bytes) {
+                Ok(KrbMessage::AsRep(r)) if step == KcdStep::Login => Answer::Rep(r),
+                Ok(KrbMessage::TgsRep(r)) if step != KcdStep::Login => Answer::Rep(r),
+                Ok(KrbMessage::Error(e)) => Answer::Err(e),
+                Ok(m) => {
+                    return Err(KcdError::BadReply { step, kdc: reply.kdc, detail: format!("unexpected {} in reply", m.message_type()) })
+                }
+                Err(e) => return Err(KcdError::BadReply { step, kdc: reply.kdc, detail: e.to_string() }),
+            };
+            if let Answer::Err(e) = &answer {
+                if e.error_code == 37 && !skew_retried {
+                    if let Some(off) = self.kdc_offset(e) {
+                        skew_retried = true;
+                        self.offset.store(off, Ordering::Relaxed);
+                        self.note(step, user.unwrap_or(""), spn.unwrap_or(""), &reply.kdc, "clock_adjusted", None, Some(off));
+                        continue;
+                    }
+                }
+            }
+            return Ok(Exchanged { answer, kdc: reply.kdc, nonce });
+        }
+    }
+
+    fn wire_event(&self, step: KcdStep, user: Option<&str>, spn: Option<&str>, w: Wire<'_>, sent_frame: &mut u64, sent_type: &mut MessageType) {
+        let frame = self.next_frame();
+        let gw = |kdc: &str, attempt: u32, outcome: &'static str| Gateway {
+            step,
+            user: user.map(|u| Cow::Owned(u.to_string())),
+            spn: spn.map(|s| Cow::Owned(s.to_string())),
+            kdc: Some(Cow::Owned(kdc.to_string())),
+            attempt: Some(attempt),
+            outcome: Cow::Borrowed(outcome),
+            latency_us: None,
+            detail: None,
+            clock_offset_seconds: None,
+            forwardable: None,
+            finding: None,
+        };
+        match w {
+            Wire::Sent { kdc, attempt, proto, local, remote, bytes, at } => {
+                let mut e = addressed(at, frame, proto, local, remote);
+                let mut k = Krb5::default();
+                if kcd_decode::krb5::decode(bytes, at, &mut k).is_ok() {
+                    *sent_type = k.msg_type;
+                    k.direction = Some(Direction::ToKdc);
+                    e.krb5 = Some(k);
+                }
+                *sent_frame = frame;
+                e.gateway = Some(gw(kdc, attempt, "request"));
+                self.sink.event(&e);
+            }
+            Wire::Received { kdc, attempt, proto, local, remote, bytes, at, latency } => {
+                let mut e = addressed(at, frame, proto, remote, local);
+                let mut k = Krb5::default();
+                let mut outcome = "bad_reply";
+                if kcd_decode::krb5::decode(bytes, at, &mut k).is_ok() {
+                    outcome = if k.error.is_some() { "krb_error" } else { "reply" };
+                    k.direction = Some(Direction::FromKdc);
+                    k.request = Some(RequestRef { pcap_file: None, frame: *sent_frame, msg_type: *sent_type, latency_us: latency.as_micros() as i64 });
+                    e.krb5 = Some(k);
+                }
+                let mut g = gw(kdc, attempt, outcome);
+                g.latency_us = Some(latency.as_micros() as i64);
+                e.gateway = Some(g);
+                self.sink.event(&e);
+            }
+            Wire::Failed { kdc, attempt, proto, remote, what } => {
+                let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, frame);
+                e.proto = Some(proto);
+                e.dest_ip = remote.map(|a| a.ip());
+                e.dest_port = remote.map(|a| a.port());
+                let mut g = gw(kdc, attempt, if what.contains("within") { "timeout" } else { "unreachable" });
+                g.detail = Some(Cow::Owned(what));
+                e.gateway = Some(g);
+                self.sink.event(&e);
+            }
+            Wire::TcpRetry { kdc, attempt } => {
+                let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, frame);
+                e.gateway = Some(gw(kdc, attempt, "tcp_retry"));
+                self.sink.event(&e);
+            }
+        }
+    }
+}
+
+fn addressed<'a>(at: Timestamp, frame: u64, proto: Transport, src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Event<'a> {
+    let mut e = Event::bare(at, EventType::Krb5, None, frame);
+    e.src_ip = Some(src.ip());
+    e.src_port = Some(src.port());
+    e.dest_ip = Some(dst.ip());
+    e.dest_port = Some(dst.port());
+    e.proto = Some(proto);
+    e
+}
+
+/// A user the gateway will ask for: "alice@lab.test" (a UPN) or "alice".
+fn check_user(user: &str) -> Result<(), KcdError> {
+    let bad = |p: &str| Err(KcdError::BadUser { user: user.to_string(), problem: p.to_string() });
+    if user.is_empty() {
+        return bad("empty");
+    }
+    if user.len() > 256 {
+        return bad("longer than 256 bytes");
+    }
+    if user.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
+        return bad("contains a space, '/' or a control character");
+    }
+    if user.matches('@').count() > 1 || user.starts_with('@') || user.ends_with('@') {
+        return bad("not a UPN (name@domain)");
+    }
+    Ok(())
+}
+
+fn check_spn(spn: &str) -> Result<(), KcdError> {
+    let parts: Vec<&str> = spn.split('/').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty() || p.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@')) {
+        return Err(KcdError::BadSpn { spn: spn.to_string(), problem: "not service/host (HTTP/exchange.lab.test)".into() });
+    }
+    Ok(())
+}
