@@ -16,6 +16,15 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The kcdscope binary `cargo test --workspace` built next to the test executables.
+pub fn kcdscope_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(format!("kcdscope{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} is missing: run cargo build -p kcdscope first", bin.display());
+    bin
+}
+
 pub mod oracle;
 pub mod pcap;
 pub mod synth;

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod error;
 pub mod keytab;
+pub mod pac;
 pub mod proto;
 pub mod transport;
 
@@ -117,6 +118,8 @@ pub struct KcdClient {
     sink: Arc<dyn EventSink>,
     tgt: tokio::sync::Mutex<Option<Arc<Creds>>>,
     long_term: Mutex<Option<(i32, Vec<u8>, Option<Vec<u8>>, Key)>>,
+    /// The salt the KDC gave at login: the service account's other keys use it too.
+    login_salt: Mutex<Option<EtypeInfo2Entry>>,
     cache: Mutex<Cache>,
     flights: Mutex<HashMap<CacheKey, Flight>>,
     /// KDC clock minus ours, seconds, adopted after KRB_AP_ERR_SKEW.
@@ -124,6 +127,9 @@ pub struct KcdClient {
     /// The last authenticator time handed out, in microseconds: each token gets a later one.
     last_us: AtomicI64,
     frame: AtomicU64,
+    /// Per realm, the KDC that answered last: asked first next time, so that a dead first
+    /// domain controller costs one timeout, not one per request.
+    preferred: Mutex<HashMap<String, String>>,
 }
 
 /// What the KDC said to one request.
@@ -156,11 +162,13 @@ impl KcdClient {
             sink,
             tgt: tokio::sync::Mutex::new(None),
             long_term: Mutex::new(None),
+            login_salt: Mutex::new(None),
             cache: Mutex::new(Cache { map: HashMap::new(), order: VecDeque::new(), cap }),
             flights: Mutex::new(HashMap::new()),
             offset: AtomicI64::new(0),
             last_us: AtomicI64::new(0),
             frame: AtomicU64::new(0),
+            preferred: Mutex::new(HashMap::new()),
         }
     }
 
@@ -405,6 +413,9 @@ impl KcdClient {
             return Err(KcdError::NoCommonEtype { offered: info.iter().map(|i| i.etype).collect(), usable: etypes });
         };
         let key = self.long_term_key(&chosen)?;
+        if let Ok(mut g) = self.login_salt.lock() {
+            *g = Some(chosen.clone());
+        }
         let second = self
             .exchange(step, None, None, &realm, |now, nonce| {
                 let mut pa = vec![proto::pa_enc_timestamp(&key, now)?];
@@ -438,38 +449,22 @@ impl KcdClient {
     /// S4U2Self then S4U2Proxy.
     async fn s4u(&self, user: &str, spn: &str) -> Result<Creds, KcdError> {
         let mut tgt = self.tgt(false).await?;
-        let user_name = proto::user_principal(user);
         let realm = self.cfg.service_realm.clone();
         let etypes = self.cfg.etypes();
         let me = self.service_principal();
 
-        // S4U2Self; a TGT the KDC no longer takes (expired, or the account's key changed)
-        // is replaced once.
-        let mut renewed = false;
-        let (evidence, kdc) = loop {
-            let t = tgt.clone();
-            let x = self
-                .exchange(KcdStep::S4u2self, Some(user), Some(spn), &realm, |now, nonce| {
-                    proto::s4u2self_req(&t, &user_name, &realm, nonce, now, &etypes)
-                })
-                .await?;
-            match x.answer {
-                Answer::Err(e) if !renewed && matches!(e.error_code, 32 | 31 | 41) => {
-                    renewed = true;
-                    tgt = self.tgt(true).await?;
-                }
-                Answer::Err(e) => return Err(self.kdc_error(KcdStep::S4u2self, &x.kdc, &e, None)),
-                Answer::Rep(rep) => {
-                    let bad = |d: ProtoError| KcdError::BadReply { step: KcdStep::S4u2self, kdc: x.kdc.clone(), detail: d.to_string() };
-                    proto::check_s4u_reply_padata(&rep, &tgt, x.nonce).map_err(bad)?;
-                    let c = proto::read_tgs_rep(&rep, &tgt, x.nonce).map_err(bad)?;
-                    proto::check_s4u_client(&c, &me).map_err(bad)?;
-                    break (c, x.kdc);
-                }
+        let (mut evidence, mut kdc) = self.s4u2self(&mut tgt, user, spn, &proto::user_principal(user)).await?;
+        if evidence.client.name_type == proto::NT_ENTERPRISE {
+            // The KDC kept the enterprise name: ask again under the account name the PAC
+            // gives, so that the target sees "alice@LAB.TEST" as it would from a login.
+            if let Some(name) = self.pac_account(&evidence).filter(|n| n.1 == realm) {
+                let detail = format!("the KDC did not canonicalise {user}; its PAC names {}@{}", name.0, name.1);
+                self.note_detail(KcdStep::S4u2self, user, spn, &kdc, "canonicalised", detail);
+                (evidence, kdc) = self.s4u2self(&mut tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[name.0.as_str()])).await?;
             }
-        };
+        }
         let forwardable = evidence.forwardable();
-        self.note(KcdStep::S4u2self, user, spn, &kdc, if forwardable { "forwardable" } else { "not_forwardable" }, Some(forwardable), None);
+        self.note(KcdStep::S4u2self, Some(user), Some(spn), &kdc, if forwardable { "forwardable" } else { "not_forwardable" }, Some(forwardable), None);
 
         let target = proto::spn_principal(spn);
         let x = self
@@ -489,6 +484,70 @@ impl KcdClient {
                 Ok(c)
             }
         }
+    }
+
+    /// One S4U2Self exchange; a TGT the KDC no longer takes (expired, or the account's
+    /// key changed) is replaced once.
+    async fn s4u2self(&self, tgt: &mut Arc<Creds>, user: &str, spn: &str, user_name: &PrincipalName) -> Result<(Creds, String), KcdError> {
+        let realm = self.cfg.service_realm.clone();
+        let etypes = self.cfg.etypes();
+        let me = self.service_principal();
+        let mut renewed = false;
+        loop {
+            let t = tgt.clone();
+            let x = self
+                .exchange(KcdStep::S4u2self, Some(user), Some(spn), &realm, |now, nonce| {
+                    proto::s4u2self_req(&t, user_name, &realm, nonce, now, &etypes)
+                })
+                .await?;
+            match x.answer {
+                Answer::Err(e) if !renewed && matches!(e.error_code, 31 | 32 | 41) => {
+                    renewed = true;
+                    *tgt = self.tgt(true).await?;
+                }
+                Answer::Err(e) => return Err(self.kdc_error(KcdStep::S4u2self, &x.kdc, &e, None)),
+                Answer::Rep(rep) => {
+                    let bad = |d: ProtoError| KcdError::BadReply { step: KcdStep::S4u2self, kdc: x.kdc.clone(), detail: d.to_string() };
+                    proto::check_s4u_reply_padata(&rep, &t, x.nonce).map_err(bad)?;
+                    let c = proto::read_tgs_rep(&rep, &t, x.nonce).map_err(bad)?;
+                    proto::check_s4u_client(&c, &me).map_err(bad)?;
+                    return Ok((c, x.kdc));
+                }
+            }
+        }
+    }
+
+    /// The account name and realm in the PAC of a ticket made for the service account.
+    fn pac_account(&self, t: &Creds) -> Option<(String, String)> {
+        let etype = t.ticket.enc_part.etype;
+        let mut info = self.login_salt.lock().ok()?.clone().unwrap_or(EtypeInfo2Entry { etype, salt: None, s2kparams: None });
+        if info.etype != etype {
+            info = EtypeInfo2Entry { etype, salt: info.salt, s2kparams: None };
+        }
+        let key = self.long_term_key(&info).ok()?;
+        let plain = zeroize::Zeroizing::new(key.decrypt(2, &t.ticket.enc_part.cipher).ok()?);
+        let (_, rest) = kcd_krb5::ber::read_tlv(&plain).ok()?;
+        let part: kcd_krb5::asn1::EncTicketPart = kcd_krb5::decode(&plain[..plain.len() - rest.len()]).ok()?;
+        let names = pac::ticket_names(&part)?;
+        Some((names.sam_name?, names.dns_domain.to_uppercase()))
+    }
+
+    fn note_detail(&self, step: KcdStep, user: &str, spn: &str, kdc: &str, outcome: &'static str, detail: String) {
+        let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, self.next_frame());
+        e.gateway = Some(Gateway {
+            step,
+            user: Some(Cow::Borrowed(user)),
+            spn: Some(Cow::Borrowed(spn)),
+            kdc: Some(Cow::Borrowed(kdc)),
+            attempt: None,
+            outcome: Cow::Borrowed(outcome),
+            latency_us: None,
+            detail: Some(Cow::Owned(detail)),
+            clock_offset_seconds: None,
+            forwardable: None,
+            finding: None,
+        });
+        self.sink.event(&e);
     }
 
     fn kdc_error(&self, step: KcdStep, kdc: &str, e: &KrbError, evidence_forwardable: Option<bool>) -> KcdError {
@@ -516,12 +575,12 @@ impl KcdClient {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn note(&self, step: KcdStep, user: &str, spn: &str, kdc: &str, outcome: &'static str, forwardable: Option<bool>, offset: Option<i64>) {
+    fn note(&self, step: KcdStep, user: Option<&str>, spn: Option<&str>, kdc: &str, outcome: &'static str, forwardable: Option<bool>, offset: Option<i64>) {
         let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, self.next_frame());
         e.gateway = Some(Gateway {
             step,
-            user: Some(Cow::Borrowed(user)),
-            spn: Some(Cow::Borrowed(spn)),
+            user: user.map(Cow::Borrowed),
+            spn: spn.map(Cow::Borrowed),
             kdc: Some(Cow::Borrowed(kdc)),
             attempt: None,
             outcome: Cow::Borrowed(outcome),
@@ -548,7 +607,14 @@ impl KcdClient {
         let Some(names) = self.cfg.kdcs(realm) else {
             return Err(KcdError::Config { key: "domain".into(), problem: format!("no domain controllers for realm {realm}") });
         };
-        let kdcs = Kdcs { names, mode: self.cfg.transport, timeout: self.cfg.timeout };
+        let mut ordered: Vec<String> = names.to_vec();
+        if let Some(p) = self.preferred.lock().ok().and_then(|m| m.get(realm).cloned()) {
+            if let Some(i) = ordered.iter().position(|n| *n == p) {
+                let first = ordered.remove(i);
+                ordered.insert(0, first);
+            }
+        }
+        let kdcs = Kdcs { names: &ordered, mode: self.cfg.transport, timeout: self.cfg.timeout };
         let mut skew_retried = false;
         loop {
             let nonce = random_u31().map_err(|_| KcdError::Random { step })?;
@@ -559,6 +625,11 @@ impl KcdClient {
                 .exchange(&req, &mut |w| self.wire_event(step, user, spn, w, &mut sent_frame, &mut sent_type))
                 .await;
             let reply = r.map_err(|attempts| KcdError::Unreachable { step, attempts })?;
+            if let Ok(mut m) = self.preferred.lock() {
+                if m.get(realm) != Some(&reply.kdc) {
+                    m.insert(realm.to_string(), reply.kdc.clone());
+                }
+            }
             let answer = match kcd_krb5::decode_message(&reply.bytes) {
                 Ok(KrbMessage::AsRep(r)) if step == KcdStep::Login => Answer::Rep(r),
                 Ok(KrbMessage::TgsRep(r)) if step != KcdStep::Login => Answer::Rep(r),
@@ -573,7 +644,7 @@ impl KcdClient {
                     if let Some(off) = self.kdc_offset(e) {
                         skew_retried = true;
                         self.offset.store(off, Ordering::Relaxed);
-                        self.note(step, user.unwrap_or(""), spn.unwrap_or(""), &reply.kdc, "clock_adjusted", None, Some(off));
+                        self.note(step, user, spn, &reply.kdc, "clock_adjusted", None, Some(off));
                         continue;
                     }
                 }

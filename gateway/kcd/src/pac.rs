@@ -1,0 +1,137 @@
+//! The account name inside a ticket's PAC (MS-PAC 2.10, UPN_DNS_INFO with the SAM name
+//! extension). Samba's KDC answers S4U2Self for an enterprise name ("alice@lab.test")
+//! without canonicalising it, so the target would see "alice@lab.test@LAB.TEST"; the
+//! S4U2Self ticket is encrypted for the service account, whose key the gateway holds, and
+//! its PAC names the account ("alice", domain "LAB.TEST"). Untrusted bytes: every offset is
+//! checked.
+
+use kcd_krb5::asn1::{AuthorizationData, EncTicketPart};
+
+const AD_IF_RELEVANT: i32 = 1;
+const AD_WIN2K_PAC: i32 = 128;
+const PAC_UPN_DNS_INFO: u32 = 12;
+const UPN_DNS_FLAG_SAM_NAME_AND_SID: u32 = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacNames {
+    pub upn: String,
+    pub dns_domain: String,
+    /// Present when the KDC writes the extended UPN_DNS_INFO (Windows 2022, Samba 4.15+).
+    pub sam_name: Option<String>,
+}
+
+fn pac_bytes(ad: &AuthorizationData) -> Option<Vec<u8>> {
+    for e in ad {
+        match e.r#type {
+            AD_WIN2K_PAC => return Some(e.data.to_vec()),
+            AD_IF_RELEVANT => {
+                if let Ok(inner) = kcd_krb5::decode::<AuthorizationData>(&e.data) {
+                    if let Some(p) = pac_bytes(&inner) {
+                        return Some(p);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn u16le(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+fn u32le(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes([*b.get(at)?, *b.get(at + 1)?, *b.get(at + 2)?, *b.get(at + 3)?]))
+}
+
+fn utf16(b: &[u8], off: u16, len: u16) -> Option<String> {
+    let s = b.get(off as usize..off as usize + len as usize)?;
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = s.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    String::from_utf16(&units).ok()
+}
+
+/// Reads UPN_DNS_INFO from a PAC (PACTYPE: count, version, then 16-byte buffer headers).
+pub fn upn_dns_info(pac: &[u8]) -> Option<PacNames> {
+    let count = u32le(pac, 0)? as usize;
+    if count > 64 {
+        return None;
+    }
+    for i in 0..count {
+        let h = 8 + i * 16;
+        if u32le(pac, h)? != PAC_UPN_DNS_INFO {
+            continue;
+        }
+        let size = u32le(pac, h + 4)? as usize;
+        let off = usize::try_from(u64::from(u32le(pac, h + 8)?) | (u64::from(u32le(pac, h + 12)?) << 32)).ok()?;
+        let b = pac.get(off..off.checked_add(size)?)?;
+        let upn = utf16(b, u16le(b, 2)?, u16le(b, 0)?)?;
+        let dns_domain = utf16(b, u16le(b, 6)?, u16le(b, 4)?)?;
+        let flags = u32le(b, 8)?;
+        let sam_name = if flags & UPN_DNS_FLAG_SAM_NAME_AND_SID != 0 {
+            utf16(b, u16le(b, 14)?, u16le(b, 12)?)
+        } else {
+            None
+        };
+        return Some(PacNames { upn, dns_domain, sam_name });
+    }
+    None
+}
+
+/// The names in a decrypted ticket's PAC, if it carries one.
+pub fn ticket_names(t: &EncTicketPart) -> Option<PacNames> {
+    upn_dns_info(&pac_bytes(t.authorization_data.as_ref()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16le(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+    }
+
+    /// A PAC laid out as MS-PAC 2.4 and 2.10 describe it (one buffer).
+    fn pac(flags: u32, sam: &str) -> Vec<u8> {
+        let (upn, dom, sam16) = (utf16le("alice@lab.test"), utf16le("LAB.TEST"), utf16le(sam));
+        let mut info = vec![0u8; 24];
+        let mut tail = Vec::new();
+        let mut put = |info: &mut Vec<u8>, at: usize, s: &[u8]| {
+            let off = 24 + tail.len();
+            info[at..at + 2].copy_from_slice(&(s.len() as u16).to_le_bytes());
+            info[at + 2..at + 4].copy_from_slice(&(off as u16).to_le_bytes());
+            tail.extend_from_slice(s);
+        };
+        put(&mut info, 0, &upn);
+        put(&mut info, 4, &dom);
+        info[8..12].copy_from_slice(&flags.to_le_bytes());
+        put(&mut info, 12, &sam16);
+        info.extend(tail);
+        let mut p = Vec::new();
+        p.extend(1u32.to_le_bytes());
+        p.extend(0u32.to_le_bytes());
+        p.extend(PAC_UPN_DNS_INFO.to_le_bytes());
+        p.extend((info.len() as u32).to_le_bytes());
+        p.extend(24u64.to_le_bytes());
+        p.extend(info);
+        p
+    }
+
+    #[test]
+    fn reads_the_sam_name_when_flagged() {
+        let n = upn_dns_info(&pac(2, "alice")).expect("names");
+        assert_eq!(n, PacNames { upn: "alice@lab.test".into(), dns_domain: "LAB.TEST".into(), sam_name: Some("alice".into()) });
+        assert_eq!(upn_dns_info(&pac(0, "alice")).and_then(|n| n.sam_name), None);
+    }
+
+    #[test]
+    fn truncated_pacs_give_nothing() {
+        let p = pac(2, "alice");
+        for n in 0..p.len() {
+            let _ = upn_dns_info(&p[..n]);
+        }
+        assert_eq!(upn_dns_info(&p[..40]), None);
+    }
+}
