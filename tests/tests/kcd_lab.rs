@@ -317,7 +317,7 @@ fn kcd_client_against_mit_kdc_ldap_and_apache() {
     let nopt = lab.dir.join("nopt.toml");
     let r = lab.kcd(&nopt, &["--user", &upn]);
     lab.check("MIT: protocol transition off says EVIDENCE_TKT_NOT_FORWARDABLE", r.stderr.contains("(EVIDENCE_TKT_NOT_FORWARDABLE)"), || r.stderr.clone());
-    let na = lab.config("notallowed", &lab.v("LAB_SVC_NOT_ALLOWED_PRINCIPAL"), &lab.password("LAB_SVC_NOT_ALLOWED_PASSWORD_FILE"), &[kdc.clone()], "", "");
+    let na = lab.config("notallowed", &lab.v("LAB_SVC_NOT_ALLOWED_PRINCIPAL"), &lab.password("LAB_SVC_NOT_ALLOWED_PASSWORD_FILE"), std::slice::from_ref(&kdc), "", "");
     let r = lab.kcd(&na, &["--user", &upn]);
     lab.refused("MIT: delegation to the target not allowed", &r, "S4U2Proxy", 13, "KDC_ERR_BADOPTION", "krb.s4u2proxy.refused");
     lab.check("MIT: not allowed says UNSUPPORTED_S4U2PROXY_REQUEST", r.stderr.contains("(UNSUPPORTED_S4U2PROXY_REQUEST)"), || r.stderr.clone());

@@ -88,6 +88,9 @@ impl Token {
 }
 
 type CacheKey = (String, String);
+/// A key from the password: (etype, salt, s2kparams) it was derived with, and the key;
+/// string-to-key is 4096 rounds of PBKDF2, worth doing once per login.
+type DerivedKey = (i32, Vec<u8>, Option<Vec<u8>>, Key);
 type Flight = Arc<OnceCell<Result<Arc<Creds>, KcdError>>>;
 
 /// Service tickets per (user, SPN), bounded: when full, the oldest entry goes.
@@ -117,7 +120,7 @@ pub struct KcdClient {
     cfg: Config,
     sink: Arc<dyn EventSink>,
     tgt: tokio::sync::Mutex<Option<Arc<Creds>>>,
-    long_term: Mutex<Option<(i32, Vec<u8>, Option<Vec<u8>>, Key)>>,
+    long_term: Mutex<Option<DerivedKey>>,
     /// The salt the KDC gave at login: the service account's other keys use it too.
     login_salt: Mutex<Option<EtypeInfo2Entry>>,
     cache: Mutex<Cache>,
