@@ -13,7 +13,8 @@ use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use kcd_client::{Config, JsonLines, KcdClient, KcdError, Token};
+use kcd_client::{Config, EventSink, KcdClient, KcdError, NoEvents, Token};
+use kcd_schema::Event;
 
 #[derive(Subcommand)]
 pub enum KcdCommand {
@@ -96,7 +97,12 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
     if a.repeat == 0 || a.concurrent == 0 {
         bail!("--repeat and --concurrent must be at least 1");
     }
-    let events = Arc::new(JsonLines::default());
+    let events: Arc<dyn EventSink> = match &a.events {
+        Some(p) => Arc::new(EventFile(std::sync::Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )))),
+        None => Arc::new(NoEvents),
+    };
     let client = Arc::new(KcdClient::new(cfg, events.clone()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -137,13 +143,9 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
         Ok::<_, KcdError>((tokens, start.elapsed(), first_latency, total))
     });
     let mut failed = false;
-    let write_events = |path: &Option<PathBuf>| -> Result<()> {
-        if let Some(p) = path {
-            let lines = events.0.lock().map(|v| v.join("\n")).unwrap_or_default();
-            std::fs::write(p, if lines.is_empty() { lines } else { lines + "\n" })
-                .with_context(|| format!("cannot write {}", p.display()))?;
-        }
-        Ok(())
+    let write_events = |_: &Option<PathBuf>| -> Result<()> {
+        drop(client.clone());
+        events.flush().context("writing the events")
     };
     let (tokens, _, first_latency, total) = match outcome {
         Ok(x) => x,
@@ -188,10 +190,9 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
     if let (Some(ok), true) = (tokens.iter().find_map(|t| t.as_ref().ok()), a.repeat > 1 || a.quiet) {
         let n = a.repeat as f64;
         eprintln!(
-            "kcdscope: {} for {} to {}; first token {:.2} ms; {} tokens in {:.3} s ({:.0} per second); clock offset {} s",
+            "kcdscope: tokens for {} to {}; first token {:.2} ms; {} tokens in {:.3} s ({:.0} per second); clock offset {} s",
             ok.client,
             ok.spn,
-            if ok.cached { "cached" } else { "fresh" },
             first_latency.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
             a.repeat,
             total.as_secs_f64(),
@@ -231,4 +232,24 @@ async fn get(url: &str, authorization: &str) -> Result<(u16, Vec<u8>)> {
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.context("reading the body")?.to_bytes();
     Ok((status, body.to_vec()))
+}
+
+/// Events streamed to a file as NDJSON, as they happen.
+struct EventFile(std::sync::Mutex<std::io::BufWriter<std::fs::File>>);
+
+impl EventSink for EventFile {
+    fn event(&self, e: &Event<'_>) {
+        let mut line = Vec::with_capacity(512);
+        e.write_json(&mut line);
+        line.push(b'\n');
+        if let Ok(mut f) = self.0.lock() {
+            let _ = f.write_all(&line);
+        }
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        match self.0.lock() {
+            Ok(mut f) => f.flush(),
+            Err(_) => Ok(()),
+        }
+    }
 }

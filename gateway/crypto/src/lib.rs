@@ -90,6 +90,66 @@ pub enum CryptoError {
     Random,
 }
 
+/// A key's derived keys for one usage: Ke and Ki for AES, K1 (in `ke`) for RC4. Zeroed on
+/// drop, never shown.
+#[derive(Clone)]
+pub struct UsageKey {
+    etype: Etype,
+    ke: Zeroizing<Vec<u8>>,
+    ki: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for UsageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UsageKey({:?}, redacted)", self.etype)
+    }
+}
+
+impl UsageKey {
+    pub fn etype(&self) -> Etype {
+        self.etype
+    }
+
+    /// Encrypts with a fresh random confounder.
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut conf = [0u8; 16];
+        let n = match self.etype {
+            Etype::Rc4Hmac => 8,
+            _ => 16,
+        };
+        getrandom::fill(&mut conf[..n]).map_err(|_| CryptoError::Random)?;
+        Ok(self.encrypt_with_confounder(&conf[..n], plaintext))
+    }
+
+    pub fn encrypt_with_confounder(&self, confounder: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        match self.etype {
+            Etype::Rc4Hmac => {
+                let k1 = &self.ke;
+                let mut data = Vec::with_capacity(16 + confounder.len() + plaintext.len());
+                data.extend_from_slice(confounder);
+                data.extend_from_slice(plaintext);
+                let ck = hmac_md5(k1, &[&data]);
+                let k3 = Zeroizing::new(hmac_md5(k1, &[&ck]));
+                if let Ok(mut rc4) = Rc4::new_from_slice(&*k3) {
+                    rc4.apply_keystream(&mut data);
+                }
+                let mut out = ck.to_vec();
+                out.extend_from_slice(&data);
+                out
+            }
+            _ => {
+                let mut p = Vec::with_capacity(confounder.len() + plaintext.len() + 12);
+                p.extend_from_slice(confounder);
+                p.extend_from_slice(plaintext);
+                let mac = hmac_sha1(&self.ki, &[&p]);
+                aes_cts(&self.ke, &mut p, true);
+                p.extend_from_slice(&mac[..12]);
+                p
+            }
+        }
+    }
+}
+
 /// A protocol key. Its bytes are zeroed on drop and never shown by Debug.
 #[derive(Clone)]
 pub struct Key {
@@ -225,14 +285,29 @@ fn aes_cts(key: &[u8], data: &mut [u8], encrypt: bool) {
     };
 }
 
-/// RFC 3961 DK(base, constant) for AES: random-to-key is the identity.
+/// RFC 3961 DK(base, constant) for AES: random-to-key is the identity. One key schedule
+/// serves every block.
 fn dk(base: &[u8], constant: &[u8]) -> Zeroizing<Vec<u8>> {
     let mut block: [u8; 16] = [0; 16];
     block.copy_from_slice(&nfold(constant, 16));
     let mut out = Zeroizing::new(Vec::with_capacity(base.len()));
-    while out.len() < base.len() {
-        aes_block(base, &mut block, true);
-        out.extend_from_slice(&block);
+    match base.len() {
+        16 => {
+            if let Ok(c) = Aes128::new_from_slice(base) {
+                while out.len() < 16 {
+                    c.encrypt_block((&mut block).into());
+                    out.extend_from_slice(&block);
+                }
+            }
+        }
+        n => {
+            if let Ok(c) = Aes256::new_from_slice(base) {
+                while out.len() < n {
+                    c.encrypt_block((&mut block).into());
+                    out.extend_from_slice(&block);
+                }
+            }
+        }
     }
     out.truncate(base.len());
     out
@@ -318,45 +393,26 @@ impl Key {
 
     /// Encrypts with a fresh random confounder.
     pub fn encrypt(&self, usage: u32, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let mut conf = [0u8; 16];
-        let n = match self.etype {
-            Etype::Rc4Hmac => 8,
-            _ => 16,
-        };
-        getrandom::fill(&mut conf[..n]).map_err(|_| CryptoError::Random)?;
-        Ok(self.encrypt_with_confounder(usage, &conf[..n], plaintext))
+        self.usage_key(usage).encrypt(plaintext)
     }
 
     /// Encryption with a given confounder (16 bytes for AES, 8 for RC4): deterministic, for
     /// known-answer tests. Everything else uses `encrypt`.
     pub fn encrypt_with_confounder(&self, usage: u32, confounder: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        match self.etype {
+        self.usage_key(usage).encrypt_with_confounder(confounder, plaintext)
+    }
+
+    /// The keys derived for one usage, to encrypt many messages without deriving them again
+    /// (an AP-REQ authenticator per HTTP request under one service ticket).
+    pub fn usage_key(&self, usage: u32) -> UsageKey {
+        let derived = match self.etype {
             Etype::Rc4Hmac => {
-                let k1 = Zeroizing::new(hmac_md5(&self.bytes, &[&rc4_usage(usage).to_le_bytes()]));
-                let mut data = Vec::with_capacity(16 + confounder.len() + plaintext.len());
-                data.extend_from_slice(confounder);
-                data.extend_from_slice(plaintext);
-                let ck = hmac_md5(&*k1, &[&data]);
-                let k3 = Zeroizing::new(hmac_md5(&*k1, &[&ck]));
-                if let Ok(mut rc4) = Rc4::new_from_slice(&*k3) {
-                    rc4.apply_keystream(&mut data);
-                }
-                let mut out = ck.to_vec();
-                out.extend_from_slice(&data);
-                out
+                let k1 = hmac_md5(&self.bytes, &[&rc4_usage(usage).to_le_bytes()]);
+                (Zeroizing::new(k1.to_vec()), Zeroizing::new(Vec::new()))
             }
-            _ => {
-                let ke = dk(&self.bytes, &usage_constant(usage, 0xAA));
-                let ki = dk(&self.bytes, &usage_constant(usage, 0x55));
-                let mut p = Vec::with_capacity(confounder.len() + plaintext.len() + 12);
-                p.extend_from_slice(confounder);
-                p.extend_from_slice(plaintext);
-                let mac = hmac_sha1(&ki, &[&p]);
-                aes_cts(&ke, &mut p, true);
-                p.extend_from_slice(&mac[..12]);
-                p
-            }
-        }
+            _ => (dk(&self.bytes, &usage_constant(usage, 0xAA)), dk(&self.bytes, &usage_constant(usage, 0x55))),
+        };
+        UsageKey { etype: self.etype, ke: derived.0, ki: derived.1 }
     }
 
     pub fn decrypt(&self, usage: u32, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {

@@ -39,6 +39,10 @@ use transport::{Kdcs, Wire};
 /// Where the client's events go (the gateway's event stream, a file, a test's list).
 pub trait EventSink: Send + Sync {
     fn event(&self, e: &Event<'_>);
+    /// Pushes buffered events out (the default has none).
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Drops every event.
@@ -94,14 +98,18 @@ type DerivedKey = (i32, Vec<u8>, Option<Vec<u8>>, Key);
 type Flight = Arc<OnceCell<Result<Arc<Creds>, KcdError>>>;
 
 /// Service tickets per (user, SPN), bounded: when full, the oldest entry goes.
-struct Cache {
-    map: HashMap<CacheKey, Arc<Creds>>,
+struct Cache<V> {
+    map: HashMap<CacheKey, V>,
     order: VecDeque<CacheKey>,
     cap: usize,
 }
 
-impl Cache {
-    fn insert(&mut self, k: CacheKey, v: Arc<Creds>) {
+impl<V> Cache<V> {
+    fn new(cap: usize) -> Self {
+        Self { map: HashMap::new(), order: VecDeque::new(), cap }
+    }
+
+    fn insert(&mut self, k: CacheKey, v: V) {
         if self.map.insert(k.clone(), v).is_none() {
             self.order.push_back(k);
         }
@@ -123,7 +131,7 @@ pub struct KcdClient {
     long_term: Mutex<Option<DerivedKey>>,
     /// The salt the KDC gave at login: the service account's other keys use it too.
     login_salt: Mutex<Option<EtypeInfo2Entry>>,
-    cache: Mutex<Cache>,
+    cache: Mutex<Cache<Arc<Creds>>>,
     flights: Mutex<HashMap<CacheKey, Flight>>,
     /// KDC clock minus ours, seconds, adopted after KRB_AP_ERR_SKEW.
     offset: AtomicI64,
@@ -166,7 +174,7 @@ impl KcdClient {
             tgt: tokio::sync::Mutex::new(None),
             long_term: Mutex::new(None),
             login_salt: Mutex::new(None),
-            cache: Mutex::new(Cache { map: HashMap::new(), order: VecDeque::new(), cap }),
+            cache: Mutex::new(Cache::new(cap)),
             flights: Mutex::new(HashMap::new()),
             offset: AtomicI64::new(0),
             last_us: AtomicI64::new(0),
@@ -752,4 +760,38 @@ fn check_spn(spn: &str) -> Result<(), KcdError> {
         return Err(KcdError::BadSpn { spn: spn.to_string(), problem: "not service/host (HTTP/exchange.lab.test)".into() });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticket_cache_stays_within_its_size() {
+        let mut c = Cache::new(100);
+        for i in 0..10_000 {
+            c.insert((format!("user{i}@lab.test"), "HTTP/x".into()), i);
+            // A renewal of a ticket already held does not grow it either.
+            c.insert((format!("user{i}@lab.test"), "HTTP/x".into()), i);
+        }
+        assert_eq!(c.map.len(), 100);
+        assert!(c.order.len() <= 100);
+        // The newest stay.
+        assert_eq!(c.map.get(&("user9999@lab.test".to_string(), "HTTP/x".to_string())), Some(&9999));
+        assert!(!c.map.contains_key(&("user0@lab.test".to_string(), "HTTP/x".to_string())));
+    }
+
+    #[test]
+    fn names_the_gateway_refuses_to_ask_for() {
+        for bad in ["", "a b@lab.test", "@lab.test", "alice@", "a@b@c", "HTTP/x@lab.test", "a\u{0}b"] {
+            assert!(matches!(check_user(bad), Err(KcdError::BadUser { .. })), "{bad:?}");
+        }
+        assert!(check_user(&"a".repeat(300)).is_err());
+        for good in ["alice@lab.test", "alice", "j.smith@corp.example.com"] {
+            assert!(check_user(good).is_ok(), "{good:?}");
+        }
+        for bad in ["HTTP", "HTTP/", "/x", "HTTP/x@REALM", "HTTP/a b"] {
+            assert!(check_spn(bad).is_err(), "{bad:?}");
+        }
+    }
 }

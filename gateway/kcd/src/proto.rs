@@ -6,7 +6,7 @@
 //! MS-KILE, RFC 4121 and RFC 4178 (the Negotiate token). Every choice below that differs
 //! from the obvious one was checked against the MIT and Samba KDCs.
 
-use kcd_crypto::{hmac_md5_checksum, Etype, Key, CKSUM_HMAC_MD5};
+use kcd_crypto::{hmac_md5_checksum, Etype, Key, UsageKey, CKSUM_HMAC_MD5};
 use kcd_krb5::asn1::{
     ApReq, Authenticator, Checksum, EncKdcRepPart, EncryptedData, EtypeInfo2, EtypeInfo2Entry,
     KdcRep, KdcReq, KdcReqBody, KerberosString, KerberosTime, KrbError, MethodData, PaData,
@@ -87,6 +87,9 @@ pub struct Creds {
     /// The ticket's DER, kept so that each AP-REQ copies it instead of re-encoding it.
     pub ticket_der: Vec<u8>,
     pub key: Key,
+    /// The session key's derived keys for AP-REQ authenticators (usage 11), derived once
+    /// per ticket rather than once per token.
+    pub auth_key: UsageKey,
     pub flags: Flags32,
     pub authtime: i64,
     pub endtime: i64,
@@ -266,6 +269,7 @@ fn creds_from(rep: &KdcRep, part: EncKdcRepPart, nonce: u32) -> Result<Creds, Pr
         srealm: part.srealm.to_string_lossy(),
         ticket_der: encode(&rep.ticket)?,
         ticket: rep.ticket.clone(),
+        auth_key: key.usage_key(usage::AP_REQ_AUTH),
         key,
         flags: from_bits(&part.flags),
         authtime: t(&part.authtime)?,
@@ -446,8 +450,8 @@ pub fn krb5_token(svc: &Creds, now: Now, seq: u32) -> Result<Vec<u8>, ProtoError
         seq_number: Some(i64::from(seq)),
         authorization_data: None,
     };
-    let enc = svc.key.encrypt(usage::AP_REQ_AUTH, &encode(&auth)?).map_err(|_| ProtoError::Random)?;
-    let ed = encode(&EncryptedData { etype: svc.key.etype().number(), kvno: None, cipher: OctetString::from(enc) })?;
+    let enc = svc.auth_key.encrypt(&encode(&auth)?).map_err(|_| ProtoError::Random)?;
+    let ed = encode(&EncryptedData { etype: svc.auth_key.etype().number(), kvno: None, cipher: OctetString::from(enc) })?;
     // AP-REQ ::= [APPLICATION 14] SEQUENCE { [0] pvno, [1] msg-type, [2] ap-options,
     // [3] ticket, [4] authenticator }, assembled around the ticket's kept DER.
     const HEAD: &[u8] = &[0xa0, 0x03, 0x02, 0x01, 0x05, 0xa1, 0x03, 0x02, 0x01, 0x0e, 0xa2, 0x07, 0x03, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00];

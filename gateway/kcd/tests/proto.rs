@@ -51,6 +51,7 @@ fn curl_creds() -> Creds {
         srealm: "EXAMPLE.COM".into(),
         ticket_der: encode(&ap.ticket).expect("ticket encodes"),
         ticket: ap.ticket,
+        auth_key: key.usage_key(11),
         key,
         flags: Flags32(0),
         authtime: 0,
