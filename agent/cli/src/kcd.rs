@@ -143,14 +143,11 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
         Ok::<_, KcdError>((tokens, start.elapsed(), first_latency, total))
     });
     let mut failed = false;
-    let write_events = |_: &Option<PathBuf>| -> Result<()> {
-        drop(client.clone());
-        events.flush().context("writing the events")
-    };
+    let write_events = || events.flush().context("writing the events");
     let (tokens, _, first_latency, total) = match outcome {
         Ok(x) => x,
         Err(e) => {
-            write_events(&a.events)?;
+            write_events()?;
             eprintln!("{}", explain(&e));
             return Ok(ExitCode::from(1));
         }
@@ -183,7 +180,7 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
         }
     }
     drop(out);
-    write_events(&a.events)?;
+    write_events()?;
     if let Some(e) = first_err {
         eprintln!("{}", explain(&e));
     }

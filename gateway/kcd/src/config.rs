@@ -194,7 +194,8 @@ impl Config {
             let msg = e.message().to_string();
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .and_then(|s| text.get(..s.start))
+                .map(|head| head.lines().count().max(1))
                 .map(|l| format!(" (line {l})"))
                 .unwrap_or_default();
             bad("config", format!("{msg}{line}"))
