@@ -228,6 +228,22 @@ fn common(lab: &mut Lab, kdc: &str) {
         || format!("exit {} timeouts {timeouts:?} stderr {}", r.code, r.stderr),
     );
 
+    // Tickets replaced before they end: with a margin as long as their lifetime, every
+    // token finds the TGT and the service ticket due, so the second logs in again.
+    let renew = lab.config("renew", "svc_awseg", &lab.password("LAB_SVC_PASSWORD_FILE"), &[kdc.to_string()], "renew_before_seconds = 86400", "");
+    let r = lab.kcd(&renew, &["--user", &upn, "--url", &url, "--repeat", "2"]);
+    let once = lab.kcd(&renew, &["--user", &upn]);
+    let outcomes: Vec<&Value> = r.gw().filter(|(g, _)| g["step"] == "token").map(|(g, _)| &g["outcome"]).collect();
+    lab.check(
+        "tickets due for renewal are replaced: the second token logs in and delegates again, HTTP 200 twice",
+        r.code == 0
+            && http_200s(&r.stdout) == 2
+            && outcomes == ["issued", "issued"]
+            && r.requests("login") == 2 * once.requests("login")
+            && r.requests("s4u2proxy") == 2,
+        || format!("exit {} outcomes {outcomes:?} logins {} (one token: {}) stderr {}", r.code, r.requests("login"), once.requests("login"), r.stderr),
+    );
+
     // Keytab instead of password.
     let kt = lab.config("keytab", "svc_awseg", &format!("keytab = {:?}", lab.v("LAB_SVC_KEYTAB")), &[kdc.to_string()], "", "");
     let r = lab.kcd(&kt, &["--user", &upn, "--url", &url]);
