@@ -95,7 +95,8 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     if a.repeat == 0 || a.concurrent == 0 {
-        bail!("--repeat and --concurrent must be at least 1");
+        eprintln!("kcdscope: --repeat and --concurrent must be at least 1");
+        return Ok(ExitCode::from(2));
     }
     let events: Arc<dyn EventSink> = match &a.events {
         Some(p) => Arc::new(EventFile(std::sync::Mutex::new(std::io::BufWriter::new(

@@ -106,6 +106,25 @@ pub enum KcdStep {
     Token,
 }
 
+impl<'a> Gateway<'a> {
+    /// A step's outcome with nothing else known yet; fill in the rest with `..`.
+    pub fn new(step: KcdStep, outcome: &'static str) -> Self {
+        Gateway {
+            step,
+            user: None,
+            spn: None,
+            kdc: None,
+            attempt: None,
+            outcome: Cow::Borrowed(outcome),
+            latency_us: None,
+            detail: None,
+            clock_offset_seconds: None,
+            forwardable: None,
+            finding: None,
+        }
+    }
+}
+
 impl std::fmt::Display for KcdStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

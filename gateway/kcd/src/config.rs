@@ -309,8 +309,7 @@ impl Config {
         };
 
         let k = &f.kcd;
-        let spn_parts: Vec<&str> = k.target_spn.split('/').collect();
-        if spn_parts.len() < 2 || spn_parts.iter().any(|p| p.is_empty() || p.contains(char::is_whitespace)) || k.target_spn.contains('@') {
+        if !crate::proto::is_spn(&k.target_spn) {
             return Err(bad(
                 "kcd.target_spn",
                 format!("{:?} is not a service principal name such as HTTP/exchange.lab.test", k.target_spn),

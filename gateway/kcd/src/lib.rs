@@ -228,21 +228,13 @@ impl KcdClient {
             Ok(_) => ("issued", None, None),
             Err(e) => ("failed", Some(Cow::Owned(e.to_string())), Some(Cow::Borrowed(e.finding_id()))),
         };
-        let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, self.next_frame());
-        e.gateway = Some(Gateway {
-            step: KcdStep::Token,
+        self.kcd_event(Gateway {
             user: Some(Cow::Borrowed(user)),
             spn: Some(Cow::Borrowed(&spn)),
-            kdc: None,
-            attempt: None,
-            outcome: Cow::Borrowed(outcome),
-            latency_us: None,
             detail,
-            clock_offset_seconds: None,
-            forwardable: None,
             finding,
+            ..Gateway::new(KcdStep::Token, outcome)
         });
-        self.sink.event(&e);
         r
     }
 
@@ -470,12 +462,24 @@ impl KcdClient {
             // gives, so that the target sees "alice@LAB.TEST" as it would from a login.
             if let Some(name) = self.pac_account(&evidence).filter(|n| n.1 == realm) {
                 let detail = format!("the KDC did not canonicalise {user}; its PAC names {}@{}", name.0, name.1);
-                self.note_detail(KcdStep::S4u2self, user, spn, &kdc, "canonicalised", detail);
+                self.kcd_event(Gateway {
+                    user: Some(Cow::Borrowed(user)),
+                    spn: Some(Cow::Borrowed(spn)),
+                    kdc: Some(Cow::Borrowed(&kdc)),
+                    detail: Some(Cow::Owned(detail)),
+                    ..Gateway::new(KcdStep::S4u2self, "canonicalised")
+                });
                 (evidence, kdc) = self.s4u2self(&mut tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[name.0.as_str()])).await?;
             }
         }
         let forwardable = evidence.forwardable();
-        self.note(KcdStep::S4u2self, Some(user), Some(spn), &kdc, if forwardable { "forwardable" } else { "not_forwardable" }, Some(forwardable), None);
+        self.kcd_event(Gateway {
+            user: Some(Cow::Borrowed(user)),
+            spn: Some(Cow::Borrowed(spn)),
+            kdc: Some(Cow::Borrowed(&kdc)),
+            forwardable: Some(forwardable),
+            ..Gateway::new(KcdStep::S4u2self, if forwardable { "forwardable" } else { "not_forwardable" })
+        });
 
         let target = proto::spn_principal(spn);
         let x = self
@@ -537,28 +541,9 @@ impl KcdClient {
         }
         let key = self.long_term_key(&info).ok()?;
         let plain = zeroize::Zeroizing::new(key.decrypt(2, &t.ticket.enc_part.cipher).ok()?);
-        let (_, rest) = kcd_krb5::ber::read_tlv(&plain).ok()?;
-        let part: kcd_krb5::asn1::EncTicketPart = kcd_krb5::decode(&plain[..plain.len() - rest.len()]).ok()?;
+        let part: kcd_krb5::asn1::EncTicketPart = kcd_krb5::decode(proto::outer_tlv(&plain)?).ok()?;
         let names = pac::ticket_names(&part)?;
         Some((names.sam_name?, names.dns_domain.to_uppercase()))
-    }
-
-    fn note_detail(&self, step: KcdStep, user: &str, spn: &str, kdc: &str, outcome: &'static str, detail: String) {
-        let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, self.next_frame());
-        e.gateway = Some(Gateway {
-            step,
-            user: Some(Cow::Borrowed(user)),
-            spn: Some(Cow::Borrowed(spn)),
-            kdc: Some(Cow::Borrowed(kdc)),
-            attempt: None,
-            outcome: Cow::Borrowed(outcome),
-            latency_us: None,
-            detail: Some(Cow::Owned(detail)),
-            clock_offset_seconds: None,
-            forwardable: None,
-            finding: None,
-        });
-        self.sink.event(&e);
     }
 
     fn kdc_error(&self, step: KcdStep, kdc: &str, e: &KrbError, evidence_forwardable: Option<bool>) -> KcdError {
@@ -585,22 +570,10 @@ impl KcdClient {
         Some(stime - local_micros().div_euclid(1_000_000))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn note(&self, step: KcdStep, user: Option<&str>, spn: Option<&str>, kdc: &str, outcome: &'static str, forwardable: Option<bool>, offset: Option<i64>) {
+    /// An event of the gateway's own that is not a message on the wire.
+    fn kcd_event(&self, g: Gateway<'_>) {
         let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, self.next_frame());
-        e.gateway = Some(Gateway {
-            step,
-            user: user.map(Cow::Borrowed),
-            spn: spn.map(Cow::Borrowed),
-            kdc: Some(Cow::Borrowed(kdc)),
-            attempt: None,
-            outcome: Cow::Borrowed(outcome),
-            latency_us: None,
-            detail: None,
-            clock_offset_seconds: offset,
-            forwardable,
-            finding: None,
-        });
+        e.gateway = Some(g);
         self.sink.event(&e);
     }
 
@@ -655,7 +628,13 @@ impl KcdClient {
                     if let Some(off) = self.kdc_offset(e) {
                         skew_retried = true;
                         self.offset.store(off, Ordering::Relaxed);
-                        self.note(step, user, spn, &reply.kdc, "clock_adjusted", None, Some(off));
+                        self.kcd_event(Gateway {
+                            user: user.map(Cow::Borrowed),
+                            spn: spn.map(Cow::Borrowed),
+                            kdc: Some(Cow::Borrowed(&reply.kdc)),
+                            clock_offset_seconds: Some(off),
+                            ..Gateway::new(step, "clock_adjusted")
+                        });
                         continue;
                     }
                 }
@@ -666,18 +645,12 @@ impl KcdClient {
 
     fn wire_event(&self, step: KcdStep, user: Option<&str>, spn: Option<&str>, w: Wire<'_>, sent_frame: &mut u64, sent_type: &mut MessageType) {
         let frame = self.next_frame();
-        let gw = |kdc: &str, attempt: u32, outcome: &'static str| Gateway {
-            step,
-            user: user.map(|u| Cow::Owned(u.to_string())),
-            spn: spn.map(|s| Cow::Owned(s.to_string())),
-            kdc: Some(Cow::Owned(kdc.to_string())),
+        let gw = |kdc, attempt, outcome| Gateway {
+            user: user.map(Cow::Borrowed),
+            spn: spn.map(Cow::Borrowed),
+            kdc: Some(Cow::Borrowed(kdc)),
             attempt: Some(attempt),
-            outcome: Cow::Borrowed(outcome),
-            latency_us: None,
-            detail: None,
-            clock_offset_seconds: None,
-            forwardable: None,
-            finding: None,
+            ..Gateway::new(step, outcome)
         };
         match w {
             Wire::Sent { kdc, attempt, proto, local, remote, bytes, at } => {
@@ -707,12 +680,12 @@ impl KcdClient {
                 e.gateway = Some(g);
                 self.sink.event(&e);
             }
-            Wire::Failed { kdc, attempt, proto, remote, what } => {
+            Wire::Failed { kdc, attempt, proto, remote, what, timed_out } => {
                 let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, frame);
                 e.proto = Some(proto);
                 e.dest_ip = remote.map(|a| a.ip());
                 e.dest_port = remote.map(|a| a.port());
-                let mut g = gw(kdc, attempt, if what.contains("within") { "timeout" } else { "unreachable" });
+                let mut g = gw(kdc, attempt, if timed_out { "timeout" } else { "unreachable" });
                 g.detail = Some(Cow::Owned(what));
                 e.gateway = Some(g);
                 self.sink.event(&e);
@@ -755,8 +728,7 @@ fn check_user(user: &str) -> Result<(), KcdError> {
 }
 
 fn check_spn(spn: &str) -> Result<(), KcdError> {
-    let parts: Vec<&str> = spn.split('/').collect();
-    if parts.len() < 2 || parts.iter().any(|p| p.is_empty() || p.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@')) {
+    if !proto::is_spn(spn) {
         return Err(KcdError::BadSpn { spn: spn.to_string(), problem: "not service/host (HTTP/exchange.lab.test)".into() });
     }
     Ok(())

@@ -228,6 +228,12 @@ pub fn as_rep_hints(rep: &KdcRep) -> Vec<EtypeInfo2Entry> {
     rep.padata.as_deref().map(|p| hints(p).0).unwrap_or_default()
 }
 
+/// The bytes the first TLV of a decrypted plaintext covers: RC4 and some KDCs pad it.
+pub fn outer_tlv(plain: &[u8]) -> Option<&[u8]> {
+    let (_, rest) = kcd_krb5::ber::read_tlv(plain).ok()?;
+    plain.get(..plain.len() - rest.len())
+}
+
 /// Decrypts and checks a KDC reply's enc-part. Both AS and TGS replies may be tagged
 /// [APPLICATION 25] or [APPLICATION 26]: MIT sends 26 in AS-REPs too.
 fn enc_rep_part(rep: &KdcRep, key: &Key, usage: u32) -> Result<EncKdcRepPart, ProtoError> {
@@ -242,11 +248,7 @@ fn enc_rep_part(rep: &KdcRep, key: &Key, usage: u32) -> Result<EncKdcRepPart, Pr
         key.decrypt(usage, &rep.enc_part.cipher)
             .map_err(|e| reply(format!("enc-part does not decrypt: {e}")))?,
     );
-    // RC4 and some KDCs pad the plaintext: decode what the outer TLV covers.
-    let len = kcd_krb5::ber::read_tlv(&plain)
-        .map(|(_, rest)| plain.len() - rest.len())
-        .map_err(|e| reply(format!("enc-part plaintext: {e:?}")))?;
-    let body = &plain[..len];
+    let body = outer_tlv(&plain).ok_or_else(|| reply("enc-part plaintext is not DER"))?;
     match body.first() {
         Some(0x79) => Ok(decode::<EncAsRepPart>(body)?.0),
         Some(0x7a) => Ok(decode::<EncTgsRepPart>(body)?.0),
@@ -362,6 +364,13 @@ pub fn s4u2self_req(tgt: &Creds, user: &PrincipalName, user_realm: &str, nonce: 
     };
     let b = body(base_options(), None, &tgt.crealm, tgt.client.clone(), now.secs + 86_400, nonce, etypes)?;
     tgs_req(tgt, b, vec![pa(PA_S4U_X509_USER, encode(&x509)?), pa(PA_FOR_USER, encode(&for_user)?)], now)
+}
+
+/// Whether `spn` has the form service/host[/...]: no empty part, no space, control
+/// character or realm.
+pub fn is_spn(spn: &str) -> bool {
+    let parts: Vec<&str> = spn.split('/').collect();
+    parts.len() >= 2 && parts.iter().all(|p| !p.is_empty() && !p.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@'))
 }
 
 /// The service principal of an SPN string ("HTTP/exchange.lab.test").

@@ -55,7 +55,7 @@ pub enum Wire<'a> {
     Sent { kdc: &'a str, attempt: u32, proto: Transport, local: SocketAddr, remote: SocketAddr, bytes: &'a [u8], at: Timestamp },
     Received { kdc: &'a str, attempt: u32, proto: Transport, local: SocketAddr, remote: SocketAddr, bytes: &'a [u8], at: Timestamp, latency: Duration },
     /// Nothing usable came back; `what` says why ("timeout after 3000 ms", "connection refused").
-    Failed { kdc: &'a str, attempt: u32, proto: Transport, remote: Option<SocketAddr>, what: String },
+    Failed { kdc: &'a str, attempt: u32, proto: Transport, remote: Option<SocketAddr>, what: String, timed_out: bool },
     /// The KDC answered RESPONSE_TOO_BIG over UDP: the same KDC is asked again over TCP.
     TcpRetry { kdc: &'a str, attempt: u32 },
 }
@@ -113,8 +113,8 @@ impl Kdcs<'_> {
                 };
                 match r {
                     Ok(bytes) => return Ok(Reply { bytes, kdc: name.clone(), proto }),
-                    Err(what) => {
-                        obs(Wire::Failed { kdc: name, attempt, proto, remote: Some(addr), what: what.clone() });
+                    Err(Failure { what, timed_out }) => {
+                        obs(Wire::Failed { kdc: name, attempt, proto, remote: Some(addr), what: what.clone(), timed_out });
                         failed.push(Attempt { kdc: format!("{name} ({addr})"), what });
                     }
                 }
@@ -123,7 +123,7 @@ impl Kdcs<'_> {
         Err(failed)
     }
 
-    async fn udp(&self, name: &str, attempt: u32, addr: SocketAddr, req: &[u8], obs: &mut (dyn FnMut(Wire<'_>) + Send)) -> Result<Vec<u8>, String> {
+    async fn udp(&self, name: &str, attempt: u32, addr: SocketAddr, req: &[u8], obs: &mut (dyn FnMut(Wire<'_>) + Send)) -> Result<Vec<u8>, Failure> {
         let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         let sock = UdpSocket::bind(bind).await.map_err(|e| format!("UDP socket: {e}"))?;
         sock.connect(addr).await.map_err(|e| format!("UDP connect: {e}"))?;
@@ -134,21 +134,21 @@ impl Kdcs<'_> {
         let mut buf = vec![0u8; 65_536];
         let n = match tokio::time::timeout(self.timeout, sock.recv(&mut buf)).await {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(format!("UDP: {e}")),
-            Err(_) => return Err(format!("no answer over UDP within {} ms", self.timeout.as_millis())),
+            Ok(Err(e)) => return Err(format!("UDP: {e}").into()),
+            Err(_) => return Err(Failure::timeout(format!("no answer over UDP within {} ms", self.timeout.as_millis()))),
         };
         buf.truncate(n);
         obs(Wire::Received { kdc: name, attempt, proto: Transport::Udp, local, remote: addr, bytes: &buf, at: now_timestamp(), latency: start.elapsed() });
         Ok(buf)
     }
 
-    async fn tcp(&self, name: &str, attempt: u32, addr: SocketAddr, req: &[u8], obs: &mut (dyn FnMut(Wire<'_>) + Send)) -> Result<Vec<u8>, String> {
+    async fn tcp(&self, name: &str, attempt: u32, addr: SocketAddr, req: &[u8], obs: &mut (dyn FnMut(Wire<'_>) + Send)) -> Result<Vec<u8>, Failure> {
         let start = Instant::now();
         let deadline = self.timeout;
         let mut s = match tokio::time::timeout(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("TCP connect: {e}")),
-            Err(_) => return Err(format!("TCP connect: no answer within {} ms", deadline.as_millis())),
+            Ok(Err(e)) => return Err(format!("TCP connect: {e}").into()),
+            Err(_) => return Err(Failure::timeout(format!("TCP connect: no answer within {} ms", deadline.as_millis()))),
         };
         let local = s.local_addr().map_err(|e| e.to_string())?;
         let left = deadline.saturating_sub(start.elapsed());
@@ -167,10 +167,28 @@ impl Kdcs<'_> {
         };
         let buf = match tokio::time::timeout(left, work).await {
             Ok(r) => r?,
-            Err(_) => return Err(format!("no answer over TCP within {} ms", deadline.as_millis())),
+            Err(_) => return Err(Failure::timeout(format!("no answer over TCP within {} ms", deadline.as_millis()))),
         };
         obs(Wire::Received { kdc: name, attempt, proto: Transport::Tcp, local, remote: addr, bytes: &buf, at: now_timestamp(), latency: start.elapsed() });
         Ok(buf)
+    }
+}
+
+/// Why a KDC gave nothing usable; a timeout is told apart for the events.
+pub struct Failure {
+    pub what: String,
+    pub timed_out: bool,
+}
+
+impl Failure {
+    fn timeout(what: String) -> Self {
+        Self { what, timed_out: true }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(what: String) -> Self {
+        Self { what, timed_out: false }
     }
 }
 
