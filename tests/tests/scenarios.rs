@@ -106,6 +106,8 @@ fn every_scenario_gives_exactly_its_expected_findings() {
         for f in &findings {
             assert!(!f.explanation.is_empty() && !f.fix.is_empty(), "{}: {}", s.name, f.id);
             assert!(!f.evidence.is_empty(), "{}: {} without evidence", s.name, f.id);
+            // An administrator copies commands from the fix: no unfilled placeholder.
+            assert!(!f.fix.contains('{') && !f.fix.contains('}'), "{}: {} fix keeps a placeholder: {}", s.name, f.id, f.fix);
         }
     }
     assert!(failures.is_empty(), "{} of {} scenarios differ:\n{}", failures.len(), scenarios.len(), failures.join("\n"));

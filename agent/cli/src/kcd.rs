@@ -44,10 +44,12 @@ pub struct TokenArgs {
     /// Send `GET URL` with the token and print the status and body.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
-    /// Obtain this many tokens one after another (later ones use the cached ticket).
+    /// Obtain tokens in this many rounds, one after another (later ones use the cached
+    /// ticket).
     #[arg(long, default_value_t = 1, value_name = "N")]
     repeat: u64,
-    /// Obtain this many tokens at the same time (they share one S4U exchange).
+    /// Obtain this many tokens at the same time in each round (the first round's share one
+    /// S4U exchange).
     #[arg(long, default_value_t = 1, value_name = "N")]
     concurrent: u32,
     /// Write the client's events (NDJSON, the agent's schema) to this file.
@@ -73,8 +75,8 @@ pub fn run(cmd: KcdCommand) -> Result<ExitCode> {
     }
 }
 
-fn explain(e: &KcdError) -> String {
-    let mut s = format!("kcdscope: {e}\n  finding: {}\n  fix: {}", e.finding_id(), e.fix());
+fn explain(e: &KcdError, spn: &str) -> String {
+    let mut s = format!("kcdscope: {e}\n  finding: {}\n  fix: {}", e.finding_id(), e.fix(Some(spn)));
     if let KcdError::Kdc { ntstatus: Some(st), .. } = e {
         s.push_str(&format!("\n  NTSTATUS: {st}"));
     }
@@ -98,6 +100,14 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
         eprintln!("kcdscope: --repeat and --concurrent must be at least 1");
         return Ok(ExitCode::from(2));
     }
+    // Before any KDC traffic: a URL this command cannot fetch is a usage error.
+    if let Some(url) = &a.url {
+        if let Err(e) = check_url(url) {
+            eprintln!("kcdscope: --url {url}: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let spn = a.spn.clone().unwrap_or_else(|| cfg.target_spn.clone());
     let events: Arc<dyn EventSink> = match &a.events {
         Some(p) => Arc::new(EventFile(std::sync::Mutex::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -109,52 +119,59 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // --repeat rounds of --concurrent tokens each: exactly repeat x concurrent tokens.
     let outcome = rt.block_on(async {
         let start = Instant::now();
         let mut tokens: Vec<Result<Token, KcdError>> = Vec::new();
-        if a.concurrent > 1 {
-            let mut set = tokio::task::JoinSet::new();
-            for _ in 0..a.concurrent {
-                let c = client.clone();
-                let (u, s) = (a.user.clone(), a.spn.clone());
-                set.spawn(async move { c.token(&u, s.as_deref()).await });
-            }
-            while let Some(r) = set.join_next().await {
-                tokens.push(r.map_err(|e| KcdError::Config { key: "task".into(), problem: e.to_string() })?);
-            }
-        }
-        let first = Instant::now();
         let mut first_latency = None;
         let mut last = None;
-        for i in 0..a.repeat {
+        for _ in 0..a.repeat {
             let t0 = Instant::now();
-            let r = client.token(&a.user, a.spn.as_deref()).await;
-            if i == 0 {
-                first_latency = Some(t0.elapsed());
+            let mut round = Vec::with_capacity(a.concurrent as usize);
+            if a.concurrent == 1 {
+                round.push(client.token(&a.user, a.spn.as_deref()).await);
+            } else {
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..a.concurrent {
+                    let c = client.clone();
+                    let (u, s) = (a.user.clone(), a.spn.clone());
+                    set.spawn(async move { c.token(&u, s.as_deref()).await });
+                }
+                while let Some(r) = set.join_next().await {
+                    round.push(r.map_err(|e| KcdError::Config { key: "task".into(), problem: e.to_string() })?);
+                }
             }
-            match r {
-                Ok(t) if a.quiet => last = Some(t),
-                other => tokens.push(other),
+            first_latency.get_or_insert(t0.elapsed());
+            for r in round {
+                match r {
+                    // --quiet keeps one token (for the summary's names) and every failure.
+                    Ok(t) if a.quiet => last = Some(t),
+                    other => tokens.push(other),
+                }
             }
         }
-        let total = first.elapsed();
         if let Some(t) = last {
             tokens.push(Ok(t));
         }
-        Ok::<_, KcdError>((tokens, start.elapsed(), first_latency, total))
+        Ok::<_, KcdError>((tokens, first_latency, start.elapsed()))
     });
     let mut failed = false;
     let write_events = || events.flush().context("writing the events");
-    let (tokens, _, first_latency, total) = match outcome {
+    let (tokens, first_latency, total) = match outcome {
         Ok(x) => x,
         Err(e) => {
             write_events()?;
-            eprintln!("{}", explain(&e));
+            eprintln!("{}", explain(&e, &spn));
             return Ok(ExitCode::from(1));
         }
     };
+    let adopted = client.adopted_clock();
+    if let Some((kdc, off)) = &adopted {
+        eprintln!("kcdscope: {}", kcd_client::adopted_words(kdc, *off));
+    }
     let mut out = std::io::stdout().lock();
     let mut first_err = None;
+    let mut skew_explained = false;
     for t in &tokens {
         match t {
             Ok(t) => {
@@ -167,6 +184,12 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
                     }
                     if !(200..300).contains(&status) {
                         failed = true;
+                    }
+                    if status == 401 && !skew_explained {
+                        if let Some((kdc, off)) = &adopted {
+                            skew_explained = true;
+                            eprintln!("{}", target_skew(kdc, *off));
+                        }
                     }
                 } else if !a.quiet {
                     writeln!(out, "{}", t.header_value())?;
@@ -183,18 +206,19 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
     drop(out);
     write_events()?;
     if let Some(e) = first_err {
-        eprintln!("{}", explain(&e));
+        eprintln!("{}", explain(&e, &spn));
     }
-    if let (Some(ok), true) = (tokens.iter().find_map(|t| t.as_ref().ok()), a.repeat > 1 || a.quiet) {
-        let n = a.repeat as f64;
+    let n = a.repeat * u64::from(a.concurrent);
+    if let (Some(ok), true) = (tokens.iter().find_map(|t| t.as_ref().ok()), n > 1 || a.quiet) {
         eprintln!(
-            "kcdscope: tokens for {} to {}; first token {:.2} ms; {} tokens in {:.3} s ({:.0} per second); clock offset {} s",
+            "kcdscope: tokens for {} to {}; first {} {:.2} ms; {n} token{} in {:.3} s ({:.0} per second); clock offset {} s",
             ok.client,
             ok.spn,
+            if a.concurrent > 1 { "round" } else { "token" },
             first_latency.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
-            a.repeat,
+            if n == 1 { "" } else { "s" },
             total.as_secs_f64(),
-            n / total.as_secs_f64().max(1e-9),
+            n as f64 / total.as_secs_f64().max(1e-9),
             client.clock_offset_seconds()
         );
     } else if let Some(ok) = tokens.iter().find_map(|t| t.as_ref().ok()) {
@@ -203,12 +227,30 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// GET over plain HTTP/1.1 with the token. (HTTPS to Exchange is the gateway's job.)
-async fn get(url: &str, authorization: &str) -> Result<(u16, Vec<u8>)> {
+/// The target refused a token made on a KDC's adopted clock: say whose clock is wrong.
+fn target_skew(kdc: &str, off: i64) -> String {
+    let rule = &kcd_findings::catalogue::CLOCK_SKEW;
+    format!(
+        "kcdscope: the target refused the token (HTTP 401) after the client adopted KDC {kdc}'s clock ({off:+} s from this host's): this host and the target agree, so KDC {kdc}'s clock is the wrong one\n  finding: {}\n  fix: {} Here: correct the time on domain controller {kdc} (w32tm /resync, or its NTP source).",
+        rule.id, rule.fix
+    )
+}
+
+/// The URLs `get` can fetch: plain http:// with a host.
+fn check_url(url: &str) -> Result<hyper::Uri> {
     let uri: hyper::Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
     if uri.scheme_str() != Some("http") {
-        bail!("--url takes http:// URLs");
+        bail!("only http:// URLs are supported here (HTTPS to Exchange is the gateway's job)");
     }
+    if uri.host().is_none() {
+        bail!("no host");
+    }
+    Ok(uri)
+}
+
+/// GET over plain HTTP/1.1 with the token. (HTTPS to Exchange is the gateway's job.)
+async fn get(url: &str, authorization: &str) -> Result<(u16, Vec<u8>)> {
+    let uri = check_url(url)?;
     let host = uri.host().ok_or_else(|| anyhow!("{url}: no host"))?.to_string();
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))

@@ -111,6 +111,21 @@ impl Correlator {
             ErrorCode::KDC_ERR_BADOPTION if c.kind == ReqKind::S4u2Proxy => {
                 self.s4u2proxy_refused(c, x, &said, evs, &add_common);
             }
+            // KDC_ERR_NAME_EXP from Samba and MIT; Windows sends CLIENT_REVOKED with the
+            // NTSTATUS.
+            ErrorCode::KDC_ERR_NAME_EXP | ErrorCode::KDC_ERR_CLIENT_REVOKED
+                if code == ErrorCode::KDC_ERR_NAME_EXP
+                    || nt == Some(kcd_schema::NtStatus::STATUS_ACCOUNT_EXPIRED) =>
+            {
+                let name = c.who.or(c.cname).unwrap_or("?");
+                let a = self.finding(&catalogue::ACCOUNT_EXPIRED, SubjectKind::Principal, name, c.at, evs);
+                if a.is_new() {
+                    #[allow(unused_variables)]
+                    let (what, err, said, said_paren) = (&*what, &*err, &*said, &*said_paren);
+                    a.explanation = format!("KDC {kdc} refused {what} with {err}{said_paren}: the account {name} has expired.");
+                    add_common(a);
+                }
+            }
             ErrorCode::KDC_ERR_POLICY | ErrorCode::KDC_ERR_CLIENT_REVOKED => {
                 let name = c.who.or(c.cname).unwrap_or("?");
                 let state = match nt.and_then(|n| n.name()) {
@@ -254,7 +269,12 @@ impl Correlator {
         let target = c.target;
         let user = c.who.unwrap_or("a user whose S4U2Self is not in the capture");
         let kdc = c.kdc.clone();
-        let a = self.finding(rule, SubjectKind::ServiceAccount, via, c.at, evs);
+        // A user who cannot be delegated is the user's problem, not the service account's.
+        let (kind, subject) = match (d.causes.as_slice(), c.who) {
+            ([s4u::Cause::UserNotDelegable], Some(u)) => (SubjectKind::Principal, u),
+            _ => (SubjectKind::ServiceAccount, via),
+        };
+        let a = self.finding(rule, kind, subject, c.at, evs);
         if a.is_new() {
             let causes: Vec<&str> = d.causes.iter().map(|x| x.describe()).collect();
             let mut s = format!(
@@ -288,7 +308,7 @@ impl Correlator {
     }
 
     fn subject_kind(&self, name: &str) -> SubjectKind {
-        if self.principals.get(name).is_some_and(|p| p.service_account) {
+        if self.principals.get(&*crate::user_key(name)).is_some_and(|p| p.service_account) {
             SubjectKind::ServiceAccount
         } else {
             SubjectKind::Principal

@@ -205,7 +205,11 @@ pub(crate) fn materialize(a: &Agg, files: &[Box<str>]) -> Finding {
         last_seen: a.last,
         count: a.count,
         explanation: a.explanation.clone(),
-        fix: a.rule.fix.to_string(),
+        fix: a.rule.fix_for(crate::catalogue::FixFacts {
+            // setspn takes the SPN without its realm.
+            spn: (a.subject.kind == SubjectKind::Spn && !a.subject.name.starts_with('('))
+                .then(|| a.subject.name.rsplit_once('@').map_or(a.subject.name.as_str(), |(s, _)| s)),
+        }),
         facts,
         evidence: a.evidence.iter().map(|e| e.evidence(files)).collect(),
     }

@@ -14,12 +14,11 @@ use kcd_schema::{
     SubjectKind, TicketId, Timestamp, Transport,
 };
 
-pub mod catalogue;
+pub use kcd_findings::{catalogue, s4u};
 mod device;
 mod errors;
 mod findings;
 mod output;
-pub mod s4u;
 mod state;
 mod table;
 mod too_big;
@@ -37,6 +36,23 @@ pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::Rand
 
 /// A principal or SPN name, shared (interned) rather than copied for every message.
 pub type Name = std::sync::Arc<str>;
+
+/// One key per user however the name was written: Active Directory compares account names
+/// without regard to case, and a UPN asked for as an enterprise name ("alice@lab.test",
+/// or "alice@lab.test@LAB.TEST" with its realm) is the account the KDC names
+/// "alice@LAB.TEST" when the suffix is the realm's.
+pub fn user_key(name: &str) -> std::borrow::Cow<'_, str> {
+    // An enterprise name with the realm appended: the realm adds nothing.
+    let n = match name.rsplit_once('@') {
+        Some((inner, _realm)) if inner.contains('@') && !inner.contains('/') => inner,
+        _ => name,
+    };
+    if n.chars().any(char::is_uppercase) {
+        std::borrow::Cow::Owned(n.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(n)
+    }
+}
 
 const SECOND: i64 = 1_000_000_000;
 
@@ -599,6 +615,9 @@ impl Correlator {
     }
 
     fn principal(&mut self, name: &str, at: Timestamp) -> Option<&mut PrincipalState> {
+        let key = user_key(name);
+        let name_given = name;
+        let name: &str = &key;
         if !self.principals.contains_key(name) {
             if self.principals.len() >= self.cfg.max_principals {
                 for v in oldest(self.principals.iter(), |p| p.last_seen, self.cfg.max_principals / 8) {
@@ -606,11 +625,11 @@ impl Correlator {
                     self.stats.principals_evicted += 1;
                 }
             }
-            let n = Name::from(name);
-            self.principals.insert(n.clone(), PrincipalState::new(n, at));
+            self.principals.insert(Name::from(name), PrincipalState::new(Name::from(name_given), at));
         }
         let p = self.principals.get_mut(name)?;
         p.last_seen = p.last_seen.max(at);
+        p.asked_as(name_given);
         Some(p)
     }
 

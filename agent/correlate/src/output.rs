@@ -71,7 +71,7 @@ impl Correlator {
                 last_seen: k.silent.last.unwrap_or(k.last_seen),
                 count: k.silent.count,
                 explanation,
-                fix: rule.fix.into(),
+                fix: rule.fix_for(Default::default()),
                 facts,
                 evidence: ev(&k.silent),
             });
@@ -94,7 +94,7 @@ impl Correlator {
                     "{} (measured from the time in its KRB-ERRORs); nothing has failed yet, but Kerberos refuses clocks 5 minutes apart.",
                     capitalise(&offset_words(k.offset_over.worst).replacen("its clock", &format!("KDC {name}'s clock"), 1))
                 ),
-                fix: rule.fix.into(),
+                fix: rule.fix_for(Default::default()),
                 facts,
                 evidence: ev(&k.offset_over),
             });

@@ -349,7 +349,11 @@ pub struct Step {
 
 /// A user, a service account, or any client principal.
 pub struct PrincipalState {
+    /// The name as first seen.
     pub name: crate::Name,
+    /// Other spellings the same user was asked under (enterprise name, canonical name,
+    /// other case), at most ALIASES_KEPT.
+    pub aliases: Vec<crate::Name>,
     /// It delegated for others (S4U2Self/S4U2Proxy service).
     pub service_account: bool,
     pub first_seen: Timestamp,
@@ -361,17 +365,24 @@ pub struct PrincipalState {
 }
 
 pub const STEPS_KEPT: usize = 8;
+pub const ALIASES_KEPT: usize = 4;
 
 impl PrincipalState {
     pub(crate) fn new(name: crate::Name, at: Timestamp) -> Self {
         PrincipalState {
             name,
+            aliases: Vec::new(),
             service_account: false,
             first_seen: at,
             last_seen: at,
             steps: VecDeque::new(),
             ok: 0,
             failed: 0,
+        }
+    }
+    pub(crate) fn asked_as(&mut self, name: &str) {
+        if &*self.name != name && self.aliases.len() < ALIASES_KEPT && !self.aliases.iter().any(|a| &**a == name) {
+            self.aliases.push(name.into());
         }
     }
     pub(crate) fn push(&mut self, s: Step) {

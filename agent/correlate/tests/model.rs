@@ -330,3 +330,26 @@ fn devices_join_principals_by_upn_in_time() {
     assert_eq!(f[0].subject.name, "alice@corp.test");
     assert_eq!(f[0].facts["devices"], json!(["ANDROIDC0FFEE"]));
 }
+
+// One user asked for under several spellings (the enterprise name, then the canonical
+// name of the retry; another case) reads as one principal, the spellings listed.
+#[test]
+fn one_user_under_several_names_is_one_principal() {
+    let mut cap = Cap::default();
+    for (i, name) in ["frank@r.test", "frank@R.TEST", "FRANK@R.TEST"].iter().enumerate() {
+        let t = i as i64 * 100;
+        let f = cap.req(t, "10.0.0.1", "10.0.0.2", "UDP", s4u2self(name, "svc", 10 + i as i64));
+        cap.rep(t + 5, "10.0.0.2", "10.0.0.1", "UDP", error(1, json!({})), f, t);
+    }
+    let (c, f) = cap.run(Config::default());
+    let users: Vec<(String, Vec<String>)> = c
+        .principals()
+        .iter()
+        .filter(|p| !p.service_account && p.name.starts_with("frank") || p.name.starts_with("FRANK"))
+        .map(|p| (p.name.to_string(), p.aliases.iter().map(|a| a.to_string()).collect()))
+        .collect();
+    assert_eq!(users, [("frank@r.test".to_string(), vec!["frank@R.TEST".to_string(), "FRANK@R.TEST".to_string()])]);
+    // KDC_ERR_NAME_EXP is an expired account, not an unusual error.
+    assert!(f.iter().any(|x| x.id == "krb.account_expired"), "{f:?}");
+    assert!(f.iter().all(|x| x.id != "krb.error"), "{f:?}");
+}

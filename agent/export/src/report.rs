@@ -299,6 +299,10 @@ pub fn render(c: &Correlator, findings: &[Finding], stats: &Stats, st: Style) ->
                 head.push_str("  (service account)");
             }
             let _ = writeln!(out, "{head}");
+            if !p.aliases.is_empty() {
+                let a: Vec<&str> = p.aliases.iter().map(|a| &**a).collect();
+                wrap(&mut out, None, 4, &format!("also asked for as {}", a.join(", ")));
+            }
             let devices = c.devices_of(p);
             if !devices.is_empty() {
                 let d: Vec<&str> = devices.iter().map(|d| &*d.device).collect();

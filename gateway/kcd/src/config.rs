@@ -195,7 +195,9 @@ impl Config {
             let line = e
                 .span()
                 .and_then(|s| text.get(..s.start))
-                .map(|head| head.lines().count().max(1))
+                // Newlines before the error, plus one: a span at the start of a line (an
+                // unknown key) has no partial line for lines() to count.
+                .map(|head| head.bytes().filter(|b| *b == b'\n').count() + 1)
                 .map(|l| format!(" (line {l})"))
                 .unwrap_or_default();
             bad("config", format!("{msg}{line}"))

@@ -2,7 +2,8 @@
 //! and from those the finding id (DOMAIN.md section 4, the agent's catalogue) and the HTTP
 //! status the gateway answers the device with.
 
-use kcd_correlate::catalogue as cat;
+use kcd_findings::catalogue::{self as cat, FixFacts};
+use kcd_findings::s4u;
 use kcd_schema::{ErrorCode, KcdStep, NtStatus};
 
 /// Where a KDC exchange stands when it fails without a KRB-ERROR.
@@ -10,6 +11,8 @@ use kcd_schema::{ErrorCode, KcdStep, NtStatus};
 pub struct Attempt {
     pub kdc: String,
     pub what: String,
+    /// The domain controller's name did not resolve (nothing was sent).
+    pub unresolved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,9 +39,18 @@ pub enum KcdError {
         ntstatus: Option<NtStatus>,
         /// For S4U2Proxy: whether the S4U2Self ticket it presented was forwardable.
         evidence_forwardable: Option<bool>,
+        /// For S4U2Proxy: whether the user's PAC (in the S4U2Self ticket) marks the account
+        /// "sensitive and cannot be delegated", when the PAC says.
+        user_not_delegated: Option<bool>,
+        /// For S4U2Proxy: this client obtained tickets for the same SPN for other users.
+        other_users_delegated: bool,
         /// The KDC's clock minus ours, when its error carried a usable time.
         clock_offset_seconds: Option<i64>,
     },
+    /// The KDC refused the key of the service account's keytab: the keytab is older than
+    /// the account's current password.
+    #[error("login: the KDC {kdc} answered KDC_ERR_PREAUTH_FAILED (24) to the key from keytab {path} (kvno {kvno}, etype {etype}): the keytab does not hold the account's current key")]
+    StaleKeytab { kdc: String, path: String, kvno: u32, etype: i32 },
     /// No KDC of the realm gave an answer.
     #[error("{step}: no KDC answered ({})", attempts.iter().map(|a| format!("{}: {}", a.kdc, a.what)).collect::<Vec<_>>().join("; "))]
     Unreachable { step: KcdStep, attempts: Vec<Attempt> },
@@ -68,7 +80,7 @@ impl KcdError {
             | Self::Unreachable { step, .. }
             | Self::BadReply { step, .. }
             | Self::Random { step } => Some(*step),
-            Self::NoCommonEtype { .. } | Self::Keytab { .. } => Some(KcdStep::Login),
+            Self::NoCommonEtype { .. } | Self::Keytab { .. } | Self::StaleKeytab { .. } => Some(KcdStep::Login),
             Self::BadUser { .. } => Some(KcdStep::S4u2self),
             Self::BadSpn { .. } => Some(KcdStep::S4u2proxy),
             Self::Config { .. } => None,
@@ -79,6 +91,31 @@ impl KcdError {
     pub fn krb_error(&self) -> Option<ErrorCode> {
         match self {
             Self::Kdc { code, .. } => Some(*code),
+            Self::StaleKeytab { .. } => Some(ErrorCode(24)),
+            _ => None,
+        }
+    }
+
+    /// For an S4U2Proxy refusal, the cause named by the rule the agent's diagnosis uses too.
+    pub fn s4u2proxy_diagnosis(&self) -> Option<s4u::Diagnosis> {
+        match self {
+            Self::Kdc {
+                step: KcdStep::S4u2proxy,
+                code: ErrorCode(13),
+                e_text,
+                ntstatus,
+                evidence_forwardable,
+                user_not_delegated,
+                other_users_delegated,
+                ..
+            } => Some(s4u::diagnose(&s4u::Refusal {
+                ntstatus: *ntstatus,
+                e_text: e_text.as_deref(),
+                same_target_other_user_ok: *other_users_delegated,
+                evidence_forwardable: *evidence_forwardable,
+                user_not_delegated: *user_not_delegated,
+                ..Default::default()
+            })),
             _ => None,
         }
     }
@@ -88,8 +125,10 @@ impl KcdError {
     pub fn is_user_fault(&self) -> bool {
         match self {
             Self::BadUser { .. } => true,
-            Self::Kdc { step: KcdStep::S4u2self, code, .. } => {
-                matches!(code.0, 6 | 12 | 18)
+            // Unknown, expired, disabled, revoked.
+            Self::Kdc { step: KcdStep::S4u2self, code, .. } => matches!(code.0, 1 | 6 | 12 | 18),
+            Self::Kdc { step: KcdStep::S4u2proxy, .. } => {
+                self.finding_id() == cat::S4U2PROXY_USER_NOT_DELEGABLE.id
             }
             _ => false,
         }
@@ -102,9 +141,13 @@ impl KcdError {
             Self::BadUser { .. } => cat::PRINCIPAL_UNKNOWN,
             Self::BadSpn { .. } => cat::TARGET_SPN_UNKNOWN,
             Self::NoCommonEtype { .. } => cat::ETYPE_UNSUPPORTED,
+            Self::Unreachable { attempts, .. } if !attempts.is_empty() && attempts.iter().all(|a| a.unresolved) => {
+                cat::KDC_NAME_UNRESOLVED
+            }
             Self::Unreachable { .. } => cat::KDC_UNREACHABLE,
+            Self::StaleKeytab { .. } => cat::PASSWORD_WRONG,
             Self::BadReply { .. } => cat::OTHER_ERROR,
-            Self::Kdc { step, code, evidence_forwardable, .. } => match (step, code.0) {
+            Self::Kdc { step, code, ntstatus, .. } => match (step, code.0) {
                 (_, 37) => cat::CLOCK_SKEW,
                 (_, 14) => cat::ETYPE_UNSUPPORTED,
                 (KcdStep::Login, 24) => cat::PASSWORD_WRONG,
@@ -112,11 +155,14 @@ impl KcdError {
                 (_, 6) => cat::PRINCIPAL_UNKNOWN,
                 (KcdStep::S4u2proxy, 7) => cat::TARGET_SPN_UNKNOWN,
                 (_, 7) => cat::PRINCIPAL_UNKNOWN,
+                // KDC_ERR_NAME_EXP from Samba and MIT; Windows sends 18 with the NTSTATUS.
+                (_, 1) => cat::ACCOUNT_EXPIRED,
+                (_, 18) if *ntstatus == Some(NtStatus::STATUS_ACCOUNT_EXPIRED) => cat::ACCOUNT_EXPIRED,
                 (_, 12 | 18) => cat::ACCOUNT_DISABLED,
-                (KcdStep::S4u2proxy, 13) if *evidence_forwardable == Some(false) => {
-                    cat::S4U2PROXY_PROTOCOL_TRANSITION_NOT_ALLOWED
+                (KcdStep::S4u2proxy, 13) => {
+                    return self.s4u2proxy_diagnosis().map_or(cat::S4U2PROXY_REFUSED.id, |d| d.rule().id)
                 }
-                (KcdStep::S4u2proxy | KcdStep::S4u2self, 13) => cat::S4U2PROXY_REFUSED,
+                (KcdStep::S4u2self, 13) => cat::S4U2PROXY_REFUSED,
                 (_, 68) => cat::WRONG_REALM,
                 (_, 60) => cat::GENERIC_ERROR,
                 _ => cat::OTHER_ERROR,
@@ -125,14 +171,22 @@ impl KcdError {
         rule.id
     }
 
-    /// What the administrator should change, in the catalogue's words.
-    pub fn fix(&self) -> &'static str {
-        let id = self.finding_id();
-        cat::ALL
-            .iter()
-            .find(|r| r.id == id)
-            .map(|r| r.fix)
-            .unwrap_or("Correct the gateway's configuration: the message names the setting.")
+    /// What the administrator should change, in the catalogue's words, with what this
+    /// error knows filled in.
+    pub fn fix(&self, spn: Option<&str>) -> String {
+        if let Self::StaleKeytab { path, kvno, .. } = self {
+            return format!(
+                "The keytab {path} holds key version {kvno} of the service account, and the KDC no longer accepts it: the account's password was changed after the keytab was made. Export a new keytab (ktpass, samba-tool domain exportkeytab or kadmin ktadd) and point the service account keytab setting at it; then no password is needed in the configuration."
+            );
+        }
+        let spn = match self {
+            Self::BadSpn { spn, .. } => Some(spn.as_str()),
+            _ => spn,
+        };
+        match cat::by_id(self.finding_id()) {
+            Some(r) => r.fix_for(FixFacts { spn }),
+            None => "Correct the gateway's configuration: the message names the setting.".into(),
+        }
     }
 
     /// The status the gateway answers the device with: 403 when the user may not use the

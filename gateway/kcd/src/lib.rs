@@ -135,6 +135,13 @@ pub struct KcdClient {
     flights: Mutex<HashMap<CacheKey, Flight>>,
     /// KDC clock minus ours, seconds, adopted after KRB_AP_ERR_SKEW.
     offset: AtomicI64,
+    /// The KDC whose clock was adopted, and its offset: a target that then refuses the
+    /// token for skew is explained by it.
+    adopted: Mutex<Option<(String, i64)>>,
+    /// Per SPN, a user for whom S4U2Proxy succeeded: when it then fails for another user
+    /// with a non-forwardable S4U2Self ticket, the service account's settings are right and
+    /// the user is the cause. Bounded by MAX_DELEGATED_SPNS.
+    delegated: Mutex<HashMap<String, String>>,
     /// The last authenticator time handed out, in microseconds: each token gets a later one.
     last_us: AtomicI64,
     frame: AtomicU64,
@@ -177,6 +184,8 @@ impl KcdClient {
             cache: Mutex::new(Cache::new(cap)),
             flights: Mutex::new(HashMap::new()),
             offset: AtomicI64::new(0),
+            adopted: Mutex::new(None),
+            delegated: Mutex::new(HashMap::new()),
             last_us: AtomicI64::new(0),
             frame: AtomicU64::new(0),
             preferred: Mutex::new(HashMap::new()),
@@ -190,6 +199,12 @@ impl KcdClient {
     /// The KDC's clock minus ours, as adopted after a KRB_AP_ERR_SKEW (0 until then).
     pub fn clock_offset_seconds(&self) -> i64 {
         self.offset.load(Ordering::Relaxed)
+    }
+
+    /// The KDC whose clock this client adopted after KRB_AP_ERR_SKEW, with the offset
+    /// (its clock minus ours, seconds); None while our own clock is used.
+    pub fn adopted_clock(&self) -> Option<(String, i64)> {
+        self.adopted.lock().ok()?.clone()
     }
 
     /// Service tickets held.
@@ -400,7 +415,7 @@ impl KcdClient {
             .await?;
         let (info, cookie) = match first.answer {
             Answer::Err(e) if e.error_code == 25 => proto::preauth_hints(&e),
-            Answer::Err(e) => return Err(self.kdc_error(step, &first.kdc, &e, None)),
+            Answer::Err(e) => return Err(self.kdc_error(step, &first.kdc, &e)),
             Answer::Rep(rep) => {
                 // No pre-authentication required for this account: the reply itself says
                 // which key it is under.
@@ -429,7 +444,17 @@ impl KcdClient {
             })
             .await?;
         match second.answer {
-            Answer::Err(e) => Err(self.kdc_error(step, &second.kdc, &e, None)),
+            Answer::Err(e) if e.error_code == 24 => match &self.cfg.secret {
+                // The key is the keytab's, not a password's: say which keytab is stale.
+                Secret::Keytab { path, entries } => Err(KcdError::StaleKeytab {
+                    kdc: second.kdc.clone(),
+                    path: path.display().to_string(),
+                    kvno: entries.iter().filter(|k| k.etype == chosen.etype).map(|k| k.kvno).max().unwrap_or(0),
+                    etype: chosen.etype,
+                }),
+                Secret::Password(_) => Err(self.kdc_error(step, &second.kdc, &e)),
+            },
+            Answer::Err(e) => Err(self.kdc_error(step, &second.kdc, &e)),
             Answer::Rep(rep) => {
                 // RFC 4120 3.1.5: ETYPE-INFO2 in the reply wins over the earlier one.
                 let key = match proto::as_rep_hints(&rep).into_iter().find(|i| i.etype == rep.enc_part.etype) {
@@ -488,13 +513,34 @@ impl KcdClient {
             })
             .await?;
         match x.answer {
-            Answer::Err(e) => Err(self.kdc_error(KcdStep::S4u2proxy, &x.kdc, &e, Some(forwardable))),
+            Answer::Err(e) => {
+                let mut err = self.kdc_error(KcdStep::S4u2proxy, &x.kdc, &e);
+                if let KcdError::Kdc { evidence_forwardable, user_not_delegated, other_users_delegated, .. } = &mut err {
+                    *evidence_forwardable = Some(forwardable);
+                    if !forwardable {
+                        *user_not_delegated = self.ticket_part(&evidence).and_then(|p| pac::ticket_not_delegated(&p));
+                    }
+                    *other_users_delegated = self
+                        .delegated
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(spn).map(|u| !u.eq_ignore_ascii_case(user)))
+                        .unwrap_or(false);
+                }
+                Err(err)
+            }
             Answer::Rep(rep) => {
                 let bad = |d: ProtoError| KcdError::BadReply { step: KcdStep::S4u2proxy, kdc: x.kdc.clone(), detail: d.to_string() };
                 let c = proto::read_tgs_rep(&rep, &tgt, x.nonce).map_err(bad)?;
                 proto::check_s4u_client(&c, &me).map_err(bad)?;
                 if c.server != target {
                     return Err(bad(ProtoError::Reply(format!("the ticket is for {}, not {spn}", c.server.display()))));
+                }
+                if let Ok(mut m) = self.delegated.lock() {
+                    if m.len() >= MAX_DELEGATED_SPNS && !m.contains_key(spn) {
+                        m.clear();
+                    }
+                    m.insert(spn.to_string(), user.to_string());
                 }
                 Ok(c)
             }
@@ -520,7 +566,7 @@ impl KcdClient {
                     renewed = true;
                     *tgt = self.tgt(true).await?;
                 }
-                Answer::Err(e) => return Err(self.kdc_error(KcdStep::S4u2self, &x.kdc, &e, None)),
+                Answer::Err(e) => return Err(self.kdc_error(KcdStep::S4u2self, &x.kdc, &e)),
                 Answer::Rep(rep) => {
                     let bad = |d: ProtoError| KcdError::BadReply { step: KcdStep::S4u2self, kdc: x.kdc.clone(), detail: d.to_string() };
                     proto::check_s4u_reply_padata(&rep, &t, x.nonce).map_err(bad)?;
@@ -532,8 +578,8 @@ impl KcdClient {
         }
     }
 
-    /// The account name and realm in the PAC of a ticket made for the service account.
-    fn pac_account(&self, t: &Creds) -> Option<(String, String)> {
+    /// The decrypted part of a ticket made for the service account (an S4U2Self ticket).
+    fn ticket_part(&self, t: &Creds) -> Option<kcd_krb5::asn1::EncTicketPart> {
         let etype = t.ticket.enc_part.etype;
         let mut info = self.login_salt.lock().ok()?.clone().unwrap_or(EtypeInfo2Entry { etype, salt: None, s2kparams: None });
         if info.etype != etype {
@@ -541,12 +587,16 @@ impl KcdClient {
         }
         let key = self.long_term_key(&info).ok()?;
         let plain = zeroize::Zeroizing::new(key.decrypt(2, &t.ticket.enc_part.cipher).ok()?);
-        let part: kcd_krb5::asn1::EncTicketPart = kcd_krb5::decode(proto::outer_tlv(&plain)?).ok()?;
-        let names = pac::ticket_names(&part)?;
+        kcd_krb5::decode(proto::outer_tlv(&plain)?).ok()
+    }
+
+    /// The account name and realm in the PAC of a ticket made for the service account.
+    fn pac_account(&self, t: &Creds) -> Option<(String, String)> {
+        let names = pac::ticket_names(&self.ticket_part(t)?)?;
         Some((names.sam_name?, names.dns_domain.to_uppercase()))
     }
 
-    fn kdc_error(&self, step: KcdStep, kdc: &str, e: &KrbError, evidence_forwardable: Option<bool>) -> KcdError {
+    fn kdc_error(&self, step: KcdStep, kdc: &str, e: &KrbError) -> KcdError {
         let ntstatus = e
             .e_data
             .as_deref()
@@ -559,7 +609,9 @@ impl KcdClient {
             code: ErrorCode(e.error_code),
             e_text: e.e_text.as_ref().map(|t| t.to_string_lossy()),
             ntstatus,
-            evidence_forwardable,
+            evidence_forwardable: None,
+            user_not_delegated: None,
+            other_users_delegated: false,
             clock_offset_seconds: (e.error_code == 37).then(|| self.kdc_offset(e)).flatten(),
         }
     }
@@ -628,11 +680,16 @@ impl KcdClient {
                     if let Some(off) = self.kdc_offset(e) {
                         skew_retried = true;
                         self.offset.store(off, Ordering::Relaxed);
+                        if let Ok(mut a) = self.adopted.lock() {
+                            *a = Some((reply.kdc.clone(), off));
+                        }
                         self.kcd_event(Gateway {
                             user: user.map(Cow::Borrowed),
                             spn: spn.map(Cow::Borrowed),
                             kdc: Some(Cow::Borrowed(&reply.kdc)),
                             clock_offset_seconds: Some(off),
+                            detail: Some(Cow::Owned(adopted_words(&reply.kdc, off))),
+                            finding: Some(Cow::Borrowed(kcd_findings::catalogue::CLOCK_OFFSET.id)),
                             ..Gateway::new(step, "clock_adjusted")
                         });
                         continue;
@@ -690,6 +747,15 @@ impl KcdClient {
                 e.gateway = Some(g);
                 self.sink.event(&e);
             }
+            Wire::Unresolved { kdc, what } => {
+                let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, frame);
+                let mut g = gw(kdc, 0, "unresolved");
+                g.attempt = None;
+                g.detail = Some(Cow::Owned(what));
+                g.finding = Some(Cow::Borrowed(kcd_findings::catalogue::KDC_NAME_UNRESOLVED.id));
+                e.gateway = Some(g);
+                self.sink.event(&e);
+            }
             Wire::TcpRetry { kdc, attempt } => {
                 let mut e = Event::bare(transport::now_timestamp(), EventType::Kcd, None, frame);
                 e.gateway = Some(gw(kdc, attempt, "tcp_retry"));
@@ -697,6 +763,18 @@ impl KcdClient {
             }
         }
     }
+}
+
+/// How many SPNs the delegation history remembers a user for.
+const MAX_DELEGATED_SPNS: usize = 1024;
+
+/// What adopting a KDC's clock means, for the event and the command's output.
+pub fn adopted_words(kdc: &str, offset: i64) -> String {
+    format!(
+        "KDC {kdc} refused our time with KRB_AP_ERR_SKEW; its clock is {} s {} this host's, and its time is now used for Kerberos (as MIT's kdc_timesync does). If the target service's clock agrees with this host's, it will refuse the tokens: the KDC's clock is then the wrong one.",
+        offset.abs(),
+        if offset >= 0 { "ahead of" } else { "behind" }
+    )
 }
 
 fn addressed<'a>(at: Timestamp, frame: u64, proto: Transport, src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Event<'a> {

@@ -9,7 +9,16 @@ use kcd_krb5::asn1::{AuthorizationData, EncTicketPart};
 
 const AD_IF_RELEVANT: i32 = 1;
 const AD_WIN2K_PAC: i32 = 128;
+const PAC_LOGON_INFO: u32 = 1;
 const PAC_UPN_DNS_INFO: u32 = 12;
+/// MS-SAMR 2.2.1.12 USER_ACCOUNT codes: "sensitive and cannot be delegated".
+const USER_NOT_DELEGATED: u32 = 0x0000_4000;
+/// KERB_VALIDATION_INFO (MS-PAC 2.5) in NDR: common and private type headers (16 bytes),
+/// the top-level referent (4), then six FILETIMEs (48), six RPC_UNICODE_STRINGs (48),
+/// LogonCount and BadPasswordCount (4), UserId, PrimaryGroupId, GroupCount, the GroupIds
+/// pointer and UserFlags (20), UserSessionKey (16), LogonServer and LogonDomainName (16),
+/// the LogonDomainId pointer (4) and Reserved1 (8): UserAccountControl is next.
+const LOGON_INFO_UAC_OFFSET: usize = 16 + 4 + 48 + 48 + 4 + 20 + 16 + 16 + 4 + 8;
 const UPN_DNS_FLAG_SAM_NAME_AND_SID: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,31 +62,54 @@ fn utf16(b: &[u8], off: u16, len: u16) -> Option<String> {
     String::from_utf16(&units).ok()
 }
 
-/// Reads UPN_DNS_INFO from a PAC (PACTYPE: count, version, then 16-byte buffer headers).
-pub fn upn_dns_info(pac: &[u8]) -> Option<PacNames> {
+/// The buffer of one type in a PAC (PACTYPE: count, version, then 16-byte buffer headers).
+fn pac_buffer(pac: &[u8], kind: u32) -> Option<&[u8]> {
     let count = u32le(pac, 0)? as usize;
     if count > 64 {
         return None;
     }
     for i in 0..count {
         let h = 8 + i * 16;
-        if u32le(pac, h)? != PAC_UPN_DNS_INFO {
+        if u32le(pac, h)? != kind {
             continue;
         }
         let size = u32le(pac, h + 4)? as usize;
         let off = usize::try_from(u64::from(u32le(pac, h + 8)?) | (u64::from(u32le(pac, h + 12)?) << 32)).ok()?;
-        let b = pac.get(off..off.checked_add(size)?)?;
-        let upn = utf16(b, u16le(b, 2)?, u16le(b, 0)?)?;
-        let dns_domain = utf16(b, u16le(b, 6)?, u16le(b, 4)?)?;
-        let flags = u32le(b, 8)?;
-        let sam_name = if flags & UPN_DNS_FLAG_SAM_NAME_AND_SID != 0 {
-            utf16(b, u16le(b, 14)?, u16le(b, 12)?)
-        } else {
-            None
-        };
-        return Some(PacNames { upn, dns_domain, sam_name });
+        return pac.get(off..off.checked_add(size)?);
     }
     None
+}
+
+/// The UserAccountControl of the PAC's logon information, when it has one (Windows and
+/// Samba KDCs write it; MIT's PACs carry none).
+pub fn user_account_control(pac: &[u8]) -> Option<u32> {
+    let b = pac_buffer(pac, PAC_LOGON_INFO)?;
+    // NDR common header: version 1, little-endian, header length 8.
+    if b.get(..4)? != [1, 0x10, 8, 0] {
+        return None;
+    }
+    u32le(b, LOGON_INFO_UAC_OFFSET)
+}
+
+/// Whether the ticket's user is marked "sensitive and cannot be delegated", when its PAC
+/// says.
+pub fn ticket_not_delegated(t: &EncTicketPart) -> Option<bool> {
+    let uac = user_account_control(&pac_bytes(t.authorization_data.as_ref()?)?)?;
+    Some(uac & USER_NOT_DELEGATED != 0)
+}
+
+/// Reads UPN_DNS_INFO from a PAC.
+pub fn upn_dns_info(pac: &[u8]) -> Option<PacNames> {
+    let b = pac_buffer(pac, PAC_UPN_DNS_INFO)?;
+    let upn = utf16(b, u16le(b, 2)?, u16le(b, 0)?)?;
+    let dns_domain = utf16(b, u16le(b, 6)?, u16le(b, 4)?)?;
+    let flags = u32le(b, 8)?;
+    let sam_name = if flags & UPN_DNS_FLAG_SAM_NAME_AND_SID != 0 {
+        utf16(b, u16le(b, 14)?, u16le(b, 12)?)
+    } else {
+        None
+    };
+    Some(PacNames { upn, dns_domain, sam_name })
 }
 
 /// The names in a decrypted ticket's PAC, if it carries one.

@@ -56,6 +56,8 @@ pub enum Wire<'a> {
     Received { kdc: &'a str, attempt: u32, proto: Transport, local: SocketAddr, remote: SocketAddr, bytes: &'a [u8], at: Timestamp, latency: Duration },
     /// Nothing usable came back; `what` says why ("timeout after 3000 ms", "connection refused").
     Failed { kdc: &'a str, attempt: u32, proto: Transport, remote: Option<SocketAddr>, what: String, timed_out: bool },
+    /// The domain controller's name did not resolve; nothing was sent to it.
+    Unresolved { kdc: &'a str, what: String },
     /// The KDC answered RESPONSE_TOO_BIG over UDP: the same KDC is asked again over TCP.
     TcpRetry { kdc: &'a str, attempt: u32 },
 }
@@ -82,18 +84,22 @@ impl Kdcs<'_> {
             let (host, port) = match split_host_port(name) {
                 Ok(hp) => hp,
                 Err(e) => {
-                    failed.push(Attempt { kdc: name.clone(), what: e });
+                    failed.push(Attempt { kdc: name.clone(), what: e, unresolved: false });
                     continue;
                 }
             };
             let addrs: Vec<SocketAddr> = match tokio::time::timeout(self.timeout, tokio::net::lookup_host((host.as_str(), port))).await {
                 Ok(Ok(a)) => a.collect(),
                 Ok(Err(e)) => {
-                    failed.push(Attempt { kdc: name.clone(), what: format!("name does not resolve: {e}") });
+                    let what = format!("name does not resolve: {e}");
+                    obs(Wire::Unresolved { kdc: name, what: what.clone() });
+                    failed.push(Attempt { kdc: name.clone(), what, unresolved: true });
                     continue;
                 }
                 Err(_) => {
-                    failed.push(Attempt { kdc: name.clone(), what: "name resolution timed out".into() });
+                    let what = "name resolution timed out".to_string();
+                    obs(Wire::Unresolved { kdc: name, what: what.clone() });
+                    failed.push(Attempt { kdc: name.clone(), what, unresolved: true });
                     continue;
                 }
             };
@@ -115,7 +121,7 @@ impl Kdcs<'_> {
                     Ok(bytes) => return Ok(Reply { bytes, kdc: name.clone(), proto }),
                     Err(Failure { what, timed_out }) => {
                         obs(Wire::Failed { kdc: name, attempt, proto, remote: Some(addr), what: what.clone(), timed_out });
-                        failed.push(Attempt { kdc: format!("{name} ({addr})"), what });
+                        failed.push(Attempt { kdc: format!("{name} ({addr})"), what, unresolved: false });
                     }
                 }
             }

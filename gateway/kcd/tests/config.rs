@@ -90,6 +90,8 @@ fn errors_map_to_findings_and_statuses() {
         e_text: None,
         ntstatus: None,
         evidence_forwardable: fwd,
+        user_not_delegated: None,
+        other_users_delegated: false,
         clock_offset_seconds: None,
     };
     let c = |e: KcdError| (e.finding_id(), e.http_status());
@@ -101,8 +103,67 @@ fn errors_map_to_findings_and_statuses() {
     assert_eq!(c(kdc(KcdStep::S4u2proxy, 13, Some(true))), ("krb.s4u2proxy.refused", 502));
     assert_eq!(c(kdc(KcdStep::Login, 37, None)), ("krb.clock_skew", 502));
     assert_eq!(c(KcdError::Unreachable { step: KcdStep::Login, attempts: vec![] }), ("krb.kdc.unreachable", 504));
+    // An expired account is the user's problem (Samba and MIT: 1; Windows: 18 + NTSTATUS).
+    assert_eq!(c(kdc(KcdStep::S4u2self, 1, None)), ("krb.account_expired", 403));
+    let mut win = kdc(KcdStep::S4u2self, 18, None);
+    if let KcdError::Kdc { ntstatus, .. } = &mut win {
+        *ntstatus = Some(kcd_schema::NtStatus::STATUS_ACCOUNT_EXPIRED);
+    }
+    assert_eq!(c(win), ("krb.account_expired", 403));
+    // A non-forwardable S4U2Self ticket: the user when the PAC or other users say so.
+    let with = |not_delegated, others| match kdc(KcdStep::S4u2proxy, 13, Some(false)) {
+        KcdError::Kdc { step, kdc, code, e_text, ntstatus, evidence_forwardable, clock_offset_seconds, .. } => KcdError::Kdc {
+            step,
+            kdc,
+            code,
+            e_text,
+            ntstatus,
+            evidence_forwardable,
+            user_not_delegated: not_delegated,
+            other_users_delegated: others,
+            clock_offset_seconds,
+        },
+        other => other,
+    };
+    assert_eq!(c(with(Some(true), false)), ("krb.s4u2proxy.user_not_delegable", 403));
+    assert_eq!(c(with(None, true)), ("krb.s4u2proxy.user_not_delegable", 403));
+    assert_eq!(c(with(Some(false), false)), ("krb.s4u2proxy.protocol_transition_not_allowed", 502));
+    // A domain controller whose name does not resolve is not an unreachable KDC.
+    let unresolved = |u| kcd_client::Attempt { kdc: "dc9.lab.test".into(), what: "name does not resolve".into(), unresolved: u };
+    assert_eq!(
+        c(KcdError::Unreachable { step: KcdStep::Login, attempts: vec![unresolved(true)] }),
+        ("krb.kdc.name_unresolved", 504)
+    );
+    assert_eq!(
+        c(KcdError::Unreachable { step: KcdStep::Login, attempts: vec![unresolved(true), unresolved(false)] }),
+        ("krb.kdc.unreachable", 504)
+    );
+    // A stale keytab is named with its version, in the wrong-password finding.
+    let stale = KcdError::StaleKeytab { kdc: "dc1".into(), path: "/etc/svc.keytab".into(), kvno: 2, etype: 18 };
+    assert_eq!(c(stale.clone()), ("krb.password_wrong", 502));
+    assert!(stale.to_string().contains("keytab /etc/svc.keytab (kvno 2"), "{stale}");
+    assert!(stale.fix(None).contains("key version 2"), "{}", stale.fix(None));
+    // The unknown-SPN fix names the SPN refused, and keeps no placeholder.
+    let spn = kdc(KcdStep::S4u2proxy, 7, Some(true));
+    let fix = spn.fix(Some("HTTP/exchange.lab.test"));
+    assert!(fix.contains("setspn -s HTTP/exchange.lab.test ACCOUNT") && !fix.contains('{'), "{fix}");
     // Every finding id the client gives is one the agent's catalogue explains.
     for e in [kdc(KcdStep::Login, 24, None), kdc(KcdStep::S4u2proxy, 13, Some(true))] {
-        assert!(kcd_correlate::catalogue::ALL.iter().any(|r| r.id == e.finding_id()));
+        assert!(kcd_findings::catalogue::ALL.iter().any(|r| r.id == e.finding_id()));
     }
+}
+
+// The line given is the line of the mistake, for unknown keys (whose span starts the line)
+// as for bad values (whose span starts mid-line); counted here from the text itself.
+#[test]
+fn refusals_name_the_line_of_the_mistake() {
+    let line_of = |text: &str, needle: &str| {
+        text.lines().position(|l| l.contains(needle)).map(|i| i + 1).expect("needle in text")
+    };
+    let unknown = EXAMPLE.replacen("transport = \"udp\"", "transport = \"udp\"\nretries = 3", 1);
+    let (_, p) = refused(&unknown);
+    assert!(p.contains(&format!("(line {})", line_of(&unknown, "retries = 3"))), "{p}");
+    let value = EXAMPLE.replacen("token = \"spnego\"", "token = \"ntlm\"", 1);
+    let (_, p) = refused(&value);
+    assert!(p.contains(&format!("(line {})", line_of(&value, "token = \"ntlm\""))), "{p}");
 }

@@ -56,6 +56,11 @@ pub struct Refusal<'a> {
     pub other_target_ok_same_user: bool,
     /// It obtained a ticket for this SPN for another user.
     pub same_target_other_user_ok: bool,
+    /// Whether the S4U2Self ticket presented was forwardable, when known.
+    pub evidence_forwardable: Option<bool>,
+    /// Whether the user's own account is marked "sensitive and cannot be delegated"
+    /// (NOT_DELEGATED in the PAC's logon information), when the ticket could be read.
+    pub user_not_delegated: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +118,31 @@ pub fn diagnose(r: &Refusal<'_>) -> Diagnosis {
         Some("UNSUPPORTED_S4U2PROXY_REQUEST") | Some("NOT_ALLOWED_TO_DELEGATE") => {
             keep(&mut causes, &[NoDelegation, TargetNotListed]);
             because.push("the KDC's message: delegation to this target is not allowed for the account");
+        }
+        _ => {}
+    }
+    // The user's own PAC is the KDC's word on the user: it decides between the service
+    // account's setting and the user's flag.
+    match (r.user_not_delegated, r.evidence_forwardable) {
+        (Some(true), _) => {
+            return Diagnosis {
+                causes: vec![UserNotDelegable],
+                because: vec!["the user's PAC marks the account NOT_DELEGATED (sensitive and cannot be delegated)"],
+            };
+        }
+        (Some(false), Some(false)) if causes.contains(&NoProtocolTransition) => {
+            return Diagnosis {
+                causes: vec![NoProtocolTransition],
+                because: vec!["the S4U2Self ticket is not forwardable although the user's PAC allows delegation"],
+            };
+        }
+        (_, Some(false)) if causes.contains(&NoProtocolTransition) => {
+            keep(&mut causes, &[NoProtocolTransition]);
+            because.push("the S4U2Self ticket it presented is not forwardable");
+        }
+        (_, Some(true)) => {
+            causes.retain(|c| *c != NoProtocolTransition);
+            because.push("the S4U2Self ticket it presented is forwardable");
         }
         _ => {}
     }
@@ -185,6 +215,22 @@ mod tests {
             "krb.s4u2proxy.protocol_transition_not_allowed"
         );
         assert_eq!(d(t("UNSUPPORTED_S4U2PROXY_REQUEST")).0, vec![NoDelegation, TargetNotListed]);
+    }
+
+    // The delegation client and the replay must name a not-delegable user alike: the
+    // client reads the user's PAC, the replay sees other users succeed.
+    #[test]
+    fn a_non_forwardable_ticket_is_the_user_when_the_pac_or_history_says_so() {
+        let nf = Refusal { evidence_forwardable: Some(false), ..Default::default() };
+        assert_eq!(d(nf).1, "krb.s4u2proxy.protocol_transition_not_allowed");
+        let pac = Refusal { user_not_delegated: Some(true), ..nf };
+        assert_eq!(d(pac).1, "krb.s4u2proxy.user_not_delegable");
+        let pac_ok = Refusal { user_not_delegated: Some(false), ..nf };
+        assert_eq!(d(pac_ok).1, "krb.s4u2proxy.protocol_transition_not_allowed");
+        let hist = Refusal { same_target_other_user_ok: true, ..nf };
+        assert_eq!(d(hist).1, "krb.s4u2proxy.user_not_delegable");
+        let fwd = Refusal { evidence_forwardable: Some(true), ..Default::default() };
+        assert_eq!(d(fwd).0, vec![NoDelegation, TargetNotListed]);
     }
 
     #[test]

@@ -26,6 +26,8 @@ rules! {
         "A firewall blocks TCP/88 between this host and the domain controller, and replies too large for UDP can only come over TCP: open TCP/88 (Kerberos needs both UDP and TCP port 88).";
     KDC_TCP_UNANSWERED = "krb.kdc.tcp_unanswered", Error,
         "TCP/88 connections to this KDC are never answered: open TCP/88 on the firewalls between this host and the domain controller, or check that the KDC is running.";
+    KDC_NAME_UNRESOLVED = "krb.kdc.name_unresolved", Error,
+        "The domain controller's name does not resolve: check the spelling in the gateway's domain/domain controller pairs and that this host's DNS (or hosts file) knows the name.";
     KDC_UNREACHABLE = "krb.kdc.unreachable", Error,
         "This KDC does not answer: check that it runs and that UDP and TCP 88 reach it, and configure several domain controllers so that clients can fail over.";
     KDC_REQUESTS_UNANSWERED = "krb.kdc.requests_unanswered", Warning,
@@ -37,7 +39,7 @@ rules! {
     CLOCK_OFFSET = "krb.clock_offset", Warning,
         "The KDC's clock and this host's differ; at 5 minutes Kerberos fails with KRB_AP_ERR_SKEW: run NTP on both before it does.";
     TARGET_SPN_UNKNOWN = "krb.target_spn_unknown", Error,
-        "The KDC knows no account with this service principal name: register it on the account that runs the service (setspn -s HTTP/{EX_DNS_NAME} {EX_MACHINE_NAME}), and check the gateway's target SPN setting (the Exchange host name, or the CAS array's Alternate Service Account SPN).";
+        "The KDC knows no account with the service principal name {SPN}: register it on the account that runs the service, setspn -s {SPN} ACCOUNT, where ACCOUNT is the Exchange server's computer account (for example EXCHANGE$) or, with a CAS array, the Alternate Service Account{SPN_WORDS}; and check the gateway's target SPN setting.";
     S4U2PROXY_DELEGATION_NOT_ALLOWED = "krb.s4u2proxy.delegation_not_allowed", Error,
         "The service account may not delegate: on its Delegation tab in Active Directory select \"Trust this user for delegation to specified services only\" and \"Use any authentication protocol\", and add the Exchange HTTP SPN (or the Alternate Service Account's) to the list.";
     S4U2PROXY_TARGET_NOT_ALLOWED = "krb.s4u2proxy.target_not_allowed", Error,
@@ -54,6 +56,8 @@ rules! {
         "The gateway asked for the service ticket under its own name instead of with S4U2Proxy, so the server sees the service account, not the user. With GSSAPI, acquire the impersonated credential for the mechanism the security context uses (SPNEGO as well as krb5), not the default credential; check the gateway's KCD settings.";
     PRINCIPAL_UNKNOWN = "krb.principal_unknown", Error,
         "The name is not a user of this realm: for a device, check the UPN in the certificate's Subject Alternative Name and the certificate template; check the gateway's domain/domain controller pairs (realm in uppercase).";
+    ACCOUNT_EXPIRED = "krb.account_expired", Error,
+        "The user's account has expired in Active Directory (Account tab, \"Account expires\"; accountExpires): extend or clear the expiry date if the user may still use the gateway.";
     ACCOUNT_DISABLED = "krb.account_disabled", Error,
         "The account is disabled, locked out or expired in Active Directory: correct the account's state.";
     PASSWORD_EXPIRED = "krb.password_expired", Error,
@@ -72,11 +76,51 @@ rules! {
         "An unusual Kerberos error: see its name and the KDC's log.";
 }
 
+/// What a fix can name when it is known; the rest is said in words.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FixFacts<'a> {
+    /// The service principal name concerned ("HTTP/exchange.lab.test").
+    pub spn: Option<&'a str>,
+}
+
+impl Rule {
+    /// The fix with what is known filled in: an administrator copies commands from it, so
+    /// it never keeps a placeholder, and what cannot be known is named in words.
+    pub fn fix_for(&self, f: FixFacts<'_>) -> String {
+        let (spn, words) = match f.spn {
+            Some(s) => (s, ""),
+            None => ("HTTP/HOST", " (HOST: the Exchange host name, as in the gateway's target SPN setting)"),
+        };
+        self.fix.replace("{SPN}", spn).replace("{SPN_WORDS}", words)
+    }
+}
+
+/// The rule with this id.
+pub fn by_id(id: &str) -> Option<&'static Rule> {
+    ALL.iter().find(|r| r.id == id)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn no_fix_keeps_a_placeholder() {
+        for r in ALL {
+            for f in [FixFacts::default(), FixFacts { spn: Some("HTTP/exchange.lab.test") }] {
+                let t = r.fix_for(f);
+                assert!(!t.contains('{') && !t.contains('}'), "{}: {t}", r.id);
+            }
+        }
+        let t = TARGET_SPN_UNKNOWN.fix_for(FixFacts { spn: Some("HTTP/mail.corp.example") });
+        assert!(t.contains("setspn -s HTTP/mail.corp.example ACCOUNT, where ACCOUNT is"), "{t}");
+        let t = TARGET_SPN_UNKNOWN.fix_for(FixFacts::default());
+        assert!(t.contains("setspn -s HTTP/HOST ACCOUNT") && t.contains("HOST: the Exchange host name"), "{t}");
+    }
+
     #[test]
     fn ids_are_unique_and_namespaced() {
-        let mut ids: Vec<&str> = super::ALL.iter().map(|r| r.id).collect();
+        let mut ids: Vec<&str> = ALL.iter().map(|r| r.id).collect();
         ids.sort();
         let n = ids.len();
         ids.dedup();
