@@ -7,6 +7,8 @@
 #   samba-ad.sh record DIR OUTDIR record pcaps of the constrained-delegation cases with real
 #                                 MIT clients; OUTDIR/CHECKS.txt says what was verified
 #   samba-ad.sh status DIR        exit 0 if the lab in DIR is up
+#   samba-ad.sh kdc-clock DIR OFF restart the KDC with its clock shifted by OFF (libfaketime,
+#                                 e.g. -10m; 0 restores the real clock)
 #
 # Topology: two namespaces joined by a veth pair, so the client side looks like the
 # gateway host of a deployment (the agent watches that host's interface):
@@ -45,7 +47,9 @@ UNKNOWN_SPN=HTTP/nosuch.$DNSDOMAIN
 NETNS_ETC=/etc/netns/$NS_GW
 SYS_PY=/usr/bin/python3     # Debian's python3 (has gssapi); the pyenv one on PATH does not
 PACKAGES=(samba samba-ad-dc samba-ad-provision winbind krb5-user ldb-tools smbclient
-          apache2 libapache2-mod-auth-gssapi python3-gssapi tcpdump ethtool)
+          apache2 libapache2-mod-auth-gssapi python3-gssapi tcpdump ethtool libfaketime)
+# Bumped when provision() creates other accounts: a cached domain without them is redone.
+ACCOUNTS_VERSION=2
 
 log() { echo "samba-ad: [${SECONDS}s] $*" >&2; }
 die() { lab_die "samba-ad: $*"; }
@@ -180,13 +184,15 @@ gen_password() { echo "Kcd1-$(od -An -N9 -tx1 /dev/urandom | tr -d ' \n')-Aa"; }
 
 stool() { samba-tool "$@" -s "$SMBCONF" >>"$LOGS/provision.log" 2>&1 || { tail -15 "$LOGS/provision.log" >&2; die "samba-tool $* failed (log: $LOGS/provision.log)"; }; }
 
+stamp_text() { echo "$(samba -V) accounts $ACCOUNTS_VERSION"; }
+
 provision() {
     log "provisioning Samba AD DC (realm $REALM, domain $DOMAIN) into $SMB"
     rm -rf "$SMB"
     mkdir -p "$SMB" "$RUN" "$LOGS"
     : > "$LOGS/provision.log"
     local pw a
-    for a in admin svc_awseg svc_nopt svc_nodeleg users exchange other; do
+    for a in admin svc_awseg svc_nopt svc_nodeleg svc_stale users exchange other; do
         gen_password > "$D/$a.password"
     done
     chmod 600 "$D"/*.password
@@ -218,6 +224,12 @@ provision() {
     stool user create svc_nodeleg "$(cat "$D/svc_nodeleg.password")"
     stool spn add HTTP/svc_nodeleg svc_nodeleg
     stool delegation for-any-protocol svc_nodeleg on
+    # set up like svc_awseg; its keytab is exported below, then its password changed, so
+    # the keytab holds an old key version (a stale keytab)
+    stool user create svc_stale "$(cat "$D/svc_stale.password")"
+    stool spn add HTTP/svc_stale svc_stale
+    stool delegation for-any-protocol svc_stale on
+    stool delegation add-service svc_stale "$TARGET_SPN"
     # the Exchange server and a second web server that is not in svc_awseg's list
     stool computer create EXCHANGE --service-principal-name="$TARGET_SPN"
     stool user setpassword 'EXCHANGE$' --newpassword="$(cat "$D/exchange.password")"
@@ -231,12 +243,18 @@ provision() {
     stool user create bob "$pw" --mail-address=bob@$DNSDOMAIN
     stool user create carol "$pw" --mail-address=carol@$DNSDOMAIN
     stool user disable carol
+    # "Account is sensitive and cannot be delegated" (UF_NOT_DELEGATED)
+    stool user create frank "$pw" --mail-address=frank@$DNSDOMAIN
+    stool user sensitive frank on
+    # an account that has expired
+    stool user create ivan "$pw" --mail-address=ivan@$DNSDOMAIN
+    stool user setexpiry ivan --days=0
 
     # AES for every SPN account (Samba 4.17 issues RC4 tickets without it)
     local base ldif=$SMB/etypes.ldif
     base=$(echo "$DNSDOMAIN" | sed 's/^/DC=/; s/\./,DC=/g')
     : > "$ldif"
-    for dn in "CN=svc_awseg,CN=Users" "CN=svc_nopt,CN=Users" "CN=svc_nodeleg,CN=Users" \
+    for dn in "CN=svc_awseg,CN=Users" "CN=svc_nopt,CN=Users" "CN=svc_nodeleg,CN=Users" "CN=svc_stale,CN=Users" \
               "CN=EXCHANGE,CN=Computers" "CN=OTHER,CN=Computers"; do
         printf 'dn: %s,%s\nchangetype: modify\nreplace: msDS-SupportedEncryptionTypes\nmsDS-SupportedEncryptionTypes: 24\n\n' "$dn" "$base" >> "$ldif"
     done
@@ -249,7 +267,10 @@ provision() {
     stool domain exportkeytab "$D/http.keytab" --principal="$TARGET_SPN"
     stool domain exportkeytab "$D/svc_awseg.keytab" --principal=svc_awseg@$REALM
     stool domain exportkeytab "$D/domain.keytab"
-    samba -V > "$STAMP"
+    rm -f "$D/svc_stale.keytab"
+    stool domain exportkeytab "$D/svc_stale.keytab" --principal=svc_stale@$REALM
+    stool user setpassword svc_stale --newpassword="$(gen_password)"
+    stamp_text > "$STAMP"
 }
 
 write_smb_fast_option() {
@@ -361,6 +382,11 @@ LAB_USER_NEW_UPN=bob@$DNSDOMAIN
 LAB_USER_DISABLED=carol
 LAB_USER_DISABLED_UPN=carol@$DNSDOMAIN
 LAB_USER_UNKNOWN_UPN=nosuch@$DNSDOMAIN
+LAB_USER_NOT_DELEGABLE_UPN=frank@$DNSDOMAIN
+LAB_USER_EXPIRED_UPN=ivan@$DNSDOMAIN
+LAB_SVC_STALE_PRINCIPAL=svc_stale@$REALM
+LAB_SVC_STALE_KEYTAB=$D/svc_stale.keytab
+LAB_KDC_UNRESOLVABLE_HOST=dc9.$DNSDOMAIN
 LAB_USERS_PASSWORD_FILE=$D/users.password
 LAB_SPN_NOT_ALLOWED=$OTHER_SPN
 LAB_SPN_UNKNOWN=$UNKNOWN_SPN
@@ -462,6 +488,34 @@ EOF
 
 # ---------------------------------------------------------------- up / down / status
 
+# start_samba OFFSET : the DC, its clock shifted by OFFSET (libfaketime syntax, 0: none)
+start_samba() {
+    local pre=()
+    if [ "$1" != 0 ]; then
+        local lib
+        lib=$(dpkg -L libfaketime 2>/dev/null | grep '/libfaketime\.so\.1$' | head -1)
+        [ -n "$lib" ] && [ -e "$lib" ] || die "libfaketime.so.1 not found (package libfaketime)"
+        pre=(LD_PRELOAD="$lib" FAKETIME="$1" FAKETIME_DONT_RESET=1)
+    fi
+    log "starting samba (KDC + LDAP) in $NS_DC at $KDC_ADDR, clock offset $1"
+    daemon_start "$NS_DC" "$SAMBA_PID" "$LOGS/samba.stdout" \
+        env "${pre[@]}" KRB5_CONFIG="$SMB/private/krb5.conf" samba -F -M prefork -s "$SMBCONF"
+    wait_daemon "$NS_DC" udp 88 30 "$SAMBA_PID" samba "$LOGS/samba.stdout" "$SMB/log/samba.log"
+    wait_daemon "$NS_DC" tcp 88 30 "$SAMBA_PID" samba "$LOGS/samba.stdout" "$SMB/log/samba.log"
+}
+
+cmd_kdc_clock() {
+    lab_require_root
+    set_paths "$(abs_dir "$1")"
+    lab_is_up || die "the lab in $D is not up"
+    daemon_stop "$SAMBA_PID"
+    start_samba "$2"
+    # start_samba's wait matches port 88 on any address, and the never-answering KDC
+    # holds one: wait for the DC's own address.
+    { wait_listen "$NS_DC" udp "$KDC_ADDR" 88 30 && wait_listen "$NS_DC" tcp "$KDC_ADDR" 88 30; } \
+        || die "samba does not listen on $KDC_ADDR:88 after the restart (log: $LOGS/samba.stdout)"
+}
+
 lab_is_up() {
     [ -f "$D/lab.env" ] && pid_alive "$SAMBA_PID" && pid_alive "$APACHE_PID" && pid_alive "$SILENT_PID" \
         && ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$NS_GW"
@@ -523,7 +577,7 @@ cmd_up() {
     NET_CREATED=0
     trap 'up_failed $?' EXIT
     net_up
-    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(samba -V)" ] && [ -f "$D/http.keytab" ]; then
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_text)" ] && [ -f "$D/http.keytab" ]; then
         log "reusing the provisioned domain in $SMB"
     else
         provision
@@ -532,11 +586,7 @@ cmd_up() {
     write_krb5_conf
     write_s4u_http_py
 
-    log "starting samba (KDC + LDAP) in $NS_DC at $KDC_ADDR"
-    daemon_start "$NS_DC" "$SAMBA_PID" "$LOGS/samba.stdout" \
-        env KRB5_CONFIG="$SMB/private/krb5.conf" samba -F -M prefork -s "$SMBCONF"
-    wait_daemon "$NS_DC" udp 88 30 "$SAMBA_PID" samba "$LOGS/samba.stdout" "$SMB/log/samba.log"
-    wait_daemon "$NS_DC" tcp 88 30 "$SAMBA_PID" samba "$LOGS/samba.stdout" "$SMB/log/samba.log"
+    start_samba 0
     smoke_kinit
 
     # after Samba's wait_daemon (which matches port 88 on any address)
@@ -919,5 +969,6 @@ case "$cmd" in
     down)   [ $# = 1 ] || usage; cmd_down "$1" ;;
     status) [ $# = 1 ] || usage; cmd_status "$1" ;;
     record) [ $# = 2 ] || usage; cmd_record "$1" "$2" ;;
+    kdc-clock) [ $# = 2 ] || usage; cmd_kdc_clock "$1" "$2" ;;
     *) usage ;;
 esac

@@ -18,6 +18,11 @@ pub fn repo_root() -> PathBuf {
 
 /// The kcdscope binary `cargo test --workspace` built next to the test executables.
 pub fn kcdscope_bin() -> PathBuf {
+    // An explicit binary (an installed one, or one copied aside from a target dir that
+    // other checkouts share) wins over the one beside the test.
+    if let Some(p) = std::env::var_os("KCDSCOPE_BIN") {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join(format!("kcdscope{}", std::env::consts::EXE_SUFFIX));
