@@ -9,6 +9,9 @@
 #   samba-ad.sh status DIR        exit 0 if the lab in DIR is up
 #   samba-ad.sh kdc-clock DIR OFF restart the KDC with its clock shifted by OFF (libfaketime,
 #                                 e.g. -10m; 0 restores the real clock)
+#   samba-ad.sh incident DIR OUT KCDSCOPE
+#                                 record the bundled incident: one gateway, a device user per
+#                                 outcome (kcdscope kcd token as the gateway); OUT/incident.pcap
 #
 # Topology: two namespaces joined by a veth pair, so the client side looks like the
 # gateway host of a deployment (the agent watches that host's interface):
@@ -49,13 +52,13 @@ SYS_PY=/usr/bin/python3     # Debian's python3 (has gssapi); the pyenv one on PA
 PACKAGES=(samba samba-ad-dc samba-ad-provision winbind krb5-user ldb-tools smbclient
           apache2 libapache2-mod-auth-gssapi python3-gssapi tcpdump ethtool libfaketime)
 # Bumped when provision() creates other accounts: a cached domain without them is redone.
-ACCOUNTS_VERSION=2
+ACCOUNTS_VERSION=3
 
 log() { echo "samba-ad: [${SECONDS}s] $*" >&2; }
 die() { lab_die "samba-ad: $*"; }
 
 usage() {
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -249,6 +252,20 @@ provision() {
     # an account that has expired
     stool user create ivan "$pw" --mail-address=ivan@$DNSDOMAIN
     stool user setexpiry ivan --days=0
+    # the bundled incident's other devices: a user in 400 groups (a PAC too large for
+    # UDP), and users whose gateway is misconfigured or whose KDC's clock is off
+    stool user create grace "$pw" --mail-address=grace@$DNSDOMAIN
+    stool user create erin "$pw" --mail-address=erin@$DNSDOMAIN
+    stool user create dave "$pw" --mail-address=dave@$DNSDOMAIN
+    local gbase gl=$SMB/groups.ldif i
+    gbase=$(echo "$DNSDOMAIN" | sed 's/^/DC=/; s/\./,DC=/g')
+    : > "$gl"
+    for i in $(seq 1 400); do
+        printf 'dn: CN=grp%03d,CN=Users,%s\nobjectClass: group\nsAMAccountName: grp%03d\nmember: CN=grace,CN=Users,%s\n\n' \
+            "$i" "$gbase" "$i" "$gbase" >> "$gl"
+    done
+    ldbadd -H "$SAMLDB" "$gl" >>"$LOGS/provision.log" 2>&1 \
+        || { tail -5 "$LOGS/provision.log" >&2; die "ldbadd of grace's 400 groups failed"; }
 
     # AES for every SPN account (Samba 4.17 issues RC4 tickets without it)
     local base ldif=$SMB/etypes.ldif
@@ -502,6 +519,46 @@ start_samba() {
         env "${pre[@]}" KRB5_CONFIG="$SMB/private/krb5.conf" samba -F -M prefork -s "$SMBCONF"
     wait_daemon "$NS_DC" udp 88 30 "$SAMBA_PID" samba "$LOGS/samba.stdout" "$SMB/log/samba.log"
     wait_daemon "$NS_DC" tcp 88 30 "$SAMBA_PID" samba "$LOGS/samba.stdout" "$SMB/log/samba.log"
+}
+
+# The bundled incident: the gateway (kcdscope kcd token) serving one device user per
+# outcome, recorded on the gateway side as the agent would see it.
+cmd_incident() {
+    lab_require_root
+    set_paths "$(abs_dir "$1")"
+    lab_is_up || die "the lab in $D is not up (run: $0 up $D)"
+    local out kcd pw
+    out=$(abs_dir "$2")
+    kcd=$3
+    [ -x "$kcd" ] || die "$kcd is not an executable kcdscope"
+    pw=$D/svc_awseg.password
+    gwconf() { # NAME SERVICE-ACCOUNT PASSWORD-FILE
+        printf '[service_account]\nuser = "%s"\npassword_file = "%s"\n\n[kcd]\ntarget_spn = "%s"\n\n[kdc]\ntimeout_ms = 1500\n\n[[domain]]\nrealm = "%s"\ndomain_controllers = ["%s"]\n' \
+            "$2" "$3" "$TARGET_SPN" "$REALM" "$KDC_HOST" > "$out/$1.toml"
+    }
+    gwconf gw svc_awseg "$pw"
+    gwconf gw-nodeleg svc_nodeleg "$D/svc_nodeleg.password"
+    token() { # CONFIG USER
+        gw "$kcd" kcd token --config "$out/$1.toml" --user "$2" --url "http://$EXCHANGE_HOST/whoami" \
+            >> "$out/incident.log" 2>&1 || true
+    }
+    : > "$out/incident.log"
+    capture_start "$NS_GW" "$IFACE" "$out/incident.pcap" "port 88 or port 80"
+    token gw alice@$DNSDOMAIN            # healthy
+    token gw grace@$DNSDOMAIN            # 400 groups: RESPONSE_TOO_BIG, then TCP
+    token gw nosuch@$DNSDOMAIN           # unknown user
+    token gw carol@$DNSDOMAIN            # disabled
+    token gw frank@$DNSDOMAIN            # sensitive, cannot be delegated
+    token gw ivan@$DNSDOMAIN             # expired
+    token gw-nodeleg erin@$DNSDOMAIN     # the gateway's account may not delegate
+    capture_stop
+    # The KDC's clock 10 minutes behind, a second capture (rotated) for dave.
+    cmd_kdc_clock "$D" -10m
+    capture_start "$NS_GW" "$IFACE" "$out/incident-clock.pcap" "port 88 or port 80"
+    token gw dave@$DNSDOMAIN
+    capture_stop
+    cmd_kdc_clock "$D" 0
+    log "incident recorded in $out (incident.pcap, incident-clock.pcap; kcdscope's output in incident.log)"
 }
 
 cmd_kdc_clock() {
@@ -970,5 +1027,6 @@ case "$cmd" in
     status) [ $# = 1 ] || usage; cmd_status "$1" ;;
     record) [ $# = 2 ] || usage; cmd_record "$1" "$2" ;;
     kdc-clock) [ $# = 2 ] || usage; cmd_kdc_clock "$1" "$2" ;;
+    incident) [ $# = 3 ] || usage; cmd_incident "$1" "$2" "$3" ;;
     *) usage ;;
 esac

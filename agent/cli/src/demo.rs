@@ -44,3 +44,10 @@ pub const CAPTURES: &[(&str, &[u8])] = &[
         include_bytes!("../../../captures/krb5/samba-lab/no_protocol_transition.pcap"),
     ),
 ];
+
+/// The bundled incident of the terminal UI: one gateway serving a device user per outcome
+/// (captures/incident/README.md), then the KDC's clock going wrong.
+pub const INCIDENT: &[(&str, &[u8])] = &[
+    ("incident/incident.pcap", include_bytes!("../../../captures/incident/incident.pcap")),
+    ("incident/incident-clock.pcap", include_bytes!("../../../captures/incident/incident-clock.pcap")),
+];

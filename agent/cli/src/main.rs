@@ -21,6 +21,7 @@ use kcd_schema::{Event, Severity};
 mod demo;
 mod kcd;
 mod pipeline;
+mod tui;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,8 @@ struct Cli {
 enum Command {
     /// Replay capture files (pcap or pcapng) and report every Kerberos message.
     Replay(ReplayArgs),
+    /// The terminal UI for incidents: devices and their story, KDCs, findings, events.
+    Tui(tui::TuiArgs),
     /// The gateway's Kerberos constrained delegation client (S4U2Self + S4U2Proxy).
     Kcd {
         #[command(subcommand)]
@@ -85,6 +88,10 @@ struct ReplayArgs {
     #[arg(long, conflicts_with_all = ["report", "fail_on"])]
     no_diagnosis: bool,
 
+    /// Open the terminal UI on these captures instead of printing.
+    #[arg(long, conflicts_with_all = ["json", "output", "count", "report", "no_diagnosis"])]
+    tui: bool,
+
     #[command(flatten)]
     diagnosis: DiagnosisArgs,
 
@@ -100,7 +107,7 @@ enum FailOn {
 
 /// Thresholds of the diagnosis.
 #[derive(Args)]
-struct DiagnosisArgs {
+pub(crate) struct DiagnosisArgs {
     /// Seconds after which a request nobody answered counts as unanswered.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     unanswered_after: f64,
@@ -113,7 +120,7 @@ struct DiagnosisArgs {
 }
 
 impl DiagnosisArgs {
-    fn config(&self) -> kcd_correlate::Config {
+    pub(crate) fn config(&self) -> kcd_correlate::Config {
         let ns = |s: f64| (s.max(0.0) * 1e9) as i64;
         kcd_correlate::Config {
             unanswered_after_ns: ns(self.unanswered_after),
@@ -127,7 +134,7 @@ impl DiagnosisArgs {
 /// Ports and memory caps. Defaults suit a gateway host; every cap bounds memory whatever
 /// the capture holds.
 #[derive(Args)]
-struct Limits {
+pub(crate) struct Limits {
     /// Port carrying Kerberos (repeat for several).
     #[arg(long = "krb5-port", value_name = "PORT", default_value = "88")]
     krb5_ports: Vec<u16>,
@@ -158,7 +165,7 @@ struct Limits {
 }
 
 impl Limits {
-    fn config(&self) -> Config {
+    pub(crate) fn config(&self) -> Config {
         let s = |secs: u32| i64::from(secs) * 1_000_000_000;
         Config {
             krb5_ports: self.krb5_ports.clone(),
@@ -178,12 +185,19 @@ impl Limits {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
+        Some(Command::Replay(a)) if a.tui => return tui::from_replay(&a.files, a.demo, &a.diagnosis, &a.limits),
         Some(Command::Replay(a)) => a,
+        Some(Command::Tui(a)) => return tui::run(a),
         Some(Command::Kcd { command }) => {
             return kcd::run(command).unwrap_or_else(|e| {
                 eprintln!("kcdscope: {e:#}");
                 ExitCode::from(1)
             })
+        }
+        // On a terminal, the incident in the UI; piped, the report as text.
+        None if io::stdout().is_terminal() && io::stdin().is_terminal() => {
+            let a = ReplayArgs::parse_defaults();
+            return tui::from_replay(&[], true, &a.diagnosis, &a.limits);
         }
         None => {
             let mut a = ReplayArgs::parse_defaults();
