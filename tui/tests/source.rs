@@ -16,8 +16,11 @@ fn src() -> Source {
     Source::Replay { inputs: vec![Input::File(p)], decode: Default::default(), diagnosis: Default::default() }
 }
 
+/// What a snapshot says of where the replay stands: (position, done, start).
+type Seen = (Option<Timestamp>, bool, Option<Timestamp>);
+
 /// Runs the source and returns the snapshots' (position, done) until `stop` holds.
-fn run(speed: Speed, first: Option<Control>, stop: impl Fn(&kcd_tui::snapshot::Snapshot) -> bool) -> (Duration, Vec<(Option<Timestamp>, bool, Option<Timestamp>)>) {
+fn run(speed: Speed, first: Option<Control>, stop: impl Fn(&kcd_tui::snapshot::Snapshot) -> bool) -> (Duration, Vec<Seen>) {
     let (tx, rx) = mpsc::sync_channel(4);
     let (ctl, ctl_rx) = mpsc::channel();
     if let Some(c) = first {
@@ -27,14 +30,11 @@ fn run(speed: Speed, first: Option<Control>, stop: impl Fn(&kcd_tui::snapshot::S
     let h = std::thread::spawn(move || source::run(src(), tx, ctl_rx, speed));
     let mut seen = Vec::new();
     loop {
-        match rx.recv_timeout(Duration::from_secs(20)).unwrap() {
-            Msg::Snapshot(s) => {
-                seen.push((s.position, s.done, s.start));
-                if stop(&s) {
-                    break;
-                }
+        if let Msg::Snapshot(s) = rx.recv_timeout(Duration::from_secs(20)).unwrap() {
+            seen.push((s.position, s.done, s.start));
+            if stop(&s) {
+                break;
             }
-            _ => {}
         }
     }
     let took = t0.elapsed();
@@ -66,4 +66,77 @@ fn a_seek_stops_there_paused() {
     let pos = tail[0].0.unwrap();
     assert!(pos <= target && pos.0 > start.0, "stopped at {pos:?}, target {target:?}");
     assert_eq!(tail[0].0, tail[1].0, "paused: the position no longer moves");
+}
+
+/// An NDJSON event file (what `replay -o` writes) gives the devices the capture gives, and
+/// a followed file shows what is appended to it.
+#[test]
+fn an_event_file_read_whole_and_followed() {
+    // The events of the incident, as NDJSON, from the capture directly.
+    let pcap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../captures/incident/incident.pcap");
+    let mut dec = kcd_decode::Decoder::new(Default::default());
+    let mut lines = Vec::new();
+    {
+        let mut sink = |e: &kcd_schema::Event<'_>| {
+            let mut j = Vec::new();
+            e.write_json(&mut j);
+            j.push(b'\n');
+            lines.push(j);
+        };
+        kcd_capture::replay_file(&pcap, "incident.pcap", &mut dec, &mut sink).unwrap();
+        dec.finish(&mut sink);
+    }
+    let dir = std::env::temp_dir().join(format!("kcd-tui-events-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let whole = dir.join("whole.ndjson");
+    std::fs::write(&whole, lines.concat()).unwrap();
+
+    let devices_of = |src: Source, until: &dyn Fn(&kcd_tui::snapshot::Snapshot) -> bool| {
+        let (tx, rx) = mpsc::sync_channel(4);
+        let (ctl, ctl_rx) = mpsc::channel::<Control>();
+        let h = std::thread::spawn(move || source::run(src, tx, ctl_rx, Speed::Max));
+        let mut last = None;
+        while let Ok(m) = rx.recv_timeout(Duration::from_secs(10)) {
+            if let Msg::Snapshot(s) = m {
+                let stop = until(&s);
+                last = Some(s);
+                if stop {
+                    break;
+                }
+            }
+        }
+        drop(ctl);
+        drop(rx);
+        h.join().unwrap();
+        let mut d: Vec<String> = last.map(|s| s.devices.iter().map(|d| d.upn.clone()).collect()).unwrap_or_default();
+        d.sort();
+        d
+    };
+    let from_pcap = devices_of(src(), &|s| s.done);
+    let from_file = devices_of(Source::Events { path: whole.clone(), follow: false, diagnosis: Default::default() }, &|s| s.done);
+    assert_eq!(from_pcap.len(), 7, "{from_pcap:?}");
+    assert_eq!(from_file, from_pcap);
+
+    // Followed: half the file, then the rest appended while the source reads.
+    let grow = dir.join("grow.ndjson");
+    let half = lines.len() / 2;
+    std::fs::write(&grow, lines[..half].concat()).unwrap();
+    let rest = lines[half..].concat();
+    let g = grow.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(g).unwrap();
+        // In two writes, the first ending mid-line: a partial line waits for its end.
+        let cut = rest.len() / 2 + 3;
+        f.write_all(&rest[..cut]).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        f.write_all(&rest[cut..]).unwrap();
+    });
+    let want = from_pcap.len();
+    let followed = devices_of(Source::Events { path: grow, follow: true, diagnosis: Default::default() }, &|s| s.devices.len() >= want);
+    writer.join().unwrap();
+    assert_eq!(followed, from_pcap);
+    let _ = std::fs::remove_dir_all(&dir);
 }
