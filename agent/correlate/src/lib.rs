@@ -165,7 +165,8 @@ struct OutReq {
     via: Option<Name>,
     target: Name,
     first: Timestamp,
-    attempts: smallvec::SmallVec<[Attempt; 2]>,
+    // One inline: a request sent once is the rule, and a flood holds 65,536 of them.
+    attempts: smallvec::SmallVec<[Attempt; 1]>,
     /// The request came over TCP after a 52 on UDP.
     after_too_big: bool,
 }
@@ -229,7 +230,9 @@ pub struct Correlator {
     span: Option<(Timestamp, Timestamp)>,
     files: Vec<Box<str>>,
     last_file: Option<(usize, u32)>,
-    outstanding: Map<ReqKey, OutReq>,
+    /// Boxed: at the cap (65,536) the map has 131,072 buckets, and a bucket the size of a
+    /// request would cost 35 MB; a pointer costs 5 MB plus the requests themselves.
+    outstanding: Map<ReqKey, Box<OutReq>>,
     by_frame: Map<(u32, u64), ReqKey>,
     too_big: Map<ReqKey, TooBig>,
     /// (client, KDC) pairs with a 52 waiting, and how many.
@@ -266,12 +269,16 @@ pub struct Correlator {
     /// Requests declared unanswered, by request frame, in the order declared: a reply that
     /// comes later still (slow, not silent) takes the verdict back. Bounded by count and
     /// by the decoder's own pairing horizon.
-    late: Map<(u32, u64), (ReqKey, OutReq)>,
+    late: Map<(u32, u64), (ReqKey, Box<OutReq>)>,
     late_order: std::collections::VecDeque<(Timestamp, (u32, u64))>,
     /// The file of the previous event: time going back within one file is a glitch of the
     /// capture clock, not an older capture.
     current_file: Option<u32>,
 }
+
+/// Requests kept for a late reply: a reply later than --unanswered-after is rare, a flood
+/// of unanswered requests is not.
+const LATE_KEPT: usize = 4096;
 
 /// How long after being declared unanswered a request may still be answered (the
 /// decoder pairs replies for 30 s).
@@ -643,7 +650,7 @@ impl Correlator {
     }
 
     fn take(&mut self, key: &ReqKey) -> Option<OutReq> {
-        let o = self.outstanding.remove(key)?;
+        let o = *self.outstanding.remove(key)?;
         for a in &o.attempts {
             self.by_frame.remove(&(a.ev.file, a.ev.frame));
         }
@@ -735,7 +742,7 @@ impl Correlator {
         }
         self.outstanding.insert(
             key,
-            OutReq {
+            Box::new(OutReq {
                 kind,
                 principal,
                 via,
@@ -743,7 +750,7 @@ impl Correlator {
                 first: at,
                 attempts: smallvec::smallvec![attempt],
                 after_too_big,
-            },
+            }),
         );
         self.by_frame.insert((ev.file, ev.frame), key);
     }
@@ -1053,6 +1060,7 @@ impl Correlator {
     /// Takes back the verdict `unanswered` gave the request sent in `frame`.
     fn answered_late(&mut self, frame: (u32, u64)) -> Option<(ReqKey, OutReq)> {
         let (key, o) = self.late.remove(&frame)?;
+        let o = *o;
         let mut kdcs: smallvec::SmallVec<[(IpAddr, u16); 2]> = smallvec::SmallVec::new();
         for a in &o.attempts {
             if !kdcs.contains(&(a.kdc, a.port)) {
@@ -1124,7 +1132,7 @@ impl Correlator {
         // Kept a while, in case the reply is only late.
         let now = self.now.unwrap_or(o.first);
         while self.late_order.front().is_some_and(|(t, _)| now.0 - t.0 > LATE_WINDOW_NS)
-            || self.late_order.len() >= self.cfg.max_outstanding
+            || self.late_order.len() >= LATE_KEPT
         {
             if let Some((_, k)) = self.late_order.pop_front() {
                 self.late.remove(&k);
@@ -1137,9 +1145,9 @@ impl Correlator {
             // decoder paired it with.
             for a in o.attempts.iter().skip(1) {
                 self.late_order.push_back((now, (a.ev.file, a.ev.frame)));
-                self.late.insert((a.ev.file, a.ev.frame), (key, o.clone()));
+                self.late.insert((a.ev.file, a.ev.frame), (key, Box::new(o.clone())));
             }
-            self.late.insert(k, (key, o));
+            self.late.insert(k, (key, Box::new(o)));
         }
     }
 
@@ -1254,6 +1262,11 @@ fn oldest<'m, K: Clone + Ord + 'm, V: 'm>(
     n: usize,
 ) -> Vec<K> {
     let mut v: Vec<(Timestamp, &K)> = entries.into_iter().map(|(k, x)| (seen(x), k)).collect();
+    // At least a quarter of a full table: hashbrown reuses the slots of removed entries
+    // (rehashing in place) only when at most half its capacity is in use, and a table
+    // cut by an eighth then refilled under a flood of new keys doubled its buckets
+    // instead (the client table reached 32 MB for 65,536 clients).
+    let n = n.max(v.len() / 4 + 1);
     let n = n.clamp(1, v.len().max(1));
     if v.len() > n {
         v.select_nth_unstable(n - 1);

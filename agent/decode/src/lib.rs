@@ -186,7 +186,8 @@ struct TcpFlow {
     no_answer_reported: bool,
     /// Heap bytes this flow holds, as last counted into `Decoder::tcp_memory`.
     memory: usize,
-    repeats: Vec<Repeat>,
+    /// Boxed: most connections repeat nothing, and 65,536 of them are held at once.
+    repeats: Option<Box<Vec<Repeat>>>,
 }
 
 impl TcpFlow {
@@ -230,7 +231,7 @@ struct Emit<'s, S: Sink + ?Sized> {
     sources: &'s [Arc<str>],
     sink: &'s mut S,
     /// The connection's repeated anomalies (None outside a TCP connection).
-    repeats: Option<&'s mut Vec<Repeat>>,
+    repeats: Option<&'s mut Option<Box<Vec<Repeat>>>>,
 }
 
 /// An anomaly kind seen more than once in one connection and direction: the first was
@@ -251,7 +252,8 @@ struct Repeat {
 impl<S: Sink + ?Sized> Emit<'_, S> {
     fn anomaly(&mut self, ctx: &Ctx<'_>, layer: AnomalyLayer, kind: &'static str, detail: String) {
         self.stats.anomaly(kind);
-        if let Some(reps) = self.repeats.as_deref_mut() {
+        if let Some(slot) = self.repeats.as_deref_mut() {
+            let reps = slot.get_or_insert_with(Default::default);
             if let Some(r) = reps.iter_mut().find(|r| r.kind == kind && r.direction == ctx.direction) {
                 if r.count == 0 {
                     r.first_frame = ctx.frame;
@@ -299,8 +301,9 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
 
     /// Reports each anomaly the connection repeated, as one event per kind and direction.
     fn flush_repeats(&mut self, ctx: &Ctx<'_>, client: Endpoint, server: Endpoint) {
-        let Some(reps) = self.repeats.take() else { return };
-        for r in reps.drain(..).filter(|r| r.count > 0) {
+        let Some(reps) = self.repeats.take().and_then(Option::take) else { return };
+        let reps = *reps;
+        for r in reps.into_iter().filter(|r| r.count > 0) {
             let (src, dst) = match r.direction {
                 Direction::ToKdc => (client, server),
                 Direction::FromKdc => (server, client),
@@ -430,7 +433,8 @@ pub struct Decoder {
     source: u32,
     tcp: Lru<FlowKey, TcpFlow>,
     tcp_memory: usize,
-    udp_pending: Lru<(Endpoint, Endpoint), PendingQueue>,
+    /// With the flow's Community ID, computed once for the request and reused for its reply.
+    udp_pending: Lru<(Endpoint, Endpoint), (PendingQueue, Option<FlowId>)>,
     defrag: Defragmenter,
     stats: Stats,
     next_sweep: Option<Timestamp>,
@@ -635,7 +639,7 @@ impl Decoder {
         let flow_id = match self
             .udp_pending
             .peek_mut(&(client, server))
-            .and_then(|q| q.flow_id.take())
+            .and_then(|q| q.1.take())
         {
             Some(id) => id,
             None => FlowKey::new(PROTO_UDP, seg.src, seg.dst).0.community_id(),
@@ -676,19 +680,19 @@ impl Decoder {
             (Role::Request, Some(p)) if direction == Direction::ToKdc => {
                 if pending.len() >= max_pending && !pending.contains(&(client, server)) {
                     // Full: forget the pair waiting longest (the table's LRU end).
-                    if let Some((_, mut q)) = pending.pop_lru() {
+                    if let Some((_, (mut q, _))) = pending.pop_lru() {
                         while q.pop().is_some() {
                             evicted += 1;
                         }
                     }
                 }
-                let q = pending.get_or_insert_mut((client, server), PendingQueue::default);
-                q.push(p);
-                q.flow_id = Some(flow_id);
+                let q = pending.get_or_insert_mut((client, server), Default::default);
+                q.0.push(p);
+                q.1 = Some(flow_id);
                 None
             }
             (Role::Reply, None) if direction == Direction::FromKdc => {
-                let q = pending.peek_mut(&(client, server))?;
+                let (q, _) = pending.peek_mut(&(client, server))?;
                 let p = q.pop();
                 if q.is_empty() {
                     pending.pop(&(client, server));
@@ -757,7 +761,7 @@ impl Decoder {
                     server_packets: 0,
                     no_answer_reported: false,
                     memory: 0,
-                    repeats: Vec::new(),
+                    repeats: None,
                 },
             );
         }
@@ -915,7 +919,7 @@ impl Decoder {
             return;
         };
         self.tcp_memory = self.tcp_memory.saturating_sub(flow.memory);
-        let mut repeats = std::mem::take(&mut flow.repeats);
+        let mut repeats = flow.repeats.take();
         let mut emit = Emit {
             max_record: self.cfg.max_krb5_record,
             stats: &mut self.stats,
@@ -1083,9 +1087,9 @@ impl Decoder {
         while self
             .udp_pending
             .peek_lru()
-            .is_some_and(|(_, q)| q.newest().is_none_or(|t| now.0 - t.0 > timeout))
+            .is_some_and(|(_, (q, _))| q.newest().is_none_or(|t| now.0 - t.0 > timeout))
         {
-            if let Some((_, mut q)) = self.udp_pending.pop_lru() {
+            if let Some((_, (mut q, _))) = self.udp_pending.pop_lru() {
                 while q.pop().is_some() {
                     expired += 1;
                 }
@@ -1122,7 +1126,7 @@ impl Decoder {
             };
             self.close_flow(k, &pkt, file.as_deref(), END_OF_CAPTURE, sink);
         }
-        while let Some((_, mut q)) = self.udp_pending.pop_lru() {
+        while let Some((_, (mut q, _))) = self.udp_pending.pop_lru() {
             while q.pop().is_some() {
                 self.stats.pending_at_end += 1;
             }
