@@ -527,14 +527,14 @@ fn a_late_reply_is_slow_not_unanswered_and_its_latency_is_exact() {
 
 #[test]
 fn time_going_back_within_a_capture_does_not_miscount() {
-    // A request, one packet stamped 20 s in the future (a clock glitch), then the reply
-    // 300 ms after the request.
+    // A request, another client's request stamped 20 s in the future (a clock glitch),
+    // then the reply 300 ms after the first request.
     let (req, rep) = exchange();
     let mut frames = udp_exchange_frames(&req, &rep, 300_000_000);
     let glitch = Frame {
         ts_ns: NS + 20_000_000_000,
         link: LINKTYPE_RAW,
-        data: ip_packet(client(9), (ip("10.9.9.8"), 53), None, b"x"),
+        data: ip_packet(client(9), (ip("10.9.9.9"), 88), None, &req),
     };
     frames.insert(1, glitch);
     let bytes = pcap(&frames, LINKTYPE_RAW, false);
