@@ -372,10 +372,24 @@ fn pcapng_power_of_two_time_resolution() {
     // 2026-11-23 01:15:22.5 in units of 2^-20 s.
     let secs = 1_795_396_522u64;
     let units = (secs << 20) + (1 << 19);
-    let (events, stats) = replay(&pcapng_raw(0x80 | 20, &[(units, data.clone())], 0), Config::default());
+    let bytes = pcapng_raw(0x80 | 20, &[(units, data.clone())], 0);
+    let (events, stats) = replay(&bytes, Config::default());
     assert_eq!(stats.messages, 1);
     assert_eq!(events[0]["timestamp"], Timestamp(secs as i64 * 1_000_000_000 + 500_000_000).to_rfc3339());
     assert!(kinds(&events).is_empty(), "{:?}", kinds(&events));
+    // tshark reads the same time.
+    kcd_tests::require_tshark();
+    let path = std::env::temp_dir().join(format!("kcd-tsresol-{}.pcapng", std::process::id()));
+    std::fs::write(&path, &bytes).expect("written");
+    let out = std::process::Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&path)
+        .args(["-T", "fields", "-e", "frame.time_epoch"])
+        .output()
+        .expect("tshark runs");
+    let _ = std::fs::remove_file(&path);
+    let epoch = String::from_utf8_lossy(&out.stdout);
+    assert!(epoch.trim().starts_with(&format!("{secs}.5")), "tshark: {epoch}");
     // A resolution that cannot be represented is said, never silently replaced.
     let (events, _) = replay(&pcapng_raw(0x80 | 70, &[(units, data)], 0), Config::default());
     assert!(kinds(&events).contains(&"pcap_bad_tsresol".to_string()), "{:?}", kinds(&events));
