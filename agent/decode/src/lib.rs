@@ -187,7 +187,7 @@ struct TcpFlow {
     /// Heap bytes this flow holds, as last counted into `Decoder::tcp_memory`.
     memory: usize,
     /// Boxed: most connections repeat nothing, and 65,536 of them are held at once.
-    repeats: Option<Box<Vec<Repeat>>>,
+    repeats: Option<Box<Repeats>>,
 }
 
 impl TcpFlow {
@@ -231,8 +231,12 @@ struct Emit<'s, S: Sink + ?Sized> {
     sources: &'s [Arc<str>],
     sink: &'s mut S,
     /// The connection's repeated anomalies (None outside a TCP connection).
-    repeats: Option<&'s mut Option<Box<Vec<Repeat>>>>,
+    repeats: Option<&'s mut Option<Box<Repeats>>>,
 }
+
+/// A connection's repeated anomalies, boxed in `TcpFlow`: one pointer while there are none.
+#[derive(Default)]
+struct Repeats(Vec<Repeat>);
 
 /// An anomaly kind seen more than once in one connection and direction: the first was
 /// reported, the others are counted and reported as one event when the connection ends.
@@ -253,7 +257,7 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
     fn anomaly(&mut self, ctx: &Ctx<'_>, layer: AnomalyLayer, kind: &'static str, detail: String) {
         self.stats.anomaly(kind);
         if let Some(slot) = self.repeats.as_deref_mut() {
-            let reps = slot.get_or_insert_with(Default::default);
+            let reps = &mut slot.get_or_insert_with(Default::default).0;
             if let Some(r) = reps.iter_mut().find(|r| r.kind == kind && r.direction == ctx.direction) {
                 if r.count == 0 {
                     r.first_frame = ctx.frame;
@@ -302,7 +306,7 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
     /// Reports each anomaly the connection repeated, as one event per kind and direction.
     fn flush_repeats(&mut self, ctx: &Ctx<'_>, client: Endpoint, server: Endpoint) {
         let Some(reps) = self.repeats.take().and_then(Option::take) else { return };
-        let reps = *reps;
+        let reps = reps.0;
         for r in reps.into_iter().filter(|r| r.count > 0) {
             let (src, dst) = match r.direction {
                 Direction::ToKdc => (client, server),
