@@ -105,6 +105,8 @@ pub fn events_from_bytes(data: &[u8]) -> Vec<Event<'static>> {
                     layer: AnomalyLayer::Tcp,
                     kind: Cow::Borrowed("tcp_no_answer"),
                     detail: Cow::Borrowed(""),
+                    count: None,
+                    first_frame: None,
                 });
                 out.push(e);
                 continue;

@@ -143,6 +143,8 @@ fn same_bytes_as_serde_on_hostile_strings() {
                 layer: AnomalyLayer::Pcap,
                 kind: Cow::Borrowed(s),
                 detail: Cow::Borrowed(s),
+                count: None,
+                first_frame: None,
             }),
             ..Event::bare(Timestamp(0), EventType::Anomaly, None, 1)
         });

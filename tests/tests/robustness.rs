@@ -647,10 +647,11 @@ fn memory_stays_within_the_caps_under_a_flood() {
         };
         dec.packet(&pkt, &mut sink);
     }
+    // Given up to make room: counted apart, since they may still be answered.
     assert!(
-        dec.stats().requests_unanswered >= 9_000,
+        dec.stats().requests_evicted >= 9_000,
         "{}",
-        dec.stats().requests_unanswered
+        dec.stats().requests_evicted
     );
 }
 

@@ -41,6 +41,79 @@ pub enum Ending {
     Truncated,
     /// A block that cannot be parsed; nothing after it can be found reliably.
     Malformed(String),
+    /// The input goes on in a form that is not read (e.g. a pcapng file appended to a
+    /// pcap): unlike damage, the rest was never looked at, so the replay fails.
+    Unsupported(String),
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Unknown,
+    Pcap { big_endian: bool, snaplen: u32 },
+    PcapNg { big_endian: bool },
+}
+
+fn u32_at(b: &[u8], at: usize, big_endian: bool) -> Option<u32> {
+    let x: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(if big_endian {
+        u32::from_be_bytes(x)
+    } else {
+        u32::from_le_bytes(x)
+    })
+}
+
+/// Whether the block at the head of `data` has a length no writer produces: then the file
+/// does not end early, its block header is damaged (and the rest cannot be found).
+fn damaged_header(data: &[u8], format: Format) -> Option<String> {
+    match format {
+        Format::Pcap { big_endian, .. } if u32_at(data, 0, big_endian) == Some(0x0a0d_0d0a) => None,
+        Format::Pcap { big_endian, snaplen } => {
+            let caplen = u32_at(data, 8, big_endian)?;
+            let limit = snaplen.max(262_144);
+            (caplen > limit).then(|| {
+                format!("damaged record header: captured length {caplen} is over the snap length {snaplen}")
+            })
+        }
+        Format::PcapNg { big_endian } => {
+            let len = u32_at(data, 4, big_endian)?;
+            (len < 12 || len % 4 != 0 || len as usize > MAX_BLOCK)
+                .then(|| format!("damaged block header: block length {len}"))
+        }
+        Format::Unknown => None,
+    }
+}
+
+const APPENDED_PCAPNG: &str = "a pcapng section follows the pcap (concatenated files)";
+
+/// Whether a pcapng section header follows a classic pcap's records (its block type read
+/// as a record's seconds).
+fn appended_pcapng(data: &[u8], format: Format) -> bool {
+    matches!(format, Format::Pcap { big_endian, .. } if u32_at(data, 0, big_endian) == Some(0x0a0d_0d0a))
+}
+
+/// Reads the global header at the head of the reader's buffer; returns it with its size.
+fn next_pcap_header(
+    r: &mut dyn pcap_parser::traits::PcapReaderIterator,
+    format: Format,
+) -> Result<(pcap_parser::PcapHeader, usize), Ending> {
+    const SIZE: usize = 24;
+    while r.data().len() < SIZE {
+        let before = r.data().len();
+        if r.refill().is_err() || r.data().len() == before {
+            return Err(Ending::Truncated);
+        }
+    }
+    let h = match pcap_parser::parse_pcap_header(r.data()) {
+        Ok((_, h)) => h,
+        Err(_) => return Err(Ending::Malformed("damaged second pcap header".into())),
+    };
+    match format {
+        // The reader keeps the first header's byte order.
+        Format::Pcap { big_endian, .. } if big_endian == h.is_bigendian() => Ok((h, SIZE)),
+        _ => Err(Ending::Unsupported(
+            "a second capture with another byte order follows (concatenated files)".into(),
+        )),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +128,24 @@ struct Interface {
     /// Timestamp units per second.
     resolution: u64,
     offset_secs: i64,
+}
+
+/// Units per second of pcapng's `if_tsresol`: 10^n, or 2^n with the high bit set.
+/// pcap-parser 0.17 refuses every 2^n (it tests the byte with its flag bit still set), so
+/// the value is read here.
+fn tsresol_units(b: u8) -> Option<u64> {
+    let n = u32::from(b & 0x7f);
+    if b & 0x80 == 0 {
+        10u64.checked_pow(n)
+    } else {
+        1u64.checked_shl(n).filter(|_| n < 64)
+    }
+}
+
+/// Whether a pcap record header is in fact another file's global header (`cat a.pcap
+/// b.pcap`): its "seconds" are a pcap magic number in this file's byte order.
+fn is_pcap_magic(v: u32) -> bool {
+    matches!(v, 0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1)
 }
 
 fn ts_from_units(units: u64, resolution: u64, offset_secs: i64) -> Timestamp {
@@ -105,13 +196,17 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
     let mut frame = 0u64;
     let mut last_ts = Timestamp(0);
     let mut legacy: Option<(LinkType, u64)> = None;
+    // Byte order and snap length of the classic pcap header, or whether the pcapng section
+    // is big endian: what a damaged block header is judged against.
+    let mut format = Format::Unknown;
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut capacity = BUFFER;
     let ending = loop {
         match r.next() {
             Ok((offset, block)) => {
                 let mut packet: Option<(Timestamp, LinkType, &[u8])> = None;
-                let mut problem: Option<String> = None;
+                let mut problem: Option<(&'static str, String)> = None;
+                let mut next_header = false;
                 match block {
                     PcapBlockOwned::LegacyHeader(h) => {
                         let res = if h.is_nanosecond_precision() {
@@ -120,7 +215,12 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
                             1_000_000
                         };
                         legacy = Some((LinkType(h.network.0 as u32), res));
+                        format = Format::Pcap {
+                            big_endian: h.is_bigendian(),
+                            snaplen: h.snaplen,
+                        };
                     }
+                    PcapBlockOwned::Legacy(b) if is_pcap_magic(b.ts_sec) => next_header = true,
                     PcapBlockOwned::Legacy(b) => {
                         if let Some((link, res)) = legacy {
                             let ts = ts_from_units(
@@ -128,12 +228,31 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
                                 res,
                                 0,
                             );
-                            packet = Some((ts, link, b.data));
+                            let caplen = (b.caplen as usize).min(b.data.len());
+                            packet = Some((ts, link, &b.data[..caplen]));
                         }
                     }
-                    PcapBlockOwned::NG(Block::SectionHeader(_)) => interfaces.clear(),
+                    PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                        interfaces.clear();
+                        format = Format::PcapNg {
+                            big_endian: shb.big_endian(),
+                        };
+                    }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        let resolution = idb.ts_resolution().unwrap_or(1_000_000);
+                        let resolution = match tsresol_units(idb.if_tsresol) {
+                            Some(r) => r,
+                            None => {
+                                problem = Some((
+                                    "pcap_bad_tsresol",
+                                    format!(
+                                        "interface {} has a timestamp resolution (if_tsresol {:#04x}) that cannot be represented; its times are read as microseconds and are wrong",
+                                        interfaces.len(),
+                                        idb.if_tsresol
+                                    ),
+                                ));
+                                1_000_000
+                            }
+                        };
                         interfaces.push(Interface {
                             link: LinkType(idb.linktype.0 as u32),
                             resolution,
@@ -144,24 +263,40 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
                         match interfaces.get(epb.if_id as usize) {
                             Some(i) => {
                                 let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                // `data` runs to the block's 32-bit padding: the captured
+                                // length says where the packet ends (TSO captures carry an
+                                // IP total length of 0, so nothing else trims it).
+                                let caplen = (epb.caplen as usize).min(epb.data.len());
                                 packet = Some((
                                     ts_from_units(units, i.resolution, i.offset_secs),
                                     i.link,
-                                    epb.data,
+                                    &epb.data[..caplen],
                                 ));
                             }
                             None => {
-                                problem = Some(format!(
-                                    "packet block for interface {} which was never described",
-                                    epb.if_id
+                                problem = Some((
+                                    "pcap_bad_block",
+                                    format!(
+                                        "packet block for interface {} which was never described",
+                                        epb.if_id
+                                    ),
                                 ))
                             }
                         }
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => match interfaces.first() {
-                        // Simple packet blocks carry no time: keep the last one seen.
-                        Some(i) => packet = Some((last_ts, i.link, spb.data)),
-                        None => problem = Some("simple packet block before any interface".into()),
+                        // Simple packet blocks carry no time: keep the last one seen. Their
+                        // length is the original one, cut to what the block holds.
+                        Some(i) => {
+                            let len = (spb.origlen as usize).min(spb.data.len());
+                            packet = Some((last_ts, i.link, &spb.data[..len]))
+                        }
+                        None => {
+                            problem = Some((
+                                "pcap_bad_block",
+                                "simple packet block before any interface".into(),
+                            ))
+                        }
                     },
                     PcapBlockOwned::NG(_) => {}
                 }
@@ -177,11 +312,33 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
                         },
                         sink,
                     );
-                } else if let Some(detail) = problem {
-                    frame += 1;
-                    decoder.source_anomaly(last_ts, frame, "pcap_bad_block", detail, sink);
+                } else if let Some((kind, detail)) = problem {
+                    if kind == "pcap_bad_block" {
+                        frame += 1;
+                    }
+                    decoder.source_anomaly(last_ts, frame, kind, detail, sink);
                 }
-                r.consume(offset);
+                if !next_header {
+                    r.consume(offset);
+                    continue;
+                }
+                // Another capture's global header (`cat a.pcap b.pcap`): a new section.
+                match next_pcap_header(&mut *r, format) {
+                    Ok((h, size)) => {
+                        let res = if h.is_nanosecond_precision() {
+                            1_000_000_000
+                        } else {
+                            1_000_000
+                        };
+                        legacy = Some((LinkType(h.network.0 as u32), res));
+                        format = Format::Pcap {
+                            big_endian: h.is_bigendian(),
+                            snaplen: h.snaplen,
+                        };
+                        r.consume(size);
+                    }
+                    Err(e) => break e,
+                }
             }
             Err(PcapError::Eof) => break Ending::Complete,
             Err(PcapError::Incomplete(_)) => {
@@ -189,8 +346,23 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
                     break Ending::Malformed("read error".into());
                 }
             }
-            Err(PcapError::UnexpectedEof) => break Ending::Truncated,
+            Err(PcapError::UnexpectedEof) => {
+                if appended_pcapng(r.data(), format) {
+                    break Ending::Unsupported(APPENDED_PCAPNG.into());
+                }
+                match damaged_header(r.data(), format) {
+                    Some(why) => break Ending::Malformed(why),
+                    None => break Ending::Truncated,
+                }
+            }
             Err(PcapError::BufferTooSmall) => {
+                if appended_pcapng(r.data(), format) {
+                    break Ending::Unsupported(APPENDED_PCAPNG.into());
+                }
+                // A damaged length would grow the buffer to its limit for nothing.
+                if let Some(why) = damaged_header(r.data(), format) {
+                    break Ending::Malformed(why);
+                }
                 if capacity >= MAX_BLOCK || !r.grow(capacity * 2) {
                     break Ending::Malformed(format!("block larger than {} MiB", MAX_BLOCK >> 20));
                 }
@@ -216,6 +388,13 @@ pub fn replay_reader<R: Read + Send, S: Sink + ?Sized>(
             frame,
             "pcap_malformed",
             format!("unreadable block after frame {frame} ({why}); the rest of the file is skipped"),
+            sink,
+        ),
+        Ending::Unsupported(why) => decoder.source_anomaly(
+            last_ts,
+            frame,
+            "pcap_unsupported",
+            format!("{why} after frame {frame}; the rest of the input is not read"),
             sink,
         ),
     }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use kcd_capture::{replay_file, replay_reader, ReaderError};
+use kcd_capture::{replay_file, replay_reader, Ending, ReaderError};
 use kcd_correlate::Correlator;
 use kcd_decode::{Config, Decoder, Sink};
 use kcd_export::report::{self, Style};
@@ -274,6 +274,11 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                 }
             }
             for path in &args.files {
+                let label = if path.as_os_str() == "-" {
+                    "standard input".to_string()
+                } else {
+                    path.display().to_string()
+                };
                 let result = if path.as_os_str() == "-" {
                     replay_reader(io::stdin(), "-", &mut decoder, &mut sink).map_err(|e| match e {
                         ReaderError::Empty => "standard input: empty".to_string(),
@@ -286,6 +291,11 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                     replay_file(path, &path.display().to_string(), &mut decoder, &mut sink)
                         .map_err(|e| e.to_string())
                 };
+                // Input left unread is a failure, not an anomaly to scroll past.
+                let result = result.and_then(|r| match r.ending {
+                    Ending::Unsupported(why) => Err(format!("{label}: {why}; the rest was not read")),
+                    _ => Ok(()),
+                });
                 if let Err(msg) = result {
                     eprintln!("kcdscope: {msg}");
                     failed = true;

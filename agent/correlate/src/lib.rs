@@ -125,6 +125,8 @@ pub struct Stats {
     /// Times the capture clock went backwards (a new, older file): pending state was closed
     /// as at the end of a capture.
     pub clock_resets: u64,
+    /// Requests declared unanswered whose reply came later after all.
+    pub answered_late: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,14 +174,15 @@ struct Attempt {
     ev: Ev,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct OutReq {
     kind: ReqKind,
     principal: Option<Name>,
     via: Option<Name>,
     target: Name,
     first: Timestamp,
-    attempts: smallvec::SmallVec<[Attempt; 2]>,
+    // One inline: a request sent once is the rule, and a flood holds 65,536 of them.
+    attempts: smallvec::SmallVec<[Attempt; 1]>,
     /// The request came over TCP after a 52 on UDP.
     after_too_big: bool,
 }
@@ -243,7 +246,9 @@ pub struct Correlator {
     span: Option<(Timestamp, Timestamp)>,
     files: Vec<Box<str>>,
     last_file: Option<(usize, u32)>,
-    outstanding: Map<ReqKey, OutReq>,
+    /// Boxed: at the cap (65,536) the map has 131,072 buckets, and a bucket the size of a
+    /// request would cost 35 MB; a pointer costs 5 MB plus the requests themselves.
+    outstanding: Map<ReqKey, Box<OutReq>>,
     by_frame: Map<(u32, u64), ReqKey>,
     too_big: Map<ReqKey, TooBig>,
     /// (client, KDC) pairs with a 52 waiting, and how many.
@@ -277,7 +282,23 @@ pub struct Correlator {
     scratch: String,
     ip_buf: String,
     next_expiry: Option<Timestamp>,
+    /// Requests declared unanswered, by request frame, in the order declared: a reply that
+    /// comes later still (slow, not silent) takes the verdict back. Bounded by count and
+    /// by the decoder's own pairing horizon.
+    late: Map<(u32, u64), (ReqKey, Box<OutReq>)>,
+    late_order: std::collections::VecDeque<(Timestamp, (u32, u64))>,
+    /// The file of the previous event: time going back within one file is a glitch of the
+    /// capture clock, not an older capture.
+    current_file: Option<u32>,
 }
+
+/// Requests kept for a late reply: a reply later than --unanswered-after is rare, a flood
+/// of unanswered requests is not.
+const LATE_KEPT: usize = 4096;
+
+/// How long after being declared unanswered a request may still be answered (the
+/// decoder pairs replies for 30 s).
+const LATE_WINDOW_NS: i64 = 60 * SECOND;
 
 /// Distinct names kept for sharing; past it the set starts over (names in use live on).
 const MAX_INTERNED: usize = 1 << 16;
@@ -316,6 +337,9 @@ impl Correlator {
             scratch: String::new(),
             ip_buf: String::new(),
             next_expiry: None,
+            late: Map::default(),
+            late_order: std::collections::VecDeque::new(),
+            current_file: None,
         }
     }
 
@@ -335,7 +359,10 @@ impl Correlator {
     /// Feeds one event, in capture order.
     pub fn event(&mut self, e: &Event<'_>) {
         self.stats.events += 1;
-        self.advance(e.timestamp);
+        let file = self.file_id(e.pcap_file.as_deref());
+        let new_file = self.current_file.is_some_and(|f| f != file);
+        self.current_file = Some(file);
+        self.advance(e.timestamp, new_file);
         match e.event_type {
             EventType::Krb5 => {
                 if let Some(k) = &e.krb5 {
@@ -381,13 +408,13 @@ impl Correlator {
 
     // ------------------------------------------------------------------ time
 
-    fn advance(&mut self, ts: Timestamp) {
+    fn advance(&mut self, ts: Timestamp, new_file: bool) {
         self.span = Some(match self.span {
             None => (ts, ts),
             Some((a, b)) => (a.min(ts), b.max(ts)),
         });
         match self.now {
-            Some(now) if ts.0 < now.0 - SECOND => {
+            Some(now) if new_file && ts.0 < now.0 - SECOND => {
                 // An older capture follows a newer one: what waited in the first cannot be
                 // answered in the second.
                 self.stats.clock_resets += 1;
@@ -431,7 +458,7 @@ impl Correlator {
         for (first, key) in due {
             if let Some(o) = self.take(&key) {
                 if first.0 <= limit {
-                    self.unanswered(o);
+                    self.unanswered(key, o);
                 } else {
                     self.stats.pending_at_end += 1;
                 }
@@ -461,6 +488,8 @@ impl Correlator {
     fn close_pending(&mut self) {
         let Some(now) = self.now else { return };
         self.expire_due(now, true);
+        self.late.clear();
+        self.late_order.clear();
         self.outstanding.clear();
         self.by_frame.clear();
         self.too_big.clear();
@@ -640,7 +669,7 @@ impl Correlator {
     }
 
     fn take(&mut self, key: &ReqKey) -> Option<OutReq> {
-        let o = self.outstanding.remove(key)?;
+        let o = *self.outstanding.remove(key)?;
         for a in &o.attempts {
             self.by_frame.remove(&(a.ev.file, a.ev.frame));
         }
@@ -732,7 +761,7 @@ impl Correlator {
         }
         self.outstanding.insert(
             key,
-            OutReq {
+            Box::new(OutReq {
                 kind,
                 principal,
                 via,
@@ -740,7 +769,7 @@ impl Correlator {
                 first: at,
                 attempts: smallvec::smallvec![attempt],
                 after_too_big,
-            },
+            }),
         );
         self.by_frame.insert((ev.file, ev.frame), key);
     }
@@ -791,9 +820,12 @@ impl Correlator {
             }
             s.realm(k.realm.as_deref());
             if let Some(lat) = k.request.as_ref().map(|r| r.latency_us) {
+                let lat = u64::try_from(lat.max(1)).unwrap_or(1);
                 if let Some(h) = s.latency.as_mut() {
-                    let _ = h.record(u64::try_from(lat.max(1)).unwrap_or(1));
+                    let _ = h.record(lat);
                 }
+                // The histogram keeps 2 significant digits: the maximum is kept exactly.
+                s.latency_max = s.latency_max.max(lat);
             }
             s.label.clone()
         };
@@ -822,6 +854,17 @@ impl Correlator {
             self.by_frame.get(&(file, r.frame)).copied()
         });
         let req = req.and_then(|key| self.take(&key).map(|o| (key, o)));
+        // Answered after it was declared unanswered: slow, not silent.
+        let req = match (req, &k.request) {
+            (None, Some(r)) => {
+                let file = match r.pcap_file.as_deref() {
+                    Some(f) => self.file_id(Some(f)),
+                    None => ev.file,
+                };
+                self.answered_late((file, r.frame))
+            }
+            (req, _) => req,
+        };
         let mut failed_over = false;
         if let Some((_, o)) = &req {
             failed_over = self.failover(o, kdc, at);
@@ -947,7 +990,8 @@ impl Correlator {
             }
             Some(x) => {
                 let code = x.code;
-                if code == ErrorCode::KDC_ERR_PREAUTH_REQUIRED {
+                // No error-code could be read (the decoder says -1): nothing to explain.
+                if code == ErrorCode::KDC_ERR_PREAUTH_REQUIRED || code.0 < 0 {
                     return;
                 }
                 if code == ErrorCode::KRB_ERR_RESPONSE_TOO_BIG && transport == Transport::Udp {
@@ -1032,7 +1076,42 @@ impl Correlator {
         true
     }
 
-    fn unanswered(&mut self, o: OutReq) {
+    /// Takes back the verdict `unanswered` gave the request sent in `frame`.
+    fn answered_late(&mut self, frame: (u32, u64)) -> Option<(ReqKey, OutReq)> {
+        let (key, o) = self.late.remove(&frame)?;
+        let o = *o;
+        let mut kdcs: smallvec::SmallVec<[(IpAddr, u16); 2]> = smallvec::SmallVec::new();
+        for a in &o.attempts {
+            if !kdcs.contains(&(a.kdc, a.port)) {
+                kdcs.push((a.kdc, a.port));
+            }
+        }
+        let frames: smallvec::SmallVec<[Ev; 2]> = o.attempts.iter().map(|a| a.ev).collect();
+        for (kdc, port) in kdcs {
+            if let Some(s) = self.kdcs.get_mut(&(kdc, port)) {
+                s.unanswered = s.unanswered.saturating_sub(1);
+                s.silent.count = s.silent.count.saturating_sub(1);
+                s.silent.evidence.retain(|e| !frames.iter().any(|f| f.file == e.file && f.frame == e.frame));
+            }
+        }
+        if let Some(p) = o.principal.as_deref() {
+            if let Some(ps) = self.principals.get_mut(p) {
+                let before = ps.steps.len();
+                ps.steps.retain(|s| !(s.outcome == Outcome::Unanswered && frames.iter().any(|f| f.file == s.file && f.frame == s.frame)));
+                if ps.steps.len() < before {
+                    ps.failed = ps.failed.saturating_sub(1);
+                }
+            }
+        }
+        self.stats.answered_late += 1;
+        // The other attempts' frames lead to the same request.
+        for a in &o.attempts {
+            self.late.remove(&(a.ev.file, a.ev.frame));
+        }
+        Some((key, o))
+    }
+
+    fn unanswered(&mut self, key: ReqKey, o: OutReq) {
         let mut kdcs: smallvec::SmallVec<[(IpAddr, u16); 2]> = smallvec::SmallVec::new();
         for a in &o.attempts {
             if !kdcs.contains(&(a.kdc, a.port)) {
@@ -1068,6 +1147,26 @@ impl Correlator {
                 let p = p.clone();
                 self.record_step(&p, step);
             }
+        }
+        // Kept a while, in case the reply is only late.
+        let now = self.now.unwrap_or(o.first);
+        while self.late_order.front().is_some_and(|(t, _)| now.0 - t.0 > LATE_WINDOW_NS)
+            || self.late_order.len() >= LATE_KEPT
+        {
+            if let Some((_, k)) = self.late_order.pop_front() {
+                self.late.remove(&k);
+            }
+        }
+        if let Some(a) = o.attempts.first() {
+            let k = (a.ev.file, a.ev.frame);
+            self.late_order.push_back((now, k));
+            // Every attempt's frame leads to the request: the reply names the one the
+            // decoder paired it with.
+            for a in o.attempts.iter().skip(1) {
+                self.late_order.push_back((now, (a.ev.file, a.ev.frame)));
+                self.late.insert((a.ev.file, a.ev.frame), (key, Box::new(o.clone())));
+            }
+            self.late.insert(k, (key, Box::new(o)));
         }
     }
 
@@ -1182,6 +1281,11 @@ fn oldest<'m, K: Clone + Ord + 'm, V: 'm>(
     n: usize,
 ) -> Vec<K> {
     let mut v: Vec<(Timestamp, &K)> = entries.into_iter().map(|(k, x)| (seen(x), k)).collect();
+    // At least a quarter of a full table: hashbrown reuses the slots of removed entries
+    // (rehashing in place) only when at most half its capacity is in use, and a table
+    // cut by an eighth then refilled under a flood of new keys doubled its buckets
+    // instead (the client table reached 32 MB for 65,536 clients).
+    let n = n.max(v.len() / 4 + 1);
     let n = n.clamp(1, v.len().max(1));
     if v.len() > n {
         v.select_nth_unstable(n - 1);

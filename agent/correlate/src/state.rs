@@ -154,6 +154,7 @@ pub struct Kdc {
     pub failed_over: u64,
     pub offset: OffsetStats,
     pub(crate) latency: Option<Histogram<u64>>,
+    pub(crate) latency_max: u64,
     pub(crate) silent: Trouble,
     pub(crate) offset_over: Trouble,
 }
@@ -178,6 +179,7 @@ impl Kdc {
             offset: OffsetStats::default(),
             // Microseconds up to an hour at 2 significant digits: a few KiB per KDC.
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 2).ok(),
+            latency_max: 0,
             silent: Trouble::default(),
             offset_over: Trouble::default(),
         }
@@ -194,7 +196,7 @@ impl Kdc {
             p50: h.value_at_quantile(0.5),
             p90: h.value_at_quantile(0.9),
             p99: h.value_at_quantile(0.99),
-            max: h.max(),
+            max: self.latency_max,
         })
     }
 

@@ -54,6 +54,11 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
         }
     }
 
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let i = *self.index.get(k)? as usize;
+        self.items.get_mut(i).map(|(_, v)| v)
+    }
+
     pub fn remove(&mut self, k: &K) -> Option<V> {
         let i = self.index.remove(k)? as usize;
         let (_, v) = self.items.swap_remove(i);

@@ -14,6 +14,8 @@ const T0: i64 = 1_800_000_000_000_000_000;
 struct Cap {
     lines: Vec<String>,
     frame: u64,
+    /// The capture file of the events that follow (t.pcap unless set).
+    file: Option<&'static str>,
 }
 
 fn ts(ms: i64) -> String {
@@ -25,7 +27,7 @@ impl Cap {
         self.frame += 1;
         let (sp, dp) = if kind == "from_kdc" { (88, 40000) } else { (40000, 88) };
         let mut e = json!({
-            "timestamp": ts(ms), "event_type": "krb5", "pcap_file": "t.pcap", "frame": self.frame,
+            "timestamp": ts(ms), "event_type": "krb5", "pcap_file": self.file.unwrap_or("t.pcap"), "frame": self.frame,
             "flow_id": format!("1:{src}-{dst}"), "src_ip": src, "src_port": sp, "dest_ip": dst,
             "dest_port": dp, "proto": proto, "krb5": body,
         });
@@ -250,6 +252,7 @@ fn an_older_file_after_a_newer_one_closes_what_was_waiting() {
     c.req(100_000, GW, DC1, "UDP", as_req("u", 1));
     c.req(100_010, GW, DC1, "UDP", as_req("u2", 2));
     // An older capture: its request/reply pair must not be confused with the above.
+    c.file = Some("older.pcap");
     let r = c.req(0, GW, DC1, "UDP", as_req("v", 3));
     c.rep(2, DC1, GW, "UDP", as_rep("v"), r, 0);
     let (k, f) = c.run(Config::default());

@@ -13,10 +13,25 @@ mod stats;
 pub mod tcp;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// Flow tables are keyed by addresses an attacker chooses: a seeded hasher, and fast.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A table in least-recently-used order: the entry to evict or to age out is at one end,
+/// so a flood of new flows costs O(1) each instead of a scan of the table.
+type Lru<K, V> = lru::LruCache<K, V, foldhash::fast::RandomState>;
+
+fn lru<K: std::hash::Hash + Eq, V>() -> Lru<K, V> {
+    lru::LruCache::unbounded_with_hasher(foldhash::fast::RandomState::default())
+}
+
+/// A client's SYN left this long without an answer (in capture time) is evidence that
+/// nobody answers: Linux resends it after 1 s, Windows after 3 s. A connection cut by the
+/// end of the capture (or evicted) sooner is not.
+const SYN_ANSWER_WAIT_NS: i64 = 3 * SECOND;
+
+const END_OF_CAPTURE: &str = "end of capture";
+
+/// Distinct anomaly kinds aggregated per connection; past it they are reported one by one.
+const REPEAT_KINDS: usize = 8;
 use std::sync::Arc;
 
 use kcd_krb5::frame::{FrameEvent, RecordFramer};
@@ -171,6 +186,8 @@ struct TcpFlow {
     no_answer_reported: bool,
     /// Heap bytes this flow holds, as last counted into `Decoder::tcp_memory`.
     memory: usize,
+    /// Boxed: most connections repeat nothing, and 65,536 of them are held at once.
+    repeats: Option<Box<Repeats>>,
 }
 
 impl TcpFlow {
@@ -213,18 +230,102 @@ struct Emit<'s, S: Sink + ?Sized> {
     stats: &'s mut Stats,
     sources: &'s [Arc<str>],
     sink: &'s mut S,
+    /// The connection's repeated anomalies (None outside a TCP connection).
+    repeats: Option<&'s mut Option<Box<Repeats>>>,
+}
+
+/// A connection's repeated anomalies, boxed in `TcpFlow`: one pointer while there are none.
+#[derive(Default)]
+struct Repeats(Vec<Repeat>);
+
+/// An anomaly kind seen more than once in one connection and direction: the first was
+/// reported, the others are counted and reported as one event when the connection ends.
+/// Four zero bytes each made an event before: 1.5 MB of capture gave 128 MB of output.
+struct Repeat {
+    kind: &'static str,
+    layer: AnomalyLayer,
+    direction: Direction,
+    /// Repetitions after the first.
+    count: u64,
+    first_frame: u64,
+    last_frame: u64,
+    last_ts: Timestamp,
+    detail: String,
 }
 
 impl<S: Sink + ?Sized> Emit<'_, S> {
     fn anomaly(&mut self, ctx: &Ctx<'_>, layer: AnomalyLayer, kind: &'static str, detail: String) {
         self.stats.anomaly(kind);
+        if let Some(slot) = self.repeats.as_deref_mut() {
+            let reps = &mut slot.get_or_insert_with(Default::default).0;
+            if let Some(r) = reps.iter_mut().find(|r| r.kind == kind && r.direction == ctx.direction) {
+                if r.count == 0 {
+                    r.first_frame = ctx.frame;
+                }
+                r.count += 1;
+                r.last_frame = ctx.frame;
+                r.last_ts = ctx.ts;
+                r.detail = detail;
+                return;
+            }
+            if reps.len() < REPEAT_KINDS && kind != "tcp_no_answer" {
+                reps.push(Repeat {
+                    kind,
+                    layer,
+                    direction: ctx.direction,
+                    count: 0,
+                    first_frame: 0,
+                    last_frame: 0,
+                    last_ts: ctx.ts,
+                    detail: String::new(),
+                });
+            }
+        }
+        self.emit_anomaly(ctx, layer, kind, detail, None);
+    }
+
+    fn emit_anomaly(
+        &mut self,
+        ctx: &Ctx<'_>,
+        layer: AnomalyLayer,
+        kind: &'static str,
+        detail: String,
+        repeated: Option<(u64, u64)>,
+    ) {
         let mut e = ctx.envelope(EventType::Anomaly);
         e.anomaly = Some(Anomaly {
             layer,
             kind: Cow::Borrowed(kind),
             detail: Cow::Owned(detail),
+            count: repeated.map(|r| r.0),
+            first_frame: repeated.map(|r| r.1),
         });
         self.sink.event(&e);
+    }
+
+    /// Reports each anomaly the connection repeated, as one event per kind and direction.
+    fn flush_repeats(&mut self, ctx: &Ctx<'_>, client: Endpoint, server: Endpoint) {
+        let Some(reps) = self.repeats.take().and_then(Option::take) else { return };
+        let reps = reps.0;
+        for r in reps.into_iter().filter(|r| r.count > 0) {
+            let (src, dst) = match r.direction {
+                Direction::ToKdc => (client, server),
+                Direction::FromKdc => (server, client),
+            };
+            let at = Ctx {
+                ts: r.last_ts,
+                frame: r.last_frame,
+                src,
+                dst,
+                direction: r.direction,
+                ..*ctx
+            };
+            let detail = format!(
+                "{} more times in this connection, frames {} to {} (the last: {})",
+                r.count, r.first_frame, r.last_frame, r.detail
+            );
+            self.emit_anomaly(&at, r.layer, r.kind, detail, Some((r.count, r.first_frame)));
+        }
     }
 
     /// Decodes and reports one Kerberos message; pairs it through `queue`.
@@ -334,12 +435,15 @@ pub struct Decoder {
     cfg: Config,
     sources: Vec<Arc<str>>,
     source: u32,
-    tcp: Map<FlowKey, TcpFlow>,
+    tcp: Lru<FlowKey, TcpFlow>,
     tcp_memory: usize,
-    udp_pending: Map<(Endpoint, Endpoint), PendingQueue>,
+    /// With the flow's Community ID, computed once for the request and reused for its reply.
+    udp_pending: Lru<(Endpoint, Endpoint), (PendingQueue, Option<FlowId>)>,
     defrag: Defragmenter,
     stats: Stats,
     next_sweep: Option<Timestamp>,
+    /// The latest capture time seen: how long a connection at the end of the capture had.
+    clock: Option<Timestamp>,
 }
 
 impl Decoder {
@@ -349,12 +453,13 @@ impl Decoder {
             cfg,
             sources: Vec::new(),
             source: 0,
-            tcp: Map::default(),
+            tcp: lru(),
             tcp_memory: 0,
-            udp_pending: Map::default(),
+            udp_pending: lru(),
             defrag,
             stats: Stats::default(),
             next_sweep: None,
+            clock: None,
         }
     }
 
@@ -402,6 +507,8 @@ impl Decoder {
                 layer: AnomalyLayer::Pcap,
                 kind: Cow::Borrowed(kind),
                 detail: Cow::Owned(detail),
+                count: None,
+                first_frame: None,
             }),
             ..Event::bare(ts, EventType::Anomaly, file.as_deref().map(Cow::Borrowed), frame)
         };
@@ -423,6 +530,7 @@ impl Decoder {
     pub fn packet<S: Sink + ?Sized>(&mut self, pkt: &Packet<'_>, sink: &mut S) {
         self.stats.packets += 1;
         self.stats.bytes += pkt.data.len() as u64;
+        self.clock = Some(self.clock.map_or(pkt.ts, |c| c.max(pkt.ts)));
         match self.next_sweep {
             Some(t) if pkt.ts < t => {}
             _ => {
@@ -465,6 +573,8 @@ impl Decoder {
                         layer,
                         kind: Cow::Borrowed(kind),
                         detail: Cow::Owned(detail),
+                        count: None,
+                        first_frame: None,
                     }),
                     ..Event::bare(pkt.ts, EventType::Anomaly, file.as_deref().map(Cow::Borrowed), pkt.frame)
                 };
@@ -532,8 +642,8 @@ impl Decoder {
         };
         let flow_id = match self
             .udp_pending
-            .get_mut(&(client, server))
-            .and_then(|q| q.flow_id.take())
+            .peek_mut(&(client, server))
+            .and_then(|q| q.1.take())
         {
             Some(id) => id,
             None => FlowKey::new(PROTO_UDP, seg.src, seg.dst).0.community_id(),
@@ -554,6 +664,7 @@ impl Decoder {
             stats: &mut self.stats,
             sources: &self.sources,
             sink,
+            repeats: None,
         };
         if seg.truncated {
             emit.anomaly(
@@ -568,36 +679,48 @@ impl Decoder {
         }
         let pending = &mut self.udp_pending;
         let max_pending = self.cfg.max_pending_udp;
-        let stats_unanswered = &mut 0u64;
+        let mut evicted = 0u64;
         emit.message(&ctx, seg.payload, &mut |role, p| match (role, p) {
             (Role::Request, Some(p)) if direction == Direction::ToKdc => {
-                if pending.len() >= max_pending && !pending.contains_key(&(client, server)) {
-                    // Full: forget the pair waiting longest.
-                    if let Some(oldest) = pending
-                        .iter()
-                        .min_by_key(|(k, q)| (q.newest(), **k))
-                        .map(|(k, _)| *k)
-                    {
-                        pending.remove(&oldest);
-                        *stats_unanswered += 1;
+                if pending.len() >= max_pending && !pending.contains(&(client, server)) {
+                    // Full: forget the pair waiting longest (the table's LRU end).
+                    if let Some((_, (mut q, _))) = pending.pop_lru() {
+                        while q.pop().is_some() {
+                            evicted += 1;
+                        }
                     }
                 }
-                let q = pending.entry((client, server)).or_default();
-                q.push(p);
-                q.flow_id = Some(flow_id);
+                let q = pending.get_or_insert_mut((client, server), Default::default);
+                q.0.push(p);
+                q.1 = Some(flow_id);
                 None
             }
             (Role::Reply, None) if direction == Direction::FromKdc => {
-                let q = pending.get_mut(&(client, server))?;
+                let (q, _) = pending.peek_mut(&(client, server))?;
                 let p = q.pop();
                 if q.is_empty() {
-                    pending.remove(&(client, server));
+                    pending.pop(&(client, server));
                 }
                 p
             }
             _ => None,
         });
-        self.stats.requests_unanswered += *stats_unanswered;
+        if evicted > 0 {
+            // Not known to be unanswered: their replies may still come, and will then
+            // count as replies without a request.
+            let before = emit.stats.requests_evicted;
+            emit.stats.requests_evicted += evicted;
+            emit.stats.anomalies.entry("krb5_request_table_full").and_modify(|n| *n += 1).or_insert(1);
+            // Reported when the count passes a power of two: a flood says so a few dozen
+            // times, not once per request.
+            if (before + evicted).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) || before == 0 {
+                let detail = format!(
+                    "UDP request table full (--max-pending-requests {max_pending}): {} requests waiting longest given up so far, without knowing whether they are answered",
+                    before + evicted
+                );
+                emit.emit_anomaly(&ctx, AnomalyLayer::Krb5, "krb5_request_table_full", detail, None);
+            }
+        }
     }
 
     fn tcp<S: Sink + ?Sized>(
@@ -611,7 +734,7 @@ impl Decoder {
     ) {
         let Some(meta) = seg.tcp else { return };
         let (key, _) = FlowKey::new(PROTO_TCP, seg.src, seg.dst);
-        if !self.tcp.contains_key(&key) {
+        if !self.tcp.contains(&key) {
             // Only a SYN or data opens a flow: the last ACK of a closed connection must not
             // bring it back to life.
             if meta.rst || (seg.payload.is_empty() && !meta.syn) {
@@ -626,7 +749,7 @@ impl Decoder {
                 (seg.dst, seg.src)
             };
             self.stats.tcp_flows += 1;
-            self.tcp.insert(
+            self.tcp.put(
                 key,
                 TcpFlow {
                     client,
@@ -642,6 +765,7 @@ impl Decoder {
                     server_packets: 0,
                     no_answer_reported: false,
                     memory: 0,
+                    repeats: None,
                 },
             );
         }
@@ -667,6 +791,7 @@ impl Decoder {
             stats: &mut self.stats,
             sources: &self.sources,
             sink,
+            repeats: Some(&mut flow.repeats),
         };
         if seg.truncated {
             emit.anomaly(
@@ -794,15 +919,17 @@ impl Decoder {
         why: &str,
         sink: &mut S,
     ) {
-        let Some(mut flow) = self.tcp.remove(&key) else {
+        let Some(mut flow) = self.tcp.pop(&key) else {
             return;
         };
         self.tcp_memory = self.tcp_memory.saturating_sub(flow.memory);
+        let mut repeats = flow.repeats.take();
         let mut emit = Emit {
             max_record: self.cfg.max_krb5_record,
             stats: &mut self.stats,
             sources: &self.sources,
             sink,
+            repeats: Some(&mut repeats),
         };
         for d in 0..2 {
             let (src, dst) = if d == 0 {
@@ -851,7 +978,26 @@ impl Decoder {
                 );
             }
         }
-        if flow.client_syns > 0 && flow.server_packets == 0 && !flow.no_answer_reported {
+        let end_ctx = Ctx {
+            ts: pkt.ts,
+            frame: pkt.frame,
+            pcap_file: file,
+            flow_id: &flow.flow_id,
+            src: flow.client,
+            dst: flow.server,
+            transport: Transport::Tcp,
+            direction: Direction::ToKdc,
+            source: self.source,
+        };
+        emit.flush_repeats(&end_ctx, flow.client, flow.server);
+        // How long the SYN waited, by the capture's clock: a connection cut short by the
+        // end of the capture or by eviction had no time to be answered.
+        let waited = self.clock.map_or(0, |c| c.0 - flow.first_seen.0);
+        if flow.client_syns > 0
+            && flow.server_packets == 0
+            && !flow.no_answer_reported
+            && waited >= SYN_ANSWER_WAIT_NS
+        {
             let ctx = Ctx {
                 ts: pkt.ts,
                 frame: pkt.frame,
@@ -869,13 +1015,23 @@ impl Decoder {
                 AnomalyLayer::Tcp,
                 "tcp_no_answer",
                 format!(
-                    "connection attempt (SYN) from {}:{} to {}:{} never answered ({why})",
-                    flow.client.ip, flow.client.port, flow.server.ip, flow.server.port
+                    "connection attempt (SYN) from {}:{} to {}:{} not answered in {:.1} s ({why})",
+                    flow.client.ip,
+                    flow.client.port,
+                    flow.server.ip,
+                    flow.server.port,
+                    waited as f64 / 1e9
                 ),
             );
         }
+        // Cut by the end of the capture, a request is undecided, not unanswered.
+        let end = why == END_OF_CAPTURE;
         while flow.pending.pop().is_some() {
-            self.stats.requests_unanswered += 1;
+            if end {
+                self.stats.pending_at_end += 1;
+            } else {
+                self.stats.requests_unanswered += 1;
+            }
         }
     }
 
@@ -885,27 +1041,36 @@ impl Decoder {
         file: Option<&str>,
         sink: &mut S,
     ) {
-        let oldest = self
-            .tcp
-            .iter()
-            .min_by_key(|(k, f)| (f.last_seen, k.a, k.b))
-            .map(|(k, _)| *k);
+        let oldest = self.tcp.peek_lru().map(|(k, _)| *k);
         if let Some(k) = oldest {
             self.stats.anomaly("tcp_flow_table_full");
+            let n = self.stats.anomalies.get("tcp_flow_table_full").copied().unwrap_or(0);
+            // Said when the count reaches a power of two: a few dozen events in a flood.
+            if n.is_power_of_two() {
+                let detail = format!(
+                    "TCP connection table full (--max-tcp-flows {}): {n} least recently active connections closed so far",
+                    self.cfg.max_tcp_flows
+                );
+                let f = self.pcap_file();
+                let e = Event {
+                    anomaly: Some(Anomaly::new(
+                        AnomalyLayer::Tcp,
+                        Cow::Borrowed("tcp_flow_table_full"),
+                        Cow::Owned(detail),
+                    )),
+                    ..Event::bare(pkt.ts, EventType::Anomaly, f.as_deref().map(Cow::Borrowed), pkt.frame)
+                };
+                sink.event(&e);
+            }
             self.close_flow(k, pkt, file, "flow table full (--max-tcp-flows)", sink);
         }
     }
 
     /// Ages state out by capture time: idle TCP flows, unanswered requests, fragments.
     fn sweep<S: Sink + ?Sized>(&mut self, now: Timestamp, frame: u64, sink: &mut S) {
+        // Both tables are in order of last activity: what is idle is at the LRU end, and
+        // the walk stops at the first entry that is not (O(expired), not O(table)).
         let idle = self.cfg.tcp_idle_timeout_ns;
-        let mut stale: Vec<(FlowKey, Timestamp)> = self
-            .tcp
-            .iter()
-            .filter(|(_, f)| now.0 - f.last_seen.0 > idle)
-            .map(|(k, f)| (*k, f.last_seen))
-            .collect();
-        stale.sort_by_key(|(k, t)| (*t, k.a, k.b));
         let file = self.pcap_file();
         let pkt = Packet {
             ts: now,
@@ -913,22 +1078,27 @@ impl Decoder {
             data: &[],
             frame,
         };
-        for (k, _) in stale {
+        while let Some(k) = self
+            .tcp
+            .peek_lru()
+            .filter(|(_, f)| now.0 - f.last_seen.0 > idle)
+            .map(|(k, _)| *k)
+        {
             self.close_flow(k, &pkt, file.as_deref(), "idle timeout", sink);
         }
         let timeout = self.cfg.request_timeout_ns;
-        let before = self.udp_pending.len();
         let mut expired = 0u64;
-        self.udp_pending.retain(|_, q| {
-            let keep = q.newest().is_some_and(|t| now.0 - t.0 <= timeout);
-            if !keep {
+        while self
+            .udp_pending
+            .peek_lru()
+            .is_some_and(|(_, (q, _))| q.newest().is_none_or(|t| now.0 - t.0 > timeout))
+        {
+            if let Some((_, (mut q, _))) = self.udp_pending.pop_lru() {
                 while q.pop().is_some() {
                     expired += 1;
                 }
             }
-            keep
-        });
-        let _ = before;
+        }
         self.stats.requests_unanswered += expired;
         for f in self.defrag.expire(now) {
             self.source_anomaly(
@@ -951,18 +1121,18 @@ impl Decoder {
         keys.sort_by_key(|(k, t)| (*t, k.a, k.b));
         let file = self.pcap_file();
         for (k, last) in keys {
-            let frame = self.tcp.get(&k).map_or(0, |f| f.last_frame);
+            let frame = self.tcp.peek(&k).map_or(0, |f| f.last_frame);
             let pkt = Packet {
                 ts: last,
                 link: LinkType::RAW,
                 data: &[],
                 frame,
             };
-            self.close_flow(k, &pkt, file.as_deref(), "end of capture", sink);
+            self.close_flow(k, &pkt, file.as_deref(), END_OF_CAPTURE, sink);
         }
-        for (_, mut q) in std::mem::take(&mut self.udp_pending) {
+        while let Some((_, (mut q, _))) = self.udp_pending.pop_lru() {
             while q.pop().is_some() {
-                self.stats.requests_unanswered += 1;
+                self.stats.pending_at_end += 1;
             }
         }
     }

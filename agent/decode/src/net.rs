@@ -92,11 +92,33 @@ fn family_to_ether_type(af: u32) -> Option<EtherType> {
     }
 }
 
+/// VLAN tags followed on one frame; past it the frame is reported, not guessed at.
+const MAX_VLAN_TAGS: usize = 16;
+
 /// Slices a frame down to the network layer.
 fn slice_link(link: LinkType, data: &[u8]) -> Result<LaxSlicedPacket<'_>, (&'static str, String)> {
     let bad = |what: &str| ("link_malformed", what.to_string());
     match link {
-        LinkType::ETHERNET => LaxSlicedPacket::from_ethernet(data).map_err(|e| bad(&e.to_string())),
+        LinkType::ETHERNET => {
+            // VLAN tags are taken off here: etherparse stops after three, and a frame with
+            // more would vanish without a word (tshark decodes any number).
+            let mut at = 12;
+            let mut tags = 0;
+            loop {
+                let et = match data.get(at..at + 2) {
+                    Some(b) => u16::from_be_bytes([b[0], b[1]]),
+                    None => return Err(bad("Ethernet header cut")),
+                };
+                if !matches!(et, 0x8100 | 0x88a8 | 0x9100) {
+                    return Ok(LaxSlicedPacket::from_ether_type(EtherType(et), &data[at + 2..]));
+                }
+                tags += 1;
+                if tags > MAX_VLAN_TAGS {
+                    return Err(("link_vlan_too_deep", format!("more than {MAX_VLAN_TAGS} VLAN tags")));
+                }
+                at += 4;
+            }
+        }
         LinkType::RAW
         | LinkType::RAW_OLD
         | LinkType::RAW_OLD2

@@ -20,6 +20,10 @@ pub struct Stats {
     pub tcp_out_of_order: u64,
     pub replies_without_request: u64,
     pub requests_unanswered: u64,
+    /// UDP requests given up because the pending table was full (answered or not).
+    pub requests_evicted: u64,
+    /// Requests still waiting when the capture ended: too recent to call unanswered.
+    pub pending_at_end: u64,
 }
 
 impl Stats {
@@ -56,7 +60,7 @@ impl Stats {
             }
         };
         format!(
-            "kcdscope: {} file{}, {} packets, {} Kerberos messages ({}); KRB-ERROR codes: {}; anomalies: {}; TCP: {} flows, {} retransmitted and {} out-of-order segments; {} replies without a request, {} requests unanswered",
+            "kcdscope: {} file{}, {} packets, {} Kerberos messages ({}); KRB-ERROR codes: {}; anomalies: {}; TCP: {} flows, {} retransmitted and {} out-of-order segments; {} replies without a request, {} requests unanswered{}",
             self.files,
             if self.files == 1 { "" } else { "s" },
             self.packets,
@@ -69,6 +73,16 @@ impl Stats {
             self.tcp_out_of_order,
             self.replies_without_request,
             self.requests_unanswered,
+            {
+                let mut x = String::new();
+                if self.pending_at_end > 0 {
+                    x.push_str(&format!(", {} still waiting at the end of the capture", self.pending_at_end));
+                }
+                if self.requests_evicted > 0 {
+                    x.push_str(&format!(", {} given up by a full table (--max-pending-requests)", self.requests_evicted));
+                }
+                x
+            },
         )
     }
 }

@@ -22,20 +22,42 @@ fn seq_diff(a: u32, b: u32) -> i64 {
     i64::from(a.wrapping_sub(b) as i32)
 }
 
+/// What one held segment costs besides its bytes: its share of a B-tree node (key, vector
+/// header, node links; nodes may be half full) and the allocator's rounding and header.
+/// Counting only payload let 1-byte segments use 70 times the memory the cap allowed.
+pub const SEGMENT_OVERHEAD: usize = 96;
+
+/// Held segments per direction, whatever their size: each costs a tree entry.
+pub const MAX_HELD_SEGMENTS: usize = 4096;
+
+/// The heap cost of holding `v`.
+fn cost(_: &[u8], capacity: usize) -> usize {
+    capacity + SEGMENT_OVERHEAD
+}
+
 #[derive(Debug, Default)]
 pub struct StreamDir {
     /// Next expected sequence number; None until the first SYN or data segment.
     next: Option<u32>,
-    /// Segments ahead of `next`, in arrival order.
-    ooo: Vec<(u32, Vec<u8>)>,
-    ooo_bytes: usize,
+    /// `next` as a stream offset that does not wrap: held segments are keyed by it.
+    next_off: u64,
+    /// Segments ahead of `next`, by stream offset: insertion, lookup and the in-order
+    /// drain are O(log n). Contiguous arrivals are appended to the run they continue.
+    ooo: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// Heap bytes `ooo` costs (see `SEGMENT_OVERHEAD`).
+    ooo_cost: usize,
     pub fin: bool,
 }
 
 impl StreamDir {
     /// Heap bytes held.
     pub fn buffered(&self) -> usize {
-        self.ooo_bytes
+        self.ooo_cost
+    }
+
+    /// Segments held out of order.
+    pub fn held_segments(&self) -> usize {
+        self.ooo.len()
     }
 
     pub fn syn(&mut self, seq: u32) {
@@ -44,8 +66,20 @@ impl StreamDir {
         }
     }
 
+    /// The stream offset of `seq`, which lies within 2^31 of `next`.
+    fn offset(&self, seq: u32, next: u32) -> u64 {
+        self.next_off.wrapping_add_signed(seq_diff(seq, next))
+    }
+
+    fn advance_to(&mut self, seq: u32) {
+        if let Some(n) = self.next {
+            self.next_off = self.offset(seq, n);
+        }
+        self.next = Some(seq);
+    }
+
     /// Takes one segment; calls `deliver` with what is now in order. `cap` bounds the
-    /// bytes held out of order for this direction.
+    /// heap bytes held out of order for this direction.
     pub fn segment(
         &mut self,
         seq: u32,
@@ -66,26 +100,52 @@ impl StreamDir {
         let ahead = seq_diff(seq, next);
         if ahead > 0 {
             st.out_of_order = true;
-            if self.ooo_bytes + payload.len() > cap {
+            let off = self.offset(seq, next);
+            if self.ooo.get(&off).is_some_and(|d| d.len() >= payload.len()) {
+                st.retransmitted = true;
+                return st;
+            }
+            // Continues the run before it: one allocation for a whole burst.
+            let run = self
+                .ooo
+                .range(..off)
+                .next_back()
+                .filter(|(k, d)| **k + d.len() as u64 == off)
+                .map(|(k, d)| (*k, d.len(), d.capacity()));
+            let grow = match run {
+                // A Vec grows to at least twice its capacity.
+                Some((_, len, capacity)) if len + payload.len() > capacity => {
+                    (len + payload.len()).max(2 * capacity) - capacity
+                }
+                Some(_) => 0,
+                None => cost(payload, payload.len()),
+            };
+            let full = self.ooo_cost + grow > cap
+                || (run.is_none() && self.ooo.len() >= MAX_HELD_SEGMENTS);
+            if full {
                 // No room: give up waiting for the missing bytes.
                 st.dropped = self.flush_to_first_held(deliver);
                 if seq_diff(seq, self.next.unwrap_or(seq)) > 0 {
                     let lost = seq_diff(seq, self.next.unwrap_or(seq)) as u64;
                     deliver(Delivery::Gap(lost));
                     st.dropped += lost;
-                    self.next = Some(seq);
+                    self.advance_to(seq);
                 }
                 return self.in_order(seq, payload, deliver, st);
             }
-            if !self
-                .ooo
-                .iter()
-                .any(|(s, d)| *s == seq && d.len() >= payload.len())
-            {
-                self.ooo_bytes += payload.len();
-                self.ooo.push((seq, payload.to_vec()));
-            } else {
-                st.retransmitted = true;
+            match run.and_then(|(k, _, _)| self.ooo.get_mut(&k)) {
+                Some(d) => {
+                    let before = d.capacity();
+                    d.extend_from_slice(payload);
+                    self.ooo_cost += d.capacity() - before;
+                }
+                None => {
+                    let v = payload.to_vec();
+                    self.ooo_cost += cost(&v, v.capacity());
+                    if let Some(old) = self.ooo.insert(off, v) {
+                        self.ooo_cost -= cost(&old, old.capacity());
+                    }
+                }
             }
             return st;
         }
@@ -111,52 +171,44 @@ impl StreamDir {
         }
         if skip < payload.len() {
             deliver(Delivery::Data(&payload[skip..]));
-            self.next = Some(seq.wrapping_add(payload.len() as u32));
+            self.advance_to(seq.wrapping_add(payload.len() as u32));
         }
         self.drain_held(deliver);
         st
     }
 
-    /// Hands on held segments that have become contiguous.
+    /// Hands on held segments that have become contiguous; drops those wholly behind.
     fn drain_held(&mut self, deliver: &mut impl FnMut(Delivery<'_>)) {
-        loop {
-            let Some(next) = self.next else { return };
-            let Some(i) = self.ooo.iter().position(|(s, d)| {
-                seq_diff(*s, next) <= 0 && seq_diff(s.wrapping_add(d.len() as u32), next) > 0
-            }) else {
-                // Drop held segments now wholly behind `next`.
-                let before = self.ooo.len();
-                self.ooo
-                    .retain(|(s, d)| seq_diff(s.wrapping_add(d.len() as u32), next) > 0);
-                if self.ooo.len() != before {
-                    self.ooo_bytes = self.ooo.iter().map(|(_, d)| d.len()).sum();
-                }
+        while let Some(entry) = self.ooo.first_entry() {
+            let off = *entry.key();
+            if off > self.next_off {
                 return;
-            };
-            let (s, d) = self.ooo.swap_remove(i);
-            self.ooo_bytes -= d.len();
-            let skip = seq_diff(next, s) as usize;
-            deliver(Delivery::Data(&d[skip..]));
-            self.next = Some(s.wrapping_add(d.len() as u32));
+            }
+            let d = entry.remove();
+            self.ooo_cost -= cost(&d, d.capacity());
+            let end = off + d.len() as u64;
+            if end > self.next_off {
+                let skip = (self.next_off - off) as usize;
+                deliver(Delivery::Data(&d[skip..]));
+                let next = self.next.unwrap_or(0);
+                self.next = Some(next.wrapping_add((end - self.next_off) as u32));
+                self.next_off = end;
+            }
         }
     }
 
     /// Skips to the earliest held segment, reporting the gap; returns the bytes skipped.
     fn flush_to_first_held(&mut self, deliver: &mut impl FnMut(Delivery<'_>)) -> u64 {
         let Some(next) = self.next else { return 0 };
-        let Some(first) = self
-            .ooo
-            .iter()
-            .map(|(s, _)| *s)
-            .min_by_key(|s| seq_diff(*s, next))
-        else {
+        let Some((&first, _)) = self.ooo.first_key_value() else {
             return 0;
         };
-        let lost = seq_diff(first, next).max(0) as u64;
+        let lost = first.saturating_sub(self.next_off);
         if lost > 0 {
             deliver(Delivery::Gap(lost));
         }
-        self.next = Some(first);
+        self.next = Some(next.wrapping_add(lost as u32));
+        self.next_off += lost;
         self.drain_held(deliver);
         lost
     }
@@ -179,7 +231,7 @@ impl StreamDir {
         let still = seq_diff(ack, next) - i64::from(self.fin);
         if still > 0 && self.ooo.is_empty() {
             deliver(Delivery::Gap(still as u64));
-            self.next = Some(next.wrapping_add(still as u32));
+            self.advance_to(next.wrapping_add(still as u32));
             lost += still as u64;
         }
         lost
@@ -199,7 +251,7 @@ impl StreamDir {
             lost += self.flush_to_first_held(deliver);
             if self.ooo.len() == before {
                 self.ooo.clear();
-                self.ooo_bytes = 0;
+                self.ooo_cost = 0;
             }
         }
         lost
@@ -267,11 +319,64 @@ mod tests {
     #[test]
     fn a_full_store_turns_the_hole_into_a_gap() {
         let mut d = StreamDir::default();
-        let (out, gaps, st) = feed(&mut d, &[(0, b"aa"), (4, b"cc"), (6, b"dd"), (8, b"ee")], 4);
-        assert_eq!(out, b"aaccddee");
-        assert_eq!(gaps, 2);
-        assert_eq!(st[3].dropped, 2);
-        assert!(d.buffered() <= 4);
+        let one = SEGMENT_OVERHEAD + 8;
+        let (out, gaps, st) = feed(&mut d, &[(0, b"aa"), (4, b"cc"), (8, b"ee")], one);
+        assert_eq!(out, b"aaccee");
+        assert_eq!(gaps, 4);
+        assert_eq!(st[2].dropped, 4);
+        assert!(d.buffered() <= one);
+    }
+
+    #[test]
+    fn each_held_segment_costs_more_than_its_bytes() {
+        // 1-byte segments behind a hole: the cap must count what they cost, not 1 byte.
+        let mut d = StreamDir::default();
+        let segs: Vec<(u32, [u8; 1])> = (0..1000u32).rev().map(|i| (2 + 2 * i, [b'x'])).collect();
+        let refs: Vec<(u32, &[u8])> = segs.iter().map(|(s, b)| (*s, &b[..])).collect();
+        feed(&mut d, &[(0, b"a")], 1 << 20);
+        feed(&mut d, &refs, 1 << 20);
+        assert_eq!(d.held_segments(), 1000);
+        assert!(d.buffered() >= 1000 * SEGMENT_OVERHEAD, "{}", d.buffered());
+        // Contiguous arrivals share one run.
+        let mut d = StreamDir::default();
+        let segs: Vec<(u32, [u8; 1])> = (0..1000u32).map(|i| (2 + i, [b'x'])).collect();
+        let refs: Vec<(u32, &[u8])> = segs.iter().map(|(s, b)| (*s, &b[..])).collect();
+        feed(&mut d, &[(0, b"a")], 1 << 20);
+        feed(&mut d, &refs, 1 << 20);
+        assert_eq!(d.held_segments(), 1);
+        let (out, gaps, _) = feed(&mut d, &[(1, b"b")], 1 << 20);
+        assert_eq!((out.len(), gaps, d.buffered()), (1001, 0, 0));
+    }
+
+    #[test]
+    fn held_segments_per_direction_are_bounded() {
+        let mut d = StreamDir::default();
+        feed(&mut d, &[(0, b"a")], usize::MAX / 2);
+        let segs: Vec<(u32, [u8; 1])> = (0..3 * MAX_HELD_SEGMENTS as u32)
+            .rev()
+            .map(|i| (2 + 2 * i, [b'x']))
+            .collect();
+        let refs: Vec<(u32, &[u8])> = segs.iter().map(|(s, b)| (*s, &b[..])).collect();
+        let (out, gaps, _) = feed(&mut d, &refs, usize::MAX / 2);
+        assert!(d.held_segments() <= MAX_HELD_SEGMENTS);
+        assert!(gaps > 0 && !out.is_empty());
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_while_segments_are_held() {
+        let mut d = StreamDir::default();
+        let start = u32::MAX - 3;
+        let (out, gaps, _) = feed(
+            &mut d,
+            &[
+                (start, b"ab"),
+                (start.wrapping_add(6), b"gh"),
+                (start.wrapping_add(4), b"ef"),
+                (start.wrapping_add(2), b"cd"),
+            ],
+            1 << 20,
+        );
+        assert_eq!((out.as_slice(), gaps, d.buffered()), (&b"abcdefgh"[..], 0, 0));
     }
 
     #[test]

@@ -66,6 +66,40 @@ impl<W: Write> Sink for NdjsonWriter<W> {
     }
 }
 
+/// Whether `c` must not reach a terminal as it is: control characters (C0, DEL, C1: ESC
+/// and CSI start terminal commands, CR and LF forge lines) and the invisible format
+/// characters that reorder or hide text (bidi overrides, zero-width characters).
+fn hostile(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `s` as it may be shown on a terminal: what `hostile` flags is written as an escape
+/// (`\x1b`, `\r`, `\u{202e}`), so that names and error texts from the wire can neither
+/// send terminal commands nor forge lines. Invalid UTF-8 was already replaced by U+FFFD
+/// when the message was decoded.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hostile(c) && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if hostile(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A listing for a terminal: one line per Kerberos message or anomaly.
 pub struct TextWriter<W: Write> {
     out: W,
@@ -90,8 +124,18 @@ impl<W: Write> TextWriter<W> {
     }
 }
 
-/// The text form of one event, without a newline.
+/// The text form of one event, without a newline, safe to show on a terminal (see
+/// `visible`).
 pub fn describe(e: &Event<'_>, line: &mut String) {
+    describe_raw(e, line);
+    // Every field may come from the wire (names, e-text, anomaly details quoting them):
+    // the whole line is made safe at once.
+    if let std::borrow::Cow::Owned(safe) = visible(line) {
+        *line = safe;
+    }
+}
+
+fn describe_raw(e: &Event<'_>, line: &mut String) {
     line.clear();
     let ts = e.timestamp.to_rfc3339();
     // Time of day with milliseconds is what people read; the date is in the JSON.

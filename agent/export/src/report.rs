@@ -38,16 +38,26 @@ impl Style {
 }
 
 /// Appends `text` wrapped at WIDTH, every line starting with `indent` spaces (the first
-/// with `first` instead, when given).
+/// with `first` instead, when given). The text may hold names and messages from the wire:
+/// control characters are escaped (see `crate::visible`), and a word longer than a line
+/// is cut, so that nothing can move the cursor or push past 80 columns.
 fn wrap(out: &mut String, first: Option<&str>, indent: usize, text: &str) {
+    wrap_painted(out, first, indent, &crate::visible(text));
+}
+
+/// `wrap` for text whose only escape sequences are the report's own colours (every wire
+/// string in it already passed through `crate::visible`).
+fn wrap_painted(out: &mut String, first: Option<&str>, indent: usize, text: &str) {
     let pad = " ".repeat(indent);
     let mut line = match first {
         Some(f) => f.to_string(),
         None => pad.clone(),
     };
     let mut visible = visible_len(&line);
-    let mut empty = true;
-    for word in text.split_whitespace() {
+    // A first line that starts with its own text takes words only as far as they fit.
+    let mut empty = first.is_none();
+    let room = WIDTH.saturating_sub(indent).max(8);
+    for word in text.split_whitespace().flat_map(|w| cut(w, room)) {
         let w = visible_len(word);
         if !empty && visible + 1 + w > WIDTH {
             out.push_str(line.trim_end());
@@ -66,6 +76,22 @@ fn wrap(out: &mut String, first: Option<&str>, indent: usize, text: &str) {
     }
     out.push_str(line.trim_end());
     out.push('\n');
+}
+
+/// `word` in pieces of at most `room` characters (colour sequences are never cut: only
+/// escaped wire text, which has none, is long enough to need cutting).
+fn cut(word: &str, room: usize) -> Vec<&str> {
+    if visible_len(word) <= room {
+        return vec![word];
+    }
+    let mut out = Vec::new();
+    let mut rest = word;
+    while !rest.is_empty() {
+        let at = rest.char_indices().nth(room).map_or(rest.len(), |(i, _)| i);
+        out.push(&rest[..at]);
+        rest = &rest[at..];
+    }
+    out
 }
 
 /// Width on screen: ANSI colour sequences take none.
@@ -171,7 +197,7 @@ fn step(out: &mut String, c: &Correlator, s: &Step, st: Style) {
         Transport::Udp => "UDP",
         Transport::Tcp => "TCP",
     };
-    let _ = writeln!(out, "    {} {:<9} -> {}", clock(s.at), s.kind.name(), s.target);
+    wrap(out, Some(&format!("    {} {:<9} ->", clock(s.at), s.kind.name())), 17, &s.target);
     let mut detail = match s.outcome {
         Outcome::Ok => st.paint("32", "ok"),
         Outcome::Error(code) => format!("{}: {code} ({})", st.paint("1;31", "FAILED"), code.0),
@@ -187,9 +213,9 @@ fn step(out: &mut String, c: &Correlator, s: &Step, st: Style) {
     if s.after_failover {
         detail.push_str(" (after another KDC did not answer)");
     }
-    let file = c.file_of(s).map(short_file).unwrap_or("");
+    let file = crate::visible(c.file_of(s).map(short_file).unwrap_or(""));
     let _ = write!(detail, ", frame {}{}{}", s.frame, if file.is_empty() { "" } else { " of " }, file);
-    wrap(out, None, 17, &detail);
+    wrap_painted(out, None, 17, &detail);
 }
 
 /// The whole report. `findings` as `Correlator::findings` returned them.
@@ -240,7 +266,7 @@ pub fn render(c: &Correlator, findings: &[Finding], stats: &Stats, st: Style) ->
         let _ = writeln!(out, "{}", st.heading("KDCS"));
         for k in kdcs {
             let realms: Vec<&str> = k.realms.iter().map(|r| &**r).collect();
-            let _ = writeln!(out, "  {}  {}", k.name(), realms.join(", "));
+            wrap(&mut out, None, 2, &format!("{}  {}", k.name(), realms.join(", ")));
             let mut line = format!(
                 "{} (UDP {}, TCP {}), {} issued, {} unanswered",
                 plural(k.requests, "request", "requests"),
@@ -294,11 +320,11 @@ pub fn render(c: &Correlator, findings: &[Finding], stats: &Stats, st: Style) ->
     if !principals.is_empty() {
         let _ = writeln!(out, "{}", st.heading("PRINCIPALS (most recent exchanges, oldest first)"));
         for p in principals {
-            let mut head = format!("  {}", p.name);
+            let mut head = p.name.to_string();
             if p.service_account {
                 head.push_str("  (service account)");
             }
-            let _ = writeln!(out, "{head}");
+            wrap(&mut out, None, 2, &head);
             if !p.aliases.is_empty() {
                 let a: Vec<&str> = p.aliases.iter().map(|a| &**a).collect();
                 wrap(&mut out, None, 4, &format!("also asked for as {}", a.join(", ")));

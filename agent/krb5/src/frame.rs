@@ -186,8 +186,21 @@ impl RecordFramer {
                 continue;
             }
             if mark == 0 {
+                // No Kerberos implementation sends empty records: a run of zero bytes is
+                // one anomaly and skipped bytes, not an anomaly per four bytes.
                 f(FrameEvent::EmptyRecord);
                 pos += 4;
+                let zeros = data[pos..]
+                    .chunks_exact(4)
+                    .take_while(|c| *c == [0, 0, 0, 0])
+                    .count()
+                    * 4;
+                if zeros > 0 {
+                    pos += zeros;
+                    f(FrameEvent::Skipped {
+                        bytes: zeros as u64,
+                    });
+                }
                 continue;
             }
             let len = mark as usize;
@@ -326,6 +339,17 @@ mod tests {
             format!("{:?}", FrameEvent::BadMark { mark: 0x8000_0005 })
         );
         assert_eq!(ev.last().map(String::as_str), Some("rec14"));
+    }
+
+    #[test]
+    fn a_run_of_zero_bytes_is_one_anomaly() {
+        let mut f = RecordFramer::new(64);
+        let mut s = vec![0u8; 4000];
+        s.extend_from_slice(&encode_record(&msg(30, 10)));
+        assert_eq!(
+            run(&mut f, &[&s]),
+            ["EmptyRecord", "Skipped { bytes: 3996 }", "rec14"]
+        );
     }
 
     #[test]

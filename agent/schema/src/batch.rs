@@ -343,6 +343,8 @@ impl EventBatch {
                 layer,
                 kind: self.str(kind),
                 detail: self.str(detail),
+                count: None,
+                first_frame: None,
             }),
             finding: None,
             gateway: None,
@@ -360,6 +362,11 @@ impl EventBatch {
             kdc_options: k.kdc_options,
             etypes: run(&self.etypes, k.etypes).iter().copied().collect(),
             nonce: k.nonce,
+            // The diagnosis has no use for the requested times: they stay on the decoder's
+            // side.
+            from: None,
+            till: None,
+            rtime: None,
             padata: run(&self.padata, k.padata).iter().copied().collect(),
             for_user: k.for_user.map(|(user, realm)| ForUser {
                 user: self.unname(user),
@@ -456,6 +463,8 @@ mod tests {
                 layer: AnomalyLayer::Tcp,
                 kind: Cow::Borrowed("gap"),
                 detail: Cow::Borrowed("10 bytes"),
+                count: None,
+                first_frame: None,
             }),
             finding: None,
             gateway: None,

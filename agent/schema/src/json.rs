@@ -467,6 +467,15 @@ fn krb5(out: &mut Vec<u8>, k: &Krb5<'_>) {
     if let Some(n) = k.nonce {
         int(o.key(",\"nonce\":"), n);
     }
+    if let Some(t) = k.from {
+        ts(o.key(",\"from\":"), t);
+    }
+    if let Some(t) = k.till {
+        ts(o.key(",\"till\":"), t);
+    }
+    if let Some(t) = k.rtime {
+        ts(o.key(",\"rtime\":"), t);
+    }
     if !k.padata.is_empty() {
         names(o.key(",\"padata\":"), &k.padata);
     }
@@ -528,6 +537,12 @@ fn anomaly(out: &mut Vec<u8>, a: &Anomaly<'_>) {
     );
     o.str(",\"kind\":", &a.kind);
     o.str(",\"detail\":", &a.detail);
+    if let Some(n) = a.count {
+        int(o.key(",\"count\":"), n);
+    }
+    if let Some(n) = a.first_frame {
+        int(o.key(",\"first_frame\":"), n);
+    }
     o.close();
 }
 

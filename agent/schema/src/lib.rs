@@ -541,6 +541,14 @@ pub struct Krb5<'a> {
     pub etypes: SmallVec<[EncryptionType; 12]>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub nonce: Option<i64>,
+    /// A request's wished start time, end time and renewable end time (KDC-REQ-BODY
+    /// from, till, rtime), as Zeek logs them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub from: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub till: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rtime: Option<Timestamp>,
     #[serde(skip_serializing_if = "SmallVec::is_empty", default)]
     pub padata: SmallVec<[PaDataType; 6]>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
@@ -589,6 +597,19 @@ pub struct Anomaly<'a> {
     pub kind: Str<'a>,
     #[serde(borrow)]
     pub detail: Str<'a>,
+    /// The same anomaly repeated in one connection: how many times in all (this event
+    /// stands for all of them after the first, which was reported on its own).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub count: Option<u64>,
+    /// With `count`: the frame of the first repetition (the event's own is the last).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_frame: Option<u64>,
+}
+
+impl<'a> Anomaly<'a> {
+    pub fn new(layer: AnomalyLayer, kind: Str<'a>, detail: Str<'a>) -> Self {
+        Anomaly { layer, kind, detail, count: None, first_frame: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

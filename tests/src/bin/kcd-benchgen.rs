@@ -3,6 +3,15 @@
 //!
 //!     kcd-benchgen OUT.pcap [EXCHANGES]
 //!
+//!     kcd-benchgen --flood tcp-connections|udp-clients|ooo-one-flow|ooo-many-flows OUT.pcap [N]
+//!
+//! The floods are the incidents the replay must survive at full speed: `tcp-connections`,
+//! N (1,000,000) connections to port 88 that each send a SYN and one AS-REQ segment and
+//! are never answered (a dead KDC, clients retrying from new ports); `udp-clients`, N
+//! (1,000,000) clients whose UDP AS-REQ is never answered; `ooo-one-flow`, one connection
+//! of N (262,143) one-byte segments sent behind a one-byte hole, in reverse order;
+//! `ooo-many-flows`, 4,000 connections of N (1,000) one-byte segments each behind a hole.
+//!
 //! Deterministic: the same arguments always give the same bytes. Each exchange is one
 //! request and its reply (an AS or TGS exchange, or a KRB-ERROR), taken from the captures.
 //! About half go over TCP, each in its own connection as MIT and Windows clients do:
@@ -158,8 +167,79 @@ impl<W: Write> Writer<W> {
     }
 }
 
+fn client_addr(n: u64) -> (Ipv4Addr, u16) {
+    let ip = Ipv4Addr::new(10, 64 + ((n >> 16) & 0x3f) as u8, (n >> 8) as u8, n as u8);
+    (ip, 1024 + ((n >> 22) % 60_000) as u16)
+}
+
+fn flood(kind: &str, out_path: &str, n: Option<u64>) {
+    let real = real_exchanges(&kcd_tests::repo_root().join("captures").join("krb5"));
+    let req = real
+        .iter()
+        .map(|(q, _)| q)
+        .find(|q| q.first() == Some(&0x6a) && q.len() < 1400)
+        .expect("an AS-REQ among the captures");
+    let mut w = Writer {
+        out: BufWriter::with_capacity(1 << 20, File::create(Path::new(out_path)).unwrap()),
+        ts_us: 1_795_400_000_000_000,
+        packets: 0,
+        messages: 0,
+    };
+    w.header();
+    let kdc = (KDCS[0], 88);
+    let mut record = (req.len() as u32).to_be_bytes().to_vec();
+    record.extend_from_slice(req);
+    match kind {
+        "tcp-connections" => {
+            for i in 0..n.unwrap_or(1_000_000) {
+                let c = client_addr(i);
+                let seq = (i as u32).wrapping_mul(2_654_435_761);
+                w.tcp(c, kdc, seq, 0, "S", &[], 2);
+                w.tcp(c, kdc, seq.wrapping_add(1), 0, "P", &record, 3);
+                w.messages += 1;
+            }
+        }
+        "udp-clients" => {
+            for i in 0..n.unwrap_or(1_000_000) {
+                w.udp(client_addr(i), kdc, req, 5);
+                w.messages += 1;
+            }
+        }
+        "ooo-one-flow" | "ooo-many-flows" => {
+            let (flows, segs) = if kind == "ooo-one-flow" {
+                (1, n.unwrap_or(262_143))
+            } else {
+                (4_000, n.unwrap_or(1_000))
+            };
+            for f in 0..flows {
+                let c = client_addr(f);
+                w.tcp(c, kdc, 0, 0, "S", &[], 2);
+                // Byte 1 never comes; bytes 2.. arrive one at a time, last first, so each
+                // new segment lands in front of everything held.
+                for j in (0..segs).rev() {
+                    w.tcp(c, kdc, 2 + j as u32, 0, "P", &[0x30], 1);
+                }
+            }
+        }
+        other => {
+            eprintln!("unknown flood {other}: tcp-connections, udp-clients, ooo-one-flow, ooo-many-flows");
+            std::process::exit(2);
+        }
+    }
+    w.out.flush().unwrap();
+    eprintln!("{out_path}: {kind} flood, {} packets", w.packets);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--flood") {
+        let (Some(kind), Some(out)) = (args.get(2), args.get(3)) else {
+            eprintln!("usage: kcd-benchgen --flood KIND OUT.pcap [N]");
+            std::process::exit(2);
+        };
+        flood(kind, out, args.get(4).and_then(|n| n.parse().ok()));
+        return;
+    }
     let Some(out_path) = args.get(1) else {
         eprintln!("usage: kcd-benchgen OUT.pcap [EXCHANGES]  (default 136500 exchanges = about 273,000 messages)");
         std::process::exit(2);

@@ -59,8 +59,6 @@ pub fn decode<'a>(
 pub struct PendingQueue {
     first: Option<Pending>,
     rest: std::collections::VecDeque<Pending>,
-    /// The flow's Community ID, computed once for the request and reused for its reply.
-    pub flow_id: Option<crate::flow::FlowId>,
 }
 
 pub const MAX_PENDING_PER_FLOW: usize = 8;

@@ -46,6 +46,9 @@ fn kdc_req<'a>(k: &mut Krb5<'a>, r: &KdcReqView<'a>) {
     k.kdc_options = KdcOptions(Flags32(r.kdc_options.unwrap_or(0)));
     k.etypes.extend(r.etypes().map(EncryptionType));
     k.nonce = r.nonce;
+    k.from = kdc_time(r.from, None);
+    k.till = kdc_time(r.till, None);
+    k.rtime = kdc_time(r.rtime, None);
     for pa in r.padata.iter() {
         k.padata.push(PaDataType(pa.padata_type));
         match PaDataType(pa.padata_type) {
