@@ -44,6 +44,7 @@ response_timeout_seconds = 3660               # above Exchange's maximum Ping he
 fail = "closed"                               # "closed": no valid CRL, no access; "open": let through, with an event
 fetch_timeout_ms = 5000
 max_bytes = 20971520
+refresh_seconds = 3600                        # fetched again (If-None-Match) at least this often
 # preload = ["http://pki.lab.test/pki/issuing.crl"]   # CDPs fetched at start (others are learnt from certificates)
 
 [limits]
@@ -170,10 +171,19 @@ struct CrlFile {
     preload: Vec<String>,
     #[serde(default = "d_retry")]
     retry_seconds: u64,
+    #[serde(default = "d_refresh")]
+    refresh_seconds: u64,
 }
 impl Default for CrlFile {
     fn default() -> Self {
-        Self { fail: FailMode::Closed, fetch_timeout_ms: d_connect(), max_bytes: d_crl_bytes(), preload: Vec::new(), retry_seconds: d_retry() }
+        Self {
+            fail: FailMode::Closed,
+            fetch_timeout_ms: d_connect(),
+            max_bytes: d_crl_bytes(),
+            preload: Vec::new(),
+            retry_seconds: d_retry(),
+            refresh_seconds: d_refresh(),
+        }
     }
 }
 
@@ -230,6 +240,9 @@ fn d_crl_bytes() -> usize {
 fn d_retry() -> u64 {
     30
 }
+fn d_refresh() -> u64 {
+    3600
+}
 fn d_body() -> u64 {
     10 << 20
 }
@@ -278,6 +291,8 @@ pub struct CrlPolicy {
     pub max_bytes: usize,
     pub preload: Vec<String>,
     pub retry: Duration,
+    /// Fetched again (conditionally) at least this often.
+    pub refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -520,12 +535,16 @@ impl GatewayConfig {
         if !(1..=86_400).contains(&r.retry_seconds) {
             return Err(bad("crl.retry_seconds", "must be within 1..=86400".into()));
         }
+        if !(1..=604_800).contains(&r.refresh_seconds) {
+            return Err(bad("crl.refresh_seconds", "must be within 1..=604800".into()));
+        }
         let crl = CrlPolicy {
             fail: r.fail,
             fetch_timeout: Duration::from_millis(r.fetch_timeout_ms),
             max_bytes: r.max_bytes,
             preload: r.preload.clone(),
             retry: Duration::from_secs(r.retry_seconds),
+            refresh: Duration::from_secs(r.refresh_seconds),
         };
 
         let m = &f.limits;

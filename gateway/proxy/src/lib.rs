@@ -24,3 +24,8 @@ pub mod reason;
 pub fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
+
+pub mod fetch;
+pub mod metrics;
+pub mod server;
+pub mod tls;
