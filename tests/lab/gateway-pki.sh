@@ -60,7 +60,7 @@ issue() { # issue DIR CA NAME SAN EKU CDP [extra openssl ca args...]
         [ -n "$san" ] && echo "subjectAltName = $san"
         [ -n "$eku" ] && echo "extendedKeyUsage = $eku"
         [ -n "$cdp" ] && echo "crlDistributionPoints = $cdp"
-        [ -n "$cdp" ] && [ "$ca" = issuing ] && echo "freshestCRL = URI:$BASE_URL/issuing+.crl"
+        [ -n "$cdp" ] && [ "$ca" = issuing ] && echo "freshestCRL = URI:${DELTA_URL:-$BASE_URL/issuing+.crl}"
     } > "$ext"
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/dev/$name.key" \
         -subj "/CN=$name" -out "$dir/dev/$name.csr" 2>/dev/null
@@ -168,10 +168,15 @@ make_all() {
     issue "$dir" issuing expired "${upn}alice@lab.test" clientAuth "$cdp" -startdate 20200101000000Z -enddate 20210101000000Z
     issue "$dir" issuing notyet "${upn}alice@lab.test" clientAuth "$cdp" -startdate 20400101000000Z -enddate 20410101000000Z
     issue "$dir" other-root wrongca "${upn}alice@lab.test" clientAuth ""
+    # The delta CRL behind a web server that refuses '+' (IIS without allowDoubleEscaping).
+    DELTA_URL=${BASE_URL%/pki}/iis/issuing+.crl issue "$dir" issuing iisdelta "${upn}alice@lab.test" clientAuth "$cdp"
+    # alice's second device, revoked while connected by the lab.
+    issue "$dir" issuing erin "${upn}alice@lab.test" clientAuth "$cdp"
     # Self-signed, with alice's UPN.
     openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/dev/selfsigned.key" \
         -subj "/CN=alice" -days 365 -out "$dir/dev/selfsigned.pem" \
-        -addext "subjectAltName=${upn}alice@lab.test" -addext "extendedKeyUsage=clientAuth" 2>/dev/null
+        -addext "subjectAltName=${upn}alice@lab.test" -addext "extendedKeyUsage=clientAuth" \
+        -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null
     revoke "$dir" bob base
     revoke "$dir" dave hold
     publish "$dir"
