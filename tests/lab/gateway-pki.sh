@@ -104,7 +104,7 @@ publish() { # publish DIR : base and delta CRLs of every CA (numbers shared, as 
     for ca in root issuing other-root; do
         [ -d "$dir/$ca" ] || continue
         base=$(cat "$dir/$ca/crlnumber")
-        openssl ca -gencrl -config "$(ca_conf "$dir" "$ca" index.txt)" -crlexts crl_base \
+        openssl ca -gencrl -config "$(ca_conf "$dir" "$ca" index.txt)" -crlexts crl_base ${CRL_SECS:+-crlsec "$CRL_SECS"} \
             -out "$dir/crl/$ca.pem.crl" 2>/dev/null || die "base CRL of $ca"
         openssl crl -in "$dir/crl/$ca.pem.crl" -outform DER -out "$dir/crl/$ca.crl.new"
         mv "$dir/crl/$ca.crl.new" "$dir/crl/$ca.crl"
@@ -113,7 +113,7 @@ publish() { # publish DIR : base and delta CRLs of every CA (numbers shared, as 
             local c
             c=$(ca_conf "$dir" "$ca" delta.txt)
             sed -i "s/ASN1:INTEGER:@base_number/ASN1:INTEGER:$((16#$base))/" "$c"
-            openssl ca -gencrl -config "$c" -crlexts crl_delta -out "$dir/crl/$ca+.pem.crl" 2>/dev/null \
+            openssl ca -gencrl -config "$c" -crlexts crl_delta ${CRL_SECS:+-crlsec "$CRL_SECS"} -out "$dir/crl/$ca+.pem.crl" 2>/dev/null \
                 || die "delta CRL of $ca"
             openssl crl -in "$dir/crl/$ca+.pem.crl" -outform DER -out "$dir/crl/$ca+.crl.new"
             mv "$dir/crl/$ca+.crl.new" "$dir/crl/$ca+.crl"

@@ -100,7 +100,7 @@ provision() {
     mkdir -p "$SMB" "$LOGS"
     : > "$LOGS/provision.log"
     local a
-    for a in admin svc_awseg users exchange; do
+    for a in admin svc_awseg svc_nodeleg users exchange; do
         echo "Kcd1-$(od -An -N9 -tx1 /dev/urandom | tr -d ' \n')-Aa" > "$D/$a.password"
     done
     chmod 600 "$D"/*.password
@@ -120,6 +120,10 @@ provision() {
     stool spn add HTTP/svc_awseg svc_awseg
     stool delegation for-any-protocol svc_awseg on
     stool delegation add-service svc_awseg "$TARGET_SPN"
+    # protocol transition on, but no service in msDS-AllowedToDelegateTo ("delegation removed")
+    stool user create svc_nodeleg "$(cat "$D/svc_nodeleg.password")"
+    stool spn add HTTP/svc_nodeleg svc_nodeleg
+    stool delegation for-any-protocol svc_nodeleg on
     stool computer create EXCHANGE --service-principal-name="$TARGET_SPN"
     stool user setpassword 'EXCHANGE$' --newpassword="$(cat "$D/exchange.password")"
     stool user enable 'EXCHANGE$'
@@ -131,14 +135,17 @@ provision() {
     local base ldif=$SMB/etypes.ldif
     base=$(echo "$DNSDOMAIN" | sed 's/^/DC=/; s/\./,DC=/g')
     : > "$ldif"
-    for dn in "CN=svc_awseg,CN=Users" "CN=EXCHANGE,CN=Computers"; do
+    for dn in "CN=svc_awseg,CN=Users" "CN=svc_nodeleg,CN=Users" "CN=EXCHANGE,CN=Computers"; do
         printf 'dn: %s,%s\nchangetype: modify\nreplace: msDS-SupportedEncryptionTypes\nmsDS-SupportedEncryptionTypes: 24\n\n' "$dn" "$base" >> "$ldif"
     done
     ldbmodify -H "$SAMLDB" "$ldif" >>"$LOGS/provision.log" 2>&1 || die "ldbmodify failed"
     rm -f "$D/http.keytab"
     stool domain exportkeytab "$D/http.keytab" --principal="$TARGET_SPN"
-    samba -V > "$STAMP"
+    stamp > "$STAMP"
 }
+
+# what the cached domain was provisioned with: Samba's version and this script's accounts
+stamp() { echo "$(samba -V) accounts-v2"; }
 
 write_krb5_conf() {
     cat > "$D/krb5.conf" <<EOF
@@ -177,6 +184,16 @@ EOF
 LogFormat "%m %U %>s xff=%{X-Forwarded-For}i auth=%{Authorization}i" gwlab
 CustomLog "$AP/logs/received.log" gwlab
 EOF
+}
+
+write_bad_exchange() {
+    local B=$D/apache-badkey
+    rm -rf "$B"
+    printf 'addent -password -p %s@%s -k 2 -e aes256-cts-hmac-sha1-96\n%s\nwkt %s\nquit\n' \
+        "$TARGET_SPN" "$REALM" "not-the-account-password-$RANDOM" "$D/badkey.keytab" | ktutil >/dev/null 2>&1 \
+        || die "ktutil could not write a keytab"
+    lab_write_apache "$B" "$D/badkey.keytab" "$EXCHANGE_HOST" "$EXCHANGE_ADDR" "gateway (wrong key)"
+    sed -i "s/^Listen $EXCHANGE_ADDR:80\$/Listen $EXCHANGE_ADDR:8080/" "$B/httpd.conf"
 }
 
 write_crl_server() {
@@ -236,6 +253,10 @@ start_daemons() {
     daemon_start "$NS_DC" "$RUN/apache.pid" "$LOGS/apache.stdout" \
         env KRB5_CONFIG="$D/krb5.conf" KRB5RCACHEDIR="$AP/rcache" apache2 -f "$AP/httpd.conf" -DFOREGROUND
     wait_listen "$NS_DC" tcp "$EXCHANGE_ADDR" 80 20 || { cat "$AP/logs/error.log" >&2; die "Exchange Apache"; }
+    write_bad_exchange
+    daemon_start "$NS_DC" "$RUN/badkey.pid" "$LOGS/badkey.stdout" \
+        env KRB5_CONFIG="$D/krb5.conf" KRB5RCACHEDIR="$D/apache-badkey/rcache" apache2 -f "$D/apache-badkey/httpd.conf" -DFOREGROUND
+    wait_listen "$NS_DC" tcp "$EXCHANGE_ADDR" 8080 20 || { cat "$D/apache-badkey/logs/error.log" >&2; die "wrong-key Apache"; }
     write_crl_server
     daemon_start "$NS_DC" "$RUN/crl.pid" "$LOGS/crl.stdout" apache2 -f "$CRLAP/httpd.conf" -DFOREGROUND
     wait_listen "$NS_DC" tcp "$CRL_ADDR" 80 20 || { cat "$CRLAP/logs/error.log" >&2; die "CRL Apache"; }
@@ -243,7 +264,7 @@ start_daemons() {
 
 stop_daemons() {
     local p
-    for p in crl apache silent samba; do daemon_stop "$RUN/$p.pid"; done
+    for p in crl badkey apache silent samba; do daemon_stop "$RUN/$p.pid"; done
 }
 
 cmd_up() {
@@ -254,7 +275,7 @@ cmd_up() {
     mkdir -p "$RUN" "$LOGS"
     stop_daemons
     net_up
-    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(samba -V)" ] && [ -f "$D/http.keytab" ]; then
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp)" ] && [ -f "$D/http.keytab" ]; then
         log "reusing the provisioned domain in $SMB"
     else
         provision
@@ -278,6 +299,7 @@ LAB_CRL_ADDR=$CRL_ADDR
 LAB_REALM=$REALM
 LAB_TARGET_SPN=$TARGET_SPN
 LAB_SVC_PASSWORD_FILE=$D/svc_awseg.password
+LAB_NODELEG_PASSWORD_FILE=$D/svc_nodeleg.password
 LAB_PKI=$PKI
 LAB_EXCHANGE_RECEIVED=$AP/logs/received.log
 LAB_CRL_ACCESS=$CRLAP/logs/access.log
@@ -299,5 +321,7 @@ case ${1:-} in
     up) [ $# = 2 ] || die "up DIR"; cmd_up "$2" ;;
     down) [ $# = 2 ] || die "down DIR"; cmd_down "$2" ;;
     publish) [ $# -ge 2 ] || die "publish DIR [DAYS]"; set_paths "$2"; publish "${3:-7}" ;;
+    # CRLs whose nextUpdate is SECONDS away (to watch them expire)
+    publish-short) [ $# = 3 ] || die "publish-short DIR SECONDS"; set_paths "$2"; export CRL_SECS=$3; publish ;;
     *) die "usage: gateway.sh up|down|publish DIR" ;;
 esac

@@ -286,6 +286,16 @@ fn the_gateway_between_real_peers() {
     lab.start(&down, "nox.ndjson");
     let rewrite = lab.config("rewrite", 8446, &kdc, &exchange, "[mapping]\nrewrite = [{ from = \"corp.example\", to = \"lab.test\" }]\n[limits]\nheader_read_timeout_ms = 2000\n", &chain);
     lab.start(&rewrite, "rewrite.ndjson");
+    // The same gateway with a service account that may not delegate to Exchange.
+    let nodeleg = lab.config("nodeleg", 8447, &kdc, &exchange, "", &chain);
+    let text = std::fs::read_to_string(&nodeleg).expect("nodeleg")
+        .replace("user = \"svc_awseg\"", "user = \"svc_nodeleg\"")
+        .replace(&lab.v("LAB_SVC_PASSWORD_FILE"), &lab.v("LAB_NODELEG_PASSWORD_FILE"));
+    std::fs::write(&nodeleg, text).expect("write");
+    lab.start(&nodeleg, "nodeleg.ndjson");
+    // An Exchange whose key is not the account's (duplicate SPN, ASA not deployed).
+    let badkey = lab.config("badkey", 8448, &kdc, &format!("{exchange}:8080"), "", &chain);
+    lab.start(&badkey, "badkey.ndjson");
     // CRLs are fetched at start; give them a moment.
     std::thread::sleep(Duration::from_secs(2));
 
@@ -379,6 +389,15 @@ fn the_gateway_between_real_peers() {
     let r = lab.curl(8445, Some("alice"), q, &[]);
     let e = lab.last_request("nox.ndjson");
     lab.check("Exchange down: 502, exchange_unreachable", r.status == 502 && e["reason"] == "exchange_unreachable", || format!("{} {e}", r.status));
+
+    let n = lab.received().len();
+    let r = lab.curl(8447, Some("alice"), q, &[]);
+    let e = lab.last_request("nodeleg.ndjson");
+    lab.check("delegation removed: 502, KDC_ERR_BADOPTION on S4U2Proxy, krb.s4u2proxy.*", r.status == 502 && e["kcd"]["error"] == "KDC_ERR_BADOPTION" && e["kcd"]["step"] == "s4u2proxy" && e["finding"].as_str().is_some_and(|f| f.starts_with("krb.s4u2proxy.")) && lab.received().len() == n, || format!("{} {e}", r.status));
+    let r = lab.curl(8448, Some("alice"), q, &[]);
+    let e = lab.last_request("badkey.ndjson");
+    let offered = e["backend"]["www_authenticate"].as_array().is_some_and(|a| a.iter().any(|x| x == "Negotiate"));
+    lab.check("Exchange refuses the ticket (401): 502, exchange.ticket_refused, Negotiate offered", r.status == 502 && e["finding"] == "exchange.ticket_refused" && e["backend"]["status"] == 401 && offered, || format!("{} {e}", r.status));
 
     // Limits and request smuggling: hyper's parser and our normalisation; Exchange reads
     // zero requests for each.
@@ -553,6 +572,32 @@ print(status())
         let lines: Vec<&str> = out.lines().collect();
         let e = lab.last_request("main.ndjson");
         lab.check("revoked while connected: the next request on the same connection is refused", lines.len() == 2 && lines[0].contains(" 200") && lines[1].contains(" 403") && e["reason"] == "revoked" && lab.received().len() == n + 1, || format!("{out:?} {} {e}", String::from_utf8_lossy(&o.stderr)));
+    }
+
+    // CRLs that expire while the gateway holds them, then fresh ones.
+    {
+        let labdir = lab.dir.join("lab");
+        let st = Command::new("bash").arg(lab.script()).arg("publish-short").arg(&labdir).arg("2").stdout(Stdio::null()).status().expect("publish");
+        std::thread::sleep(Duration::from_secs(6));
+        let n = lab.received().len();
+        let r = lab.curl(8443, Some("alice"), q, &[]);
+        let e = lab.last_request("main.ndjson");
+        lab.check("CRL expired: refused (crl_expired), nothing reached Exchange", st.success() && r.status == 0 && e["reason"] == "crl_expired" && lab.received().len() == n, || format!("{} {e}", r.status));
+        let _ = Command::new("bash").arg(lab.script()).arg("publish").arg(&labdir).stdout(Stdio::null()).status();
+        std::thread::sleep(Duration::from_secs(5));
+        let r = lab.curl(8443, Some("alice"), q, &[]);
+        lab.check("fresh CRLs published: alice 200 again", r.status == 200, || format!("{} {}", r.status, r.stderr));
+    }
+
+    // The issuing CA revoked by the root: its devices are refused (the whole chain is checked).
+    {
+        let st = Command::new("bash").arg(lab.v("LAB_PKI_SCRIPT")).arg("revoke").arg(lab.v("LAB_PKI")).arg("issuing").arg("base").status().expect("revoke");
+        let _ = Command::new("bash").arg(lab.script()).arg("publish").arg(lab.dir.join("lab")).stdout(Stdio::null()).status();
+        std::thread::sleep(Duration::from_secs(5));
+        let n = lab.received().len();
+        let r = lab.curl(8443, Some("alice"), q, &[]);
+        let e = lab.last_request("main.ndjson");
+        lab.check("issuing CA revoked in the root's CRL: alice refused (revoked, root.crl)", st.success() && r.status == 0 && r.stderr.contains("certificate revoked") && e["reason"] == "revoked" && e["detail"].as_str().is_some_and(|d| d.contains("root.crl")) && lab.received().len() == n, || format!("{} {e}", r.status));
     }
 
     eprintln!("gateway lab: {} checks passed, {} failed", lab.passed, lab.failures.len());
