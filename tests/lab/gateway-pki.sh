@@ -101,7 +101,7 @@ new_ca() { # new_ca DIR NAME SUBJECT [PARENT]
 publish() { # publish DIR : base and delta CRLs of every CA (numbers shared, as AD CS does)
     local dir=$1 ca base
     mkdir -p "$dir/crl"
-    for ca in root issuing other-root; do
+    for ca in root issuing issuing2 other-root; do
         [ -d "$dir/$ca" ] || continue
         base=$(cat "$dir/$ca/crlnumber")
         openssl ca -gencrl -config "$(ca_conf "$dir" "$ca" index.txt)" -crlexts crl_base ${CRL_SECS:+-crlsec "$CRL_SECS"} \
@@ -149,7 +149,10 @@ make_all() {
     new_ca "$dir" root "/O=Lab/CN=Lab Root CA"
     new_ca "$dir" issuing "/O=Lab/CN=Lab Issuing CA" root
     new_ca "$dir" other-root "/O=Elsewhere/CN=Other Root CA"
-    cat "$dir/issuing.pem" "$dir/root.pem" > "$dir/chain.pem"
+    # The issuing CA renewed with a new key and the same name (AD CS publishes its CRL under
+    # another file name); devices of the old and the new key coexist.
+    new_ca "$dir" issuing2 "/O=Lab/CN=Lab Issuing CA" root
+    cat "$dir/issuing.pem" "$dir/issuing2.pem" "$dir/root.pem" > "$dir/chain.pem"
     local cdp="URI:$BASE_URL/issuing.crl"
     local ldap="URI:ldap:///CN=Lab%20Issuing%20CA%2CCN=CDP%2CCN=Public%20Key%20Services%2CDC=lab%2CDC=test?certificateRevocationList?base"
     local upn="otherName:1.3.6.1.4.1.311.20.2.3;UTF8:"
@@ -170,6 +173,9 @@ make_all() {
     issue "$dir" other-root wrongca "${upn}alice@lab.test" clientAuth ""
     # The delta CRL behind a web server that refuses '+' (IIS without allowDoubleEscaping).
     DELTA_URL=${BASE_URL%/pki}/iis/issuing+.crl issue "$dir" issuing iisdelta "${upn}alice@lab.test" clientAuth "$cdp"
+    issue "$dir" issuing2 renewed "${upn}alice@lab.test" clientAuth "URI:$BASE_URL/issuing2.crl"
+    # A CDP whose CRL does not verify (the lab serves a copy with a damaged signature).
+    issue "$dir" issuing badsig "${upn}alice@lab.test" clientAuth "URI:$BASE_URL/badsig.crl"
     # alice's second device, revoked while connected by the lab.
     issue "$dir" issuing erin "${upn}alice@lab.test" clientAuth "$cdp"
     # Self-signed, with alice's UPN.

@@ -184,6 +184,27 @@ EOF
 LogFormat "%m %U %>s xff=%{X-Forwarded-For}i auth=%{Authorization}i" gwlab
 CustomLog "$AP/logs/received.log" gwlab
 EOF
+    # The same Exchange over HTTPS, with a certificate from a CA of its own.
+    local T=$D/exchange-tls m=/usr/lib/apache2/modules
+    rm -rf "$T"; mkdir -p "$T"
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/ca.key" \
+        -subj "/CN=Lab Exchange CA" -days 30 -out "$T/ca.pem" 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/server.key" \
+        -subj "/CN=$EXCHANGE_HOST" -out "$T/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$EXCHANGE_HOST" > "$T/ext"
+    openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 30 \
+        -extfile "$T/ext" -out "$T/server.pem" 2>/dev/null || die "Exchange's TLS certificate"
+    chmod -R o+rX "$T"
+    cat >> "$AP/httpd.conf" <<EOF
+LoadModule ssl_module $m/mod_ssl.so
+LoadModule socache_shmcb_module $m/mod_socache_shmcb.so
+Listen $EXCHANGE_ADDR:443
+<VirtualHost $EXCHANGE_ADDR:443>
+    SSLEngine on
+    SSLCertificateFile "$T/server.pem"
+    SSLCertificateKeyFile "$T/server.key"
+</VirtualHost>
+EOF
 }
 
 write_bad_exchange() {
@@ -238,6 +259,9 @@ publish() {
         cp "$f" "$PKI/www/pki/$(basename "$f").new"
         mv "$PKI/www/pki/$(basename "$f").new" "$PKI/www/pki/$(basename "$f")"
     done
+    # The issuing CA's CRL with its signature damaged (the last byte of the ECDSA value).
+    python3 -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read()); b[-1] ^= 0x55; open(sys.argv[2], "wb").write(b)' \
+        "$PKI/crl/issuing.crl" "$PKI/www/pki/badsig.crl"
     chmod -R o+rX "$PKI/www"
 }
 
@@ -253,6 +277,7 @@ start_daemons() {
     daemon_start "$NS_DC" "$RUN/apache.pid" "$LOGS/apache.stdout" \
         env KRB5_CONFIG="$D/krb5.conf" KRB5RCACHEDIR="$AP/rcache" apache2 -f "$AP/httpd.conf" -DFOREGROUND
     wait_listen "$NS_DC" tcp "$EXCHANGE_ADDR" 80 20 || { cat "$AP/logs/error.log" >&2; die "Exchange Apache"; }
+    wait_listen "$NS_DC" tcp "$EXCHANGE_ADDR" 443 20 || { cat "$AP/logs/error.log" >&2; die "Exchange Apache (HTTPS)"; }
     write_bad_exchange
     daemon_start "$NS_DC" "$RUN/badkey.pid" "$LOGS/badkey.stdout" \
         env KRB5_CONFIG="$D/krb5.conf" KRB5RCACHEDIR="$D/apache-badkey/rcache" apache2 -f "$D/apache-badkey/httpd.conf" -DFOREGROUND
@@ -302,6 +327,7 @@ LAB_SVC_PASSWORD_FILE=$D/svc_awseg.password
 LAB_NODELEG_PASSWORD_FILE=$D/svc_nodeleg.password
 LAB_PKI=$PKI
 LAB_EXCHANGE_RECEIVED=$AP/logs/received.log
+LAB_EXCHANGE_CA=$D/exchange-tls/ca.pem
 LAB_CRL_ACCESS=$CRLAP/logs/access.log
 LAB_SCRIPT=$HERE/gateway.sh
 LAB_PKI_SCRIPT=$HERE/gateway-pki.sh

@@ -296,6 +296,19 @@ fn the_gateway_between_real_peers() {
     // An Exchange whose key is not the account's (duplicate SPN, ASA not deployed).
     let badkey = lab.config("badkey", 8448, &kdc, &format!("{exchange}:8080"), "", &chain);
     lab.start(&badkey, "badkey.ndjson");
+    // Exchange over HTTPS: its certificate checked against its CA and name.
+    let tls_extra = format!("ca = \"{}\"\n", lab.v("LAB_EXCHANGE_CA"));
+    let https_url = format!("https://{}", lab.v("LAB_EXCHANGE_HOST"));
+    let https = lab.config("https", 8449, &kdc, &https_url, "", &chain);
+    let text = std::fs::read_to_string(&https).expect("https").replace("connect_timeout_ms = 2000\n", &format!("connect_timeout_ms = 2000\n{tls_extra}"));
+    std::fs::write(&https, text).expect("write");
+    lab.start(&https, "https.ndjson");
+    let wrongname = lab.config("wrongname", 8450, &kdc, &https_url, "", &chain);
+    let text = std::fs::read_to_string(&wrongname)
+        .expect("wrongname")
+        .replace("connect_timeout_ms = 2000\n", &format!("connect_timeout_ms = 2000\n{tls_extra}server_name = \"mail.lab.test\"\n"));
+    std::fs::write(&wrongname, text).expect("write");
+    lab.start(&wrongname, "wrongname.ndjson");
     // CRLs are fetched at start; give them a moment.
     std::thread::sleep(Duration::from_secs(2));
 
@@ -339,12 +352,14 @@ fn the_gateway_between_real_peers() {
         ("noeku", Some("bad_eku"), "tls", Some("unsupported certificate")),
         ("ldaponly", Some("cdp_ldap_only"), "tls", Some("unknown ca")),
         ("iisdelta", Some("crl_delta_blocked"), "tls", Some("unknown ca")),
+        ("badsig", Some("crl_bad_signature"), "tls", Some("unknown ca")),
         ("noupn", Some("no_upn"), "403", None),
         ("twoupn", Some("two_upns"), "403", None),
         ("nobody", Some("upn_not_mapped"), "403", None),
     ];
-    // iisdelta's delta URL is learnt from its first handshake: fetch it first.
+    // iisdelta's and badsig's CDPs are learnt from their first handshake: fetch them first.
     let _ = lab.curl(8443, Some("iisdelta"), "Cmd=Sync", &[]);
+    let _ = lab.curl(8443, Some("badsig"), "Cmd=Sync", &[]);
     std::thread::sleep(Duration::from_secs(3));
     for (cert, reason, kind, alert) in cases {
         let n = lab.received().len();
@@ -366,6 +381,13 @@ fn the_gateway_between_real_peers() {
     let r = lab.curl(8443, None, "Cmd=Sync", &[]);
     let e = lab.last_request("main.ndjson");
     lab.check("no certificate: refused in the handshake (certificate required)", r.status == 0 && e["reason"] == "no_cert" && r.stderr.contains("certificate required") && lab.received().len() == n, || format!("{} {:?} {e}", r.status, r.stderr));
+    // The renewed CA's device (same issuer name, new key) after the old key's: both work.
+    let _ = lab.curl(8443, Some("renewed"), "Cmd=Sync", &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    let r1 = lab.curl(8443, Some("renewed"), "Cmd=Sync&DeviceId=RENEWED", &[]);
+    let e = lab.last_request("main.ndjson");
+    let r2 = lab.curl(8443, Some("alice"), "Cmd=Sync", &[]);
+    lab.check("CA renewed with the same name and a new key: old and new devices 200, each CRL matched by key", r1.status == 200 && r2.status == 200 && e["certificate"]["crl_source"].as_str().is_some_and(|s| s.ends_with("/issuing2.crl")), || format!("{} {} {e}", r1.status, r2.status));
     let r = lab.curl(8443, Some("dave"), "Cmd=Sync", &[]);
     lab.check("dave: on hold in the base, removeFromCRL in the delta: 200", r.status == 200 && r.body.contains("REMOTE_USER=dave@LAB.TEST"), || format!("{} {}", r.status, r.stderr));
     let r = lab.curl(8446, Some("altsuffix"), "Cmd=Sync", &[]);
@@ -398,6 +420,13 @@ fn the_gateway_between_real_peers() {
     let e = lab.last_request("badkey.ndjson");
     let offered = e["backend"]["www_authenticate"].as_array().is_some_and(|a| a.iter().any(|x| x == "Negotiate"));
     lab.check("Exchange refuses the ticket (401): 502, exchange.ticket_refused, Negotiate offered", r.status == 502 && e["finding"] == "exchange.ticket_refused" && e["backend"]["status"] == 401 && offered, || format!("{} {e}", r.status));
+
+    let r = lab.curl(8449, Some("alice"), q, &[]);
+    lab.check("Exchange over HTTPS (certificate verified against its CA): 200, REMOTE_USER alice@LAB.TEST", r.status == 200 && r.body.contains("REMOTE_USER=alice@LAB.TEST"), || format!("{} {} {}", r.status, r.body, r.stderr));
+    let n = lab.received().len();
+    let r = lab.curl(8450, Some("alice"), q, &[]);
+    let e = lab.last_request("wrongname.ndjson");
+    lab.check("Exchange's certificate without the configured name: 502, nothing reached Exchange", r.status == 502 && e["reason"] == "exchange_unreachable" && lab.received().len() == n, || format!("{} {e}", r.status));
 
     // Limits and request smuggling: hyper's parser and our normalisation; Exchange reads
     // zero requests for each.

@@ -95,3 +95,26 @@ fn base_and_delta_crls() {
     assert!(raw.windows(base.tbs.len()).any(|w| w == base.tbs.as_slice()));
     assert!(crl("root").entries.is_empty());
 }
+
+#[test]
+fn damaged_inputs_are_errors_not_panics() {
+    // Every byte of a certificate and of a delta CRL flipped, and every truncation.
+    for file in ["dev/alice.pem", "dev/twoupn.pem"] {
+        let der = pem_blocks(&pki(file), "CERTIFICATE").expect("pem").remove(0);
+        for i in 0..der.len() {
+            let mut d = der.clone();
+            d[i] ^= 0xff;
+            let _ = CertInfo::parse(&d);
+            let _ = CertInfo::parse(&der[..i]);
+        }
+    }
+    let crl = pki("crl/issuing+.crl");
+    for i in 0..crl.len() {
+        let mut d = crl.clone();
+        d[i] ^= 0xff;
+        let _ = CrlInfo::parse(&d);
+        let _ = CrlInfo::parse(&crl[..i]);
+    }
+    assert!(pem_blocks(b"-----BEGIN CERTIFICATE-----\nnot base64", "CERTIFICATE").is_err());
+    assert!(pem_blocks("-----BEGIN CERTIFICATE-----\n\u{e9}\n-----END CERTIFICATE-----".as_bytes(), "CERTIFICATE").is_err());
+}

@@ -182,7 +182,7 @@ pub struct Checked {
 }
 
 pub fn is_http(u: &str) -> bool {
-    u.len() > 7 && u[..7].eq_ignore_ascii_case("http://")
+    u.len() > 7 && u.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("http://"))
 }
 
 impl Snapshot {

@@ -240,3 +240,12 @@ fn configuration_errors_name_key_and_line() {
     let e = parse(kcd_gateway::config::EXAMPLE).expect_err("files");
     assert!(e.problem.contains("svc_awseg.password") || e.key.starts_with("listen"), "{e}");
 }
+
+#[test]
+fn cdp_urls_of_any_text() {
+    assert!(kcd_gateway::crl::is_http("http://crl.lab.test/x.crl"));
+    assert!(kcd_gateway::crl::is_http("HTTP://crl.lab.test/x.crl"));
+    for u in ["ldap:///CN=x", "https://x/y.crl", "http://", "h\u{e9}\u{e9}\u{e9}\u{e9}", "", "\u{1F600}\u{1F600}x"] {
+        assert!(!kcd_gateway::crl::is_http(u), "{u:?}");
+    }
+}
