@@ -28,6 +28,10 @@ struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for g in &mut self.gateways {
+            // Only a gateway still running (an exited one's pid may belong to someone else now).
+            if !matches!(g.try_wait(), Ok(None)) {
+                continue;
+            }
             let _ = Command::new("kill").arg("-TERM").arg(g.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(g.try_wait(), Ok(None)) {
@@ -296,6 +300,15 @@ fn the_gateway_between_real_peers() {
     // An Exchange whose key is not the account's (duplicate SPN, ASA not deployed).
     let badkey = lab.config("badkey", 8448, &kdc, &format!("{exchange}:8080"), "", &chain);
     lab.start(&badkey, "badkey.ndjson");
+    // CRL problems let through by configuration (crl.fail = "open"), with an event.
+    let open = lab.config("open", 8451, &kdc, &exchange, "", &chain);
+    let text = std::fs::read_to_string(&open).expect("open").replace("[crl]\n", "[crl]\nfail = \"open\"\n");
+    std::fs::write(&open, text).expect("write");
+    lab.start(&open, "open.ndjson");
+    // A gateway to stop with SIGTERM while it holds a request.
+    let drain = lab.config("drain", 8452, &kdc, &exchange, "[limits]\ndrain_seconds = 20\n", &chain);
+    let drain_idx = lab.gateways.len();
+    lab.start(&drain, "drain.ndjson");
     // Exchange over HTTPS: its certificate checked against its CA and name.
     let tls_extra = format!("ca = \"{}\"\n", lab.v("LAB_EXCHANGE_CA"));
     let https_url = format!("https://{}", lab.v("LAB_EXCHANGE_HOST"));
@@ -427,6 +440,26 @@ fn the_gateway_between_real_peers() {
     let r = lab.curl(8450, Some("alice"), q, &[]);
     let e = lab.last_request("wrongname.ndjson");
     lab.check("Exchange's certificate without the configured name: 502, nothing reached Exchange", r.status == 502 && e["reason"] == "exchange_unreachable" && lab.received().len() == n, || format!("{} {e}", r.status));
+
+    let r = lab.curl(8451, Some("unreachable"), "Cmd=Sync&DeviceId=SOFT", &[]);
+    let e = lab.last_request("open.ndjson");
+    lab.check("crl.fail = open: an unknown revocation status passes with an event saying so", r.status == 200 && e["certificate"]["revocation"] == "soft_fail" && e["detail"].as_str().is_some_and(|d| d.contains("crl.fail")), || format!("{} {e}", r.status));
+    let r = lab.curl(8451, Some("bob"), "Cmd=Sync", &[]);
+    let e = lab.last_request("open.ndjson");
+    lab.check("crl.fail = open: a revoked certificate is still refused", r.status == 0 && e["reason"] == "revoked", || format!("{} {e}", r.status));
+
+    // A TLS handshake that never starts: closed after listen.handshake_timeout_ms (5 s).
+    {
+        let py = format!(
+            "import socket, time\ns = socket.create_connection(('{}', 8443))\nt = time.time()\ns.settimeout(20)\ntry:\n    s.recv(1)\nexcept Exception:\n    pass\nprint(round(time.time() - t, 1))\n",
+            lab.v("LAB_GW_ADDR")
+        );
+        let o = Command::new("ip").args(["netns", "exec", NS, "/usr/bin/python3", "-c", &py]).output().expect("python");
+        let secs: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(-1.0);
+        std::thread::sleep(Duration::from_millis(200));
+        let e = lab.last_request("main.ndjson");
+        lab.check("silent TLS client: closed after the handshake timeout (5 s), reason handshake_timeout", (4.5..10.0).contains(&secs) && e["reason"] == "handshake_timeout", || format!("{secs} {e}"));
+    }
 
     // Limits and request smuggling: hyper's parser and our normalisation; Exchange reads
     // zero requests for each.
@@ -601,6 +634,31 @@ print(status())
         let lines: Vec<&str> = out.lines().collect();
         let e = lab.last_request("main.ndjson");
         lab.check("revoked while connected: the next request on the same connection is refused", lines.len() == 2 && lines[0].contains(" 200") && lines[1].contains(" 403") && e["reason"] == "revoked" && lab.received().len() == n + 1, || format!("{out:?} {} {e}", String::from_utf8_lossy(&o.stderr)));
+    }
+
+    // SIGTERM while a request is held: new connections are refused, the held request
+    // finishes, then the process exits.
+    {
+        let pid = lab.gateways[drain_idx].id();
+        let lab_ref = &lab;
+        let (held, fresh) = std::thread::scope(|s| {
+            let h = s.spawn(|| lab_ref.curl(8452, Some("dave"), "Cmd=Ping&DeviceId=DRAIN&hold=6", &[]).status);
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            std::thread::sleep(Duration::from_millis(500));
+            let fresh = lab_ref.curl(8452, Some("alice"), q, &[]).status;
+            (h.join().unwrap_or(0), fresh)
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut gone = false;
+        while Instant::now() < deadline {
+            if matches!(lab.gateways[drain_idx].try_wait(), Ok(Some(_))) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lab.check("SIGTERM: the held Ping finishes (200), a new connection is refused, the gateway exits", held == 200 && fresh == 0 && gone, || format!("held {held} fresh {fresh} exited {gone}"));
     }
 
     // CRLs that expire while the gateway holds them, then fresh ones.
