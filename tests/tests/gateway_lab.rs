@@ -158,6 +158,10 @@ domain_controllers = ["{kdc}"]
     }
 
     fn start(&mut self, config: &Path, events: &str) {
+        self.start_with(config, events, &[]);
+    }
+
+    fn start_with(&mut self, config: &Path, events: &str, extra: &[&str]) {
         let port = std::fs::read_to_string(config)
             .ok()
             .and_then(|t| t.lines().find(|l| l.starts_with("address")).and_then(|l| l.rsplit(':').next()).map(|p| p.trim_matches('"').to_string()))
@@ -170,6 +174,7 @@ domain_controllers = ["{kdc}"]
             .arg(config)
             .arg("--events")
             .arg(self.gw().join(events))
+            .args(extra)
             .current_dir(self.gw())
             .stdout(Stdio::null())
             .stderr(log)
@@ -289,7 +294,39 @@ fn the_gateway_between_real_peers() {
     let down = lab.config("nox", 8445, &kdc, &format!("http://{}:81", lab.v("LAB_EXCHANGE_ADDR")), "", &chain);
     lab.start(&down, "nox.ndjson");
     let rewrite = lab.config("rewrite", 8446, &kdc, &exchange, "[mapping]\nrewrite = [{ from = \"corp.example\", to = \"lab.test\" }]\n[limits]\nheader_read_timeout_ms = 2000\n", &chain);
-    lab.start(&rewrite, "rewrite.ndjson");
+    // This one also streams its events to a Unix socket, as to the agent.
+    let sock = lab.gw().join("events.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("unix socket");
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        // Never wait forever: a gateway that does not connect fails the check, not the run.
+        let _ = listener.set_nonblocking(true);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let conn = loop {
+            match listener.accept() {
+                Ok((s, _)) => break Some(s),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => break None,
+            }
+        };
+        if let Some(s) = conn {
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+            let mut r = std::io::BufReader::new(s);
+            let mut l = String::new();
+            while r.read_line(&mut l).is_ok_and(|n| n > 0) {
+                let done = l.contains("\"ALTSUFFIX\"");
+                lines.push(std::mem::take(&mut l));
+                if done {
+                    break;
+                }
+            }
+        }
+        lines
+    });
+    let unix_arg = format!("unix:{}", sock.display());
+    lab.start_with(&rewrite, "rewrite.ndjson", &["--events", &unix_arg]);
     // The same gateway with a service account that may not delegate to Exchange.
     let nodeleg = lab.config("nodeleg", 8447, &kdc, &exchange, "", &chain);
     let text = std::fs::read_to_string(&nodeleg).expect("nodeleg")
@@ -403,8 +440,12 @@ fn the_gateway_between_real_peers() {
     lab.check("CA renewed with the same name and a new key: old and new devices 200, each CRL matched by key", r1.status == 200 && r2.status == 200 && e["certificate"]["crl_source"].as_str().is_some_and(|s| s.ends_with("/issuing2.crl")), || format!("{} {} {e}", r1.status, r2.status));
     let r = lab.curl(8443, Some("dave"), "Cmd=Sync", &[]);
     lab.check("dave: on hold in the base, removeFromCRL in the delta: 200", r.status == 200 && r.body.contains("REMOTE_USER=dave@LAB.TEST"), || format!("{} {}", r.status, r.stderr));
-    let r = lab.curl(8446, Some("altsuffix"), "Cmd=Sync", &[]);
+    let r = lab.curl(8446, Some("altsuffix"), "Cmd=Sync&DeviceId=ALTSUFFIX", &[]);
     lab.check("alternate UPN suffix rewritten: alice@corp.example -> alice@LAB.TEST", r.status == 200 && r.body.contains("REMOTE_USER=alice@LAB.TEST"), || format!("{} {} {}", r.status, r.body, r.stderr));
+    let lines = reader.join().unwrap_or_default();
+    let file_last = lab.last_request("rewrite.ndjson");
+    let sock_last: Value = lines.iter().rev().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|e| e["gateway"]["step"] == "request")).map(|e| e["gateway"].clone()).unwrap_or(Value::Null);
+    lab.check("events on a Unix socket: the same request event as in the file", sock_last == file_last && sock_last["device"]["device_id"] == "ALTSUFFIX", || format!("{} lines; {sock_last}", lines.len()));
     // An unreachable CDP: first "not fetched yet", then the fetch's own failure.
     let _ = lab.curl(8443, Some("unreachable"), "Cmd=Sync", &[]);
     std::thread::sleep(Duration::from_secs(4));
@@ -551,6 +592,10 @@ fn the_gateway_between_real_peers() {
         let ((st, took), others, polls) = held;
         lab.check("Ping held 20 s by Exchange: 200 at the end, 10 other requests 200 meanwhile, long_polls gauge 1", st == 200 && took >= Duration::from_secs(19) && others == 10 && polls, || format!("{st} {took:?} {others} {polls}"));
     }
+
+    // CRLs are fetched again with conditional GET: the CDP web server answered 304.
+    let access = std::fs::read_to_string(lab.v("LAB_CRL_ACCESS")).unwrap_or_default();
+    lab.check("CRL refresh by conditional GET: the CDP server answered 304 Not Modified", access.lines().any(|l| l.starts_with("GET /pki/issuing.crl 304")), || access.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
 
     // Metrics: by outcome and reason.
     let m = lab.metrics();

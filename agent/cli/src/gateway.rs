@@ -17,9 +17,10 @@ pub struct GatewayArgs {
     /// The gateway's configuration (TOML; `kcdscope gateway example-config` prints one).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Write one NDJSON event per request (and the delegation client's events) to FILE.
+    /// Write one NDJSON event per request (and the delegation client's events) to FILE, or
+    /// to the Unix stream socket at PATH with `unix:PATH`; repeatable.
     #[arg(long, value_name = "FILE")]
-    events: Option<PathBuf>,
+    events: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -59,15 +60,23 @@ pub fn run(a: GatewayArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
             tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
-            let events: Arc<dyn EventSink> = match &a.events {
-                Some(p) => Arc::new(kcd_gateway::server::NdjsonFile(Mutex::new(std::io::BufWriter::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)
-                        .with_context(|| format!("cannot open {}", p.display()))?,
-                )))),
-                None => Arc::new(NoEvents),
+            let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+            for p in &a.events {
+                match p.to_str().and_then(|s| s.strip_prefix("unix:")) {
+                    Some(sock) => sinks.push(Arc::new(kcd_gateway::server::NdjsonSocket::new(sock.into()))),
+                    None => sinks.push(Arc::new(kcd_gateway::server::NdjsonFile(Mutex::new(std::io::BufWriter::new(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(p)
+                            .with_context(|| format!("cannot open {}", p.display()))?,
+                    ))))),
+                }
+            }
+            let events: Arc<dyn EventSink> = match sinks.len() {
+                0 => Arc::new(NoEvents),
+                1 => sinks.remove(0),
+                _ => Arc::new(kcd_gateway::server::FanOut(sinks)),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
             match rt.block_on(kcd_gateway::server::run(config, events)) {

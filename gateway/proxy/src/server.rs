@@ -699,3 +699,56 @@ impl EventSink for NdjsonFile {
         }
     }
 }
+
+/// Events to several sinks.
+pub struct FanOut(pub Vec<Arc<dyn EventSink>>);
+
+impl EventSink for FanOut {
+    fn event(&self, e: &Event<'_>) {
+        for s in &self.0 {
+            s.event(e);
+        }
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        for s in &self.0 {
+            s.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Events as NDJSON lines to a Unix stream socket (the agent's, to join them with what it
+/// sees on the wire). Connected on first use and again after the reader went away, at most
+/// once a second; a reader slower than 100 ms per line loses lines rather than stalling
+/// requests.
+pub struct NdjsonSocket {
+    path: PathBuf,
+    conn: Mutex<(Option<std::os::unix::net::UnixStream>, Option<Instant>)>,
+}
+
+impl NdjsonSocket {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, conn: Mutex::new((None, None)) }
+    }
+}
+
+impl EventSink for NdjsonSocket {
+    fn event(&self, e: &Event<'_>) {
+        use std::io::Write;
+        let Ok(mut g) = self.conn.lock() else { return };
+        if g.0.is_none() && g.1.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            g.1 = Some(Instant::now());
+            if let Ok(s) = std::os::unix::net::UnixStream::connect(&self.path) {
+                let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+                g.0 = Some(s);
+            }
+        }
+        let Some(s) = g.0.as_mut() else { return };
+        let mut line = Vec::with_capacity(512);
+        e.write_json(&mut line);
+        line.push(b'\n');
+        if s.write_all(&line).is_err() {
+            g.0 = None;
+        }
+    }
+}
