@@ -462,6 +462,7 @@ fn the_gateway_between_real_peers() {
     let r = lab.curl(8443, Some("nobody"), q, &[]);
     let e = lab.last_request("main.ndjson");
     lab.check("unknown user: 403, KDC error 6, krb.principal_unknown", r.status == 403 && e["kcd"]["error"] == "KDC_ERR_C_PRINCIPAL_UNKNOWN" && e["finding"] == "krb.principal_unknown", || format!("{} {e}", r.status));
+    lab.check("a query User= naming someone else than the certificate is flagged", e["device"]["user_mismatch"] == "alice", || e.to_string());
     let r = lab.curl(8445, Some("alice"), q, &[]);
     let e = lab.last_request("nox.ndjson");
     lab.check("Exchange down: 502, exchange_unreachable", r.status == 502 && e["reason"] == "exchange_unreachable", || format!("{} {e}", r.status));
