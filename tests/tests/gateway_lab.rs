@@ -490,6 +490,28 @@ fn the_gateway_between_real_peers() {
     let e = lab.last_request("open.ndjson");
     lab.check("crl.fail = open: a revoked certificate is still refused", r.status == 0 && e["reason"] == "revoked", || format!("{} {e}", r.status));
 
+    // TLS 1.1 is refused (rustls speaks 1.2 and 1.3 only).
+    {
+        let pki = PathBuf::from(lab.v("LAB_PKI"));
+        let n = lab.received().len();
+        let o = Command::new("ip")
+            .args(["netns", "exec", NS, "timeout", "10", "openssl", "s_client", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-connect"])
+            .arg(format!("{}:8443", lab.v("LAB_GW_ADDR")))
+            .arg("-cert")
+            .arg(pki.join("dev/alice.pem"))
+            .arg("-key")
+            .arg(pki.join("dev/alice.key"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        // rustls answers a ClientHello without a common version with handshake_failure.
+        let refused = err.contains("alert handshake failure") || err.contains("alert protocol version");
+        lab.check("TLS 1.1 refused in the handshake, nothing reached Exchange", refused && lab.received().len() == n, || err.lines().take(3).collect::<Vec<_>>().join(" | "));
+        let r = lab.curl(8443, Some("alice"), q, &["--tls-max", "1.2"]);
+        lab.check("TLS 1.2 with a client certificate: 200", r.status == 200 && r.body.contains("REMOTE_USER=alice@LAB.TEST"), || format!("{} {}", r.status, r.stderr));
+    }
+
     // A TLS handshake that never starts: closed after listen.handshake_timeout_ms (5 s).
     {
         let py = format!(
