@@ -19,6 +19,7 @@ use kcd_export::{NdjsonWriter, Tee, TextWriter};
 use kcd_schema::{Event, Severity};
 
 mod demo;
+mod gateway;
 mod kcd;
 mod pipeline;
 mod tui;
@@ -46,6 +47,8 @@ enum Command {
         #[command(subcommand)]
         command: kcd::KcdCommand,
     },
+    /// The gateway: device client certificates -> Kerberos constrained delegation -> Exchange.
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(Args)]
@@ -190,6 +193,12 @@ fn main() -> ExitCode {
         Some(Command::Tui(a)) => return tui::run(a),
         Some(Command::Kcd { command }) => {
             return kcd::run(command).unwrap_or_else(|e| {
+                eprintln!("kcdscope: {e:#}");
+                ExitCode::from(1)
+            })
+        }
+        Some(Command::Gateway(a)) => {
+            return gateway::run(a).unwrap_or_else(|e| {
                 eprintln!("kcdscope: {e:#}");
                 ExitCode::from(1)
             })

@@ -103,7 +103,10 @@ pub enum KcdStep {
     S4u2self,
     S4u2proxy,
     /// The token for the target service (AP-REQ), from a fresh or cached ticket.
-    Token,
+    Token,    /// A device's request through the gateway (or its refused TLS handshake), as a whole:
+    /// carried by a `kcd` event whose `gateway` object has the device, the certificate, the
+    /// user, the delegation and Exchange's answer.
+    Request,
 }
 
 impl<'a> Gateway<'a> {
@@ -121,6 +124,13 @@ impl<'a> Gateway<'a> {
             clock_offset_seconds: None,
             forwardable: None,
             finding: None,
+            request_id: None,
+            status: None,
+            reason: None,
+            device: None,
+            certificate: None,
+            kcd: None,
+            backend: None,
         }
     }
 }
@@ -132,6 +142,7 @@ impl std::fmt::Display for KcdStep {
             KcdStep::S4u2self => "S4U2Self",
             KcdStep::S4u2proxy => "S4U2Proxy",
             KcdStep::Token => "token",
+            KcdStep::Request => "request",
         })
     }
 }
@@ -167,7 +178,23 @@ pub struct Gateway<'a> {
     pub forwardable: Option<bool>,
     /// On failure, the finding id that explains it (as the agent would report it).
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
-    pub finding: Option<Str<'a>>,
+    pub finding: Option<Str<'a>>,    /// Step `request`: the gateway's id for the request, also in its answer to the device.
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<Str<'a>>,
+    /// Step `request`: the HTTP status answered to the device (none: the handshake failed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    /// Step `request`: why the device was refused (no_cert, revoked, crl_unreachable...).
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<Str<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device: Option<Box<GatewayDevice>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub certificate: Option<Box<GatewayCertificate>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kcd: Option<Box<GatewayKcd>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub backend: Option<Box<GatewayBackend>>,
 }
 
 /// A principal: its name components (joined with '/' when shown or exported, as
@@ -709,4 +736,67 @@ impl<'a> Event<'a> {
             gateway: None,
         }
     }
+}
+
+/// The device behind a gateway request: its address and what its ActiveSync query says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayDevice {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cmd: Option<String>,
+    /// The query's User=, when it names someone else than the certificate's user.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user_mismatch: Option<String>,
+}
+
+/// The device's certificate as the gateway verified it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayCertificate {
+    pub subject: String,
+    pub issuer: String,
+    /// Uppercase hex, as `openssl x509 -serial` prints it.
+    pub serial: String,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upn: Option<String>,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// good, revoked, unknown (refused), soft_fail (let through by configuration).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub revocation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crl_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crl_age_seconds: Option<i64>,
+}
+
+/// The delegation for one request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayKcd {
+    pub cache_hit: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub step: Option<KcdStep>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<ErrorCode>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ntstatus: Option<NtStatusInfo>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kdc: Option<String>,
+    pub latency_us: i64,
+}
+
+/// Exchange's answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayBackend {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    pub latency_us: i64,
+    /// The WWW-Authenticate schemes Exchange offered with a 401.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub www_authenticate: Vec<String>,
 }

@@ -1,0 +1,31 @@
+//! The certificate-to-Kerberos gateway (DOMAIN.md sections 1-4): devices open TLS with a
+//! client certificate; the gateway verifies it (chain, validity, EKU, revocation by CRLs
+//! over HTTP), maps it to a user, obtains a ticket for that user with the delegation client
+//! (S4U2Self + S4U2Proxy) and forwards the ActiveSync request to Exchange with
+//! `Authorization: Negotiate`.
+//!
+//! Decisions are plain functions over bytes and values (`config`, `identity`, `crl`,
+//! `normalize`, `eas`, `reason`); sockets, timers and files are in the thin shells
+//! (`tls`, `fetch`, `proxy`, `server`).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod crl;
+pub mod eas;
+pub mod identity;
+pub mod normalize;
+pub mod reason;
+
+/// rustls's crypto provider on *ring*: aws-lc-rs, rustls's default, needs cmake and a C
+/// toolchain at build time. (rustls 0.23.48 deprecates this constructor because *ring*
+/// offers no post-quantum key exchange; devices speaking ActiveSync do not offer it either.)
+#[allow(deprecated)]
+pub fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+pub mod fetch;
+pub mod metrics;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,754 @@
+//! The shell: listeners, connections, the request path to Exchange, the admin listener,
+//! reload and drain. Decisions are taken by the pure modules; this file moves bytes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use kcd_client::{EventSink, KcdClient, KcdError};
+use kcd_schema::{
+    Event, EventType, Gateway, GatewayBackend, GatewayCertificate, GatewayDevice, GatewayKcd, KcdStep, NtStatusInfo,
+};
+use tokio::net::TcpListener;
+
+use crate::config::GatewayConfig;
+use crate::crl::Refusal;
+use crate::fetch::Fetcher;
+use crate::metrics::Metrics;
+use crate::reason::Reason;
+use crate::tls::{handshake_reason, Verdict, Verifier};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// One configuration and everything built from it; swapped whole on reload.
+pub struct Generation {
+    pub cfg: Arc<GatewayConfig>,
+    pub verifier: Arc<Verifier>,
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
+    pub kcd: Arc<KcdClient>,
+    upstream: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    realms: Vec<String>,
+    scheme: &'static str,
+}
+
+pub struct App {
+    pub gen: ArcSwap<Generation>,
+    pub fetcher: Arc<Fetcher>,
+    pub metrics: Arc<Metrics>,
+    pub events: Arc<dyn EventSink>,
+    draining: AtomicBool,
+    frame: AtomicU64,
+    id_prefix: u32,
+    next_id: AtomicU64,
+    kdc_ok: AtomicI64,
+    kdc_failed: AtomicI64,
+    exchange_ok: AtomicI64,
+    exchange_failed: AtomicI64,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Generation {
+    fn build(cfg: GatewayConfig, fetcher: &Arc<Fetcher>, events: Arc<dyn EventSink>) -> Result<Generation, String> {
+        let f = fetcher.clone();
+        let learn: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |u: &str| f.want(u));
+        let verifier = Arc::new(Verifier::new(&cfg, fetcher.snapshot.clone(), learn)?);
+        let provider = Arc::new(crate::provider());
+        let key = provider
+            .key_provider
+            .load_private_key(cfg.server_key.0.clone_key())
+            .map_err(|e| format!("listen.key: {e}"))?;
+        let ck = rustls::sign::CertifiedKey::new(cfg.server_chain.clone(), key);
+        ck.keys_match().map_err(|e| format!("listen.key does not belong to listen.certificate: {e}"))?;
+        let certs: Arc<dyn rustls::server::ResolvesServerCert> = Arc::new(rustls::sign::SingleCertAndKey::from(ck));
+
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &cfg.exchange.ca {
+            roots.add(c.clone()).map_err(|e| format!("exchange.ca: {e}"))?;
+        }
+        // hyper-rustls sets ALPN itself (http/1.1 only, from enable_http1).
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(err)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.exchange.connect_timeout));
+        http.set_nodelay(true);
+        #[allow(deprecated)]
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .with_server_name(cfg.exchange.server_name.clone())
+            .enable_http1()
+            .wrap_connector(http);
+        let upstream = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        let realms = cfg.realms();
+        let kcd = Arc::new(KcdClient::new(cfg.kcd.clone(), events));
+        let scheme = if cfg.exchange.https { "https" } else { "http" };
+        Ok(Generation { cfg: Arc::new(cfg), verifier, certs, kcd, upstream, realms, scheme })
+    }
+}
+
+/// Runs the gateway until SIGTERM (or SIGINT).
+pub async fn run(path: PathBuf, events: Arc<dyn EventSink>) -> Result<(), String> {
+    let cfg = GatewayConfig::load(&path).map_err(err)?;
+    let metrics = Arc::new(Metrics::new());
+    let fetcher = Fetcher::new(cfg.crl.clone(), cfg.anchor_info.clone(), metrics.clone());
+    let listen = cfg.listen;
+    let admin = cfg.admin;
+    let gen = Generation::build(cfg, &fetcher, events.clone())?;
+    let mut prefix = [0u8; 4];
+    getrandom::fill(&mut prefix).map_err(err)?;
+    let app = Arc::new(App {
+        gen: ArcSwap::from_pointee(gen),
+        fetcher: fetcher.clone(),
+        metrics,
+        events,
+        draining: AtomicBool::new(false),
+        frame: AtomicU64::new(0),
+        id_prefix: u32::from_be_bytes(prefix),
+        next_id: AtomicU64::new(0),
+        kdc_ok: AtomicI64::new(0),
+        kdc_failed: AtomicI64::new(0),
+        exchange_ok: AtomicI64::new(0),
+        exchange_failed: AtomicI64::new(0),
+    });
+    tokio::spawn(fetcher.clone().run());
+    let listener = TcpListener::bind(listen).await.map_err(|e| format!("listen.address {listen}: {e}"))?;
+    tracing::info!(%listen, "gateway listening");
+    if let Some(a) = admin {
+        let l = TcpListener::bind(a).await.map_err(|e| format!("admin.address {a}: {e}"))?;
+        tokio::spawn(admin_loop(app.clone(), l));
+    }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(err)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(err)?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(err)?;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(app.gen.load().cfg.limits.max_connections));
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let (tcp, peer) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = sem.clone().try_acquire_owned() else {
+                    app.metrics.handshake_refused("connection_cap");
+                    drop(tcp);
+                    continue;
+                };
+                let app = app.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    connection(app, tcp, peer, watcher).await;
+                });
+            }
+            _ = hup.recv() => reload(&app, &path),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    app.draining.store(true, Ordering::SeqCst);
+    drop(listener);
+    let drain = app.gen.load().cfg.limits.drain;
+    tracing::info!(open = graceful.count(), "draining");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("drain deadline passed; closing the remaining connections");
+    }
+    let _ = app.events.flush();
+    Ok(())
+}
+
+fn reload(app: &Arc<App>, path: &Path) {
+    let r = GatewayConfig::load(path).map_err(err).and_then(|cfg| {
+        let (crl, cas) = (cfg.crl.clone(), cfg.anchor_info.clone());
+        let old = app.gen.load();
+        if cfg.listen != old.cfg.listen {
+            return Err(format!("listen.address cannot change on reload (still {}); restart to move it", old.cfg.listen));
+        }
+        let g = Generation::build(cfg, &app.fetcher, app.events.clone())?;
+        app.fetcher.reconfigure(crl, cas);
+        app.gen.store(Arc::new(g));
+        Ok(())
+    });
+    let (outcome, detail) = match &r {
+        Ok(()) => ("reloaded", format!("{} reloaded", path.display())),
+        Err(e) => ("reload_refused", format!("{e}; the previous configuration stays")),
+    };
+    tracing::info!(outcome, %detail, "SIGHUP");
+    app.metrics.reloads.get_or_create(&crate::metrics::OutcomeLabels { outcome: outcome.into(), reason: String::new() }).inc();
+    let mut g = Gateway::new(KcdStep::Request, outcome);
+    g.detail = Some(detail.into());
+    app.emit(g, None);
+}
+
+impl App {
+    fn emit(&self, g: Gateway<'_>, peer: Option<SocketAddr>) {
+        let frame = self.frame.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut e = Event::bare(kcd_client::transport::now_timestamp(), EventType::Kcd, None, frame);
+        if let Some(p) = peer {
+            e.src_ip = Some(p.ip());
+            e.src_port = Some(p.port());
+        }
+        e.gateway = Some(g);
+        self.events.event(&e);
+        let _ = self.events.flush();
+    }
+
+    fn request_id(&self) -> String {
+        format!("{:08x}-{:06x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed) & 0xff_ffff_ffff)
+    }
+}
+
+struct Counted(Arc<Metrics>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
+}
+
+fn cert_object(v: &Verdict, upn: Option<String>) -> Option<Box<GatewayCertificate>> {
+    let c = v.leaf.as_ref()?;
+    let (revocation, source, age) = match (&v.refusal, &v.revocation, &v.soft_fail) {
+        (Some(r), _, _) if r.reason == Reason::Revoked => (Some("revoked"), None, None),
+        (Some(r), _, _) if r.reason.label().starts_with("crl") || r.reason == Reason::CdpLdapOnly => (Some("unknown"), None, None),
+        (_, Some(ch), _) => (Some("good"), Some(ch.source.clone()), Some(ch.age)),
+        (_, _, Some(_)) => (Some("soft_fail"), None, None),
+        _ => (None, None, None),
+    };
+    Some(Box::new(GatewayCertificate {
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        serial: c.serial_hex(),
+        sha256: c.fingerprint_hex(),
+        upn: upn.or_else(|| c.upns.first().cloned()),
+        not_after: c.not_after,
+        revocation: revocation.map(str::to_string),
+        crl_source: source,
+        crl_age_seconds: age,
+    }))
+}
+
+async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr, watcher: hyper_util::server::graceful::Watcher) {
+    app.metrics.open_connections.inc();
+    let _open = Counted(app.metrics.clone());
+    let _ = tcp.set_nodelay(true);
+    let gen = app.gen.load_full();
+    let slot = Arc::new(Mutex::new(Verdict::default()));
+    let cfg = match gen.verifier.server_config(gen.certs.clone(), slot.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "TLS configuration");
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let tls = match tokio::time::timeout(gen.cfg.limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let (reason, detail) = handshake_reason(&slot, &e);
+            let label = if reason == Reason::BadRequest { "tls_handshake" } else { reason.label() };
+            handshake_refused(&app, &slot, peer, label, reason.finding(), detail);
+            return;
+        }
+        Err(_) => {
+            handshake_refused(&app, &slot, peer, "handshake_timeout", None, "the TLS handshake did not finish in time".into());
+            return;
+        }
+    };
+    let verdict = Arc::new(slot.lock().map(|v| v.clone()).unwrap_or_default());
+    let lim = &gen.cfg.limits;
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(lim.header_read_timeout)
+        .max_headers(lim.max_headers)
+        .max_buf_size(64 * 1024)
+        .keep_alive(true);
+    let svc_app = app.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let (app, verdict) = (svc_app.clone(), verdict.clone());
+        async move { Ok::<_, Infallible>(handle(app, verdict, peer, req).await) }
+    });
+    let conn = b.serve_connection(TokioIo::new(tls), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
+}
+
+fn handshake_refused(app: &App, slot: &Mutex<Verdict>, peer: SocketAddr, label: &str, finding: Option<&str>, detail: String) {
+    app.metrics.handshake_refused(label);
+    app.metrics.request("refused", label);
+    let v = slot.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut g = Gateway::new(KcdStep::Request, "tls_refused");
+    g.reason = Some(label.to_string().into());
+    g.detail = Some(detail.into());
+    g.finding = finding.map(Into::into);
+    g.certificate = cert_object(&v, None);
+    g.device = Some(Box::new(GatewayDevice { address: Some(peer.to_string()), ..Default::default() }));
+    tracing::info!(%peer, reason = label, "TLS handshake refused");
+    app.emit(g, Some(peer));
+}
+
+/// The body of the device's request on its way to Exchange: counted against the limit and
+/// timed between frames (hyper has no body timeout); trailers are dropped.
+struct Guarded {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    flag: Arc<AtomicU8>,
+}
+
+const FLAG_TOO_LARGE: u8 = 1;
+const FLAG_IDLE: u8 = 2;
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.timer.as_mut().reset(deadline);
+                    match f.into_data() {
+                        Ok(d) => {
+                            this.seen += d.len() as u64;
+                            if this.seen > this.limit {
+                                this.flag.store(FLAG_TOO_LARGE, Ordering::SeqCst);
+                                return Poll::Ready(Some(Err("request body over the limit".into())));
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(d))));
+                        }
+                        Err(_trailers) => continue,
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        this.flag.store(FLAG_IDLE, Ordering::SeqCst);
+                        return Poll::Ready(Some(Err("request body idle".into())));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn answer(status: u16, reason: &str, id: &str) -> Response<ProxyBody> {
+    let body = format!("{status} {}\nreason: {reason}\nrequest id: {id}\n", StatusCode::from_u16(status).map(|s| s.canonical_reason().unwrap_or("")).unwrap_or(""));
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    }
+    r
+}
+
+struct LongPoll(Arc<Metrics>);
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        self.0.long_polls.dec();
+    }
+}
+
+fn now_s() -> i64 {
+    crate::tls::now()
+}
+
+async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+    let t0 = Instant::now();
+    let id = app.request_id();
+    let gen = app.gen.load_full();
+    let q = crate::eas::parse(req.uri().query().unwrap_or(""));
+    let mut g = Gateway::new(KcdStep::Request, "refused");
+    g.request_id = Some(id.clone().into());
+    g.device = Some(Box::new(GatewayDevice {
+        address: Some(peer.to_string()),
+        device_id: q.device_id.clone(),
+        device_type: q.device_type.clone(),
+        cmd: q.cmd.clone(),
+        user_mismatch: None,
+    }));
+    let refuse = |mut g: Gateway<'static>, r: Refusal, v: &Verdict, status: u16| {
+        app.metrics.request("refused", r.reason.label());
+        g.status = Some(status);
+        g.reason = Some(r.reason.label().into());
+        g.detail = Some(r.detail.into());
+        if g.finding.is_none() {
+            g.finding = r.reason.finding().map(Into::into);
+        }
+        if g.certificate.is_none() {
+            g.certificate = cert_object(v, None);
+        }
+        app.emit(g, Some(peer));
+        answer(status, r.reason.label(), &id)
+    };
+    if app.draining.load(Ordering::Relaxed) {
+        return refuse(g, Refusal::new(Reason::Draining, "the gateway is shutting down"), &verdict, 503);
+    }
+    let Some(leaf) = verdict.leaf.clone() else {
+        return refuse(g, Refusal::new(Reason::NoCert, "no verified certificate on this connection"), &verdict, 403);
+    };
+    // Revocation again, now: a device on a keep-alive connection or holding a Ping may have
+    // been revoked since its handshake.
+    let mut v = Verdict::clone(&verdict);
+    match gen.verifier.revocation(&leaf, &verdict.intermediates) {
+        Ok((checked, soft)) => {
+            v.revocation = checked;
+            v.soft_fail = soft;
+        }
+        Err(r) => {
+            v.refusal = Some(r.clone());
+            return refuse(g, r, &v, 403);
+        }
+    }
+    let user = match crate::identity::map_user(&leaf, &gen.cfg.mapping, &gen.realms) {
+        Ok(u) => u,
+        Err(r) => return refuse(g, r, &v, 403),
+    };
+    g.user = Some(user.upn.clone().into());
+    g.certificate = cert_object(&v, Some(user.certificate_name.clone()));
+    if let Some(s) = &v.soft_fail {
+        g.detail = Some(format!("revocation unknown, let through by crl.fail = \"open\": {}", s.detail).into());
+    }
+    if let (Some(qu), Some(d)) = (&q.user, g.device.as_mut()) {
+        let local = user.upn.split('@').next().unwrap_or("");
+        if !qu.eq_ignore_ascii_case(&user.upn) && !qu.eq_ignore_ascii_case(local) && !qu.eq_ignore_ascii_case(&user.certificate_name) {
+            d.user_mismatch = Some(qu.clone());
+        }
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let declared: Option<u64> = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok());
+    if declared.is_some_and(|n| n > gen.cfg.limits.body_bytes) {
+        return refuse(g, Refusal::new(Reason::BodyTooLarge, format!("Content-Length over limits.body_bytes ({})", gen.cfg.limits.body_bytes)), &v, 413);
+    }
+    if let Err(r) = crate::normalize::normalize(&parts.method, parts.version, &mut parts.headers, body.size_hint().exact(), peer.ip(), &gen.cfg.exchange.host_header) {
+        return refuse(g, Refusal::new(r, "the request cannot be forwarded"), &v, r.http_status());
+    }
+
+    let tk = Instant::now();
+    let token = gen.kcd.token(&user.upn, None).await;
+    let kdc_latency = tk.elapsed();
+    app.metrics.kdc_seconds.observe(kdc_latency.as_secs_f64());
+    let token = match token {
+        Ok(t) => {
+            if t.cached {
+                app.metrics.cache_hits.inc();
+            } else {
+                app.metrics.cache_misses.inc();
+                app.kdc_ok.store(now_s(), Ordering::Relaxed);
+            }
+            app.metrics.ticket_cache.set(gen.kcd.cached_tickets() as i64);
+            g.kcd = Some(Box::new(GatewayKcd { cache_hit: t.cached, latency_us: kdc_latency.as_micros() as i64, ..Default::default() }));
+            t
+        }
+        Err(e) => {
+            if matches!(e, KcdError::Unreachable { .. }) {
+                app.kdc_failed.store(now_s(), Ordering::Relaxed);
+            }
+            let ntstatus = match &e {
+                KcdError::Kdc { ntstatus, .. } => ntstatus.map(NtStatusInfo),
+                _ => None,
+            };
+            let kdc = match &e {
+                KcdError::Kdc { kdc, .. } | KcdError::BadReply { kdc, .. } => Some(kdc.clone()),
+                _ => None,
+            };
+            g.kcd = Some(Box::new(GatewayKcd {
+                cache_hit: false,
+                step: e.step(),
+                error: e.krb_error(),
+                ntstatus,
+                kdc,
+                latency_us: kdc_latency.as_micros() as i64,
+            }));
+            g.finding = Some(e.finding_id().into());
+            let status = e.http_status();
+            let reason = match status {
+                504 => Reason::KdcUnreachable,
+                403 if e.krb_error().is_some_and(|c| c.0 == 6) => Reason::UpnNotMapped,
+                403 => Reason::Kerberos,
+                _ => Reason::Kerberos,
+            };
+            return refuse(g, Refusal::new(reason, e.to_string()), &v, status);
+        }
+    };
+
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri: hyper::Uri = match format!("{}://{}{}", gen.scheme, gen.cfg.exchange.authority, pq).parse() {
+        Ok(u) => u,
+        Err(_) => return refuse(g, Refusal::new(Reason::BadRequest, "the request target cannot be forwarded"), &v, 400),
+    };
+    parts.uri = uri;
+    parts.version = hyper::Version::HTTP_11;
+    match HeaderValue::from_str(&token.header_value()) {
+        Ok(h) => {
+            parts.headers.insert(header::AUTHORIZATION, h);
+        }
+        Err(_) => return refuse(g, Refusal::new(Reason::Kerberos, "the token is not a header value"), &v, 502),
+    }
+    drop(token);
+    let flag = Arc::new(AtomicU8::new(0));
+    let guarded = Guarded {
+        inner: body,
+        limit: gen.cfg.limits.body_bytes,
+        seen: 0,
+        idle: gen.cfg.limits.body_idle_timeout,
+        timer: Box::pin(tokio::time::sleep(gen.cfg.limits.body_idle_timeout)),
+        flag: flag.clone(),
+    };
+    let up = Request::from_parts(parts, guarded.boxed());
+    let _poll = q.is_long_poll().then(|| {
+        app.metrics.long_polls.inc();
+        LongPoll(app.metrics.clone())
+    });
+    let te = Instant::now();
+    let r = tokio::time::timeout(gen.cfg.exchange.response_timeout, gen.upstream.request(up)).await;
+    let ex_latency = te.elapsed();
+    app.metrics.exchange_seconds.observe(ex_latency.as_secs_f64());
+    let mut backend = GatewayBackend { latency_us: ex_latency.as_micros() as i64, ..Default::default() };
+    let resp = match r {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            g.backend = Some(Box::new(backend));
+            let (reason, status, detail) = match flag.load(Ordering::SeqCst) {
+                FLAG_TOO_LARGE => (Reason::BodyTooLarge, 413, "the body went over limits.body_bytes".to_string()),
+                FLAG_IDLE => (Reason::BodyTimeout, 408, "the device stopped sending its body".to_string()),
+                _ => {
+                    app.exchange_failed.store(now_s(), Ordering::Relaxed);
+                    (Reason::ExchangeUnreachable, 502, format!("Exchange at {}: {}", gen.cfg.exchange.authority, error_chain(&e)))
+                }
+            };
+            return refuse(g, Refusal::new(reason, detail), &v, status);
+        }
+        Err(_) => {
+            app.exchange_failed.store(now_s(), Ordering::Relaxed);
+            g.backend = Some(Box::new(backend));
+            return refuse(g, Refusal::new(Reason::ExchangeTimeout, "Exchange did not answer within exchange.response_timeout_seconds"), &v, 504);
+        }
+    };
+    app.exchange_ok.store(now_s(), Ordering::Relaxed);
+    backend.status = Some(resp.status().as_u16());
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        backend.www_authenticate = resp
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|s| s.split_whitespace().next().unwrap_or("").chars().take(32).collect())
+            .take(8)
+            .collect();
+        g.backend = Some(Box::new(backend));
+        // A fresh ticket refused: reported once per request, never retried blindly.
+        return refuse(
+            g,
+            Refusal::new(Reason::ExchangeRefusedTicket, format!("Exchange answered 401 to the ticket for {}", user.upn)),
+            &v,
+            502,
+        );
+    }
+    g.backend = Some(Box::new(backend));
+    app.metrics.request("forwarded", "");
+    app.metrics.request_seconds.observe(t0.elapsed().as_secs_f64());
+    g.outcome = "forwarded".into();
+    g.status = Some(resp.status().as_u16());
+    app.emit(g, Some(peer));
+    let (mut rp, rb) = resp.into_parts();
+    for n in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate"] {
+        rp.headers.remove(n);
+    }
+    if let Ok(h) = HeaderValue::from_str(&id) {
+        rp.headers.insert(HeaderName::from_static("x-request-id"), h);
+    }
+    Response::from_parts(rp, rb.map_err(|e| Box::new(e) as BoxError).boxed())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    let mut n = 0;
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+        n += 1;
+        if n > 4 {
+            break;
+        }
+    }
+    s.chars().take(300).collect()
+}
+
+async fn admin_loop(app: Arc<App>, l: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = l.accept().await else { continue };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(admin(&app, req.uri().path())) }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            let _ = b.serve_connection(TokioIo::new(tcp), svc).await;
+        });
+    }
+}
+
+fn admin(app: &App, path: &str) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/healthz" => (200, "ok\n".to_string()),
+        "/metrics" => {
+            app.metrics.ticket_cache.set(app.gen.load().kcd.cached_tickets() as i64);
+            (200, app.metrics.encode())
+        }
+        "/readyz" => {
+            let mut problems = Vec::new();
+            if app.draining.load(Ordering::Relaxed) {
+                problems.push("draining".to_string());
+            }
+            if app.kdc_failed.load(Ordering::Relaxed) > app.kdc_ok.load(Ordering::Relaxed) {
+                problems.push("the last KDC exchange found no KDC answering".into());
+            }
+            if app.exchange_failed.load(Ordering::Relaxed) > app.exchange_ok.load(Ordering::Relaxed) {
+                problems.push("Exchange did not answer the last request".into());
+            }
+            let snap = app.fetcher.snapshot.load();
+            let t = now_s();
+            for (u, st) in &snap.urls {
+                match &st.good {
+                    Some(c) if c.next_update.is_none_or(|n| n >= t) => {}
+                    Some(_) => problems.push(format!("CRL {u} expired")),
+                    None => problems.push(format!("CRL {u} not loaded")),
+                }
+            }
+            if problems.is_empty() {
+                (200, "ready\n".to_string())
+            } else {
+                (503, problems.join("\n") + "\n")
+            }
+        }
+        _ => (404, "not found\n".to_string()),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r
+}
+
+/// Events as NDJSON into a file, one line each, written as they happen.
+pub struct NdjsonFile(pub Mutex<std::io::BufWriter<std::fs::File>>);
+
+impl EventSink for NdjsonFile {
+    fn event(&self, e: &Event<'_>) {
+        use std::io::Write;
+        let mut line = Vec::with_capacity(512);
+        e.write_json(&mut line);
+        line.push(b'\n');
+        if let Ok(mut f) = self.0.lock() {
+            let _ = f.write_all(&line);
+        }
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        match self.0.lock() {
+            Ok(mut f) => f.flush(),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Events to several sinks.
+pub struct FanOut(pub Vec<Arc<dyn EventSink>>);
+
+impl EventSink for FanOut {
+    fn event(&self, e: &Event<'_>) {
+        for s in &self.0 {
+            s.event(e);
+        }
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        for s in &self.0 {
+            s.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Events as NDJSON lines to a Unix stream socket (the agent's, to join them with what it
+/// sees on the wire). Connected on first use and again after the reader went away, at most
+/// once a second; a reader slower than 100 ms per line loses lines rather than stalling
+/// requests.
+pub struct NdjsonSocket {
+    path: PathBuf,
+    conn: Mutex<(Option<std::os::unix::net::UnixStream>, Option<Instant>)>,
+}
+
+impl NdjsonSocket {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, conn: Mutex::new((None, None)) }
+    }
+}
+
+impl EventSink for NdjsonSocket {
+    fn event(&self, e: &Event<'_>) {
+        use std::io::Write;
+        let Ok(mut g) = self.conn.lock() else { return };
+        if g.0.is_none() && g.1.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            g.1 = Some(Instant::now());
+            if let Ok(s) = std::os::unix::net::UnixStream::connect(&self.path) {
+                let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+                g.0 = Some(s);
+            }
+        }
+        let Some(s) = g.0.as_mut() else { return };
+        let mut line = Vec::with_capacity(512);
+        e.write_json(&mut line);
+        line.push(b'\n');
+        if s.write_all(&line).is_err() {
+            g.0 = None;
+        }
+    }
+}

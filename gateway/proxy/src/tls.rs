@@ -1,0 +1,214 @@
+//! The device side's TLS: a `WebPkiClientVerifier` built without CRLs (chain, validity,
+//! Client Authentication EKU when present) wrapped in our own verifier, which then applies
+//! the EKU policy and checks revocation in our CRL index. One wrapper per connection, so
+//! that the reason for a refusal (and the verified certificate) reaches the event of that
+//! connection; resumption off, so that every connection is verified afresh.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use kcd_cert::CertInfo;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+
+use crate::config::{FailMode, GatewayConfig};
+use crate::crl::{is_http, Checked, Refusal, Snapshot};
+use crate::reason::Reason;
+
+/// What a generation of the configuration verifies with.
+pub struct Verifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    pub anchors: Vec<CertInfo>,
+    allow_no_eku: bool,
+    fail: FailMode,
+    revocation: Arc<ArcSwap<Snapshot>>,
+    /// CDP URLs seen in certificates, for the fetcher.
+    learn: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verifier({} anchors)", self.anchors.len())
+    }
+}
+
+/// The verdict on one connection's certificate.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    pub leaf: Option<Arc<CertInfo>>,
+    pub intermediates: Vec<CertInfo>,
+    pub refusal: Option<Refusal>,
+    pub revocation: Option<Checked>,
+    /// A CRL problem let through because `crl.fail = "open"`.
+    pub soft_fail: Option<Refusal>,
+}
+
+impl Verifier {
+    pub fn new(
+        cfg: &GatewayConfig,
+        revocation: Arc<ArcSwap<Snapshot>>,
+        learn: Arc<dyn Fn(&str) + Send + Sync>,
+    ) -> Result<Verifier, String> {
+        let mut roots = RootCertStore::empty();
+        for a in &cfg.anchors {
+            roots.add(a.clone()).map_err(|e| format!("client_certificates.chain: {e}"))?;
+        }
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(crate::provider()))
+            .build()
+            .map_err(|e| format!("client_certificates.chain: {e}"))?;
+        for a in &cfg.anchor_info {
+            for u in a.crl_urls.iter().chain(&a.delta_urls).filter(|u| is_http(u)) {
+                learn(u);
+            }
+        }
+        for u in &cfg.crl.preload {
+            learn(u);
+        }
+        Ok(Verifier {
+            inner,
+            anchors: cfg.anchor_info.clone(),
+            allow_no_eku: cfg.mapping.allow_no_eku,
+            fail: cfg.crl.fail,
+            revocation,
+            learn,
+        })
+    }
+
+    /// Revocation of a verified chain, now: at the handshake and again on every request.
+    pub fn revocation(&self, leaf: &CertInfo, intermediates: &[CertInfo]) -> Result<(Option<Checked>, Option<Refusal>), Refusal> {
+        let others: Vec<&CertInfo> = intermediates.iter().chain(&self.anchors).collect();
+        let snap = self.revocation.load();
+        match snap.check_chain(leaf, &others, now()) {
+            Ok(c) => Ok((Some(c), None)),
+            Err(r) if r.reason != Reason::Revoked && self.fail == FailMode::Open => Ok((None, Some(r))),
+            Err(r) => Err(r),
+        }
+    }
+
+    /// A server configuration for one connection, with a verifier that reports to `slot`.
+    pub fn server_config(
+        self: &Arc<Self>,
+        certs: Arc<dyn rustls::server::ResolvesServerCert>,
+        slot: Arc<Mutex<Verdict>>,
+    ) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let v = ConnVerifier { shared: self.clone(), slot };
+        let mut c = ServerConfig::builder_with_provider(Arc::new(crate::provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(Arc::new(v))
+            .with_cert_resolver(certs);
+        // A resumed session skips certificate verification: none are kept or issued.
+        c.session_storage = Arc::new(NoServerSessionStorage {});
+        c.send_tls13_tickets = 0;
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(c))
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug)]
+struct ConnVerifier {
+    shared: Arc<Verifier>,
+    slot: Arc<Mutex<Verdict>>,
+}
+
+impl ConnVerifier {
+    fn refuse(&self, v: Verdict, r: Refusal) -> rustls::Error {
+        let e = rustls::Error::InvalidCertificate(r.reason.certificate_error());
+        self.store(Verdict { refusal: Some(r), ..v });
+        e
+    }
+    fn store(&self, v: Verdict) {
+        if let Ok(mut s) = self.slot.lock() {
+            *s = v;
+        }
+    }
+}
+
+impl ClientCertVerifier for ConnVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.shared.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let leaf = CertInfo::parse(end_entity).ok().map(Arc::new);
+        let inters: Vec<CertInfo> = intermediates.iter().take(8).filter_map(|c| CertInfo::parse(c).ok()).collect();
+        let base = Verdict { leaf: leaf.clone(), intermediates: inters.clone(), ..Default::default() };
+        if let Err(e) = self.shared.inner.verify_client_cert(end_entity, intermediates, now) {
+            let reason = Reason::from_tls_error(&e);
+            self.store(Verdict { refusal: Some(Refusal::new(reason, e.to_string())), ..base });
+            return Err(e);
+        }
+        let Some(leaf) = leaf else {
+            let r = Refusal::new(Reason::BadCertificate, "the certificate verified but cannot be read");
+            return Err(self.refuse(base, r));
+        };
+        if let Err(r) = crate::identity::check_eku(&leaf, self.shared.allow_no_eku) {
+            return Err(self.refuse(base, r));
+        }
+        for c in std::iter::once(leaf.as_ref()).chain(&inters) {
+            for u in c.crl_urls.iter().chain(&c.delta_urls).filter(|u| is_http(u)) {
+                (self.shared.learn)(u);
+            }
+        }
+        match self.shared.revocation(&leaf, &inters) {
+            Ok((checked, soft)) => {
+                self.store(Verdict { revocation: checked, soft_fail: soft, ..base });
+                Ok(ClientCertVerified::assertion())
+            }
+            Err(r) => Err(self.refuse(base, r)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.shared.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.shared.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.shared.inner.supported_verify_schemes()
+    }
+}
+
+/// The reason a handshake failed: what our verifier recorded, else read from the error
+/// tokio-rustls gives (a rustls::Error inside the io::Error), else a plain I/O failure.
+pub fn handshake_reason(slot: &Mutex<Verdict>, e: &std::io::Error) -> (Reason, String) {
+    if let Some(r) = slot.lock().ok().and_then(|v| v.refusal.clone()) {
+        return (r.reason, r.detail);
+    }
+    if let Some(te) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        let r = Reason::from_tls_error(te);
+        return (if r == Reason::BadCertificate { Reason::BadRequest } else { r }, te.to_string());
+    }
+    (Reason::BadRequest, e.to_string())
+}

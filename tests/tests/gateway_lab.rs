@@ -1,0 +1,760 @@
+//! `kcdscope gateway` between real peers (tests/lab/gateway.sh): curl and openssl as
+//! devices with certificates from an openssl PKI, a Samba AD DC, Apache + mod_auth_gssapi as
+//! Exchange, Apache publishing base and delta CRLs. The judges are independent of the
+//! gateway: what Apache received (its REMOTE_USER, the headers it logged, how many requests
+//! it read), the TLS alert curl reports, and the KDC's own error codes.
+//!
+//! Needs root (network namespaces): `tests/run` runs it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kcd_tests::{kcdscope_bin, repo_root};
+use serde_json::Value;
+
+const NS: &str = "kcdgw-gw";
+
+struct Lab {
+    dir: PathBuf,
+    env: HashMap<String, String>,
+    failures: Vec<String>,
+    passed: usize,
+    gateways: Vec<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for g in &mut self.gateways {
+            // Only a gateway still running (an exited one's pid may belong to someone else now).
+            if !matches!(g.try_wait(), Ok(None)) {
+                continue;
+            }
+            let _ = Command::new("kill").arg("-TERM").arg(g.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(g.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = g.kill();
+            let _ = g.wait();
+        }
+        if std::env::var_os("KCDGW_KEEP").is_none() {
+            let _ = Command::new("bash").arg(self.script()).arg("down").arg(self.dir.join("lab")).status();
+        }
+    }
+}
+
+struct Curl {
+    status: u16,
+    body: String,
+    stderr: String,
+}
+
+impl Lab {
+    fn up() -> Lab {
+        // The provisioned domain is kept between runs (provisioning takes most of the time).
+        let dir = std::env::temp_dir().join("kcdscope-gateway-lab");
+        std::fs::create_dir_all(dir.join("gw")).expect("scratch dir");
+        let script = repo_root().join("tests/lab/gateway.sh");
+        let st = Command::new("bash").arg(&script).arg("up").arg(dir.join("lab")).status().expect("bash runs");
+        assert!(st.success(), "{} up failed", script.display());
+        let text = std::fs::read_to_string(dir.join("lab/lab.env")).expect("lab.env");
+        let env = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Lab { dir, env, failures: Vec::new(), passed: 0, gateways: Vec::new() }
+    }
+
+    fn script(&self) -> PathBuf {
+        repo_root().join("tests/lab/gateway.sh")
+    }
+
+    fn v(&self, k: &str) -> String {
+        self.env.get(k).cloned().unwrap_or_else(|| panic!("lab.env has no {k}"))
+    }
+
+    fn gw(&self) -> PathBuf {
+        self.dir.join("gw")
+    }
+
+    fn check(&mut self, what: &str, ok: bool, detail: impl FnOnce() -> String) {
+        if ok {
+            self.passed += 1;
+            eprintln!("PASS {what}");
+        } else {
+            let d = detail();
+            eprintln!("FAIL {what}: {d}");
+            self.failures.push(format!("{what}: {d}"));
+        }
+    }
+
+    /// The gateway's own TLS certificate (devices trust it through --cacert).
+    fn server_cert(&self) {
+        let g = self.gw();
+        let st = Command::new("openssl")
+            .args(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+            .arg("-keyout")
+            .arg(g.join("gw.key"))
+            .arg("-out")
+            .arg(g.join("gw.pem"))
+            .args(["-subj", "/CN=gw.lab.test", "-days", "30", "-addext", "subjectAltName=DNS:gw.lab.test"])
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success());
+    }
+
+    /// Writes a gateway configuration; `extra` replaces sections by name.
+    fn config(&self, name: &str, port: u16, kdc: &str, exchange: &str, extra: &str, chain: &str) -> PathBuf {
+        let p = self.gw().join(format!("{name}.toml"));
+        let admin = if port == 8443 { "[admin]\naddress = \"127.0.0.1:9443\"\n" } else { "" };
+        let text = format!(
+            r#"[listen]
+address = "{gw}:{port}"
+certificate = "gw.pem"
+key = "gw.key"
+handshake_timeout_ms = 5000
+
+[client_certificates]
+chain = "{chain}"
+
+[exchange]
+url = "{exchange}"
+connect_timeout_ms = 2000
+
+[crl]
+preload = ["http://crl.lab.test/pki/issuing.crl", "http://crl.lab.test/pki/issuing+.crl"]
+refresh_seconds = 2
+retry_seconds = 2
+fetch_timeout_ms = 2000
+
+{admin}{extra}
+[service_account]
+user = "svc_awseg"
+password_file = "{pw}"
+
+[kcd]
+target_spn = "{spn}"
+
+[kdc]
+timeout_ms = 1000
+
+[[domain]]
+realm = "{realm}"
+domain_controllers = ["{kdc}"]
+"#,
+            gw = self.v("LAB_GW_ADDR"),
+            pw = self.v("LAB_SVC_PASSWORD_FILE"),
+            spn = self.v("LAB_TARGET_SPN"),
+            realm = self.v("LAB_REALM"),
+        );
+        std::fs::write(&p, text).expect("config");
+        p
+    }
+
+    fn start(&mut self, config: &Path, events: &str) {
+        self.start_with(config, events, &[]);
+    }
+
+    fn start_with(&mut self, config: &Path, events: &str, extra: &[&str]) {
+        let port = std::fs::read_to_string(config)
+            .ok()
+            .and_then(|t| t.lines().find(|l| l.starts_with("address")).and_then(|l| l.rsplit(':').next()).map(|p| p.trim_matches('"').to_string()))
+            .unwrap_or_default();
+        let log = std::fs::File::create(self.gw().join(format!("{events}.log"))).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", NS])
+            .arg(kcdscope_bin())
+            .args(["gateway", "--config"])
+            .arg(config)
+            .arg("--events")
+            .arg(self.gw().join(events))
+            .args(extra)
+            .current_dir(self.gw())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("gateway starts");
+        self.gateways.push(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let out = Command::new("ip").args(["netns", "exec", NS, "ss", "-Hltn"]).arg(format!("sport = :{port}")).output().expect("ss");
+            if !out.stdout.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the gateway on port {port} does not listen; see {}", self.gw().join(format!("{events}.log")).display());
+    }
+
+    /// A device: curl in the gateway's namespace with certificate `cert` (None: none).
+    fn curl(&self, port: u16, cert: Option<&str>, query: &str, extra: &[&str]) -> Curl {
+        let pki = PathBuf::from(self.v("LAB_PKI"));
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", NS, "curl", "-sS", "--max-time", "30", "--resolve"])
+            .arg(format!("gw.lab.test:{port}:{}", self.v("LAB_GW_ADDR")))
+            .arg("--cacert")
+            .arg(self.gw().join("gw.pem"));
+        if let Some(n) = cert {
+            c.arg("--cert").arg(pki.join(format!("dev/{n}.pem"))).arg("--key").arg(pki.join(format!("dev/{n}.key")));
+        }
+        c.args(["-X", "POST", "--data-binary", "<wbxml/>", "-w", "\n%{http_code}"]).args(extra);
+        c.arg(format!("https://gw.lab.test:{port}/Microsoft-Server-ActiveSync?{query}"));
+        let o: Output = c.output().expect("curl");
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        Curl { status: code.trim().parse().unwrap_or(0), body: body.to_string(), stderr: String::from_utf8_lossy(&o.stderr).to_string() }
+    }
+
+    /// Requests Apache (Exchange) has read so far (not the "OPTIONS *" that Apache's
+    /// prefork master sends its own children to wake them).
+    fn received(&self) -> Vec<String> {
+        std::fs::read_to_string(self.v("LAB_EXCHANGE_RECEIVED"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("OPTIONS * "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn events(&self, file: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.gw().join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The request events of a gateway, newest last.
+    fn requests(&self, file: &str) -> Vec<Value> {
+        self.events(file).into_iter().filter_map(|e| (e["gateway"]["step"] == "request").then(|| e["gateway"].clone())).collect()
+    }
+
+    fn last_request(&self, file: &str) -> Value {
+        self.requests(file).pop().unwrap_or(Value::Null)
+    }
+
+    fn metrics(&self) -> String {
+        let o = Command::new("ip").args(["netns", "exec", NS, "curl", "-sS", "http://127.0.0.1:9443/metrics"]).output().expect("curl");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// Bytes sent raw over TLS with a client certificate (openssl s_client), the answer read
+    /// until the server closes or `secs` pass.
+    fn raw(&self, port: u16, cert: &str, bytes: &[u8], secs: u64) -> String {
+        let pki = PathBuf::from(self.v("LAB_PKI"));
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", NS, "timeout", &secs.to_string(), "openssl", "s_client", "-quiet", "-connect"])
+            .arg(format!("{}:{port}", self.v("LAB_GW_ADDR")))
+            .args(["-servername", "gw.lab.test", "-cert"])
+            .arg(pki.join(format!("dev/{cert}.pem")))
+            .arg("-key")
+            .arg(pki.join(format!("dev/{cert}.key")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl");
+        if let Some(mut i) = c.stdin.take() {
+            let _ = i.write_all(bytes);
+            // keep stdin open: s_client would close the connection at EOF before the answer
+            std::thread::sleep(Duration::from_millis(1500));
+            drop(i);
+        }
+        let mut out = String::new();
+        if let Some(mut o) = c.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        let _ = c.wait();
+        out
+    }
+}
+
+fn status_line(raw: &str) -> String {
+    raw.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, Samba AD, Apache (tests/run runs it)"]
+fn the_gateway_between_real_peers() {
+    let mut lab = Lab::up();
+    lab.server_cert();
+    let chain = format!("{}/chain.pem", lab.v("LAB_PKI"));
+    let exchange = format!("http://{}", lab.v("LAB_EXCHANGE_HOST"));
+    let kdc = lab.v("LAB_KDC_ADDR");
+    let main = lab.config("main", 8443, &kdc, &exchange, "[limits]\nheader_read_timeout_ms = 10000\n", &chain);
+    lab.start(&main, "main.ndjson");
+    let dead_kdc = lab.config("deadkdc", 8444, &lab.v("LAB_DEAD_ADDR"), &exchange, "", &chain);
+    lab.start(&dead_kdc, "deadkdc.ndjson");
+    let down = lab.config("nox", 8445, &kdc, &format!("http://{}:81", lab.v("LAB_EXCHANGE_ADDR")), "", &chain);
+    lab.start(&down, "nox.ndjson");
+    let rewrite = lab.config("rewrite", 8446, &kdc, &exchange, "[mapping]\nrewrite = [{ from = \"corp.example\", to = \"lab.test\" }]\n[limits]\nheader_read_timeout_ms = 2000\n", &chain);
+    // This one also streams its events to a Unix socket, as to the agent.
+    let sock = lab.gw().join("events.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("unix socket");
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        // Never wait forever: a gateway that does not connect fails the check, not the run.
+        let _ = listener.set_nonblocking(true);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let conn = loop {
+            match listener.accept() {
+                Ok((s, _)) => break Some(s),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => break None,
+            }
+        };
+        if let Some(s) = conn {
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+            let mut r = std::io::BufReader::new(s);
+            let mut l = String::new();
+            while r.read_line(&mut l).is_ok_and(|n| n > 0) {
+                let done = l.contains("\"ALTSUFFIX\"");
+                lines.push(std::mem::take(&mut l));
+                if done {
+                    break;
+                }
+            }
+        }
+        lines
+    });
+    let unix_arg = format!("unix:{}", sock.display());
+    lab.start_with(&rewrite, "rewrite.ndjson", &["--events", &unix_arg]);
+    // The same gateway with a service account that may not delegate to Exchange.
+    let nodeleg = lab.config("nodeleg", 8447, &kdc, &exchange, "", &chain);
+    let text = std::fs::read_to_string(&nodeleg).expect("nodeleg")
+        .replace("user = \"svc_awseg\"", "user = \"svc_nodeleg\"")
+        .replace(&lab.v("LAB_SVC_PASSWORD_FILE"), &lab.v("LAB_NODELEG_PASSWORD_FILE"));
+    std::fs::write(&nodeleg, text).expect("write");
+    lab.start(&nodeleg, "nodeleg.ndjson");
+    // An Exchange whose key is not the account's (duplicate SPN, ASA not deployed).
+    let badkey = lab.config("badkey", 8448, &kdc, &format!("{exchange}:8080"), "", &chain);
+    lab.start(&badkey, "badkey.ndjson");
+    // CRL problems let through by configuration (crl.fail = "open"), with an event.
+    let open = lab.config("open", 8451, &kdc, &exchange, "", &chain);
+    let text = std::fs::read_to_string(&open).expect("open").replace("[crl]\n", "[crl]\nfail = \"open\"\n");
+    std::fs::write(&open, text).expect("write");
+    lab.start(&open, "open.ndjson");
+    // A gateway to stop with SIGTERM while it holds a request.
+    let drain = lab.config("drain", 8452, &kdc, &exchange, "[limits]\ndrain_seconds = 20\n", &chain);
+    let drain_idx = lab.gateways.len();
+    lab.start(&drain, "drain.ndjson");
+    // Exchange over HTTPS: its certificate checked against its CA and name.
+    let tls_extra = format!("ca = \"{}\"\n", lab.v("LAB_EXCHANGE_CA"));
+    let https_url = format!("https://{}", lab.v("LAB_EXCHANGE_HOST"));
+    let https = lab.config("https", 8449, &kdc, &https_url, "", &chain);
+    let text = std::fs::read_to_string(&https).expect("https").replace("connect_timeout_ms = 2000\n", &format!("connect_timeout_ms = 2000\n{tls_extra}"));
+    std::fs::write(&https, text).expect("write");
+    lab.start(&https, "https.ndjson");
+    let wrongname = lab.config("wrongname", 8450, &kdc, &https_url, "", &chain);
+    let text = std::fs::read_to_string(&wrongname)
+        .expect("wrongname")
+        .replace("connect_timeout_ms = 2000\n", &format!("connect_timeout_ms = 2000\n{tls_extra}server_name = \"mail.lab.test\"\n"));
+    std::fs::write(&wrongname, text).expect("write");
+    lab.start(&wrongname, "wrongname.ndjson");
+    // CRLs are fetched at start; give them a moment.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // alice: a ticket through S4U, then from the cache.
+    let q = "Cmd=Sync&User=alice&DeviceId=ALICEPHONE1&DeviceType=iPhone";
+    let t = Instant::now();
+    let r = lab.curl(8443, Some("alice"), q, &[]);
+    let cold = t.elapsed();
+    lab.check("alice: 200", r.status == 200, || format!("{} {} {}", r.status, r.body, r.stderr));
+    lab.check("alice: Exchange's REMOTE_USER is alice@LAB.TEST", r.body.contains("REMOTE_USER=alice@LAB.TEST"), || r.body.clone());
+    lab.check("alice: the query reached Exchange", r.body.contains(&format!("QUERY_STRING={q}")), || r.body.clone());
+    let e = lab.last_request("main.ndjson");
+    lab.check("alice: event with DeviceId, UPN, revocation good", e["device"]["device_id"] == "ALICEPHONE1" && e["certificate"]["upn"] == "alice@lab.test" && e["certificate"]["revocation"] == "good" && e["status"] == 200, || e.to_string());
+    lab.check("alice: first ticket from the KDC", e["kcd"]["cache_hit"] == false, || e.to_string());
+    let s4u_before = lab.events("main.ndjson").iter().filter(|e| e["event_type"] == "krb5").count();
+    let t = Instant::now();
+    let r = lab.curl(8443, Some("alice"), q, &[]);
+    let warm = t.elapsed();
+    let e = lab.last_request("main.ndjson");
+    let s4u_after = lab.events("main.ndjson").iter().filter(|e| e["event_type"] == "krb5").count();
+    lab.check("alice again: 200 from the ticket cache, no KDC message", r.status == 200 && e["kcd"]["cache_hit"] == true && s4u_after == s4u_before, || format!("{} {e} {s4u_before} {s4u_after}", r.status));
+    eprintln!("latency through curl (handshake included): cold {:?}, warm {:?}", cold, warm);
+
+    // A device's own credentials and forwarding headers never reach Exchange.
+    let n = lab.received().len();
+    let r = lab.curl(8443, Some("alice"), q, &["-H", "Authorization: Basic YWxpY2U6cGFzc3dvcmQ=", "-H", "X-Forwarded-For: 203.0.113.9", "-H", "Forwarded: for=203.0.113.9"]);
+    let rec = lab.received();
+    let last = rec.last().cloned().unwrap_or_default();
+    lab.check("device Authorization/X-Forwarded-For: Exchange sees only the gateway's", r.status == 200 && rec.len() == n + 1 && last.contains("auth=Negotiate ") && !last.contains("Basic") && last.contains(&format!("xff={} ", lab.v("LAB_GW_ADDR"))) && !last.contains("203.0.113.9"), || format!("{} {last}", r.status));
+
+    // The certificate matrix: each refused before anything reaches Exchange.
+    let cases: &[(&str, Option<&str>, &str, Option<&str>)] = &[
+        // (certificate, expected reason, curl's view, TLS alert text)
+        ("bob", Some("revoked"), "tls", Some("certificate revoked")),
+        ("carol", Some("revoked"), "tls", Some("certificate revoked")),
+        ("expired", Some("expired"), "tls", Some("certificate expired")),
+        ("notyet", Some("not_yet_valid"), "tls", Some("certificate expired")),
+        ("wrongca", Some("unknown_ca"), "tls", Some("unknown ca")),
+        ("selfsigned", Some("unknown_ca"), "tls", Some("unknown ca")),
+        ("serverauth", Some("bad_eku"), "tls", Some("unsupported certificate")),
+        ("noeku", Some("bad_eku"), "tls", Some("unsupported certificate")),
+        ("ldaponly", Some("cdp_ldap_only"), "tls", Some("unknown ca")),
+        ("iisdelta", Some("crl_delta_blocked"), "tls", Some("unknown ca")),
+        ("badsig", Some("crl_bad_signature"), "tls", Some("unknown ca")),
+        ("noupn", Some("no_upn"), "403", None),
+        ("twoupn", Some("two_upns"), "403", None),
+        ("nobody", Some("upn_not_mapped"), "403", None),
+    ];
+    // iisdelta's and badsig's CDPs are learnt from their first handshake: fetch them first.
+    let _ = lab.curl(8443, Some("iisdelta"), "Cmd=Sync", &[]);
+    let _ = lab.curl(8443, Some("badsig"), "Cmd=Sync", &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    for (cert, reason, kind, alert) in cases {
+        let n = lab.received().len();
+        let r = lab.curl(8443, Some(cert), &format!("Cmd=Sync&DeviceId=D{cert}"), &[]);
+        std::thread::sleep(Duration::from_millis(200));
+        let e = lab.last_request("main.ndjson");
+        let reached = lab.received().len() - n;
+        let status_ok = match *kind {
+            "tls" => r.status == 0 && e["outcome"] == "tls_refused",
+            _ => r.status == 403 && r.body.contains("request id:"),
+        };
+        let alert_ok = alert.is_none_or(|a| r.stderr.contains(a));
+        let ok = status_ok && alert_ok && e["reason"].as_str() == *reason && reached == 0;
+        lab.check(&format!("{cert}: refused ({}), nothing reached Exchange", reason.unwrap_or("")), ok, || {
+            format!("status {} stderr {:?} event {e} reached {reached}", r.status, r.stderr.trim())
+        });
+    }
+    let n = lab.received().len();
+    let r = lab.curl(8443, None, "Cmd=Sync", &[]);
+    let e = lab.last_request("main.ndjson");
+    lab.check("no certificate: refused in the handshake (certificate required)", r.status == 0 && e["reason"] == "no_cert" && r.stderr.contains("certificate required") && lab.received().len() == n, || format!("{} {:?} {e}", r.status, r.stderr));
+    // The renewed CA's device (same issuer name, new key) after the old key's: both work.
+    let _ = lab.curl(8443, Some("renewed"), "Cmd=Sync", &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    let r1 = lab.curl(8443, Some("renewed"), "Cmd=Sync&DeviceId=RENEWED", &[]);
+    let e = lab.last_request("main.ndjson");
+    let r2 = lab.curl(8443, Some("alice"), "Cmd=Sync", &[]);
+    lab.check("CA renewed with the same name and a new key: old and new devices 200, each CRL matched by key", r1.status == 200 && r2.status == 200 && e["certificate"]["crl_source"].as_str().is_some_and(|s| s.ends_with("/issuing2.crl")), || format!("{} {} {e}", r1.status, r2.status));
+    let r = lab.curl(8443, Some("dave"), "Cmd=Sync", &[]);
+    lab.check("dave: on hold in the base, removeFromCRL in the delta: 200", r.status == 200 && r.body.contains("REMOTE_USER=dave@LAB.TEST"), || format!("{} {}", r.status, r.stderr));
+    let r = lab.curl(8446, Some("altsuffix"), "Cmd=Sync&DeviceId=ALTSUFFIX", &[]);
+    lab.check("alternate UPN suffix rewritten: alice@corp.example -> alice@LAB.TEST", r.status == 200 && r.body.contains("REMOTE_USER=alice@LAB.TEST"), || format!("{} {} {}", r.status, r.body, r.stderr));
+    let lines = reader.join().unwrap_or_default();
+    let file_last = lab.last_request("rewrite.ndjson");
+    let sock_last: Value = lines.iter().rev().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|e| e["gateway"]["step"] == "request")).map(|e| e["gateway"].clone()).unwrap_or(Value::Null);
+    lab.check("events on a Unix socket: the same request event as in the file", sock_last == file_last && sock_last["device"]["device_id"] == "ALTSUFFIX", || format!("{} lines; {sock_last}", lines.len()));
+    // An unreachable CDP: first "not fetched yet", then the fetch's own failure.
+    let _ = lab.curl(8443, Some("unreachable"), "Cmd=Sync", &[]);
+    std::thread::sleep(Duration::from_secs(4));
+    let n = lab.received().len();
+    let r = lab.curl(8443, Some("unreachable"), "Cmd=Sync", &[]);
+    let e = lab.last_request("main.ndjson");
+    lab.check("CDP unreachable: crl_unreachable, nothing reached Exchange", r.status == 0 && e["reason"] == "crl_unreachable" && lab.received().len() == n, || format!("{} {e}", r.status));
+
+    // Kerberos and Exchange failures, with the delegation client's finding ids.
+    let n = lab.received().len();
+    let r = lab.curl(8444, Some("alice"), q, &[]);
+    let e = lab.last_request("deadkdc.ndjson");
+    lab.check("KDC down: 504, krb.kdc.unreachable, nothing reached Exchange", r.status == 504 && e["finding"] == "krb.kdc.unreachable" && lab.received().len() == n, || format!("{} {e}", r.status));
+    let r = lab.curl(8443, Some("nobody"), q, &[]);
+    let e = lab.last_request("main.ndjson");
+    lab.check("unknown user: 403, KDC error 6, krb.principal_unknown", r.status == 403 && e["kcd"]["error"] == "KDC_ERR_C_PRINCIPAL_UNKNOWN" && e["finding"] == "krb.principal_unknown", || format!("{} {e}", r.status));
+    lab.check("a query User= naming someone else than the certificate is flagged", e["device"]["user_mismatch"] == "alice", || e.to_string());
+    let r = lab.curl(8445, Some("alice"), q, &[]);
+    let e = lab.last_request("nox.ndjson");
+    lab.check("Exchange down: 502, exchange_unreachable", r.status == 502 && e["reason"] == "exchange_unreachable", || format!("{} {e}", r.status));
+
+    let n = lab.received().len();
+    let r = lab.curl(8447, Some("alice"), q, &[]);
+    let e = lab.last_request("nodeleg.ndjson");
+    lab.check("delegation removed: 502, KDC_ERR_BADOPTION on S4U2Proxy, krb.s4u2proxy.*", r.status == 502 && e["kcd"]["error"] == "KDC_ERR_BADOPTION" && e["kcd"]["step"] == "s4u2proxy" && e["finding"].as_str().is_some_and(|f| f.starts_with("krb.s4u2proxy.")) && lab.received().len() == n, || format!("{} {e}", r.status));
+    let r = lab.curl(8448, Some("alice"), q, &[]);
+    let e = lab.last_request("badkey.ndjson");
+    let offered = e["backend"]["www_authenticate"].as_array().is_some_and(|a| a.iter().any(|x| x == "Negotiate"));
+    lab.check("Exchange refuses the ticket (401): 502, exchange.ticket_refused, Negotiate offered", r.status == 502 && e["finding"] == "exchange.ticket_refused" && e["backend"]["status"] == 401 && offered, || format!("{} {e}", r.status));
+
+    let r = lab.curl(8449, Some("alice"), q, &[]);
+    lab.check("Exchange over HTTPS (certificate verified against its CA): 200, REMOTE_USER alice@LAB.TEST", r.status == 200 && r.body.contains("REMOTE_USER=alice@LAB.TEST"), || format!("{} {} {}", r.status, r.body, r.stderr));
+    let n = lab.received().len();
+    let r = lab.curl(8450, Some("alice"), q, &[]);
+    let e = lab.last_request("wrongname.ndjson");
+    lab.check("Exchange's certificate without the configured name: 502, nothing reached Exchange", r.status == 502 && e["reason"] == "exchange_unreachable" && lab.received().len() == n, || format!("{} {e}", r.status));
+
+    let r = lab.curl(8451, Some("unreachable"), "Cmd=Sync&DeviceId=SOFT", &[]);
+    let e = lab.last_request("open.ndjson");
+    lab.check("crl.fail = open: an unknown revocation status passes with an event saying so", r.status == 200 && e["certificate"]["revocation"] == "soft_fail" && e["detail"].as_str().is_some_and(|d| d.contains("crl.fail")), || format!("{} {e}", r.status));
+    let r = lab.curl(8451, Some("bob"), "Cmd=Sync", &[]);
+    let e = lab.last_request("open.ndjson");
+    lab.check("crl.fail = open: a revoked certificate is still refused", r.status == 0 && e["reason"] == "revoked", || format!("{} {e}", r.status));
+
+    // TLS 1.1 is refused (rustls speaks 1.2 and 1.3 only).
+    {
+        let pki = PathBuf::from(lab.v("LAB_PKI"));
+        let n = lab.received().len();
+        let o = Command::new("ip")
+            .args(["netns", "exec", NS, "timeout", "10", "openssl", "s_client", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-connect"])
+            .arg(format!("{}:8443", lab.v("LAB_GW_ADDR")))
+            .arg("-cert")
+            .arg(pki.join("dev/alice.pem"))
+            .arg("-key")
+            .arg(pki.join("dev/alice.key"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        // rustls answers a ClientHello without a common version with handshake_failure.
+        let refused = err.contains("alert handshake failure") || err.contains("alert protocol version");
+        lab.check("TLS 1.1 refused in the handshake, nothing reached Exchange", refused && lab.received().len() == n, || err.lines().take(3).collect::<Vec<_>>().join(" | "));
+        let r = lab.curl(8443, Some("alice"), q, &["--tls-max", "1.2"]);
+        lab.check("TLS 1.2 with a client certificate: 200", r.status == 200 && r.body.contains("REMOTE_USER=alice@LAB.TEST"), || format!("{} {}", r.status, r.stderr));
+    }
+
+    // A TLS handshake that never starts: closed after listen.handshake_timeout_ms (5 s).
+    {
+        let py = format!(
+            "import socket, time\ns = socket.create_connection(('{}', 8443))\nt = time.time()\ns.settimeout(20)\ntry:\n    s.recv(1)\nexcept Exception:\n    pass\nprint(round(time.time() - t, 1))\n",
+            lab.v("LAB_GW_ADDR")
+        );
+        let o = Command::new("ip").args(["netns", "exec", NS, "/usr/bin/python3", "-c", &py]).output().expect("python");
+        let secs: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(-1.0);
+        std::thread::sleep(Duration::from_millis(200));
+        let e = lab.last_request("main.ndjson");
+        lab.check("silent TLS client: closed after the handshake timeout (5 s), reason handshake_timeout", (4.5..10.0).contains(&secs) && e["reason"] == "handshake_timeout", || format!("{secs} {e}"));
+    }
+
+    // Limits and request smuggling: hyper's parser and our normalisation; Exchange reads
+    // zero requests for each.
+    let big = format!("POST /Microsoft-Server-ActiveSync?Cmd=Sync HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n", 11 << 20);
+    let raws: Vec<(&str, String, &str)> = vec![
+        ("CL+TE", "POST /Microsoft-Server-ActiveSync?Cmd=Sync HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /whoami HTTP/1.1\r\nHost: gw\r\n\r\n".into(), ""),
+        ("two Content-Lengths", "POST /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde".into(), " 400"),
+        ("TE on HTTP/1.0", "POST /Microsoft-Server-ActiveSync HTTP/1.0\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".into(), " 400"),
+        ("obs-fold", "POST /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw\r\nX-A: 1\r\n folded\r\nContent-Length: 0\r\n\r\n".into(), " 400"),
+        ("body over 10 MiB", big, " 413"),
+        ("101 headers", format!("GET /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw\r\n{}\r\n", (0..101).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()), " 431"),
+        ("Upgrade", "GET /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n".into(), " 400"),
+    ];
+    for (name, bytes, want) in raws {
+        let n = lab.received().len();
+        let out = lab.raw(8443, "alice", bytes.as_bytes(), 8);
+        std::thread::sleep(Duration::from_millis(300));
+        let reached = lab.received().len() - n;
+        // CL+TE: hyper takes the chunked body (TE wins), so Exchange gets one well-formed
+        // request without body and the smuggled GET is not forwarded as a second one.
+        let ok = if name == "CL+TE" {
+            reached <= 1 && !lab.received().iter().rev().take(reached).any(|l| l.contains("/whoami"))
+        } else {
+            reached == 0 && status_line(&out).contains(want)
+        };
+        lab.check(&format!("{name}: answered{want}, Exchange read {reached}"), ok, || format!("{:?}", out.lines().take(3).collect::<Vec<_>>()));
+    }
+    // Header drip (slowloris): the connection is closed after header_read_timeout.
+    {
+        let n = lab.received().len();
+        let t = Instant::now();
+        let pki = PathBuf::from(lab.v("LAB_PKI"));
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", NS, "timeout", "20", "openssl", "s_client", "-quiet", "-connect"])
+            .arg(format!("{}:8446", lab.v("LAB_GW_ADDR")))
+            .arg("-cert")
+            .arg(pki.join("dev/alice.pem"))
+            .arg("-key")
+            .arg(pki.join("dev/alice.key"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl");
+        let mut stdin = c.stdin.take().expect("stdin");
+        let out = c.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let mut r = std::io::BufReader::new(out);
+            let _ = r.read_line(&mut s);
+            s
+        });
+        let _ = stdin.write_all(b"POST /Microsoft-Server-ActiveSync HTTP/1.1\r\n");
+        for i in 0..12 {
+            std::thread::sleep(Duration::from_millis(500));
+            if stdin.write_all(format!("X-Drip-{i}: x\r\n").as_bytes()).is_err() {
+                break;
+            }
+            let _ = stdin.flush();
+        }
+        let first = reader.join().unwrap_or_default();
+        drop(stdin);
+        let _ = c.kill();
+        let _ = c.wait();
+        let took = t.elapsed();
+        lab.check("header drip: closed by the header read timeout (2 s), nothing reached Exchange", took < Duration::from_secs(10) && lab.received().len() == n && (first.is_empty() || first.contains("408")), || format!("{took:?} {first:?}"));
+    }
+
+    // A long poll held by Exchange while other devices get their answers.
+    {
+        let lab_ref = &lab;
+        let held = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let t = Instant::now();
+                let r = lab_ref.curl(8443, Some("dave"), "Cmd=Ping&DeviceId=PINGER&hold=20", &[]);
+                (r.status, t.elapsed())
+            });
+            std::thread::sleep(Duration::from_secs(2));
+            let m = lab_ref.metrics();
+            let polls = m.lines().any(|l| l.starts_with("kcdscope_gateway_long_polls ") && !l.ends_with(" 0"));
+            let mut others = 0;
+            for _ in 0..10 {
+                if lab_ref.curl(8443, Some("alice"), q, &[]).status == 200 {
+                    others += 1;
+                }
+            }
+            (h.join().unwrap_or((0, Duration::ZERO)), others, polls)
+        });
+        let ((st, took), others, polls) = held;
+        lab.check("Ping held 20 s by Exchange: 200 at the end, 10 other requests 200 meanwhile, long_polls gauge 1", st == 200 && took >= Duration::from_secs(19) && others == 10 && polls, || format!("{st} {took:?} {others} {polls}"));
+    }
+
+    // CRLs are fetched again with conditional GET: the CDP web server answered 304.
+    let access = std::fs::read_to_string(lab.v("LAB_CRL_ACCESS")).unwrap_or_default();
+    lab.check("CRL refresh by conditional GET: the CDP server answered 304 Not Modified", access.lines().any(|l| l.starts_with("GET /pki/issuing.crl 304")), || access.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+
+    // Metrics: by outcome and reason.
+    let m = lab.metrics();
+    lab.check("metrics: refusals by reason, handshake refusals, cache", m.contains("kcdscope_gateway_requests_total{outcome=\"refused\",reason=\"revoked\"}") && m.contains("kcdscope_gateway_handshake_refusals_total{reason=\"no_cert\"}") && m.contains("kcdscope_gateway_ticket_cache_hits_total"), || m.lines().filter(|l| l.contains("requests_total")).collect::<Vec<_>>().join("\n"));
+
+    // SIGHUP with a new trust anchor while requests flow: none fails; then the other CA's
+    // device gets past the chain check (its CRL is what stops it now).
+    {
+        let both = lab.gw().join("both.pem");
+        let mut anchors = std::fs::read(&chain).expect("chain");
+        anchors.extend(std::fs::read(format!("{}/other-root.pem", lab.v("LAB_PKI"))).expect("other root"));
+        std::fs::write(&both, anchors).expect("both");
+        let text = std::fs::read_to_string(&main).expect("main").replace(&chain, &both.display().to_string());
+        std::fs::write(&main, text).expect("write");
+        let pid = lab.gateways[0].id();
+        let lab_ref = &lab;
+        let results = std::thread::scope(|s| {
+            let h = s.spawn(|| (0..20).map(|_| lab_ref.curl(8443, Some("alice"), q, &[]).status).collect::<Vec<u16>>());
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = Command::new("kill").arg("-HUP").arg(pid.to_string()).status();
+            h.join().unwrap_or_default()
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let r = lab.curl(8443, Some("wrongca"), "Cmd=Sync", &[]);
+        let e = lab.last_request("main.ndjson");
+        lab.check("SIGHUP with a new trust anchor: 20 requests during the reload all 200", results.len() == 20 && results.iter().all(|s| *s == 200), || format!("{results:?}"));
+        lab.check("after the reload the new anchor is in use (wrongca now fails on its CRL, not its CA)", r.status == 0 && e["reason"] != "unknown_ca", || e.to_string());
+        // A broken configuration is refused and the old one stays.
+        std::fs::write(&main, "[listen]\naddress = 5\n").expect("write");
+        let _ = Command::new("kill").arg("-HUP").arg(pid.to_string()).status();
+        std::thread::sleep(Duration::from_millis(500));
+        let r = lab.curl(8443, Some("alice"), q, &[]);
+        let refused = lab.events("main.ndjson").iter().any(|e| e["gateway"]["outcome"] == "reload_refused");
+        lab.check("SIGHUP with a broken configuration: refused with an event, requests still served", r.status == 200 && refused, || format!("{} {refused}", r.status));
+    }
+
+    // Revocation of a connected device: two requests on one keep-alive connection, the
+    // certificate revoked and the CRL republished in between.
+    {
+        let pki = lab.v("LAB_PKI");
+        let py = format!(
+            r#"
+import socket, ssl, subprocess, time, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations("{gw}/gw.pem")
+ctx.load_cert_chain("{pki}/dev/erin.pem", "{pki}/dev/erin.key")
+s = ctx.wrap_socket(socket.create_connection(("{addr}", 8443)), server_hostname="gw.lab.test")
+req = b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=ERIN HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n"
+def status():
+    s.sendall(req)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        c = s.recv(65536)
+        if not c: break
+        data += c
+    head, body = data.split(b"\r\n\r\n", 1)
+    head = head.decode()
+    lens = [int(l.split(":")[1]) for l in head.split("\r\n") if l.lower().startswith("content-length")]
+    if lens:
+        while len(body) < lens[0]:
+            body += s.recv(65536)
+    else:
+        while not body.endswith(b"0\r\n\r\n"):
+            body += s.recv(65536)
+    return head.split("\r\n")[0]
+print(status())
+subprocess.run(["bash", "{pkiscript}", "revoke", "{pki}", "erin", "base"], check=True)
+subprocess.run(["bash", "{script}", "publish", "{labdir}"], check=True, stdout=subprocess.DEVNULL)
+time.sleep(4)
+print(status())
+"#,
+            gw = lab.gw().display(),
+            addr = lab.v("LAB_GW_ADDR"),
+            pkiscript = lab.v("LAB_PKI_SCRIPT"),
+            script = lab.v("LAB_SCRIPT"),
+            labdir = lab.dir.join("lab").display(),
+        );
+        let n = lab.received().len();
+        let o = Command::new("ip").args(["netns", "exec", NS, "/usr/bin/python3", "-c", &py]).output().expect("python");
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        let lines: Vec<&str> = out.lines().collect();
+        let e = lab.last_request("main.ndjson");
+        lab.check("revoked while connected: the next request on the same connection is refused", lines.len() == 2 && lines[0].contains(" 200") && lines[1].contains(" 403") && e["reason"] == "revoked" && lab.received().len() == n + 1, || format!("{out:?} {} {e}", String::from_utf8_lossy(&o.stderr)));
+    }
+
+    // SIGTERM while a request is held: new connections are refused, the held request
+    // finishes, then the process exits.
+    {
+        let pid = lab.gateways[drain_idx].id();
+        let lab_ref = &lab;
+        let (held, fresh) = std::thread::scope(|s| {
+            let h = s.spawn(|| lab_ref.curl(8452, Some("dave"), "Cmd=Ping&DeviceId=DRAIN&hold=6", &[]).status);
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            std::thread::sleep(Duration::from_millis(500));
+            let fresh = lab_ref.curl(8452, Some("alice"), q, &[]).status;
+            (h.join().unwrap_or(0), fresh)
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut gone = false;
+        while Instant::now() < deadline {
+            if matches!(lab.gateways[drain_idx].try_wait(), Ok(Some(_))) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lab.check("SIGTERM: the held Ping finishes (200), a new connection is refused, the gateway exits", held == 200 && fresh == 0 && gone, || format!("held {held} fresh {fresh} exited {gone}"));
+    }
+
+    // CRLs that expire while the gateway holds them, then fresh ones.
+    {
+        let labdir = lab.dir.join("lab");
+        let st = Command::new("bash").arg(lab.script()).arg("publish-short").arg(&labdir).arg("2").stdout(Stdio::null()).status().expect("publish");
+        std::thread::sleep(Duration::from_secs(6));
+        let n = lab.received().len();
+        let r = lab.curl(8443, Some("alice"), q, &[]);
+        let e = lab.last_request("main.ndjson");
+        lab.check("CRL expired: refused (crl_expired), nothing reached Exchange", st.success() && r.status == 0 && e["reason"] == "crl_expired" && lab.received().len() == n, || format!("{} {e}", r.status));
+        let _ = Command::new("bash").arg(lab.script()).arg("publish").arg(&labdir).stdout(Stdio::null()).status();
+        std::thread::sleep(Duration::from_secs(5));
+        let r = lab.curl(8443, Some("alice"), q, &[]);
+        lab.check("fresh CRLs published: alice 200 again", r.status == 200, || format!("{} {}", r.status, r.stderr));
+    }
+
+    // The issuing CA revoked by the root: its devices are refused (the whole chain is checked).
+    {
+        let st = Command::new("bash").arg(lab.v("LAB_PKI_SCRIPT")).arg("revoke").arg(lab.v("LAB_PKI")).arg("issuing").arg("base").status().expect("revoke");
+        let _ = Command::new("bash").arg(lab.script()).arg("publish").arg(lab.dir.join("lab")).stdout(Stdio::null()).status();
+        std::thread::sleep(Duration::from_secs(5));
+        let n = lab.received().len();
+        let r = lab.curl(8443, Some("alice"), q, &[]);
+        let e = lab.last_request("main.ndjson");
+        lab.check("issuing CA revoked in the root's CRL: alice refused (revoked, root.crl)", st.success() && r.status == 0 && r.stderr.contains("certificate revoked") && e["reason"] == "revoked" && e["detail"].as_str().is_some_and(|d| d.contains("root.crl")) && lab.received().len() == n, || format!("{} {e}", r.status));
+    }
+
+    eprintln!("gateway lab: {} checks passed, {} failed", lab.passed, lab.failures.len());
+    assert!(lab.failures.is_empty(), "failed checks:\n{}", lab.failures.join("\n"));
+}
