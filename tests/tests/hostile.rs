@@ -674,3 +674,44 @@ fn an_unreadable_error_code_is_not_a_finding() {
         assert!(!f.explanation.contains("-1"), "{}: {}\n{report}", f.id, f.explanation);
     }
 }
+
+#[test]
+fn a_dead_kdc_under_a_flood_is_still_found() {
+    // 20,000 clients in 10 s, none answered, against a 1,000-request table: no request
+    // lives the 5 s it takes to be called unanswered, yet the KDC answered nothing.
+    let run = |answer_every: Option<u32>| {
+        let mut dec = Decoder::new(Config::default());
+        let mut corr = kcd_correlate::Correlator::new(kcd_correlate::Config {
+            max_outstanding: 1000,
+            ..kcd_correlate::Config::default()
+        });
+        let mut sink = |e: &kcd_schema::Event<'_>| corr.event(e);
+        let (req, rep) = exchange();
+        let kdc = (ip("10.9.9.9"), 88);
+        for i in 0..20_000u32 {
+            let ts = NS + i64::from(i) * 500_000;
+            raw(&mut dec, &mut sink, ts, u64::from(i) * 2 + 1, &ip_packet(client(i), kdc, None, &req));
+            if answer_every.is_some_and(|n| i % n == 0) {
+                raw(&mut dec, &mut sink, ts + 1000, u64::from(i) * 2 + 2, &ip_packet(kdc, client(i), None, &rep));
+            }
+        }
+        dec.finish(&mut sink);
+        corr.finish();
+        corr.findings()
+    };
+    let f = run(None);
+    let dead: Vec<&kcd_schema::Finding> = f.iter().filter(|x| x.id == "krb.kdc.unreachable").collect();
+    assert_eq!(dead.len(), 1, "{:?}", f.iter().map(|x| &x.id).collect::<Vec<_>>());
+    assert!(dead[0].count >= 19_000, "{}", dead[0].count);
+    assert!(!dead[0].evidence.is_empty());
+    // The same evidence every time, in time order, whatever the tables' hash order.
+    let frames = |f: &[kcd_schema::Finding]| -> Vec<u64> {
+        f.iter().filter(|x| x.id == "krb.kdc.unreachable").flat_map(|x| x.evidence.iter().map(|e| e.frame)).collect()
+    };
+    let first = frames(&f);
+    assert!(first.windows(2).all(|w| w[0] < w[1]), "{first:?}");
+    assert_eq!(first, frames(&run(None)));
+    // A KDC that answers some of the flood is not called dead for what was given up.
+    let f = run(Some(10));
+    assert!(!f.iter().any(|x| x.id == "krb.kdc.unreachable"), "{:?}", f.iter().map(|x| &x.id).collect::<Vec<_>>());
+}

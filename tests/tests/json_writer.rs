@@ -148,6 +148,17 @@ fn same_bytes_as_serde_on_hostile_strings() {
             }),
             ..Event::bare(Timestamp(0), EventType::Anomaly, None, 1)
         });
+        // A repeated anomaly, folded: its count and first frame.
+        check(&Event {
+            anomaly: Some(Anomaly {
+                layer: AnomalyLayer::Tcp,
+                kind: Cow::Borrowed(s),
+                detail: Cow::Borrowed(s),
+                count: Some(u64::MAX),
+                first_frame: Some(7),
+            }),
+            ..Event::bare(Timestamp(-1), EventType::Anomaly, None, 9)
+        });
         let mut facts = std::collections::BTreeMap::new();
         facts.insert(s.to_string(), serde_json::json!({"x": [1.5, s]}));
         check(

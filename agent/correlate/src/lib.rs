@@ -754,8 +754,20 @@ impl Correlator {
         if self.outstanding.len() >= self.cfg.max_outstanding {
             // The oldest waiting requests go.
             for old in oldest(self.outstanding.iter(), |o| o.first, self.cfg.max_outstanding / 8) {
-                if self.take(&old).is_some() {
+                if let Some(o) = self.take(&old) {
                     self.stats.requests_evicted += 1;
+                    // Under a flood no request lives long enough to be called unanswered:
+                    // each KDC keeps count of those given up without an answer.
+                    let cap = self.cfg.evidence_per_finding;
+                    let mut seen: smallvec::SmallVec<[(IpAddr, u16); 2]> = smallvec::SmallVec::new();
+                    for a in &o.attempts {
+                        if !seen.contains(&(a.kdc, a.port)) {
+                            seen.push((a.kdc, a.port));
+                            if let Some(k) = self.kdcs.get_mut(&(a.kdc, a.port)) {
+                                k.given_up.add(o.first, [a.ev], cap);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -1291,6 +1303,9 @@ fn oldest<'m, K: Clone + Ord + 'm, V: 'm>(
         v.select_nth_unstable(n - 1);
         v.truncate(n);
     }
+    // In time order: what is done with them (evidence kept, verdicts) must not depend
+    // on the hash order they were found in.
+    v.sort_unstable();
     v.into_iter().map(|(_, k)| k.clone()).collect()
 }
 

@@ -39,10 +39,22 @@ impl Correlator {
     pub(crate) fn kdc_findings(&self, k: &Kdc, out: &mut Vec<Finding>) {
         let name = k.name();
         let ev = |t: &state::Trouble| t.evidence.iter().map(|e| e.evidence(&self.files)).collect();
-        if k.silent.count > 0 {
-            let answered = k.answers();
+        let answered = k.answers();
+        // A flood: requests were given up before any could wait long enough, but the KDC
+        // answered none of them in all that time (a dead KDC's retry storm).
+        let flooded = answered == 0
+            && k.given_up.count > 0
+            && k.given_up.first.is_some_and(|f| k.last_seen.0 - f.0 >= self.cfg.unanswered_after_ns);
+        if k.silent.count > 0 || flooded {
             let rule = if answered == 0 { &catalogue::KDC_UNREACHABLE } else { &catalogue::KDC_REQUESTS_UNANSWERED };
-            let explanation = if answered == 0 {
+            let explanation = if flooded {
+                format!(
+                    "KDC {name} answered none of the {} request(s) sent to it in {:.0} s ({} given up unanswered when the request table was full), and no other KDC answered them either.",
+                    k.silent.count + k.given_up.count,
+                    (k.last_seen.0 - k.given_up.first.map_or(k.first_seen, |t| t.min(k.first_seen)).0) as f64 / 1e9,
+                    k.given_up.count
+                )
+            } else if answered == 0 {
                 format!(
                     "KDC {name} answered none of the {} request(s) sent to it ({}s of waiting or more each), and no other KDC answered them either.",
                     k.silent.count,
@@ -56,24 +68,29 @@ impl Correlator {
                     self.cfg.unanswered_after_ns / SECOND
                 )
             };
+            let given_up = if flooded { k.given_up.count } else { 0 };
             let mut facts = std::collections::BTreeMap::new();
-            facts.insert("unanswered".into(), k.silent.count.into());
+            facts.insert("unanswered".into(), (k.silent.count + given_up).into());
             facts.insert("answered".into(), answered.into());
+            if given_up > 0 {
+                facts.insert("given_up_table_full".into(), given_up.into());
+            }
             if !k.silent.principals.is_empty() {
                 let p: Vec<String> = k.silent.principals.iter().map(|p| p.to_string()).collect();
                 facts.insert("principals".into(), p.into());
             }
+            let shown = if k.silent.count > 0 { &k.silent } else { &k.given_up };
             out.push(Finding {
                 id: rule.id.into(),
                 severity: rule.severity,
                 subject: kcd_schema::Subject { kind: SubjectKind::Kdc, name: name.clone() },
-                first_seen: k.silent.first.unwrap_or(k.first_seen),
-                last_seen: k.silent.last.unwrap_or(k.last_seen),
-                count: k.silent.count,
+                first_seen: shown.first.unwrap_or(k.first_seen),
+                last_seen: shown.last.unwrap_or(k.last_seen),
+                count: k.silent.count + given_up,
                 explanation,
                 fix: rule.fix_for(Default::default()),
                 facts,
-                evidence: ev(&k.silent),
+                evidence: ev(shown),
             });
         }
         let skewed = self.findings.contains(catalogue::CLOCK_SKEW.id, SubjectKind::Kdc, &name);

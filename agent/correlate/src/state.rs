@@ -156,6 +156,9 @@ pub struct Kdc {
     pub(crate) latency: Option<Histogram<u64>>,
     pub(crate) latency_max: u64,
     pub(crate) silent: Trouble,
+    /// Requests to it given up, still unanswered, because the request table was full (a
+    /// flood): none lived long enough to be called unanswered.
+    pub(crate) given_up: Trouble,
     pub(crate) offset_over: Trouble,
 }
 
@@ -181,8 +184,14 @@ impl Kdc {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 2).ok(),
             latency_max: 0,
             silent: Trouble::default(),
+            given_up: Trouble::default(),
             offset_over: Trouble::default(),
         }
+    }
+
+    /// Requests given up unanswered because the request table was full.
+    pub fn given_up(&self) -> u64 {
+        self.given_up.count
     }
 
     pub fn answers(&self) -> u64 {

@@ -275,6 +275,9 @@ pub fn render(c: &Correlator, findings: &[Finding], stats: &Stats, st: Style) ->
                 plural(k.tickets, "ticket", "tickets"),
                 k.unanswered
             );
+            if k.given_up() > 0 {
+                let _ = write!(line, ", {} given up unanswered (request table full)", k.given_up());
+            }
             if k.failed_over > 0 {
                 let _ = write!(line, ", {} answered by another KDC instead", k.failed_over);
             }

@@ -194,14 +194,15 @@ fn flood(kind: &str, out_path: &str, n: Option<u64>) {
             for i in 0..n.unwrap_or(1_000_000) {
                 let c = client_addr(i);
                 let seq = (i as u32).wrapping_mul(2_654_435_761);
-                w.tcp(c, kdc, seq, 0, "S", &[], 2);
-                w.tcp(c, kdc, seq.wrapping_add(1), 0, "P", &record, 3);
+                // 100,000 new connections a second: a retry storm, for 10 s.
+                w.tcp(c, kdc, seq, 0, "S", &[], 4);
+                w.tcp(c, kdc, seq.wrapping_add(1), 0, "P", &record, 6);
                 w.messages += 1;
             }
         }
         "udp-clients" => {
             for i in 0..n.unwrap_or(1_000_000) {
-                w.udp(client_addr(i), kdc, req, 5);
+                w.udp(client_addr(i), kdc, req, 10);
                 w.messages += 1;
             }
         }
