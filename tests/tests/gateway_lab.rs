@@ -232,7 +232,7 @@ domain_controllers = ["{kdc}"]
 
     /// The request events of a gateway, newest last.
     fn requests(&self, file: &str) -> Vec<Value> {
-        self.events(file).into_iter().filter_map(|e| (e["gateway"]["step"] == "request").then(|| e["gateway"].clone())).collect()
+        self.events(file).into_iter().filter_map(|e| (e["gateway"]["step"] == "request" && e["event_type"] == "gateway").then(|| e["gateway"].clone())).collect()
     }
 
     fn last_request(&self, file: &str) -> Value {

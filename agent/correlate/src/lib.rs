@@ -378,7 +378,7 @@ impl Correlator {
                     self.tcp_no_answer(e);
                 }
             }
-            EventType::Finding | EventType::Kcd => {}
+            EventType::Finding | EventType::Kcd | EventType::Gateway => {}
         }
     }
 

@@ -222,6 +222,14 @@ fn describe_raw(e: &Event<'_>, line: &mut String) {
                 let _ = write!(line, "KCD {:?} {}", g.step, g.outcome);
             }
         }
+        EventType::Gateway => {
+            if let Some(g) = &e.gateway {
+                let _ = write!(line, "GATEWAY {} {}", visible(g.user.as_deref().unwrap_or("-")), g.outcome);
+                if let Some(f) = &g.finding {
+                    let _ = write!(line, " {}", visible(f));
+                }
+            }
+        }
     }
 }
 

@@ -565,6 +565,7 @@ impl Event<'_> {
                 EventType::Anomaly => "anomaly",
                 EventType::Finding => "finding",
                 EventType::Kcd => "kcd",
+                EventType::Gateway => "gateway",
             },
         );
         o.opt_str(",\"pcap_file\":", &self.pcap_file);

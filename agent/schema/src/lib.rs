@@ -42,6 +42,9 @@ pub enum EventType {
     /// The gateway's own account of a delegation: a token issued (or served from its
     /// cache) or refused. Its KDC exchanges are `krb5` events carrying a `gateway` object.
     Kcd,
+    /// One request the gateway served or refused: device, certificate, user, delegation,
+    /// backend, outcome (`gateway.step` is `request`; reloads too).
+    Gateway,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

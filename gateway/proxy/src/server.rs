@@ -215,7 +215,7 @@ fn reload(app: &Arc<App>, path: &Path) {
 impl App {
     fn emit(&self, g: Gateway<'_>, peer: Option<SocketAddr>) {
         let frame = self.frame.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut e = Event::bare(kcd_client::transport::now_timestamp(), EventType::Kcd, None, frame);
+        let mut e = Event::bare(kcd_client::transport::now_timestamp(), EventType::Gateway, None, frame);
         if let Some(p) = peer {
             e.src_ip = Some(p.ip());
             e.src_port = Some(p.port());
