@@ -113,3 +113,25 @@ fn sigterm_restores_the_terminal() {
     }
     assert_eq!(t.format("#{alternate_on}"), "0", "the terminal left the alternate screen");
 }
+
+/// The terminal goes away (an SSH session dropped, tmux killed): the UI ends instead of
+/// spinning on a hung-up terminal.
+#[test]
+fn the_ui_ends_when_its_terminal_goes_away() {
+    let bin = kcdscope_bin();
+    let t = Tmux::new("hangup", 100, 30, &format!("{} tui --speed max", bin.display()));
+    t.wait("the UI", |s| s.contains("| end |"));
+    let pid = t.format("#{pane_pid}");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    t.run(&["kill-server"]);
+    let t0 = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // A zombie has ended; its parent (tmux) is gone and init reaps it.
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "kcdscope {pid} still runs after its terminal went away: {state}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -2,7 +2,7 @@
 //! restored on quit, on SIGINT/SIGTERM/SIGHUP and on panic), keys, the frame rate, and the
 //! source's worker thread.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -83,7 +83,18 @@ pub fn run(src: Source, opts: Options) -> std::io::Result<()> {
     }
     // Alternate screen and raw mode, with a panic hook that restores the terminal.
     let mut terminal = ratatui::init();
-    let result = ui_loop(&mut terminal, &mut model, &rx, &ctl_tx, &stop, &opts);
+    // Keys are read on a thread of their own: on a terminal that has hung up, crossterm's
+    // read can keep returning without an event, and the loop below must still see the
+    // signal flags and the terminal's end. The thread ends with the process.
+    let (term_tx, term_rx) = mpsc::sync_channel::<TermEvent>(64);
+    std::thread::Builder::new().name("input".into()).spawn(move || {
+        while let Ok(e) = event::read() {
+            if term_tx.send(e).is_err() {
+                return;
+            }
+        }
+    })?;
+    let result = ui_loop(&mut terminal, &mut model, &rx, &term_rx, &ctl_tx, &stop, &opts);
     ratatui::restore();
     drop(ctl_tx);
     drop(rx);
@@ -95,6 +106,7 @@ fn ui_loop(
     terminal: &mut ratatui::DefaultTerminal,
     model: &mut Model,
     rx: &mpsc::Receiver<Msg>,
+    input: &mpsc::Receiver<TermEvent>,
     ctl: &mpsc::Sender<Control>,
     stop: &AtomicBool,
     opts: &Options,
@@ -105,6 +117,12 @@ fn ui_loop(
     model.update(Msg::Resize(size.width, size.height));
     loop {
         if stop.load(Ordering::Relaxed) || model.quit {
+            return Ok(());
+        }
+        // A terminal that hung up (an SSH session or tmux server gone) reads as end of file
+        // and polls ready at once; without this check the loop would spin. Its ioctls fail
+        // from then on, so it is no longer a terminal.
+        if !std::io::stdout().is_terminal() {
             return Ok(());
         }
         // Everything the source sent, within a bound so keys stay responsive.
@@ -118,8 +136,8 @@ fn ui_loop(
         }
         model.update(Msg::Tick(t0.elapsed().as_millis() as u64));
         let mut key_pressed = false;
-        if event::poll(Duration::from_millis(15))? {
-            match event::read()? {
+        if let Ok(ev) = input.recv_timeout(Duration::from_millis(15)) {
+            match ev {
                 TermEvent::Key(k) => {
                     if let Some(k) = key_of(k) {
                         key_pressed = true;
