@@ -430,7 +430,8 @@ fn draw_events(m: &Model, f: &mut Frame, area: Rect, th: &Theme) {
         .take(page)
         .filter_map(|(n, &i)| m.events.get(i).map(|e| (n, e)))
         .map(|(n, e)| {
-            let l = fit(&format!("{} {}", clock(e.at), e.text), w);
+            // The listing line carries its own time.
+            let l = fit(&e.text, w);
             if n == sel {
                 Line::styled(l, th.selected())
             } else {
