@@ -95,7 +95,11 @@ fn a_person_finds_the_failing_device_and_its_fix() {
         assert!(t0.elapsed() < Duration::from_secs(5), "q did not quit");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(t.format("#{pane_dead_status}"), "0");
+    // tmux does not always record the status of a pane whose process it reaped (seen
+    // empty, never anything else): no failure status and no signal.
+    let status = t.format("#{pane_dead_status}");
+    assert!(status == "0" || status.is_empty(), "exit status {status}");
+    assert_eq!(t.format("#{pane_dead_signal}"), "", "killed by a signal");
     assert_eq!(t.format("#{alternate_on}"), "0", "the terminal left the alternate screen");
 }
 
