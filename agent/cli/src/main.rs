@@ -142,7 +142,7 @@ pub(crate) struct Limits {
     #[arg(long = "krb5-port", value_name = "PORT", default_value = "88")]
     krb5_ports: Vec<u16>,
     /// TCP connections tracked at once.
-    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    #[arg(long, value_name = "N", default_value_t = kcd_correlate::TABLE_CAP)]
     max_tcp_flows: usize,
     /// Bytes one TCP direction may hold for reassembly.
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
@@ -160,7 +160,7 @@ pub(crate) struct Limits {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     request_timeout: u32,
     /// UDP client/KDC pairs with requests awaiting replies.
-    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    #[arg(long, value_name = "N", default_value_t = kcd_correlate::TABLE_CAP)]
     max_pending_requests: usize,
     /// IP datagrams being reassembled from fragments at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
