@@ -1,4 +1,4 @@
-//! What kcdscope can diagnose from Kerberos on the wire: one entry per finding id, with its
+//! What kcdscope can diagnose from Kerberos, certificates, CRLs and Exchange's answers: one entry per finding id, with its
 //! severity and the fix in an administrator's words (after the vendors' troubleshooting
 //! guides, DOMAIN.md section 4). Ids are stable: SIEM rules and scripts key on them.
 
@@ -74,6 +74,52 @@ rules! {
         "The KDC refused with a generic error: its message (e-text) and its log say why.";
     OTHER_ERROR = "krb.error", Warning,
         "An unusual Kerberos error: see its name and the KDC's log.";
+
+    // The device's certificate (DOMAIN.md section 4, certificate rows).
+    CERT_NOT_PRESENTED = "cert.not_presented", Error,
+        "The device sent no client certificate: install the identity certificate on the device (MDM profile or certificate enrolment) and make the mail profile use it; check that the gateway's client certificate chain lists the CA that issued it (the device offers only certificates from the CAs the server names).";
+    CERT_NO_UPN = "cert.no_upn", Error,
+        "The certificate template (or the CA) must put the user's UPN (and e-mail) into the Subject Alternative Name; re-enrol the device.";
+    CERT_TWO_UPNS = "cert.two_upns", Error,
+        "The certificate names two different users in its Subject Alternative Name: fix the certificate template so that it carries only the enrolled user's UPN, and re-enrol the device.";
+    CERT_UPN_NOT_MAPPED = "cert.upn_not_mapped", Error,
+        "The UPN's suffix belongs to no configured domain: add the domain and its domain controllers to the gateway's domain/domain controller pairs, or an alternate UPN suffix rewrite to the AD domain.";
+    CERT_NO_CLIENT_AUTH_EKU = "cert.no_client_auth_eku", Error,
+        "The certificate template must include the Client Authentication EKU (1.3.6.1.5.5.7.3.2); re-enrol the device.";
+    CERT_ISSUER_NOT_TRUSTED = "cert.issuer_not_trusted", Error,
+        "Upload the issuing and root CA to the gateway's client certificate chain (in AD also: certutil -enterprise -addstore NTAuth CA_CertFilename.cer).";
+    CERT_EXPIRED = "cert.expired", Error,
+        "The device's certificate has expired: renew it (re-enrol the device, or let the MDM renew it before it expires).";
+    CERT_NOT_YET_VALID = "cert.not_yet_valid", Error,
+        "The device's certificate is not valid yet: check the clocks of the gateway and of the CA (NTP), or wait until its notBefore.";
+    CERT_REVOKED = "cert.revoked", Warning,
+        "The device's certificate is revoked, and the gateway refuses it as it should: if the revocation is a mistake, issue the device a new certificate (a revoked certificate cannot be reinstated unless it was put on hold).";
+    CERT_INVALID = "cert.invalid", Error,
+        "The certificate could not be verified (bad signature or encoding): re-enrol the device; if every device fails, check the gateway's client certificate chain.";
+    // Revocation (CRL rows).
+    CRL_UNREACHABLE = "crl.unreachable", Error,
+        "CRLs of every certificate in the chain must be reachable over HTTP from the gateway: check the CDP URL, DNS, the CDP web server and the firewall between the gateway and it (port 80).";
+    CRL_CDP_LDAP_ONLY = "crl.cdp_ldap_only", Error,
+        "The certificate's CDP lists only ldap:// URLs, useless to a gateway outside the domain: add an HTTP CDP and AIA to the CA's extensions, republish the CRL and re-enrol the devices.";
+    CRL_DELTA_BLOCKED = "crl.delta_blocked_double_escaping", Error,
+        "The CDP web server refuses the delta CRL's file name with '+' (IIS request filtering): set allowDoubleEscaping = True on the CDP web site.";
+    CRL_EXPIRED = "crl.expired", Error,
+        "The CRL's nextUpdate has passed: the CA must publish a new CRL; check the CA service and its publication schedule (certutil -crl publishes one now).";
+    CRL_BAD_SIGNATURE = "crl.bad_signature", Error,
+        "The CRL is not signed by the key of the CA that issued the certificate (a CA renewed with a new key?): publish the CRL signed by the current key and upload the renewed CA certificate to the gateway's client certificate chain.";
+    CRL_WRONG_ISSUER = "crl.wrong_issuer", Error,
+        "The CDP URL serves the CRL of another CA: correct the CDP extension of the issuing CA (or the file published at that URL).";
+    // Exchange and the request (Exchange rows).
+    EXCHANGE_TICKET_REFUSED = "exchange.ticket_refused", Error,
+        "Exchange refused a fresh Kerberos ticket: on the ActiveSync virtual directory enable Windows Authentication with providers Negotiate and NTLM, useAppPoolCredentials and useKernelMode = True, anonymous off; look for a duplicate SPN (setspn -X) or an Alternate Service Account credential not deployed on every CAS (RollAlternateServiceAccountPassword.ps1).";
+    EXCHANGE_NEGOTIATE_NOT_OFFERED = "exchange.negotiate_not_offered", Error,
+        "Exchange does not offer Kerberos (no Negotiate in WWW-Authenticate): on the ActiveSync virtual directory enable Windows Authentication with providers Negotiate and NTLM (Negotiate first), anonymous off.";
+    EXCHANGE_UNREACHABLE = "exchange.unreachable", Error,
+        "The gateway cannot reach Exchange: check the email server host setting, DNS, the firewall to Exchange's port and that IIS runs; with https, that Exchange's certificate carries the configured name and chains to the configured CA bundle.";
+    EXCHANGE_TIMEOUT = "exchange.timeout", Warning,
+        "Exchange did not answer in time: check its load and the timeouts (Ping and Sync are held up to 59 minutes, every timeout on that path must be longer).";
+    HTTP_BODY_TOO_LARGE = "http.body_too_large", Warning,
+        "A request body was larger than the limit: raise the gateway's limits.body_bytes and IIS's uploadReadAheadSize (10 MB is usual) if such mails are legitimate.";
 }
 
 /// What a fix can name when it is known; the rest is said in words.
@@ -125,6 +171,6 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n);
-        assert!(ids.iter().all(|i| i.starts_with("krb.")));
+        assert!(ids.iter().all(|i| ["krb.", "cert.", "crl.", "exchange.", "http."].iter().any(|p| i.starts_with(p))));
     }
 }

@@ -5,4 +5,5 @@
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
+pub mod device;
 pub mod s4u;
