@@ -2,7 +2,7 @@
 //! built on the worker thread, so that the UI thread never touches the correlator and a
 //! frame only reads. Pure: a correlator in, a snapshot out.
 
-use kcd_correlate::{Correlator, Outcome, PrincipalState, Step};
+use kcd_correlate::{Correlator, DeviceState, DeviceStatus, DeviceStep, Outcome, PrincipalState, Step};
 use kcd_schema::{Finding, Severity, SubjectKind, Timestamp};
 
 use crate::text::clean;
@@ -188,7 +188,7 @@ fn device_row(c: &Correlator, p: &PrincipalState, findings: &[Finding]) -> Devic
     DeviceRow {
         key: clean(&p.name),
         upn: clean(&p.name),
-        device_id: devices.first().map(|d| clean(&d.device)).unwrap_or_default(),
+        device_id: devices.first().map(|d| clean(&d.key)).unwrap_or_default(),
         address: String::new(),
         status,
         last_step: last.map_or("-", |s| s.kind.name()),
@@ -211,7 +211,10 @@ pub fn take(c: &Correlator, counters: Counters, start: Option<Timestamp>, done: 
     let principals = c.principals();
     // Service accounts delegate for others: the users are the devices' stories.
     let users: Vec<&PrincipalState> = principals.iter().copied().filter(|p| !p.service_account && !is_krbtgt(&p.name)).collect();
-    let devices: Vec<DeviceRow> = users.iter().map(|p| device_row(c, p, &findings)).collect();
+    // A row per device known from the gateway's events or the wire; a user with no device
+    // seen keeps a row of its own, so that a Kerberos-only capture still tells its story.
+    let mut devices: Vec<DeviceRow> = c.devices().into_iter().map(|d| device_state_row(c, d, &users, &findings)).collect();
+    devices.extend(users.iter().filter(|p| c.devices_of(p).is_empty()).map(|p| device_row(c, p, &findings)));
     let kdcs = c
         .kdcs()
         .into_iter()
@@ -234,7 +237,10 @@ pub fn take(c: &Correlator, counters: Counters, start: Option<Timestamp>, done: 
     let findings = findings
         .iter()
         .map(|f| {
-            let devices = users.iter().filter(|p| concerns(f, p)).map(|p| clean(&p.name)).collect();
+            let mut devices: Vec<String> = users.iter().filter(|p| concerns(f, p)).map(|p| clean(&p.name)).collect();
+            if let Some(a) = f.facts.get("devices").and_then(|v| v.as_array()) {
+                devices.extend(a.iter().filter_map(|v| v.as_str()).map(clean));
+            }
             FindingRow {
                 severity: f.severity,
                 id: f.id.clone(),
@@ -251,4 +257,86 @@ pub fn take(c: &Correlator, counters: Counters, start: Option<Timestamp>, done: 
 
 fn is_krbtgt(n: &str) -> bool {
     n.to_ascii_lowercase().starts_with("krbtgt/")
+}
+
+fn step_name(s: DeviceStep) -> &'static str {
+    match s {
+        DeviceStep::Certificate => "Certificate",
+        DeviceStep::Crl => "CRL",
+        DeviceStep::S4u2Self => "S4U2Self",
+        DeviceStep::S4u2Proxy => "S4U2Proxy",
+        DeviceStep::Exchange => "Exchange",
+    }
+}
+
+/// A device's row: its own story (the gateway's verdicts, the wire), with the Kerberos
+/// steps of its user.
+fn device_state_row(c: &Correlator, d: &DeviceState, users: &[&PrincipalState], findings: &[Finding]) -> DeviceRow {
+    let v = c.verdict(d, findings);
+    let user = d.upn.as_deref().and_then(|u| users.iter().copied().find(|p| kcd_correlate::upn_matches(u, &p.name)));
+    let mut steps: Vec<StepRow> = Vec::new();
+    if let Some(f) = &d.failing {
+        steps.push(StepRow {
+            name: step_name(f.step),
+            at: f.at,
+            latency_ms: None,
+            ok: false,
+            detail: clean(&format!("{}: {}", f.reason, f.detail)),
+            evidence: String::new(),
+        });
+    }
+    let (mut kdcs, mut errors) = (Vec::new(), Vec::new());
+    if let Some(p) = user {
+        steps.extend(p.steps.iter().map(|s| step_row(c, s)));
+        kdcs = p.steps.iter().map(|s| s.kdc.to_string()).collect();
+        errors = p
+            .steps
+            .iter()
+            .filter_map(|s| match s.outcome {
+                Outcome::Error(e) => Some(format!("{} {}", e, e.0)),
+                _ => None,
+            })
+            .collect();
+    }
+    kdcs.sort();
+    kdcs.dedup();
+    errors.sort();
+    errors.dedup();
+    let status = match v.status {
+        DeviceStatus::Failing => Status::Failing,
+        DeviceStatus::Warning => Status::Warning,
+        DeviceStatus::Pending => Status::Pending,
+        DeviceStatus::Ok => Status::Healthy,
+    };
+    let rule = v.finding.as_deref().and_then(kcd_correlate::catalogue::by_id);
+    let explanation = v
+        .finding
+        .as_deref()
+        .and_then(|id| {
+            let label = kcd_correlate::device_label(d);
+            findings.iter().find(|f| {
+                f.id == id
+                    && f.facts.get("devices").and_then(|x| x.as_array()).is_some_and(|a| a.iter().any(|x| x.as_str() == Some(label.as_str()) || x.as_str() == Some(&*d.key)))
+            })
+        })
+        .map(|f| clean(&f.explanation))
+        .or_else(|| v.detail.as_deref().map(clean));
+    DeviceRow {
+        key: clean(&d.key),
+        upn: d.upn.as_deref().map(clean).unwrap_or_default(),
+        device_id: d.device_id.as_deref().map(clean).unwrap_or_default(),
+        address: d.addresses.last().map(|a| a.to_string()).unwrap_or_default(),
+        status,
+        last_step: v.reached.map_or("-", step_name),
+        failing_step: v.failed.map(step_name),
+        finding: v.finding.as_deref().map(clean),
+        severity: rule.map(|r| r.severity),
+        requests: d.requests,
+        kdcs,
+        errors,
+        steps,
+        explanation,
+        fix: rule.map(|r| clean(&r.fix_for(Default::default()))),
+        also_known_as: user.map(|p| p.aliases.iter().map(|a| clean(a)).collect()).unwrap_or_default(),
+    }
 }

@@ -95,6 +95,11 @@ struct ReplayArgs {
     #[arg(long, conflicts_with_all = ["json", "output", "count", "report", "no_diagnosis"])]
     tui: bool,
 
+    /// The gateway's own events (its `--events` NDJSON file), joined with the capture in
+    /// time order: devices, certificates, refusals and Exchange's answers.
+    #[arg(long, value_name = "FILE")]
+    gateway_events: Option<PathBuf>,
+
     #[command(flatten)]
     diagnosis: DiagnosisArgs,
 
@@ -256,6 +261,13 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut text_out = (!args.json && !args.count && !args.report)
         .then(|| TextWriter::new(BufWriter::new(io::stdout())));
     let mut failed = false;
+    let mut feed = match &args.gateway_events {
+        Some(p) => Some(kcd_export::feed::EventFeed::new(io::BufReader::new(
+            File::open(p).with_context(|| format!("cannot open the gateway's events {}", p.display()))?,
+        ))),
+        None => None,
+    };
+    let feed_label = args.gateway_events.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let findings;
     {
         let mut sinks: Vec<&mut dyn Sink> = Vec::new();
@@ -271,6 +283,16 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         let mut out = Tee(sinks);
         {
             let mut sink = |e: &Event<'_>| {
+                // The gateway's events that happened before this packet go first.
+                if let Some(f) = feed.as_mut() {
+                    f.feed_until(Some(e.timestamp), |g| {
+                        let g = from_events_file(g, &feed_label);
+                        out.event(&g);
+                        if let Some(d) = diagnosis.as_mut() {
+                            d.event(&g);
+                        }
+                    });
+                }
                 out.event(e);
                 if let Some(d) = diagnosis.as_mut() {
                     d.event(e);
@@ -311,6 +333,15 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                 }
             }
             decoder.finish(&mut sink);
+        }
+        if let Some(f) = feed.as_mut() {
+            f.feed_until(None, |g| {
+                let g = from_events_file(g, &feed_label);
+                out.event(&g);
+                if let Some(d) = diagnosis.as_mut() {
+                    d.event(&g);
+                }
+            });
         }
         correlator = match diagnosis {
             Some(d) => Some(d.finish().map_err(anyhow::Error::msg)?),
@@ -363,7 +394,20 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                 n(Severity::Info, "note", "notes")
             ));
         }
+        if let Some(f) = &feed {
+            line.push_str(&format!("; gateway events: {}", f.fed));
+            if f.bad > 0 {
+                line.push_str(&format!(", {} lines that are not events skipped", f.bad));
+            }
+            if f.skipped > 0 {
+                line.push_str(&format!(", {} events of other types skipped", f.skipped));
+            }
+        }
         let _ = writeln!(io::stderr().lock(), "{line}");
+    }
+    if let Some(e) = feed.as_mut().and_then(|f| f.error.take()) {
+        eprintln!("kcdscope: reading the gateway's events: {e}; the rest was not read");
+        failed = true;
     }
     let worst = findings.iter().map(|f| f.severity).max();
     let fail = match args.fail_on {
@@ -378,4 +422,14 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A gateway event as the replay passes it on: its evidence points into the events file
+/// (its `frame` is the gateway's event counter).
+fn from_events_file<'a>(e: &Event<'a>, file: &str) -> Event<'a> {
+    let mut e = e.clone();
+    if e.pcap_file.is_none() {
+        e.pcap_file = Some(std::borrow::Cow::Owned(file.to_string()));
+    }
+    e
 }

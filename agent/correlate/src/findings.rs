@@ -174,6 +174,8 @@ fn plural(k: SubjectKind) -> &'static str {
         SubjectKind::Spn => "SPNs",
         SubjectKind::Client => "clients",
         SubjectKind::Device => "devices",
+        SubjectKind::Ca => "CAs",
+        SubjectKind::Server => "servers",
     }
 }
 

@@ -18,12 +18,15 @@ pub use kcd_findings::{catalogue, s4u};
 mod device;
 mod errors;
 mod findings;
+mod join;
 mod output;
 mod state;
 mod table;
 mod too_big;
 
-pub use device::{upn_matches, DeviceSighting};
+pub use device::{upn_matches, DeviceCert, DeviceState, Failure};
+pub use join::{device_label, DeviceStatus, Verdict};
+pub use kcd_findings::device::Step as DeviceStep;
 pub use state::{
     Client, Kdc, OffsetStats, Outcome, Percentiles, PrincipalState, Step, StepKind, STEPS_KEPT,
 };
@@ -312,6 +315,7 @@ const MAX_INTERNED: usize = 1 << 16;
 impl Correlator {
     pub fn new(cfg: Config) -> Self {
         let findings = FindingSet::new(cfg.max_findings, cfg.evidence_per_finding);
+        let max_devices = cfg.max_devices;
         Correlator {
             cfg,
             now: None,
@@ -332,7 +336,7 @@ impl Correlator {
             tickets: Map::default(),
             delegations: Map::default(),
             impersonating: Map::default(),
-            devices: device::Devices::default(),
+            devices: device::Devices::new(max_devices),
             findings,
             retired: Vec::new(),
             stats: Stats::default(),
@@ -354,7 +358,7 @@ impl Correlator {
     }
 
     pub fn stats(&self) -> Stats {
-        Stats { findings_folded: self.findings.folded, ..self.stats }
+        Stats { findings_folded: self.findings.folded, devices_evicted: self.devices.evicted, ..self.stats }
     }
 
     /// First and last capture time seen.
@@ -365,10 +369,16 @@ impl Correlator {
     /// Feeds one event, in capture order.
     pub fn event(&mut self, e: &Event<'_>) {
         self.stats.events += 1;
-        let file = self.file_id(e.pcap_file.as_deref());
-        let new_file = self.current_file.is_some_and(|f| f != file);
-        self.current_file = Some(file);
-        self.advance(e.timestamp, new_file);
+        // The gateway's events come interleaved from a file of their own: not a new
+        // capture whose older times would close what the capture has pending.
+        if matches!(e.event_type, EventType::Gateway | EventType::Kcd) {
+            self.advance(e.timestamp, false);
+        } else {
+            let file = self.file_id(e.pcap_file.as_deref());
+            let new_file = self.current_file.is_some_and(|f| f != file);
+            self.current_file = Some(file);
+            self.advance(e.timestamp, new_file);
+        }
         match e.event_type {
             EventType::Krb5 => {
                 if let Some(k) = &e.krb5 {
@@ -384,20 +394,20 @@ impl Correlator {
                     self.tcp_no_answer(e);
                 }
             }
-            EventType::Finding | EventType::Kcd | EventType::Gateway => {}
+            EventType::Gateway => self.gateway_request(e),
+            EventType::Finding | EventType::Kcd => {}
         }
     }
 
     /// A device (EAS DeviceId, certificate fingerprint, address) presented `upn` at `at`:
     /// the gateway's and TLS events call this; principals then list their devices.
     pub fn observe_device(&mut self, device: &str, upn: &str, at: Timestamp) {
-        if self.devices.observe(device, upn, at, self.cfg.max_devices) {
-            self.stats.devices_evicted += 1;
-        }
+        let o = device::Observation { device_id: Some(device), upn: Some(upn), ..Default::default() };
+        self.devices.observe(o, at, Ev { file: 0, frame: 0, flow: None });
     }
 
     /// Devices seen with a UPN naming this principal around the time it was active.
-    pub fn devices_of(&self, principal: &PrincipalState) -> Vec<&DeviceSighting> {
+    pub fn devices_of(&self, principal: &PrincipalState) -> Vec<&DeviceState> {
         self.devices.for_principal(
             &principal.name,
             principal.first_seen,

@@ -31,7 +31,7 @@ impl Correlator {
         }
         let devs = self.devices.for_principal(&f.subject.name, f.first_seen, f.last_seen, self.cfg.device_window_ns);
         if !devs.is_empty() {
-            let names: Vec<String> = devs.iter().map(|d| d.device.to_string()).collect();
+            let names: Vec<String> = devs.iter().map(|d| d.key.to_string()).collect();
             f.facts.insert("devices".into(), names.into());
         }
     }

@@ -356,3 +356,115 @@ fn one_user_under_several_names_is_one_principal() {
     assert!(f.iter().any(|x| x.id == "krb.account_expired"), "{f:?}");
     assert!(f.iter().all(|x| x.id != "krb.error"), "{f:?}");
 }
+
+fn fingerprint(n: u64) -> String {
+    format!("{:016x}{}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15), "ab".repeat(24))
+}
+
+/// A request event as `kcdscope gateway` writes it (gateway/proxy/src/server.rs): the
+/// device, its certificate, the user, the verdict.
+fn gateway_request(ms: i64, frame: u64, device: Option<&str>, cn: &str, upn: &str, status: u16, reason: Option<&str>, extra: Value) -> String {
+    let mut g = json!({
+        "step": "request", "outcome": if reason.is_some() { "refused" } else { "served" },
+        "user": upn, "request_id": format!("r{frame}"), "status": status,
+        "device": {"address": "10.89.0.1:50000", "cmd": "Sync"},
+        "certificate": {"subject": format!("CN={cn}"), "issuer": "CN=Lab Issuing CA", "serial": format!("{frame:04X}"),
+                        "sha256": fingerprint(frame), "upn": upn, "not_after": 1_900_000_000,
+                        "revocation": if reason == Some("revoked") { "revoked" } else { "good" }},
+    });
+    if let Some(d) = device {
+        g["device"]["device_id"] = json!(d);
+        g["device"]["device_type"] = json!("iPhone");
+    }
+    if let Some(r) = reason {
+        g["reason"] = json!(r);
+        g["detail"] = json!(format!("refused: {r}"));
+    }
+    if let (Some(o), Some(x)) = (g.as_object_mut(), extra.as_object()) {
+        for (k, v) in x {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"timestamp": ts(ms), "event_type": "gateway", "frame": frame, "src_ip": "10.89.0.1", "src_port": 50000, "gateway": g}).to_string()
+}
+
+// What the gateway says about each device, joined with what the wire says about its user:
+// the step and finding per device follow DOMAIN.md's catalogue (certificate, CRL,
+// S4U2Self, S4U2Proxy, Exchange), one story per device however many requests.
+#[test]
+fn devices_tell_their_story_from_the_gateway_and_the_wire() {
+    let mut c = Cap::default();
+    // dave's S4U2Self is refused on the wire (user unknown): no gateway refusal names it.
+    let r = c.req(10, GW, DC1, "TCP", s4u2self("dave@corp.test", "svc", 7));
+    c.rep(11, DC1, GW, "TCP", error(6, json!({})), r, 10);
+    let mut lines = vec![
+        gateway_request(0, 1, Some("ALICEPHONE"), "alice", "alice@corp.test", 200, None, json!({"backend": {"status": 200, "latency_us": 900}})),
+        gateway_request(5, 2, Some("ALICEPHONE"), "alice", "alice@corp.test", 200, None, json!({"backend": {"status": 200, "latency_us": 700}})),
+        // A refused handshake: no HTTP, so no DeviceId; the certificate names the device.
+        gateway_request(20, 3, None, "bob", "bob@corp.test", 0, Some("revoked"), json!({})),
+        gateway_request(21, 4, None, "carol", "carol@corp.test", 0, Some("crl_unreachable"), json!({})),
+        gateway_request(22, 5, None, "erin", "erin@corp.test", 0, Some("crl_unreachable"), json!({})),
+        gateway_request(23, 6, Some("FRANKPAD"), "frank", "frank@corp.test", 502, Some("kerberos"),
+            json!({"finding": "krb.s4u2proxy.user_not_delegable", "kcd": {"cache_hit": false, "step": "s4u2proxy", "latency_us": 3000}})),
+        gateway_request(24, 7, Some("GRACEPHONE"), "grace", "grace@corp.test", 502, Some("exchange_refused_ticket"),
+            json!({"backend": {"status": 401, "latency_us": 800, "www_authenticate": ["Negotiate", "NTLM"]}})),
+        gateway_request(25, 8, Some("DAVEPHONE"), "dave", "dave@corp.test", 0, None, json!({"status": null, "outcome": "pending"})),
+        // Ivan failed once, then worked: OK now, the failure kept for the record.
+        gateway_request(26, 9, Some("IVANPHONE"), "ivan", "ivan@corp.test", 504, Some("kdc_unreachable"), json!({})),
+        gateway_request(27, 10, Some("IVANPHONE"), "ivan", "ivan@corp.test", 200, None, json!({"backend": {"status": 200, "latency_us": 600}})),
+    ];
+    // The gateway's events interleave with the capture by time.
+    lines.append(&mut c.lines);
+    lines.sort_by_key(|l| serde_json::from_str::<Value>(l).unwrap()["timestamp"].as_str().unwrap().to_string());
+    let mut k = Correlator::new(Config::default());
+    for l in &lines {
+        let e: Event<'_> = serde_json::from_str(l).unwrap();
+        k.event(&e);
+    }
+    k.finish();
+    let findings = k.findings();
+    let story: Vec<(String, &str, Option<&str>, Option<String>)> = k
+        .devices()
+        .iter()
+        .map(|d| {
+            let v = k.verdict(d, &findings);
+            (d.key.to_string(), v.status.word(), v.failed.map(|s| s.label()), v.finding)
+        })
+        .collect();
+    fn want(key: &str, status: &'static str, step: Option<&'static str>, id: Option<&str>) -> (String, &'static str, Option<&'static str>, Option<String>) {
+        (key.to_string(), status, step, id.map(str::to_string))
+    }
+    let bob_key = format!("cert:{}", &fingerprint(3)[..16]);
+    let carol_key = format!("cert:{}", &fingerprint(4)[..16]);
+    let erin_key = format!("cert:{}", &fingerprint(5)[..16]);
+    assert_eq!(
+        story,
+        vec![
+            want("ALICEPHONE", "OK", None, None),
+            want(&bob_key, "FAILING", Some("crl"), Some("cert.revoked")),
+            want(&carol_key, "FAILING", Some("crl"), Some("crl.unreachable")),
+            want(&erin_key, "FAILING", Some("crl"), Some("crl.unreachable")),
+            want("FRANKPAD", "FAILING", Some("s4u2proxy"), Some("krb.s4u2proxy.user_not_delegable")),
+            want("GRACEPHONE", "FAILING", Some("exchange"), Some("exchange.ticket_refused")),
+            want("DAVEPHONE", "FAILING", Some("s4u2self"), Some("krb.principal_unknown")),
+            want("IVANPHONE", "OK", None, None),
+        ]
+    );
+    let alice = k.devices().into_iter().find(|d| &*d.key == "ALICEPHONE").map(|d| (d.requests, d.ok, d.device_type.clone()));
+    assert_eq!(alice, Some((2, 2, Some("iPhone".into()))));
+    // One CRL finding for the CA, listing both devices; the revoked one is the device's.
+    let crl: Vec<&Finding> = findings.iter().filter(|f| f.id == "crl.unreachable").collect();
+    assert_eq!(crl.len(), 1);
+    assert_eq!(crl[0].subject.name, "CN=Lab Issuing CA");
+    assert_eq!(crl[0].count, 2);
+    assert_eq!(crl[0].facts["devices"].as_array().map(Vec::len), Some(2));
+    let revoked = findings.iter().find(|f| f.id == "cert.revoked").unwrap();
+    assert_eq!((revoked.subject.kind, revoked.subject.name.as_str()), (kcd_schema::SubjectKind::Device, bob_key.as_str()));
+    let frank = findings.iter().find(|f| f.id == "krb.s4u2proxy.user_not_delegable").unwrap();
+    assert_eq!(frank.subject.name, "frank@corp.test");
+    let ex = findings.iter().find(|f| f.id == "exchange.ticket_refused").unwrap();
+    assert!(ex.fix.contains("useAppPoolCredentials"), "{}", ex.fix);
+    // Kerberos findings name the devices of their user.
+    let dave = findings.iter().find(|f| f.id == "krb.principal_unknown").unwrap();
+    assert_eq!(dave.facts["devices"], json!(["DAVEPHONE"]));
+}

@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use kcd_decode::Sink;
 use kcd_schema::{Direction, Event, EventType};
 
+pub mod feed;
 pub mod report;
 
 /// One JSON object per line. Events are written straight into one large buffer that goes

@@ -41,6 +41,14 @@ impl Style {
 /// with `first` instead, when given). The text may hold names and messages from the wire:
 /// control characters are escaped (see `crate::visible`), and a word longer than a line
 /// is cut, so that nothing can move the cursor or push past 80 columns.
+/// `wrap` whose first line starts at `first` columns and the rest at `rest`.
+fn wrap_hanging(out: &mut String, first: usize, rest: usize, text: &str) {
+    let mut tmp = String::new();
+    wrap(&mut tmp, None, rest, text);
+    let cut = rest.saturating_sub(first);
+    out.push_str(tmp.get(cut..).unwrap_or(&tmp));
+}
+
 fn wrap(out: &mut String, first: Option<&str>, indent: usize, text: &str) {
     wrap_painted(out, first, indent, &crate::visible(text));
 }
@@ -172,6 +180,8 @@ fn subject_text(f: &Finding) -> String {
         K::Spn => "SPN",
         K::Client => "client",
         K::Device => "device",
+        K::Ca => "CA",
+        K::Server => "server",
     };
     format!("{kind} {}", f.subject.name)
 }
@@ -319,6 +329,8 @@ pub fn render(c: &Correlator, findings: &[Finding], stats: &Stats, st: Style) ->
         out.push('\n');
     }
 
+    devices(&mut out, c, findings, st);
+
     let principals = c.principals();
     if !principals.is_empty() {
         let _ = writeln!(out, "{}", st.heading("PRINCIPALS (most recent exchanges, oldest first)"));
@@ -334,7 +346,7 @@ pub fn render(c: &Correlator, findings: &[Finding], stats: &Stats, st: Style) ->
             }
             let devices = c.devices_of(p);
             if !devices.is_empty() {
-                let d: Vec<&str> = devices.iter().map(|d| &*d.device).collect();
+                let d: Vec<&str> = devices.iter().map(|d| &*d.key).collect();
                 wrap(&mut out, None, 4, &format!("devices: {}", d.join(", ")));
             }
             let vias: BTreeMap<&str, ()> = p.steps.iter().filter_map(|s| s.via.as_deref()).map(|v| (v, ())).collect();
@@ -424,4 +436,66 @@ mod tests {
         wrap(&mut s, Some(&st.paint("1", "x")), 2, &"abcdefghi ".repeat(20));
         assert!(s.lines().all(|l| visible_len(l) <= WIDTH));
     }
+}
+
+/// One line per device: how it stands, the furthest step its latest request reached, and
+/// the step that failed with the finding that names it; then what it is and what was said.
+fn devices(out: &mut String, c: &Correlator, findings: &[Finding], st: Style) {
+    let devices = c.devices();
+    if devices.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{}", st.heading("DEVICES (status, last step reached, failing step and finding)"));
+    let mut verdicts: Vec<_> = devices.iter().map(|d| c.verdict(d, findings)).collect();
+    // What is broken first; then in the order the devices were seen.
+    verdicts.sort_by_key(|v| v.status);
+    for v in verdicts {
+        let d = v.device;
+        let mut head = format!("{:<7} {}", v.status.word(), d.key);
+        if let Some(u) = d.upn.as_deref().filter(|u| *u != &*d.key) {
+            let _ = write!(head, "  {u}");
+        }
+        match (v.failed, &v.finding) {
+            (Some(f), Some(id)) => {
+                let _ = write!(head, ": failed at {} ({id})", f.label());
+            }
+            (Some(f), None) => {
+                let _ = write!(head, ": failed at {}", f.label());
+            }
+            (None, _) => {
+                let _ = write!(head, ": reached {}", v.reached.map_or("-", |s| s.label()));
+            }
+        }
+        wrap_hanging(out, 2, 10, &head);
+        let mut line = String::new();
+        if let Some(t) = &d.device_type {
+            let _ = write!(line, "{t}; ");
+        }
+        if !d.addresses.is_empty() {
+            let a: Vec<String> = d.addresses.iter().map(|a| a.to_string()).collect();
+            let _ = write!(line, "{}; ", a.join(", "));
+        }
+        let _ = write!(line, "{}, {} served", plural(d.requests, "request", "requests"), d.ok);
+        if let Some(cmd) = &d.cmd {
+            let _ = write!(line, "; last command {cmd}");
+        }
+        if let Some(s) = d.exchange_status {
+            let _ = write!(line, "; Exchange answered {s}");
+        }
+        if let Some(u) = &d.user_mismatch {
+            let _ = write!(line, "; its requests name user {u}, not the certificate's");
+        }
+        wrap(out, None, 6, &line);
+        if let Some(cert) = &d.cert {
+            let mut l = format!("certificate {} serial {} issued by {}", cert.subject, cert.serial, cert.issuer);
+            if let Some(r) = &cert.revocation {
+                let _ = write!(l, ", revocation {r}");
+            }
+            wrap(out, None, 6, &l);
+        }
+        if let Some(detail) = v.detail.as_deref().filter(|_| v.failed.is_some()) {
+            wrap(out, None, 6, detail);
+        }
+    }
+    out.push('\n');
 }

@@ -4,6 +4,7 @@
 
 use kcd_schema::Severity;
 
+#[derive(Debug)]
 pub struct Rule {
     pub id: &'static str,
     pub severity: Severity,

@@ -102,6 +102,9 @@ struct Packed {
     proto: Option<Transport>,
     krb5: Idx,
     anomaly: Option<(AnomalyLayer, Span, Span)>,
+    /// Events of the other kinds (the gateway's, findings...), as JSON in the text buffer:
+    /// they are few next to Kerberos messages, and the JSON form carries every field.
+    json: Option<Span>,
 }
 
 /// Small fixed-size records; strings in one text buffer and the variable parts (names,
@@ -163,6 +166,27 @@ impl EventBatch {
     }
 
     pub fn push(&mut self, e: &Event<'_>) {
+        if !matches!(e.event_type, EventType::Krb5 | EventType::Anomaly) {
+            if let Ok(j) = serde_json::to_string(e) {
+                let json = Some(self.put(&j));
+                self.events.push(Packed {
+                    timestamp: e.timestamp,
+                    event_type: e.event_type,
+                    pcap_file: None,
+                    frame: e.frame,
+                    flow_id: None,
+                    src_ip: None,
+                    src_port: None,
+                    dest_ip: None,
+                    dest_port: None,
+                    proto: None,
+                    krb5: NONE,
+                    anomaly: None,
+                    json,
+                });
+                return;
+            }
+        }
         let pcap_file = e.pcap_file.as_deref().map(|f| self.file(f));
         let flow_id = e.flow_id.as_deref().map(|s| self.put(s));
         let krb5 = match &e.krb5 {
@@ -186,6 +210,7 @@ impl EventBatch {
             proto: e.proto,
             krb5,
             anomaly,
+            json: None,
         });
     }
 
@@ -327,6 +352,11 @@ impl EventBatch {
     }
 
     fn unpack(&self, p: &Packed) -> Event<'_> {
+        if let Some(j) = p.json {
+            if let Ok(e) = serde_json::from_str::<Event<'_>>(self.get(j)) {
+                return e;
+            }
+        }
         Event {
             timestamp: p.timestamp,
             event_type: p.event_type,

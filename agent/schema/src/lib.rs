@@ -666,6 +666,10 @@ pub enum SubjectKind {
     Client,
     /// A mobile device (EAS DeviceId, certificate).
     Device,
+    /// A certificate authority, by its name (the devices' issuer; its CRLs).
+    Ca,
+    /// A server the devices' requests go to (Exchange), by host name or address.
+    Server,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
