@@ -378,7 +378,7 @@ impl Correlator {
                     self.tcp_no_answer(e);
                 }
             }
-            EventType::Finding | EventType::Kcd | EventType::Gateway => {}
+            EventType::Finding | EventType::Kcd | EventType::Gateway | EventType::Tls | EventType::Http => {}
         }
     }
 
