@@ -135,6 +135,10 @@ fn same_bytes_as_serde_on_hostile_strings() {
                 anomaly: None,
                 finding: None,
                 gateway: None,
+                tls: None,
+                http: None,
+                eas: None,
+                crl: None,
             });
         }
         check(&Event {
@@ -200,4 +204,124 @@ fn json_round_trips_through_serde() {
         kcd_capture::replay_file(&f, &rel(&f), &mut dec, &mut sink).expect("replays");
     }
     assert!(n > 400);
+}
+
+/// TLS, HTTP, ActiveSync and CRL objects: the writer and serde agree, and they read back.
+#[test]
+fn same_bytes_as_serde_on_application_events() {
+    for s in ["", "\"", "a\\b", "\n\u{1}", "łukasz", "CN=a\\,b,O=\"x\""] {
+        let cert = X509 {
+            subject: s.into(),
+            issuer: s.into(),
+            serial: "01AB".into(),
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "9999-12-31T23:59:59Z".into(),
+            sha256: "00".repeat(32),
+            sha1: "ff".repeat(20),
+            san_dns: vec![s.into()],
+            san_email: vec![s.into()],
+            san_uri: vec![],
+            san_upn: vec![s.into(), "bob@lab.test".into()],
+            eku: vec!["client_auth".into(), "1.2.3".into()],
+            cdp: vec!["ldap:///CN=x".into()],
+            aia_ca_issuers: vec![s.into()],
+            aia_ocsp: vec![],
+            key_type: Some("rsa".into()),
+            key_bits: Some(2048),
+            is_ca: true,
+            problems: vec![CertProblem::LdapOnlyCdp, CertProblem::ExpiredAtCapture],
+            malformed: Some(s.into()),
+        };
+        let tls = Tls {
+            sni: Some(s.into()),
+            client_version: Some("TLS 1.2".into()),
+            client_versions: vec!["TLS 1.3".into()],
+            cipher_suites: vec!["0x1301".into()],
+            alpn: vec![s.into()],
+            version: Some("TLS 1.2".into()),
+            cipher_suite: Some(s.into()),
+            client_certificate_requested: true,
+            acceptable_cas: vec![s.into()],
+            server_certificates: vec![cert.clone()],
+            client_certificates: vec![cert.clone(), X509::default()],
+            client_certificate_empty: true,
+            certificates_visible: false,
+            alert: Some(TlsAlert { level: Some("fatal".into()), description: s.into(), code: Some(42), sender: Side::Server }),
+            outcome: TlsOutcome::Alert,
+            malformed: Some(s.into()),
+        };
+        let e = Event {
+            tls: Some(Box::new(tls)),
+            src_ip: "10.0.0.1".parse().ok(),
+            proto: Some(Transport::Tcp),
+            ..Event::bare(Timestamp(5), EventType::Tls, Some(Cow::Borrowed(s)), 3)
+        };
+        check(&e);
+        let http = Http {
+            hostname: Some(s.into()),
+            url: s.into(),
+            http_method: s.into(),
+            protocol: Some("HTTP/1.1".into()),
+            http_user_agent: Some(s.into()),
+            status: Some(401),
+            http_content_type: Some(s.into()),
+            request_body_length: Some(0),
+            length: Some(u64::MAX),
+            www_authenticate: vec!["Negotiate".into(), s.into()],
+            authorization: Some(Authorization {
+                kind: AuthKind::Spnego,
+                scheme: s.into(),
+                token_bytes: Some(1500),
+                ntlm_message: Some(3),
+                kerberos: Some(ApReqSummary {
+                    ticket_server: Some(s.into()),
+                    realm: Some(s.into()),
+                    etype: Some(EncryptionType(-77)),
+                    kvno: Some(2),
+                    size: 1400,
+                    key_in_keytab: Some(false),
+                }),
+            }),
+            latency_us: Some(-1),
+            request_frame: Some(2),
+            malformed: Some(s.into()),
+        };
+        let e = Event {
+            http: Some(Box::new(http)),
+            eas: Some(Box::new(Eas {
+                cmd: Some(s.into()),
+                user: Some(s.into()),
+                device_id: Some(s.into()),
+                device_type: None,
+                protocol_version: Some("14.1".into()),
+                query_form: EasQueryForm::Base64,
+            })),
+            crl: Some(Box::new(Crl {
+                url: s.into(),
+                issuer: Some(s.into()),
+                this_update: Some("2026-01-01T00:00:00Z".into()),
+                next_update: None,
+                crl_number: Some("0A".into()),
+                delta: true,
+                base_crl_number: Some("09".into()),
+                revoked_count: Some(3),
+                problems: vec![CrlProblem::NotFoundPlusName, CrlProblem::ExpiredAtCapture],
+            })),
+            ..Event::bare(Timestamp(5), EventType::Http, None, 4)
+        };
+        check(&e);
+        let mut line = Vec::new();
+        e.write_json(&mut line);
+        let back: Event<'_> = serde_json::from_slice(&line).expect("reads back");
+        assert_eq!(back.http, e.http);
+        assert_eq!(back.eas, e.eas);
+        assert_eq!(back.crl, e.crl);
+        // Through a batch (the diagnosis thread's copy) and back, unchanged.
+        let mut b = EventBatch::default();
+        b.push(&e);
+        let again: Vec<Event<'_>> = b.iter().collect();
+        assert_eq!(again[0].http, e.http);
+        assert_eq!(again[0].eas, e.eas);
+        assert_eq!(again[0].crl, e.crl);
+    }
 }

@@ -12,12 +12,13 @@
 
 use der::asn1::{Ia5String, ObjectIdentifier, Uint};
 use der::{Decode, Encode, Tag, Tagged};
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage,
+    AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage,
     SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::Extension;
@@ -37,6 +38,9 @@ const OID_CDP: &str = "2.5.29.31";
 const OID_FRESHEST: &str = "2.5.29.46";
 const OID_AKI: &str = "2.5.29.35";
 const OID_SKI: &str = "2.5.29.14";
+const OID_AIA: &str = "1.3.6.1.5.5.7.1.1";
+const OID_AIA_OCSP: &str = "1.3.6.1.5.5.7.48.1";
+const OID_AIA_CA_ISSUERS: &str = "1.3.6.1.5.5.7.48.2";
 const OID_BASIC: &str = "2.5.29.19";
 const OID_CRL_NUMBER: &str = "2.5.29.20";
 const OID_DELTA: &str = "2.5.29.27";
@@ -78,11 +82,16 @@ pub struct CertInfo {
     pub not_before: i64,
     pub not_after: i64,
     pub sha256: [u8; 32],
+    /// The thumbprint Windows certutil and Suricata show.
+    pub sha1: [u8; 20],
     /// Every otherName UPN that is a UTF8String, in order.
     pub upns: Vec<String>,
     /// otherName UPNs of another type (not usable, but a reason to refuse).
     pub malformed_upns: usize,
     pub emails: Vec<String>,
+    /// SAN dNSName and uniformResourceIdentifier entries.
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
     pub subject_cn: Option<String>,
     /// None: no EKU extension at all (RFC 5280: any purpose).
     pub eku: Option<Vec<String>>,
@@ -90,6 +99,9 @@ pub struct CertInfo {
     pub crl_urls: Vec<String>,
     /// URIs of the freshest-CRL (delta) distribution points.
     pub delta_urls: Vec<String>,
+    /// Authority Information Access: caIssuers and OCSP URIs.
+    pub aia_ca_issuers: Vec<String>,
+    pub aia_ocsp: Vec<String>,
     pub authority_key_id: Option<Vec<u8>>,
     pub subject_key_id: Option<Vec<u8>>,
     pub is_ca: bool,
@@ -97,6 +109,10 @@ pub struct CertInfo {
     /// header, as rustls's algorithm tables hold them) and the key bits.
     pub key_algorithm: Vec<u8>,
     pub public_key: Vec<u8>,
+    /// The key's algorithm as administrators name it: rsa, ec, ed25519, ed448, dsa, or
+    /// the OID; and its size in bits where the encoding tells (RSA modulus, EC curve).
+    pub key_type: String,
+    pub key_bits: Option<u32>,
 }
 
 impl CertInfo {
@@ -113,19 +129,27 @@ impl CertInfo {
             not_before: unix(tbs.validity().not_before),
             not_after: unix(tbs.validity().not_after),
             sha256: Sha256::digest(der_bytes).into(),
+            sha1: Sha1::digest(der_bytes).into(),
             upns: Vec::new(),
             malformed_upns: 0,
             emails: Vec::new(),
+            dns_names: Vec::new(),
+            uris: Vec::new(),
             subject_cn: tbs.subject().common_name().ok().flatten().map(|cn| cn.value().into_owned()),
             eku: None,
             crl_urls: Vec::new(),
             delta_urls: Vec::new(),
+            aia_ca_issuers: Vec::new(),
+            aia_ocsp: Vec::new(),
             authority_key_id: None,
             subject_key_id: None,
             is_ca: false,
             key_algorithm: alg_contents(&tbs.subject_public_key_info().algorithm)?,
             public_key: tbs.subject_public_key_info().subject_public_key.raw_bytes().to_vec(),
+            key_type: String::new(),
+            key_bits: None,
         };
+        (info.key_type, info.key_bits) = key_kind(&tbs.subject_public_key_info().algorithm, &info.public_key);
         for ext in tbs.extensions().map(|e| e.as_slice()).unwrap_or_default() {
             let oid = ext.extn_id.to_string();
             let v = ext.extn_value.as_bytes();
@@ -145,6 +169,8 @@ impl CertInfo {
                                 }
                             }
                             GeneralName::Rfc822Name(m) => info.emails.push(m.to_string()),
+                            GeneralName::DnsName(d) => info.dns_names.push(d.to_string()),
+                            GeneralName::UniformResourceIdentifier(u) => info.uris.push(u.to_string()),
                             _ => {}
                         }
                     }
@@ -164,6 +190,17 @@ impl CertInfo {
                 OID_AKI => {
                     let aki = AuthorityKeyIdentifier::from_der(v).map_err(|e| ext_err(OID_AKI, e))?;
                     info.authority_key_id = aki.key_identifier.map(|k| k.as_bytes().to_vec());
+                }
+                OID_AIA => {
+                    let aia = AuthorityInfoAccessSyntax::from_der(v).map_err(|e| ext_err(OID_AIA, e))?;
+                    for ad in aia.0 {
+                        let Some(u) = uri(&ad.access_location) else { continue };
+                        match ad.access_method.to_string().as_str() {
+                            OID_AIA_OCSP => info.aia_ocsp.push(u),
+                            OID_AIA_CA_ISSUERS => info.aia_ca_issuers.push(u),
+                            _ => {}
+                        }
+                    }
                 }
                 OID_SKI => {
                     let ski = SubjectKeyIdentifier::from_der(v).map_err(|e| ext_err(OID_SKI, e))?;
@@ -186,6 +223,10 @@ impl CertInfo {
 
     pub fn fingerprint_hex(&self) -> String {
         hex_upper(&self.sha256)
+    }
+
+    pub fn sha1_hex(&self) -> String {
+        hex_upper(&self.sha1)
     }
 
     /// Whether the EKU allows client authentication; `None` when the certificate has no EKU
@@ -296,6 +337,50 @@ impl CrlInfo {
     pub fn is_delta(&self) -> bool {
         self.delta_base.is_some()
     }
+}
+
+/// An RFC 4514 name from its DER (the CA names of a TLS CertificateRequest).
+pub fn name_string(der_bytes: &[u8]) -> Result<String, CertError> {
+    x509_cert::name::Name::from_der(der_bytes)
+        .map(|n| n.to_string())
+        .map_err(|e| CertError::Certificate(e.to_string()))
+}
+
+/// Key algorithm name and size. RSA: the modulus's bits; EC: the named curve's.
+fn key_kind(alg: &x509_cert::spki::AlgorithmIdentifierOwned, key: &[u8]) -> (String, Option<u32>) {
+    match alg.oid.to_string().as_str() {
+        "1.2.840.113549.1.1.1" | "1.2.840.113549.1.1.10" => ("rsa".into(), rsa_bits(key)),
+        "1.2.840.10045.2.1" => {
+            let curve = alg
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+                .map(|o| o.to_string());
+            let bits = match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => Some(256),
+                Some("1.3.132.0.34") => Some(384),
+                Some("1.3.132.0.35") => Some(521),
+                Some("1.3.132.0.10") => Some(256),
+                _ => None,
+            };
+            ("ec".into(), bits)
+        }
+        "1.3.101.112" => ("ed25519".into(), Some(256)),
+        "1.3.101.113" => ("ed448".into(), Some(456)),
+        "1.2.840.10040.4.1" => ("dsa".into(), None),
+        other => (other.to_string(), None),
+    }
+}
+
+/// RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }.
+fn rsa_bits(key: &[u8]) -> Option<u32> {
+    let seq = first_tlv_contents(key)?;
+    if key.first() != Some(&0x30) || seq.first() != Some(&0x02) {
+        return None;
+    }
+    let m = strip_zeros(first_tlv_contents(seq)?);
+    let top = u32::from(*m.first()?);
+    Some(u32::try_from(m.len()).ok()?.checked_mul(8)? - top.leading_zeros().saturating_sub(24))
 }
 
 fn entry_reason(ext: &Extension) -> Option<u8> {

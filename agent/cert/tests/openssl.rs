@@ -118,3 +118,32 @@ fn damaged_inputs_are_errors_not_panics() {
     assert!(pem_blocks(b"-----BEGIN CERTIFICATE-----\nnot base64", "CERTIFICATE").is_err());
     assert!(pem_blocks("-----BEGIN CERTIFICATE-----\n\u{e9}\n-----END CERTIFICATE-----".as_bytes(), "CERTIFICATE").is_err());
 }
+
+/// SHA-1 thumbprints and key sizes as openssl itself prints them, run on every fixture.
+#[test]
+fn sha1_and_key_size_as_openssl_prints_them() {
+    let dir = format!("{}/tests/pki", env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for name in ["alice", "bob", "expired", "ldaponly", "noeku", "noupn", "serverauth", "root", "issuing", "other-root"] {
+        let path = if ["root", "issuing", "other-root"].contains(&name) { format!("{dir}/{name}.pem") } else { format!("{dir}/dev/{name}.pem") };
+        let Ok(out) = std::process::Command::new("openssl").args(["x509", "-noout", "-text", "-fingerprint", "-sha1", "-in", &path]).output() else {
+            eprintln!("openssl not installed: skipped");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let sha1 = text.lines().find_map(|l| l.strip_prefix("sha1 Fingerprint=")).expect("fingerprint").replace(':', "");
+        let bits: u32 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Public-Key: ("))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|b| b.parse().ok())
+            .expect("key size");
+        let c = cert(name);
+        assert_eq!(c.sha1_hex(), sha1, "{name}");
+        assert_eq!(c.key_bits, Some(bits), "{name}");
+        let ty = if text.contains("id-ecPublicKey") { "ec" } else { "rsa" };
+        assert_eq!(c.key_type, ty, "{name}");
+        n += 1;
+    }
+    assert_eq!(n, 10);
+}

@@ -395,7 +395,7 @@ impl Correlator {
                 }
             }
             EventType::Gateway => self.gateway_request(e),
-            EventType::Finding | EventType::Kcd => {}
+            EventType::Finding | EventType::Kcd | EventType::Tls | EventType::Http => {}
         }
     }
 

@@ -231,6 +231,37 @@ fn describe_raw(e: &Event<'_>, line: &mut String) {
                 }
             }
         }
+        EventType::Tls => {
+            if let Some(t) = &e.tls {
+                let _ = write!(
+                    line,
+                    "TLS {} {} {:?}",
+                    visible(t.sni.as_deref().unwrap_or("-")),
+                    t.version.as_deref().unwrap_or("-"),
+                    t.outcome
+                );
+                if let Some(a) = &t.alert {
+                    let _ = write!(line, " alert {} from {:?}", a.description, a.sender);
+                }
+                if let Some(c) = t.client_certificates.first() {
+                    let _ = write!(line, " client cert {}", visible(&c.subject));
+                }
+            }
+        }
+        EventType::Http => {
+            if let Some(h) = &e.http {
+                let _ = write!(line, "HTTP {} {}", visible(&h.http_method), visible(&h.url));
+                match h.status {
+                    Some(s) => {
+                        let _ = write!(line, " -> {s}");
+                    }
+                    None => line.push_str(" -> no response"),
+                }
+                if let Some(c) = &e.crl {
+                    let _ = write!(line, " CRL {}", visible(c.issuer.as_deref().unwrap_or("-")));
+                }
+            }
+        }
     }
 }
 

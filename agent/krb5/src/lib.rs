@@ -16,6 +16,7 @@ pub mod ber;
 pub mod edata;
 pub mod flags;
 pub mod frame;
+pub mod gss;
 mod message;
 mod time;
 pub mod view;

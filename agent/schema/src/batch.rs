@@ -5,7 +5,9 @@
 //! the decoder's thread pays a few small copies per event and no allocation once the
 //! batch's buffers have grown.
 //!
-//! Carried: everything a consumer of Kerberos and anomaly events reads. Left out, because
+//! Carried: everything a consumer of Kerberos and anomaly events reads, and the TLS, HTTP,
+//! ActiveSync and CRL objects (owned already; cloned, since they are one per connection or
+//! transaction). Left out, because
 //! they are for export and their consumers read the NDJSON: ETYPE-INFO2 salts in e-data,
 //! PA-FOR-USER's auth package, and findings (events the diagnosis itself makes).
 
@@ -14,10 +16,10 @@ use std::borrow::Cow;
 use smallvec::SmallVec;
 
 use crate::{
-    Anomaly, AnomalyLayer, Direction, EData, EDataFormat, EncInfo, EncryptionType, ErrorCode,
+    Anomaly, AnomalyLayer, Crl, Direction, Eas, EData, EDataFormat, EncInfo, EncryptionType, ErrorCode,
     Event, EventType, ForUser, KdcOptions, Krb5, KrbErrorInfo, MessageType, NameType,
-    NtStatusInfo, PaDataType, PacOptions, Principal, RequestRef, S4uOptions, S4uX509User,
-    TicketId, TicketInfo, Timestamp, Transport,
+    Http, NtStatusInfo, PaDataType, PacOptions, Principal, RequestRef, S4uOptions, S4uX509User,
+    TicketId, TicketInfo, Timestamp, Tls, Transport,
 };
 
 /// A string in the batch's text.
@@ -102,9 +104,19 @@ struct Packed {
     proto: Option<Transport>,
     krb5: Idx,
     anomaly: Option<(AnomalyLayer, Span, Span)>,
-    /// Events of the other kinds (the gateway's, findings...), as JSON in the text buffer:
-    /// they are few next to Kerberos messages, and the JSON form carries every field.
+    app: Idx,
+    /// The gateway's events and findings, as JSON in the text buffer: they are few next to
+    /// the wire's, and the JSON form carries every field.
     json: Option<Span>,
+}
+
+/// The application-layer objects of one event.
+#[derive(Clone, Debug, Default)]
+struct App {
+    tls: Option<Box<Tls>>,
+    http: Option<Box<Http>>,
+    eas: Option<Box<Eas>>,
+    crl: Option<Box<Crl>>,
 }
 
 /// Small fixed-size records; strings in one text buffer and the variable parts (names,
@@ -122,6 +134,7 @@ pub struct EventBatch {
     s4u: Vec<PS4u>,
     etypes: Vec<EncryptionType>,
     padata: Vec<PaDataType>,
+    apps: Vec<App>,
     /// The capture's name repeats on every event: stored once per batch.
     last_file: Option<Span>,
 }
@@ -162,11 +175,12 @@ impl EventBatch {
         self.s4u.clear();
         self.etypes.clear();
         self.padata.clear();
+        self.apps.clear();
         self.last_file = None;
     }
 
     pub fn push(&mut self, e: &Event<'_>) {
-        if !matches!(e.event_type, EventType::Krb5 | EventType::Anomaly) {
+        if matches!(e.event_type, EventType::Gateway | EventType::Kcd | EventType::Finding) {
             if let Ok(j) = serde_json::to_string(e) {
                 let json = Some(self.put(&j));
                 self.events.push(Packed {
@@ -182,6 +196,7 @@ impl EventBatch {
                     proto: None,
                     krb5: NONE,
                     anomaly: None,
+                    app: NONE,
                     json,
                 });
                 return;
@@ -197,6 +212,12 @@ impl EventBatch {
             None => NONE,
         };
         let anomaly = e.anomaly.as_ref().map(|a| (a.layer, self.put(&a.kind), self.put(&a.detail)));
+        let app = if e.tls.is_some() || e.http.is_some() || e.eas.is_some() || e.crl.is_some() {
+            let a = App { tls: e.tls.clone(), http: e.http.clone(), eas: e.eas.clone(), crl: e.crl.clone() };
+            add(&mut self.apps, a)
+        } else {
+            NONE
+        };
         self.events.push(Packed {
             timestamp: e.timestamp,
             event_type: e.event_type,
@@ -210,6 +231,7 @@ impl EventBatch {
             proto: e.proto,
             krb5,
             anomaly,
+            app,
             json: None,
         });
     }
@@ -357,6 +379,7 @@ impl EventBatch {
                 return e;
             }
         }
+        let app = self.apps.get(p.app as usize).cloned().unwrap_or_default();
         Event {
             timestamp: p.timestamp,
             event_type: p.event_type,
@@ -378,6 +401,10 @@ impl EventBatch {
             }),
             finding: None,
             gateway: None,
+            tls: app.tls,
+            http: app.http,
+            eas: app.eas,
+            crl: app.crl,
         }
     }
 
@@ -498,6 +525,10 @@ mod tests {
             }),
             finding: None,
             gateway: None,
+            tls: None,
+            http: None,
+            eas: None,
+            crl: None,
         }
     }
 

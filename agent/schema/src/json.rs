@@ -429,6 +429,12 @@ fn float(out: &mut Vec<u8>, v: f64) {
     }
 }
 
+fn nested<T: serde::Serialize>(out: &mut Vec<u8>, v: &T) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+}
+
 fn request(out: &mut Vec<u8>, r: &RequestRef<'_>) {
     let mut o = Obj::open(out);
     o.opt_str(",\"pcap_file\":", &r.pcap_file);
@@ -533,6 +539,8 @@ fn anomaly(out: &mut Vec<u8>, a: &Anomaly<'_>) {
             AnomalyLayer::Tcp => "tcp",
             AnomalyLayer::Udp => "udp",
             AnomalyLayer::Krb5 => "krb5",
+            AnomalyLayer::Tls => "tls",
+            AnomalyLayer::Http => "http",
         },
     );
     o.str(",\"kind\":", &a.kind);
@@ -566,6 +574,8 @@ impl Event<'_> {
                 EventType::Finding => "finding",
                 EventType::Kcd => "kcd",
                 EventType::Gateway => "gateway",
+                EventType::Tls => "tls",
+                EventType::Http => "http",
             },
         );
         o.opt_str(",\"pcap_file\":", &self.pcap_file);
@@ -597,6 +607,20 @@ impl Event<'_> {
         }
         if let Some(a) = &self.anomaly {
             anomaly(o.key(",\"anomaly\":"), a);
+        }
+        // A handshake or a transaction per connection, among many packets: serde writes
+        // these nested objects, in the struct's field order.
+        if let Some(t) = &self.tls {
+            nested(o.key(",\"tls\":"), t);
+        }
+        if let Some(h) = &self.http {
+            nested(o.key(",\"http\":"), h);
+        }
+        if let Some(x) = &self.eas {
+            nested(o.key(",\"eas\":"), x);
+        }
+        if let Some(c) = &self.crl {
+            nested(o.key(",\"crl\":"), c);
         }
         o.close();
     }

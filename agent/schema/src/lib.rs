@@ -19,10 +19,15 @@ pub use kcd_names::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use smallvec::{smallvec, SmallVec};
 
+mod app;
 mod batch;
 mod json;
 mod text;
 mod time;
+pub use app::{
+    ApReqSummary, AuthKind, Authorization, CertProblem, Crl, CrlProblem, Eas, EasQueryForm, Http,
+    Side, Tls, TlsAlert, TlsOutcome, X509,
+};
 pub use batch::EventBatch;
 pub use json::write_str as write_json_str;
 pub use text::text_from_bytes;
@@ -45,6 +50,11 @@ pub enum EventType {
     /// One request the gateway served or refused: device, certificate, user, delegation,
     /// backend, outcome (`gateway.step` is `request`; reloads too).
     Gateway,
+    /// One TLS handshake (`tls`), written when its outcome is known.
+    Tls,
+    /// One HTTP/1.x transaction (`http`), with `eas` for an ActiveSync request and `crl`
+    /// for a CRL fetch.
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -95,6 +105,14 @@ pub struct Event<'a> {
     /// the agent saw on the wire).
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub gateway: Option<Gateway<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls: Option<Box<Tls>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub http: Option<Box<Http>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eas: Option<Box<Eas>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub crl: Option<Box<Crl>>,
 }
 
 /// The step of a constrained-delegation exchange (DOMAIN.md section 1).
@@ -615,6 +633,8 @@ pub enum AnomalyLayer {
     Tcp,
     Udp,
     Krb5,
+    Tls,
+    Http,
 }
 
 /// Something wrong with the input that is not one message: a TCP gap, a bad record
@@ -741,6 +761,10 @@ impl<'a> Event<'a> {
             anomaly: None,
             finding: None,
             gateway: None,
+            tls: None,
+            http: None,
+            eas: None,
+            crl: None,
         }
     }
 }
