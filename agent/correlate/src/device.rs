@@ -35,6 +35,8 @@ pub struct DeviceCert {
     pub not_after: Option<i64>,
     /// good, revoked, unknown, soft_fail (the gateway's word).
     pub revocation: Option<Box<str>>,
+    /// CRL distribution points (from the wire; the gateway's events do not list them).
+    pub cdp: Vec<Box<str>>,
 }
 
 /// Why the device's latest failed request stopped where it did.

@@ -102,6 +102,7 @@ impl Correlator {
                 upn: c.upn.as_deref().map(Into::into),
                 not_after: Some(c.not_after),
                 revocation: c.revocation.as_deref().map(Into::into),
+                cdp: Vec::new(),
             }),
             cmd: dev.and_then(|d| d.cmd.as_deref()),
             user_mismatch: dev.and_then(|d| d.user_mismatch.as_deref()),
@@ -247,4 +248,216 @@ pub fn device_label(d: &DeviceState) -> String {
         Some(u) if &**u != &*d.key => format!("{} ({u})", d.key),
         _ => d.key.to_string(),
     }
+}
+
+/// CRL URLs whose fetch went wrong, kept to explain the devices that fail after it.
+pub(crate) const CRL_TROUBLE_KEPT: usize = 1024;
+/// CDP URLs of a device certificate remembered.
+const CDP_KEPT: usize = 4;
+
+impl Correlator {
+    /// A TLS handshake seen on the wire. Only handshakes where the server asked for a
+    /// client certificate, or the client sent one, are a device's; in TLS 1.3 both are
+    /// encrypted and the gateway's events tell the rest.
+    pub(crate) fn tls_handshake(&mut self, e: &Event<'_>) {
+        let Some(t) = &e.tls else { return };
+        let leaf = t.client_certificates.first();
+        if leaf.is_none() && !t.client_certificate_requested {
+            return;
+        }
+        let at = e.timestamp;
+        let ev = self.ev(e);
+        let upn = leaf.and_then(|c| c.san_upn.first().or(c.san_email.first())).map(String::as_str);
+        let cert = leaf.map(|c| DeviceCert {
+            subject: c.subject.as_str().into(),
+            issuer: c.issuer.as_str().into(),
+            serial: c.serial.as_str().into(),
+            sha256: c.sha256.as_str().into(),
+            upn: upn.map(Into::into),
+            not_after: None,
+            revocation: None,
+            cdp: c.cdp.iter().take(CDP_KEPT).map(|u| u.as_str().into()).collect(),
+        });
+        let issuer = leaf.map(|c| c.issuer.clone());
+        // The server's fatal alert refuses the device; a problem of the certificate itself
+        // says why when the alert is vague.
+        let server_alert = t.alert.as_ref().filter(|a| a.sender == kcd_schema::Side::Server).map(|a| a.description.as_str());
+        let problem = leaf.and_then(|c| {
+            use kcd_schema::CertProblem as P;
+            c.problems.iter().find_map(|p| match p {
+                P::ExpiredAtCapture => Some(&catalogue::CERT_EXPIRED),
+                P::NotYetValidAtCapture => Some(&catalogue::CERT_NOT_YET_VALID),
+                P::NoClientAuthEku => Some(&catalogue::CERT_NO_CLIENT_AUTH_EKU),
+                P::NoUpnOrEmail => Some(&catalogue::CERT_NO_UPN),
+                P::LdapOnlyCdp => Some(&catalogue::CRL_CDP_LDAP_ONLY),
+                P::NoHttpCdp => None,
+            })
+        });
+        let not_acceptable = match (leaf, t.acceptable_cas.is_empty()) {
+            (Some(c), false) => !t.acceptable_cas.iter().any(|a| names_equal(a, &c.issuer)),
+            _ => false,
+        };
+        let crl = leaf.and_then(|c| c.cdp.iter().find_map(|u| self.crl_trouble.peek(u.as_str()).copied()));
+        let rule: Option<&'static Rule> = match server_alert {
+            Some(a) => {
+                let by_alert = if leaf.is_none() || t.client_certificate_empty {
+                    Some(&catalogue::CERT_NOT_PRESENTED)
+                } else {
+                    steps::tls_alert(a)
+                };
+                // unknown_ca is also how gateways say "could not check revocation".
+                match (a, crl, problem) {
+                    ("unknown_ca", Some((r, _)), _) => Some(r),
+                    (_, _, Some(p)) if by_alert.is_none_or(|r| r.id == catalogue::CERT_INVALID.id || r.id == catalogue::CERT_ISSUER_NOT_TRUSTED.id) && !not_acceptable => Some(p),
+                    ("unknown_ca", _, _) if not_acceptable => Some(&catalogue::CERT_ISSUER_NOT_TRUSTED),
+                    _ => by_alert,
+                }
+            }
+            // Accepted: the device's own certificate problems still stop it further on
+            // (no UPN: refused at the HTTP step).
+            None => problem.filter(|r| r.id == catalogue::CERT_NO_UPN.id),
+        };
+        let failure = rule.map(|r| {
+            let detail = match server_alert {
+                Some(a) => format!("the server refused the handshake with TLS alert {a}"),
+                None => "the certificate names no user".to_string(),
+            };
+            let detail = if not_acceptable && r.id == catalogue::CERT_ISSUER_NOT_TRUSTED.id {
+                format!("{detail}; the certificate's issuer is not among the CAs the server named as acceptable")
+            } else {
+                detail
+            };
+            (steps::step_of(r), Some(r), server_alert.unwrap_or("certificate").to_string(), detail, None)
+        });
+        // A TLS 1.2 handshake that completed passed the certificate and revocation checks.
+        let reached = match t.outcome {
+            kcd_schema::TlsOutcome::Established => Some(Step::Crl),
+            _ => Some(Step::Certificate),
+        };
+        let obs = Observation {
+            fingerprint: leaf.map(|c| c.sha256.as_str()),
+            address: e.src_ip,
+            upn,
+            cert,
+            request: false,
+            reached,
+            failure,
+            ..Default::default()
+        };
+        let Some(key) = self.devices.observe(obs, at, ev) else { return };
+        if let Some(r) = rule {
+            let detail = self.devices.get(&key).and_then(|d| d.failing.as_ref()).map(|f| f.detail.to_string()).unwrap_or_default();
+            self.device_finding(&key, r, &detail, issuer.as_deref(), t.sni.as_deref(), at, ev);
+        }
+    }
+
+    /// An HTTP transaction seen on the wire: a CRL fetch, or an ActiveSync request (on the
+    /// gateway's leg to Exchange, in the clear), or any request Exchange answered 401.
+    pub(crate) fn http_transaction(&mut self, e: &Event<'_>) {
+        let Some(h) = &e.http else { return };
+        let at = e.timestamp;
+        if let Some(c) = &e.crl {
+            self.crl_fetch(e, c, at);
+            return;
+        }
+        let ev = self.ev(e);
+        let server = h.hostname.clone().or_else(|| e.dest_ip.map(|a| a.to_string()));
+        let krb = h.authorization.as_ref().is_some_and(|a| {
+            matches!(a.kind, kcd_schema::AuthKind::Kerberos | kcd_schema::AuthKind::Spnego)
+        });
+        let key_unknown = h.authorization.as_ref().and_then(|a| a.kerberos.as_ref()).and_then(|k| k.key_in_keytab) == Some(false);
+        let rule: Option<&'static Rule> = match h.status {
+            Some(401) => {
+                let offered: Vec<&str> = h.www_authenticate.iter().map(String::as_str).collect();
+                if key_unknown {
+                    Some(&catalogue::EXCHANGE_TICKET_KEY_UNKNOWN)
+                } else {
+                    steps::exchange_401(&offered, krb)
+                }
+            }
+            Some(413) => Some(&catalogue::HTTP_BODY_TOO_LARGE),
+            _ if key_unknown => Some(&catalogue::EXCHANGE_TICKET_KEY_UNKNOWN),
+            _ => None,
+        };
+        let detail = match (rule, h.status) {
+            (Some(r), Some(s)) if r.id == catalogue::EXCHANGE_NEGOTIATE_NOT_OFFERED.id => {
+                format!("{} {} answered {s} offering {}", h.http_method, h.url, if h.www_authenticate.is_empty() { "nothing".to_string() } else { h.www_authenticate.join(", ") })
+            }
+            (Some(_), Some(s)) => format!("{} {} answered {s}", h.http_method, h.url),
+            _ => String::new(),
+        };
+        let Some(eas) = &e.eas else {
+            // Not a device's request: the finding is the server's alone.
+            if let Some(r) = rule {
+                let name = server.as_deref().unwrap_or("Exchange");
+                let a = self.findings.record(r, SubjectKind::Server, name, at, [ev]);
+                a.fact("detail", detail.as_str());
+                a.explanation = format!("Requests to {name} failed: {detail}.");
+            }
+            return;
+        };
+        let status = h.status;
+        let failure = match (rule, status) {
+            (Some(r), _) => Some((Step::Exchange, Some(r), status.map_or("no answer".into(), |s| format!("http_{s}")), detail.clone(), status)),
+            (None, Some(s)) if s >= 500 => Some((Step::Exchange, None, format!("http_{s}"), format!("Exchange answered {s}"), Some(s))),
+            _ => None,
+        };
+        // The first leg of a Negotiate handshake (401 without a token sent) is no failure.
+        let first_leg = status == Some(401) && rule.is_none();
+        let obs = Observation {
+            device_id: eas.device_id.as_deref(),
+            device_type: eas.device_type.as_deref(),
+            cmd: eas.cmd.as_deref(),
+            ok: failure.is_none() && status.is_some_and(|s| s < 500) && !first_leg,
+            request: !first_leg,
+            reached: Some(Step::Exchange),
+            failure,
+            exchange_status: status,
+            ..Default::default()
+        };
+        let Some(key) = self.devices.observe(obs, at, ev) else { return };
+        if let Some(r) = rule {
+            self.device_finding(&key, r, &detail, None, server.as_deref(), at, ev);
+        }
+    }
+
+    fn crl_fetch(&mut self, e: &Event<'_>, c: &kcd_schema::Crl, at: Timestamp) {
+        use kcd_schema::CrlProblem as P;
+        let rule: Option<&'static Rule> = c.problems.iter().find_map(|p| match p {
+            P::NotFoundPlusName => Some(&catalogue::CRL_DELTA_BLOCKED),
+            P::ExpiredAtCapture => Some(&catalogue::CRL_EXPIRED),
+            P::HttpError | P::Unparseable => Some(&catalogue::CRL_UNREACHABLE),
+            P::NotYetValidAtCapture => None,
+        });
+        let Some(r) = rule else {
+            // A good fetch clears the URL's trouble.
+            self.crl_trouble.pop(c.url.as_str());
+            return;
+        };
+        let ev = self.ev(e);
+        self.crl_trouble.put(c.url.clone(), (r, at));
+        while self.crl_trouble.len() > CRL_TROUBLE_KEPT {
+            self.crl_trouble.pop_lru();
+        }
+        let subject = c.issuer.clone().unwrap_or_else(|| c.url.clone());
+        let status = e.http.as_ref().and_then(|h| h.status);
+        let detail = match (r.id, status) {
+            (id, Some(s)) if id != catalogue::CRL_EXPIRED.id => format!("{} answered HTTP {s}", c.url),
+            _ => match &c.next_update {
+                Some(n) => format!("{} expired at {n} (nextUpdate)", c.url),
+                None => c.url.clone(),
+            },
+        };
+        let a = self.findings.record(r, SubjectKind::Ca, &subject, at, [ev]);
+        a.fact_list("urls", &c.url, LISTED);
+        a.fact("detail", detail.as_str());
+        a.explanation = format!("The CRL at {detail}; devices whose certificates point there cannot be checked and are refused.");
+    }
+}
+
+/// Distinguished names compared as an administrator would: case and spacing after commas
+/// aside ("CN=Lab Issuing CA, O=Lab" and "CN=Lab Issuing CA,O=Lab").
+fn names_equal(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.split(',').map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>();
+    norm(a) == norm(b)
 }

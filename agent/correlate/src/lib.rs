@@ -278,6 +278,8 @@ pub struct Correlator {
     /// S4U2Self tickets not yet followed by S4U2Proxy, per (client host, service account).
     impersonating: Map<(IpAddr, Name), Impersonation>,
     devices: device::Devices,
+    /// CRL URLs whose last fetch went wrong: how a device's unknown_ca alert is explained.
+    crl_trouble: lru::LruCache<String, (&'static Rule, Timestamp), foldhash::fast::RandomState>,
     findings: FindingSet,
     /// Findings of KDCs evicted from the table, kept.
     retired: Vec<Finding>,
@@ -337,6 +339,7 @@ impl Correlator {
             delegations: Map::default(),
             impersonating: Map::default(),
             devices: device::Devices::new(max_devices),
+            crl_trouble: lru::LruCache::unbounded_with_hasher(Default::default()),
             findings,
             retired: Vec::new(),
             stats: Stats::default(),
@@ -395,7 +398,9 @@ impl Correlator {
                 }
             }
             EventType::Gateway => self.gateway_request(e),
-            EventType::Finding | EventType::Kcd | EventType::Tls | EventType::Http => {}
+            EventType::Tls => self.tls_handshake(e),
+            EventType::Http => self.http_transaction(e),
+            EventType::Finding | EventType::Kcd => {}
         }
     }
 

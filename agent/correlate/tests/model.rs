@@ -468,3 +468,86 @@ fn devices_tell_their_story_from_the_gateway_and_the_wire() {
     let dave = findings.iter().find(|f| f.id == "krb.principal_unknown").unwrap();
     assert_eq!(dave.facts["devices"], json!(["DAVEPHONE"]));
 }
+
+fn wire(ms: i64, frame: u64, kind: &str, src: &str, dst: &str, body: Value) -> String {
+    let mut e = json!({"timestamp": ts(ms), "event_type": kind, "pcap_file": "w.pcap", "frame": frame,
+        "src_ip": src, "src_port": 50000 + frame, "dest_ip": dst, "dest_port": 443, "proto": "TCP"});
+    if let (Some(o), Some(b)) = (e.as_object_mut(), body.as_object()) {
+        for (k, v) in b {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    e.to_string()
+}
+
+fn x509(cn: &str, issuer: &str, upn: Option<&str>, eku: &[&str], cdp: &[&str], problems: &[&str]) -> Value {
+    json!({"subject": format!("CN={cn}"), "issuer": issuer, "serial": "01", "not_before": "2026-01-01T00:00:00Z",
+           "not_after": "2027-01-01T00:00:00Z", "sha256": fingerprint(cn.len() as u64 * 31 + cn.as_bytes()[0] as u64), "sha1": "00",
+           "san_upn": upn.map(|u| vec![u]).unwrap_or_default(), "eku": eku, "cdp": cdp, "problems": problems})
+}
+
+// From the wire alone (TLS 1.2 handshakes, CRL fetches, the gateway's HTTP to Exchange):
+// each device failure is named by DOMAIN.md's row, the CRL's trouble explains the
+// handshake its gateway refused with unknown_ca.
+#[test]
+fn devices_from_the_wire() {
+    let cas = ["CN=Lab Issuing CA"];
+    let plus = "http://crl.lab.test/iis/issuing+.crl";
+    let lines = vec![
+        wire(0, 1, "http", "10.89.0.1", "10.89.0.4", json!({"http": {"url": "/iis/issuing+.crl", "http_method": "GET", "hostname": "crl.lab.test", "status": 404},
+            "crl": {"url": plus, "problems": ["not_found_plus_name"]}})),
+        wire(10, 2, "tls", "10.1.0.2", "10.89.0.1", json!({"tls": {"certificates_visible": true, "outcome": "alert", "client_certificate_requested": true, "acceptable_cas": cas,
+            "client_certificates": [x509("carol", "CN=Lab Issuing CA", Some("carol@lab.test"), &["client_auth"], &[plus], &[])],
+            "alert": {"level": "fatal", "description": "unknown_ca", "code": 48, "sender": "server"}}})),
+        wire(20, 3, "tls", "10.1.0.3", "10.89.0.1", json!({"tls": {"certificates_visible": true, "outcome": "alert", "client_certificate_requested": true, "acceptable_cas": cas,
+            "client_certificates": [x509("serverauth", "CN=Lab Issuing CA", Some("sam@lab.test"), &["server_auth"], &["http://crl.lab.test/pki/issuing.crl"], &["no_client_auth_eku"])],
+            "alert": {"level": "fatal", "description": "unsupported_certificate", "code": 43, "sender": "server"}}})),
+        wire(30, 4, "tls", "10.1.0.4", "10.89.0.1", json!({"tls": {"certificates_visible": true, "outcome": "alert", "client_certificate_requested": true, "acceptable_cas": cas,
+            "client_certificates": [x509("wrongca", "CN=Other Root CA", Some("walt@lab.test"), &["client_auth"], &[], &[])],
+            "alert": {"level": "fatal", "description": "unknown_ca", "code": 48, "sender": "server"}}})),
+        wire(35, 5, "tls", "10.1.0.5", "10.89.0.1", json!({"tls": {"certificates_visible": true, "outcome": "established", "client_certificate_requested": true, "acceptable_cas": cas,
+            "client_certificates": [x509("alice", "CN=Lab Issuing CA", Some("alice@lab.test"), &["client_auth"], &["http://crl.lab.test/pki/issuing.crl"], &[])]}})),
+        wire(40, 6, "http", "10.89.0.1", "10.89.0.3", json!({"http": {"url": "/Microsoft-Server-ActiveSync?Cmd=Sync", "http_method": "POST", "hostname": "exchange.lab.test", "status": 200},
+            "eas": {"cmd": "Sync", "device_id": "ALICEPHONE", "device_type": "iPhone", "query_form": "plain"}})),
+        wire(50, 7, "http", "10.89.0.1", "10.89.0.3", json!({"http": {"url": "/Microsoft-Server-ActiveSync?Cmd=Ping", "http_method": "POST", "hostname": "exchange.lab.test", "status": 401,
+            "www_authenticate": ["Negotiate", "NTLM"], "authorization": {"kind": "spnego", "scheme": "Negotiate", "token_bytes": 1500}},
+            "eas": {"cmd": "Ping", "device_id": "GRACEPHONE", "query_form": "base64"}})),
+        wire(60, 8, "http", "10.89.0.1", "10.89.0.3", json!({"http": {"url": "/Microsoft-Server-ActiveSync?Cmd=Sync", "http_method": "POST", "hostname": "exchange.lab.test", "status": 401,
+            "www_authenticate": ["NTLM"], "authorization": {"kind": "spnego", "scheme": "Negotiate"}},
+            "eas": {"cmd": "Sync", "device_id": "HANKPHONE", "query_form": "plain"}})),
+    ];
+    let mut k = Correlator::new(Config::default());
+    for l in &lines {
+        let e: Event<'_> = serde_json::from_str(l).unwrap();
+        k.event(&e);
+    }
+    k.finish();
+    let findings = k.findings();
+    let story: Vec<(String, &str, Option<&str>, Option<String>)> = k
+        .devices()
+        .iter()
+        .map(|d| {
+            let v = k.verdict(d, &findings);
+            (d.upn.as_deref().unwrap_or(&d.key).to_string(), v.status.word(), v.failed.map(|s| s.label()), v.finding)
+        })
+        .collect();
+    let w = |k: &str, s: &'static str, st: Option<&'static str>, id: Option<&str>| (k.to_string(), s, st, id.map(str::to_string));
+    assert_eq!(
+        story,
+        vec![
+            w("carol@lab.test", "FAILING", Some("crl"), Some("crl.delta_blocked_double_escaping")),
+            w("sam@lab.test", "FAILING", Some("certificate"), Some("cert.no_client_auth_eku")),
+            w("walt@lab.test", "FAILING", Some("certificate"), Some("cert.issuer_not_trusted")),
+            w("alice@lab.test", "PENDING", None, None),
+            w("ALICEPHONE", "OK", None, None),
+            w("GRACEPHONE", "FAILING", Some("exchange"), Some("exchange.ticket_refused")),
+            w("HANKPHONE", "FAILING", Some("exchange"), Some("exchange.negotiate_not_offered")),
+        ]
+    );
+    let walt = findings.iter().find(|f| f.id == "cert.issuer_not_trusted").unwrap();
+    assert_eq!(walt.subject.name, "CN=Other Root CA");
+    assert!(walt.explanation.contains("not among the CAs the server named"), "{}", walt.explanation);
+    let crl = findings.iter().find(|f| f.id == "crl.delta_blocked_double_escaping" && f.subject.kind == kcd_schema::SubjectKind::Ca).unwrap();
+    assert!(crl.fix.contains("allowDoubleEscaping"));
+    assert!(findings.iter().any(|f| f.id == "exchange.negotiate_not_offered" && f.subject.name == "exchange.lab.test"));
+}

@@ -113,6 +113,8 @@ rules! {
     // Exchange and the request (Exchange rows).
     EXCHANGE_TICKET_REFUSED = "exchange.ticket_refused", Error,
         "Exchange refused a fresh Kerberos ticket: on the ActiveSync virtual directory enable Windows Authentication with providers Negotiate and NTLM, useAppPoolCredentials and useKernelMode = True, anonymous off; look for a duplicate SPN (setspn -X) or an Alternate Service Account credential not deployed on every CAS (RollAlternateServiceAccountPassword.ps1).";
+    EXCHANGE_TICKET_KEY_UNKNOWN = "exchange.ticket_key_unknown", Error,
+        "The ticket for Exchange is encrypted in a key (key version and encryption type) that Exchange's keytab does not hold: the SPN is registered on another account than the one whose key Exchange uses; look for a duplicate SPN (setspn -X), move the SPN to the Alternate Service Account, and deploy the ASA credential to every CAS (RollAlternateServiceAccountPassword.ps1).";
     EXCHANGE_NEGOTIATE_NOT_OFFERED = "exchange.negotiate_not_offered", Error,
         "Exchange does not offer Kerberos (no Negotiate in WWW-Authenticate): on the ActiveSync virtual directory enable Windows Authentication with providers Negotiate and NTLM (Negotiate first), anonymous off.";
     EXCHANGE_UNREACHABLE = "exchange.unreachable", Error,
