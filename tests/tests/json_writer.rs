@@ -139,6 +139,7 @@ fn same_bytes_as_serde_on_hostile_strings() {
                 http: None,
                 eas: None,
                 crl: None,
+                device: None,
             });
         }
         check(&Event {
@@ -307,6 +308,7 @@ fn same_bytes_as_serde_on_application_events() {
                 revoked_count: Some(3),
                 problems: vec![CrlProblem::NotFoundPlusName, CrlProblem::ExpiredAtCapture],
             })),
+            device: Some(Cow::Borrowed(s)),
             ..Event::bare(Timestamp(5), EventType::Http, None, 4)
         };
         check(&e);

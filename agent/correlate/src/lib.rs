@@ -397,10 +397,11 @@ impl Correlator {
                     self.tcp_no_answer(e);
                 }
             }
-            EventType::Gateway => self.gateway_request(e),
+            // Request events are `gateway` (earlier gateways wrote them as `kcd`).
+            EventType::Gateway | EventType::Kcd => self.gateway_request(e),
             EventType::Tls => self.tls_handshake(e),
             EventType::Http => self.http_transaction(e),
-            EventType::Finding | EventType::Kcd => {}
+            EventType::Finding => {}
         }
     }
 

@@ -105,6 +105,7 @@ struct Packed {
     krb5: Idx,
     anomaly: Option<(AnomalyLayer, Span, Span)>,
     app: Idx,
+    device: Option<Span>,
     /// The gateway's events and findings, as JSON in the text buffer: they are few next to
     /// the wire's, and the JSON form carries every field.
     json: Option<Span>,
@@ -197,12 +198,14 @@ impl EventBatch {
                     krb5: NONE,
                     anomaly: None,
                     app: NONE,
+                    device: None,
                     json,
                 });
                 return;
             }
         }
         let pcap_file = e.pcap_file.as_deref().map(|f| self.file(f));
+        let device = e.device.as_deref().map(|s| self.put(s));
         let flow_id = e.flow_id.as_deref().map(|s| self.put(s));
         let krb5 = match &e.krb5 {
             Some(k) => {
@@ -232,6 +235,7 @@ impl EventBatch {
             krb5,
             anomaly,
             app,
+            device,
             json: None,
         });
     }
@@ -405,6 +409,7 @@ impl EventBatch {
             http: app.http,
             eas: app.eas,
             crl: app.crl,
+            device: self.opt(p.device),
         }
     }
 

@@ -602,6 +602,7 @@ impl Event<'_> {
                 },
             );
         }
+        o.opt_str(",\"device\":", &self.device);
         if let Some(k) = &self.krb5 {
             krb5(o.key(",\"krb5\":"), k);
         }

@@ -95,6 +95,11 @@ pub struct Event<'a> {
     pub dest_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub proto: Option<Transport>,
+    /// The device the event is about, where the event itself names it: the ActiveSync
+    /// DeviceId, else `cert:` and the first 16 hex digits of the client certificate's
+    /// SHA-256 (the key the report's DEVICES section uses). See [`Event::device_key`].
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    pub device: Option<Str<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub krb5: Option<Krb5<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
@@ -744,6 +749,24 @@ impl Finding {
 }
 
 impl<'a> Event<'a> {
+    /// The device this event names, by the same rule as the correlator's device table:
+    /// the DeviceId, else the client certificate's fingerprint.
+    pub fn device_key(&self) -> Option<String> {
+        let cert = |sha: &str| Some(format!("cert:{}", sha.chars().take(16).collect::<String>().to_ascii_lowercase()));
+        if let Some(d) = self.eas.as_ref().and_then(|x| x.device_id.as_deref()).filter(|d| !d.is_empty()) {
+            return Some(d.to_string());
+        }
+        if let Some(g) = &self.gateway {
+            if let Some(d) = g.device.as_ref().and_then(|d| d.device_id.as_deref()).filter(|d| !d.is_empty()) {
+                return Some(d.to_string());
+            }
+            if let Some(c) = g.certificate.as_ref().filter(|c| !c.sha256.is_empty()) {
+                return cert(&c.sha256);
+            }
+        }
+        self.tls.as_ref().and_then(|t| t.client_certificates.first()).filter(|c| !c.sha256.is_empty()).and_then(|c| cert(&c.sha256))
+    }
+
     /// An event with no addresses and no body yet.
     pub fn bare(timestamp: Timestamp, event_type: EventType, pcap_file: Option<Str<'a>>, frame: u64) -> Self {
         Event {
@@ -765,6 +788,7 @@ impl<'a> Event<'a> {
             http: None,
             eas: None,
             crl: None,
+            device: None,
         }
     }
 }
