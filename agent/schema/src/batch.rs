@@ -534,6 +534,7 @@ mod tests {
             http: None,
             eas: None,
             crl: None,
+            device: None,
         }
     }
 
