@@ -45,7 +45,6 @@ set_paths() {
     D=$(cd "$1" && pwd)
     SMB=$D/samba
     SMBCONF=$SMB/etc/smb.conf
-    SAMLDB=$SMB/private/sam.ldb
     RUN=$D/run
     LOGS=$D/logs
     AP=$D/apache
@@ -104,18 +103,7 @@ provision() {
         echo "Kcd1-$(od -An -N9 -tx1 /dev/urandom | tr -d ' \n')-Aa" > "$D/$a.password"
     done
     chmod 600 "$D"/*.password
-    samba-tool domain provision --targetdir="$SMB" --realm="$REALM" --domain=LAB \
-        --server-role=dc --dns-backend=NONE --host-name=dc1 --host-ip="$KDC_ADDR" \
-        --adminpass="$(cat "$D/admin.password")" \
-        --option="interfaces = $KDC_ADDR" --option="bind interfaces only = yes" \
-        --option="server services = kdc, ldap" \
-        --option="pid directory = $SMB/run" --option="log file = $SMB/log/samba.log" \
-        --option="ncalrpc dir = $SMB/run/ncalrpc" \
-        --option="winbindd socket directory = $SMB/run/winbindd" \
-        --option="ntp signd socket directory = $SMB/run/ntp_signd" \
-        >>"$LOGS/provision.log" 2>&1 || { tail -15 "$LOGS/provision.log" >&2; die "provision failed"; }
-    mkdir -p "$SMB/run" "$SMB/log"
-    stool domain passwordsettings set --max-pwd-age=0
+    lab_samba_provision "$SMB" "$REALM" LAB "$KDC_ADDR" "$D/admin.password" "$LOGS/provision.log"
     stool user create svc_awseg "$(cat "$D/svc_awseg.password")"
     stool spn add HTTP/svc_awseg svc_awseg
     stool delegation for-any-protocol svc_awseg on
@@ -132,13 +120,7 @@ provision() {
     for u in alice bob carol dave; do
         stool user create "$u" "$pw" --mail-address="$u@$DNSDOMAIN"
     done
-    local base ldif=$SMB/etypes.ldif
-    base=$(echo "$DNSDOMAIN" | sed 's/^/DC=/; s/\./,DC=/g')
-    : > "$ldif"
-    for dn in "CN=svc_awseg,CN=Users" "CN=svc_nodeleg,CN=Users" "CN=EXCHANGE,CN=Computers"; do
-        printf 'dn: %s,%s\nchangetype: modify\nreplace: msDS-SupportedEncryptionTypes\nmsDS-SupportedEncryptionTypes: 24\n\n' "$dn" "$base" >> "$ldif"
-    done
-    ldbmodify -H "$SAMLDB" "$ldif" >>"$LOGS/provision.log" 2>&1 || die "ldbmodify failed"
+    lab_samba_aes "$SMB" "$DNSDOMAIN" "$LOGS/provision.log" "CN=svc_awseg,CN=Users" "CN=svc_nodeleg,CN=Users" "CN=EXCHANGE,CN=Computers"
     rm -f "$D/http.keytab"
     stool domain exportkeytab "$D/http.keytab" --principal="$TARGET_SPN"
     stamp > "$STAMP"
@@ -168,7 +150,12 @@ write_exchange() {
     # What Exchange received, as Apache saw it: the headers a device must not pass on.
     cat > "$AP/cgi/whoami" <<'EOF'
 #!/bin/sh
-[ -n "$CONTENT_LENGTH" ] && [ "$CONTENT_LENGTH" -gt 0 ] 2>/dev/null && head -c "$CONTENT_LENGTH" >/dev/null
+# Exchange reads the whole body before it answers: a chunked one (no CONTENT_LENGTH) too.
+if [ -n "$CONTENT_LENGTH" ]; then
+    [ "$CONTENT_LENGTH" -gt 0 ] 2>/dev/null && head -c "$CONTENT_LENGTH" >/dev/null
+elif [ "$REQUEST_METHOD" = POST ]; then
+    cat >/dev/null
+fi
 case "$QUERY_STRING" in *hold=*) s=${QUERY_STRING##*hold=}; s=${s%%&*}; sleep "$s" ;; esac
 printf 'Content-Type: text/plain\r\n\r\n'
 printf 'REMOTE_USER=%s\n' "$REMOTE_USER"
@@ -181,8 +168,11 @@ EOF
     chmod 755 "$AP/cgi/whoami"
     # Every request Apache read, with the scheme of its Authorization header and XFF.
     cat >> "$AP/httpd.conf" <<EOF
-LogFormat "%m %U %>s xff=%{X-Forwarded-For}i auth=%{Authorization}i" gwlab
+LogFormat "%m %U %>s xff=%{X-Forwarded-For}i auth=%{Authorization}i q=%q" gwlab
 CustomLog "$AP/logs/received.log" gwlab
+# A Ping is held up to Exchange's heartbeat; the lab holds one for 5 minutes (the CGI says
+# nothing until then, and Apache's default Timeout of 60 s would end it).
+Timeout 400
 EOF
     # The same Exchange over HTTPS, with a certificate from a CA of its own.
     local T=$D/exchange-tls m=/usr/lib/apache2/modules

@@ -265,3 +265,40 @@ EOF
         || lab_die "www-data cannot read $AP/http.keytab: every directory above $AP must be searchable by others (chmod o+x)"
     runuser -u www-data -- test -x "$AP/cgi/whoami" || lab_die "www-data cannot run $AP/cgi/whoami"
 }
+
+# A Samba AD DC provisioned into SMB for a lab: KDC and LDAP only, on one address, every
+# runtime path under SMB (so that labs never touch the host's Samba), passwords that never
+# expire (a lab may live longer than 42 days).
+#   lab_samba_provision SMB REALM DOMAIN KDC_ADDR ADMIN_PASSWORD_FILE LOG
+lab_samba_provision() {
+    local SMB=$1 realm=$2 domain=$3 addr=$4 adminpw=$5 log=$6
+    samba-tool domain provision --targetdir="$SMB" --realm="$realm" --domain="$domain" \
+        --server-role=dc --dns-backend=NONE --host-name=dc1 --host-ip="$addr" \
+        --adminpass="$(cat "$adminpw")" \
+        --option="interfaces = $addr" --option="bind interfaces only = yes" \
+        --option="server services = kdc, ldap" \
+        --option="pid directory = $SMB/run" --option="log file = $SMB/log/samba.log" \
+        --option="ncalrpc dir = $SMB/run/ncalrpc" \
+        --option="winbindd socket directory = $SMB/run/winbindd" \
+        --option="ntp signd socket directory = $SMB/run/ntp_signd" \
+        >>"$log" 2>&1 \
+        || { tail -15 "$log" >&2; lab_die "samba-tool domain provision failed (log: $log)"; }
+    mkdir -p "$SMB/run" "$SMB/log"
+    samba-tool domain passwordsettings set --max-pwd-age=0 -s "$SMB/etc/smb.conf" >>"$log" 2>&1 \
+        || { tail -5 "$log" >&2; lab_die "samba-tool domain passwordsettings failed (log: $log)"; }
+}
+
+# AES only for the given accounts (relative DNs such as "CN=svc_awseg,CN=Users"): Samba
+# 4.17 issues RC4 tickets to an SPN account without msDS-SupportedEncryptionTypes.
+#   lab_samba_aes SMB DNSDOMAIN LOG RDN...
+lab_samba_aes() {
+    local SMB=$1 dnsdomain=$2 log=$3 base dn ldif=$1/etypes.ldif
+    shift 3
+    base=$(echo "$dnsdomain" | sed 's/^/DC=/; s/\./,DC=/g')
+    : > "$ldif"
+    for dn in "$@"; do
+        printf 'dn: %s,%s\nchangetype: modify\nreplace: msDS-SupportedEncryptionTypes\nmsDS-SupportedEncryptionTypes: 24\n\n' "$dn" "$base" >> "$ldif"
+    done
+    ldbmodify -H "$SMB/private/sam.ldb" "$ldif" >>"$log" 2>&1 \
+        || { tail -5 "$log" >&2; lab_die "ldbmodify msDS-SupportedEncryptionTypes failed (log: $log)"; }
+}

@@ -199,21 +199,7 @@ provision() {
         gen_password > "$D/$a.password"
     done
     chmod 600 "$D"/*.password
-    samba-tool domain provision --targetdir="$SMB" --realm="$REALM" --domain="$DOMAIN" \
-        --server-role=dc --dns-backend=NONE --host-name=dc1 --host-ip="$KDC_ADDR" \
-        --adminpass="$(cat "$D/admin.password")" \
-        --option="interfaces = $KDC_ADDR" --option="bind interfaces only = yes" \
-        --option="server services = kdc, ldap" \
-        --option="pid directory = $SMB/run" --option="log file = $SMB/log/samba.log" \
-        --option="ncalrpc dir = $SMB/run/ncalrpc" \
-        --option="winbindd socket directory = $SMB/run/winbindd" \
-        --option="ntp signd socket directory = $SMB/run/ntp_signd" \
-        >>"$LOGS/provision.log" 2>&1 \
-        || { tail -15 "$LOGS/provision.log" >&2; die "samba-tool domain provision failed (log: $LOGS/provision.log)"; }
-    mkdir -p "$SMB/run" "$SMB/log"
-    # a lab may live longer than the default 42 days
-    stool domain passwordsettings set --max-pwd-age=0
-
+    lab_samba_provision "$SMB" "$REALM" "$DOMAIN" "$KDC_ADDR" "$D/admin.password" "$LOGS/provision.log"
     # service account used by the gateway: constrained delegation + protocol transition
     stool user create svc_awseg "$(cat "$D/svc_awseg.password")"
     stool spn add HTTP/svc_awseg svc_awseg
@@ -268,15 +254,8 @@ provision() {
         || { tail -5 "$LOGS/provision.log" >&2; die "ldbadd of grace's 400 groups failed"; }
 
     # AES for every SPN account (Samba 4.17 issues RC4 tickets without it)
-    local base ldif=$SMB/etypes.ldif
-    base=$(echo "$DNSDOMAIN" | sed 's/^/DC=/; s/\./,DC=/g')
-    : > "$ldif"
-    for dn in "CN=svc_awseg,CN=Users" "CN=svc_nopt,CN=Users" "CN=svc_nodeleg,CN=Users" "CN=svc_stale,CN=Users" \
-              "CN=EXCHANGE,CN=Computers" "CN=OTHER,CN=Computers"; do
-        printf 'dn: %s,%s\nchangetype: modify\nreplace: msDS-SupportedEncryptionTypes\nmsDS-SupportedEncryptionTypes: 24\n\n' "$dn" "$base" >> "$ldif"
-    done
-    ldbmodify -H "$SAMLDB" "$ldif" >>"$LOGS/provision.log" 2>&1 \
-        || { tail -5 "$LOGS/provision.log" >&2; die "ldbmodify msDS-SupportedEncryptionTypes failed"; }
+    lab_samba_aes "$SMB" "$DNSDOMAIN" "$LOGS/provision.log" "CN=svc_awseg,CN=Users" "CN=svc_nopt,CN=Users" \
+        "CN=svc_nodeleg,CN=Users" "CN=svc_stale,CN=Users" "CN=EXCHANGE,CN=Computers" "CN=OTHER,CN=Computers"
 
     # keytabs: Exchange's (for Apache), the service account's, and the whole domain
     # (the last one lets tshark/tests decrypt tickets and FAST armor in the lab's captures)

@@ -52,6 +52,33 @@ struct Curl {
     stderr: String,
 }
 
+#[derive(Clone)]
+struct Device {
+    pki: PathBuf,
+    gw: PathBuf,
+    addr: String,
+}
+
+impl Device {
+    fn curl(&self, port: u16, cert: Option<&str>, query: &str, extra: &[&str]) -> Curl {
+        let mut c = Command::new("ip");
+        // A later --max-time in `extra` wins over this one.
+        c.args(["netns", "exec", NS, "curl", "-sS", "--max-time", "30", "--resolve"])
+            .arg(format!("gw.lab.test:{port}:{}", self.addr))
+            .arg("--cacert")
+            .arg(self.gw.join("gw.pem"));
+        if let Some(n) = cert {
+            c.arg("--cert").arg(self.pki.join(format!("dev/{n}.pem"))).arg("--key").arg(self.pki.join(format!("dev/{n}.key")));
+        }
+        c.args(["-X", "POST", "--data-binary", "<wbxml/>", "-w", "\n%{http_code}"]).args(extra);
+        c.arg(format!("https://gw.lab.test:{port}/Microsoft-Server-ActiveSync?{query}"));
+        let o: Output = c.output().expect("curl");
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        Curl { status: code.trim().parse().unwrap_or(0), body: body.to_string(), stderr: String::from_utf8_lossy(&o.stderr).to_string() }
+    }
+}
+
 impl Lab {
     fn up() -> Lab {
         // The provisioned domain is kept between runs (provisioning takes most of the time).
@@ -194,30 +221,37 @@ domain_controllers = ["{kdc}"]
 
     /// A device: curl in the gateway's namespace with certificate `cert` (None: none).
     fn curl(&self, port: u16, cert: Option<&str>, query: &str, extra: &[&str]) -> Curl {
-        let pki = PathBuf::from(self.v("LAB_PKI"));
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", NS, "curl", "-sS", "--max-time", "30", "--resolve"])
-            .arg(format!("gw.lab.test:{port}:{}", self.v("LAB_GW_ADDR")))
-            .arg("--cacert")
-            .arg(self.gw().join("gw.pem"));
-        if let Some(n) = cert {
-            c.arg("--cert").arg(pki.join(format!("dev/{n}.pem"))).arg("--key").arg(pki.join(format!("dev/{n}.key")));
+        self.device().curl(port, cert, query, extra)
+    }
+
+    /// What a device needs, owned, for a thread of its own.
+    fn device(&self) -> Device {
+        Device { pki: PathBuf::from(self.v("LAB_PKI")), gw: self.gw(), addr: self.v("LAB_GW_ADDR") }
+    }
+
+    /// Metrics of the gateway whose admin listener is on `port`.
+    fn metrics_at(&self, port: u16) -> String {
+        let o = Command::new("ip").args(["netns", "exec", NS, "curl", "-sS", &format!("http://127.0.0.1:{port}/metrics")]).output().expect("curl");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// A Python program run in the gateway's namespace; its standard output.
+    fn python(&self, program: &str) -> String {
+        let o = Command::new("ip").args(["netns", "exec", NS, "/usr/bin/python3", "-c", program]).output().expect("python");
+        if !o.status.success() {
+            eprintln!("python: {}", String::from_utf8_lossy(&o.stderr));
         }
-        c.args(["-X", "POST", "--data-binary", "<wbxml/>", "-w", "\n%{http_code}"]).args(extra);
-        c.arg(format!("https://gw.lab.test:{port}/Microsoft-Server-ActiveSync?{query}"));
-        let o: Output = c.output().expect("curl");
-        let out = String::from_utf8_lossy(&o.stdout).to_string();
-        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-        Curl { status: code.trim().parse().unwrap_or(0), body: body.to_string(), stderr: String::from_utf8_lossy(&o.stderr).to_string() }
+        String::from_utf8_lossy(&o.stdout).to_string()
     }
 
     /// Requests Apache (Exchange) has read so far (not the "OPTIONS *" that Apache's
-    /// prefork master sends its own children to wake them).
+    /// prefork master sends its own children to wake them, nor those of the 5-minute Ping
+    /// and the requests beside it, which run in the background).
     fn received(&self) -> Vec<String> {
         std::fs::read_to_string(self.v("LAB_EXCHANGE_RECEIVED"))
             .unwrap_or_default()
             .lines()
-            .filter(|l| !l.starts_with("OPTIONS * "))
+            .filter(|l| !l.starts_with("OPTIONS * ") && !l.contains("DeviceId=BESIDEPING") && !l.contains("DeviceId=PING5MIN"))
             .map(str::to_string)
             .collect()
     }
@@ -359,6 +393,69 @@ fn the_gateway_between_real_peers() {
         .replace("connect_timeout_ms = 2000\n", &format!("connect_timeout_ms = 2000\n{tls_extra}server_name = \"mail.lab.test\"\n"));
     std::fs::write(&wrongname, text).expect("write");
     lab.start(&wrongname, "wrongname.ndjson");
+    // A gateway for the 5-minute Ping (and the requests beside it).
+    let ping_gw = lab.config("ping", 8453, &kdc, &exchange, "[admin]\naddress = \"127.0.0.1:9453\"\n", &chain);
+    lab.start(&ping_gw, "ping.ndjson");
+    // Two connections at most; a body that stalls for 2 s is given up.
+    let cap = lab.config("cap", 8454, &kdc, &exchange, "[admin]\naddress = \"127.0.0.1:9454\"\n[limits]\nbody_idle_timeout_ms = 2000\n", &chain);
+    let text = std::fs::read_to_string(&cap).expect("cap").replace("handshake_timeout_ms = 5000\n", "handshake_timeout_ms = 5000\nmax_connections = 2\n");
+    std::fs::write(&cap, text).expect("write");
+    lab.start(&cap, "cap.ndjson");
+    // No CRL preloaded: the issuing CA's CDP is first seen in a device's certificate.
+    let fresh = lab.config("fresh", 8455, &kdc, &exchange, "", &chain);
+    let text = std::fs::read_to_string(&fresh).expect("fresh");
+    let text: String = text.lines().filter(|l| !l.starts_with("preload = ")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&fresh, text).expect("write");
+    let fresh_idx = lab.gateways.len();
+    lab.start(&fresh, "fresh.ndjson");
+
+    // The first device of an issuer whose CRL was never fetched: the handshake waits for
+    // that fetch (bounded) and the device is served, not refused with crl_missing.
+    {
+        // The chain's own CDP (the root's CRL, listed in the issuing CA's certificate) is
+        // fetched at start; it is the device's CDP that is first seen in the handshake.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && !std::fs::read_to_string(lab.gw().join("fresh.ndjson.log")).unwrap_or_default().lines().any(|l| l.contains("CRL loaded") && l.contains("/pki/root.crl")) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let unseen = !std::fs::read_to_string(lab.gw().join("fresh.ndjson.log")).unwrap_or_default().contains("/pki/issuing.crl\"");
+        let n = lab.received().len();
+        let r = lab.curl(8455, Some("alice"), "Cmd=Sync&DeviceId=FIRSTSIGHT", &[]);
+        // Apache logs a request after it has answered it.
+        std::thread::sleep(Duration::from_millis(300));
+        let e = lab.last_request("fresh.ndjson");
+        lab.check("first device, CRL never fetched before (no preload): 200, its CRL fetched during the handshake", unseen && r.status == 200 && r.body.contains("REMOTE_USER=alice@LAB.TEST") && e["certificate"]["revocation"] == "good" && e["certificate"]["crl_source"].as_str().is_some_and(|u| u.ends_with("/pki/issuing.crl")) && lab.received().len() == n + 1, || format!("{} {} {e}", r.status, r.stderr));
+        let r = lab.curl(8455, Some("unreachable"), "Cmd=Sync&DeviceId=FIRSTUNREACH", &[]);
+        let e = lab.last_request("fresh.ndjson");
+        lab.check("first device whose CDP does not answer: refused with the fetch's own reason (crl_unreachable, not crl_missing)", r.status == 0 && e["reason"] == "crl_unreachable" && lab.received().len() == n + 1, || format!("{} {e}", r.status));
+    }
+
+    // A Ping held 5 minutes by Exchange, in the background while the rest of the lab runs;
+    // beside it, on the same gateway, a request every 10 s must get its 200.
+    let ping = {
+        let dev = lab.device();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = dev.curl(8453, Some("dave"), "Cmd=Ping&DeviceId=PING5MIN&hold=300", &["--max-time", "400"]);
+            (r.status, t.elapsed(), r.body)
+        })
+    };
+    let beside = {
+        let dev = lab.device();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let (mut statuses, mut gauges) = (Vec::new(), Vec::new());
+            while t.elapsed() < Duration::from_secs(285) {
+                std::thread::sleep(Duration::from_secs(10));
+                statuses.push(dev.curl(8453, Some("alice"), "Cmd=FolderSync&DeviceId=BESIDEPING", &[]).status);
+                let o = Command::new("ip").args(["netns", "exec", NS, "curl", "-sS", "http://127.0.0.1:9453/metrics"]).output();
+                let m = o.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+                gauges.push(m.lines().find(|l| l.starts_with("kcdscope_gateway_long_polls ")).unwrap_or("").to_string());
+            }
+            (statuses, gauges)
+        })
+    };
+
     // CRLs are fetched at start; give them a moment.
     std::thread::sleep(Duration::from_secs(2));
 
@@ -592,6 +689,118 @@ fn the_gateway_between_real_peers() {
         lab.check("header drip: closed by the header read timeout (2 s), nothing reached Exchange", took < Duration::from_secs(10) && lab.received().len() == n && (first.is_empty() || first.contains("408")), || format!("{took:?} {first:?}"));
     }
 
+    // The connection cap (listen.max_connections = 2): two devices connected, a third is
+    // closed before TLS, counted, and Exchange reads nothing of it; room again once one leaves.
+    {
+        let n = lab.received().len();
+        let py = format!(
+            r#"
+import socket, ssl, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations("{gw}/gw.pem")
+ctx.load_cert_chain("{pki}/dev/alice.pem", "{pki}/dev/alice.key")
+def conn():
+    return ctx.wrap_socket(socket.create_connection(("{addr}", 8454), timeout=10), server_hostname="gw.lab.test")
+a = conn(); b = conn()
+try:
+    c = conn()
+    c.sendall(b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=OVERCAP HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n")
+    print("third:", c.recv(100).split(b"\r\n")[0].decode() or "closed")
+except Exception as e:
+    print("third: refused", type(e).__name__)
+a.close(); b.close(); time.sleep(1)
+d = conn()
+d.sendall(b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=AFTERCAP HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n")
+print("after:", d.recv(100).split(b"\r\n")[0].decode())
+"#,
+            gw = lab.gw().display(),
+            pki = lab.v("LAB_PKI"),
+            addr = lab.v("LAB_GW_ADDR"),
+        );
+        let out = lab.python(&py);
+        std::thread::sleep(Duration::from_millis(300));
+        let m = lab.metrics_at(9454);
+        let counted = m.lines().any(|l| l == "kcdscope_gateway_handshake_refusals_total{reason=\"connection_cap\"} 1");
+        let ev = lab.events("cap.ndjson").iter().any(|e| e["gateway"]["reason"] == "connection_cap");
+        let rec = lab.received();
+        let reached: Vec<&String> = rec.iter().skip(n).collect();
+        lab.check("connection cap (2): the third connection closed before TLS, counted once, an event; Exchange read only the request after", out.contains("third: refused") || out.contains("third: closed"), || out.clone());
+        lab.check("connection cap: metric connection_cap = 1 and its event", counted && ev, || m.lines().filter(|l| l.contains("refusals")).collect::<Vec<_>>().join(" | "));
+        lab.check("connection cap: room again after two left (200); Exchange read exactly that request", out.contains("after: HTTP/1.1 200") && reached.len() == 1 && reached[0].contains("AFTERCAP"), || format!("{out:?} {reached:?}"));
+    }
+
+    // A body that stops coming: 408 after limits.body_idle_timeout_ms (2 s). The request had
+    // started on its way to Exchange (bodies are streamed): Exchange must not complete it.
+    {
+        let n = lab.received().len();
+        let py = format!(
+            r#"
+import socket, ssl, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations("{gw}/gw.pem")
+ctx.load_cert_chain("{pki}/dev/alice.pem", "{pki}/dev/alice.key")
+s = ctx.wrap_socket(socket.create_connection(("{addr}", 8454), timeout=20), server_hostname="gw.lab.test")
+s.sendall(b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=SLOWBODY HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nabc")
+t = time.time()
+data = s.recv(200)
+print(data.split(b"\r\n")[0].decode(), round(time.time() - t, 1))
+"#,
+            gw = lab.gw().display(),
+            pki = lab.v("LAB_PKI"),
+            addr = lab.v("LAB_GW_ADDR"),
+        );
+        let out = lab.python(&py);
+        std::thread::sleep(Duration::from_millis(1500));
+        let secs: f64 = out.split_whitespace().last().and_then(|x| x.parse().ok()).unwrap_or(-1.0);
+        let e = lab.last_request("cap.ndjson");
+        let rec = lab.received();
+        let done = rec.iter().skip(n).filter(|l| l.contains("SLOWBODY") && l.contains(" 200 ")).count();
+        lab.check("slow body: 408 after the body idle timeout (2 s), reason body_timeout", out.starts_with("HTTP/1.1 408") && (1.5..6.0).contains(&secs) && e["reason"] == "body_timeout" && e["status"] == 408, || format!("{out:?} {e}"));
+        lab.check("slow body: Exchange completed no request for it", done == 0, || rec.iter().skip(n).cloned().collect::<Vec<_>>().join(" | "));
+        eprintln!("slow body: what Exchange logged: {:?}", rec.iter().skip(n).collect::<Vec<_>>());
+    }
+
+    // A chunked body over limits.body_bytes (10 MiB; no Content-Length to refuse it by):
+    // 413 when the limit is crossed, and Exchange completes no request with it.
+    {
+        let n = lab.received().len();
+        let py = format!(
+            r#"
+import socket, ssl, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations("{gw}/gw.pem")
+ctx.load_cert_chain("{pki}/dev/alice.pem", "{pki}/dev/alice.key")
+s = ctx.wrap_socket(socket.create_connection(("{addr}", 8454), timeout=20), server_hostname="gw.lab.test")
+s.sendall(b"POST /Microsoft-Server-ActiveSync?Cmd=SendMail&DeviceId=BIGCHUNKED HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n")
+chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+sent = 0
+try:
+    for i in range(11 * 16):
+        s.sendall(chunk)
+        sent += 65536
+    s.sendall(b"0\r\n\r\n")
+except Exception as e:
+    pass
+try:
+    print(s.recv(200).split(b"\r\n")[0].decode() or "closed", sent)
+except Exception as e:
+    print("reset", sent)
+"#,
+            gw = lab.gw().display(),
+            pki = lab.v("LAB_PKI"),
+            addr = lab.v("LAB_GW_ADDR"),
+        );
+        let out = lab.python(&py);
+        std::thread::sleep(Duration::from_millis(1500));
+        let e = lab.last_request("cap.ndjson");
+        let rec = lab.received();
+        let done = rec.iter().skip(n).filter(|l| l.contains("BIGCHUNKED") && l.contains(" 200 ")).count();
+        // The device may see the 413 or, still writing when the gateway closed, a reset.
+        lab.check("chunked body over 10 MiB: 413 (body_too_large) in the event, the device sees 413 or the close", e["status"] == 413 && e["reason"] == "body_too_large" && (out.starts_with("HTTP/1.1 413") || out.starts_with("reset") || out.starts_with("closed")), || format!("{out:?} {e}"));
+        lab.check("chunked body over 10 MiB: Exchange completed no request with it", done == 0, || rec.iter().skip(n).cloned().collect::<Vec<_>>().join(" | "));
+        eprintln!("chunked body over 10 MiB: device {out:?}; what Exchange logged: {:?}", rec.iter().skip(n).collect::<Vec<_>>());
+    }
+
     // A long poll held by Exchange while other devices get their answers.
     {
         let lab_ref = &lab;
@@ -727,6 +936,31 @@ print(status())
             std::thread::sleep(Duration::from_millis(100));
         }
         lab.check("SIGTERM: the held Ping finishes (200), a new connection is refused, the gateway exits", held == 200 && fresh == 0 && gone, || format!("held {held} fresh {fresh} exited {gone}"));
+    }
+
+    // SIGHUP that moves the listener: refused whole (a restart is needed), said in an event;
+    // the gateway goes on serving on its address and nothing listens on the new one.
+    {
+        let text = std::fs::read_to_string(&fresh).expect("fresh").replace(":8455\"", ":8456\"");
+        std::fs::write(&fresh, text).expect("write");
+        let pid = lab.gateways[fresh_idx].id();
+        let _ = Command::new("kill").arg("-HUP").arg(pid.to_string()).status();
+        std::thread::sleep(Duration::from_millis(700));
+        let refused = lab.events("fresh.ndjson").iter().map(|e| e["gateway"].clone()).find(|g| g["outcome"] == "reload_refused").unwrap_or(Value::Null);
+        let r = lab.curl(8455, Some("alice"), q, &[]);
+        let moved = lab.curl(8456, Some("alice"), q, &[]);
+        lab.check("SIGHUP changing listen.address: refused with an event naming the key and the restart it needs; still served on the old address, nothing on the new", refused["detail"].as_str().is_some_and(|d| d.contains("listen.address") && d.contains("restart")) && r.status == 200 && moved.status == 0, || format!("{refused} old {} new {}", r.status, moved.status));
+    }
+
+    // The 5-minute Ping: 200 at its end, every request beside it 200, the long-poll gauge 1.
+    {
+        let (st, took, body) = ping.join().unwrap_or((0, Duration::ZERO, String::new()));
+        let (statuses, gauges) = beside.join().unwrap_or_default();
+        let e = lab.requests("ping.ndjson").into_iter().find(|e| e["device"]["device_id"] == "PING5MIN").unwrap_or(Value::Null);
+        let held_us = e["backend"]["latency_us"].as_i64().unwrap_or(0);
+        lab.check("Ping held 5 minutes by Exchange: 200 at the end, REMOTE_USER dave, its event 200 with Exchange's latency >= 300 s", st == 200 && took >= Duration::from_secs(300) && body.contains("REMOTE_USER=dave@LAB.TEST") && e["status"] == 200 && held_us >= 300_000_000, || format!("{st} {took:?} {e}"));
+        lab.check("beside the held Ping, on the same gateway: every request 200 (one each 10 s) and the long-poll gauge 1", statuses.len() >= 25 && statuses.iter().all(|s| *s == 200) && gauges.iter().all(|g| g == "kcdscope_gateway_long_polls 1"), || format!("{statuses:?} {gauges:?}"));
+        eprintln!("5-minute Ping: {took:?}, {} requests beside it", statuses.len());
     }
 
     // CRLs that expire while the gateway holds them, then fresh ones.

@@ -10,9 +10,6 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use kcd_client::{Config, EventSink, KcdClient, KcdError, NoEvents, Token};
 use kcd_schema::Event;
 
@@ -248,30 +245,15 @@ fn check_url(url: &str) -> Result<hyper::Uri> {
     Ok(uri)
 }
 
-/// GET over plain HTTP/1.1 with the token. (HTTPS to Exchange is the gateway's job.)
+/// GET over plain HTTP/1.1 with the token (the gateway's GET, the CRL fetcher's too).
+/// (HTTPS to Exchange is the gateway's job.)
 async fn get(url: &str, authorization: &str) -> Result<(u16, Vec<u8>)> {
-    let uri = check_url(url)?;
-    let host = uri.host().ok_or_else(|| anyhow!("{url}: no host"))?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+    check_url(url)?;
+    let client = kcd_gateway::fetch::http_client(std::time::Duration::from_secs(10));
+    let (status, _, body) = kcd_gateway::fetch::http_get(&client, url, &[(hyper::header::AUTHORIZATION, authorization)], 64 << 20)
         .await
-        .with_context(|| format!("cannot connect to {host}:{port}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP handshake")?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, if port == 80 { host.clone() } else { format!("{host}:{port}") })
-        .header(hyper::header::AUTHORIZATION, authorization)
-        .body(Empty::<Bytes>::new())
-        .context("building the request")?;
-    let resp = sender.send_request(req).await.context("sending the request")?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.context("reading the body")?.to_bytes();
-    Ok((status, body.to_vec()))
+        .map_err(|e| anyhow!("GET {url}: {e}"))?;
+    Ok((status.as_u16(), body.to_vec()))
 }
 
 /// Events streamed to a file as NDJSON, as they happen.

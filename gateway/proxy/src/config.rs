@@ -46,6 +46,7 @@ fetch_timeout_ms = 5000
 max_bytes = 20971520
 refresh_seconds = 3600                        # fetched again (If-None-Match) at least this often
 # preload = ["http://pki.lab.test/pki/issuing.crl"]   # CDPs fetched at start (others are learnt from certificates)
+# first_fetch_wait_ms = 6000                  # a handshake bringing a CDP never fetched waits this long for it (default: fetch_timeout_ms + 1000; 0: no wait)
 
 [limits]
 body_bytes = 10485760                         # larger requests get 413 (IIS: uploadReadAheadSize)
@@ -173,6 +174,7 @@ struct CrlFile {
     retry_seconds: u64,
     #[serde(default = "d_refresh")]
     refresh_seconds: u64,
+    first_fetch_wait_ms: Option<u64>,
 }
 impl Default for CrlFile {
     fn default() -> Self {
@@ -183,6 +185,7 @@ impl Default for CrlFile {
             preload: Vec::new(),
             retry_seconds: d_retry(),
             refresh_seconds: d_refresh(),
+            first_fetch_wait_ms: None,
         }
     }
 }
@@ -293,6 +296,8 @@ pub struct CrlPolicy {
     pub retry: Duration,
     /// Fetched again (conditionally) at least this often.
     pub refresh: Duration,
+    /// How long a handshake waits for the first fetch of a CDP it brings (zero: no wait).
+    pub first_fetch_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -538,6 +543,12 @@ impl GatewayConfig {
         if !(1..=604_800).contains(&r.refresh_seconds) {
             return Err(bad("crl.refresh_seconds", "must be within 1..=604800".into()));
         }
+        // Default: one fetch's timeout and a second, so that the fetch's own failure
+        // (crl_unreachable) is what the device is refused with, not "not fetched yet".
+        let first_wait = r.first_fetch_wait_ms.unwrap_or(r.fetch_timeout_ms + 1000);
+        if first_wait > 60_000 {
+            return Err(bad("crl.first_fetch_wait_ms", "must be within 0..=60000".into()));
+        }
         let crl = CrlPolicy {
             fail: r.fail,
             fetch_timeout: Duration::from_millis(r.fetch_timeout_ms),
@@ -545,6 +556,7 @@ impl GatewayConfig {
             preload: r.preload.clone(),
             retry: Duration::from_secs(r.retry_seconds),
             refresh: Duration::from_secs(r.refresh_seconds),
+            first_fetch_wait: Duration::from_millis(first_wait),
         };
 
         let m = &f.limits;

@@ -45,10 +45,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(policy: CrlPolicy, cas: Vec<CertInfo>, metrics: Arc<Metrics>) -> Arc<Fetcher> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(policy.fetch_timeout));
-        http.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(2).build(http);
+        let client = http_client(policy.fetch_timeout);
         Arc::new(Fetcher {
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             wanted: Mutex::new(BTreeSet::new()),
@@ -170,16 +167,14 @@ impl Fetcher {
 
     async fn get(&self, url: &str, vals: &Validators, max: usize) -> Result<Got, Refusal> {
         let unreachable = |d: String| Refusal::new(Reason::CrlUnreachable, format!("{url}: {d}"));
-        let mut req = hyper::Request::get(url);
+        let mut headers = Vec::new();
         if let Some(e) = &vals.etag {
-            req = req.header(hyper::header::IF_NONE_MATCH, e.as_str());
+            headers.push((hyper::header::IF_NONE_MATCH, e.as_str()));
         }
         if let Some(m) = &vals.last_modified {
-            req = req.header(hyper::header::IF_MODIFIED_SINCE, m.as_str());
+            headers.push((hyper::header::IF_MODIFIED_SINCE, m.as_str()));
         }
-        let req = req.body(Empty::new()).map_err(|e| unreachable(e.to_string()))?;
-        let resp = self.client.request(req).await.map_err(|e| unreachable(format!("{e:?}").chars().take(200).collect()))?;
-        let status = resp.status();
+        let (status, head, body) = http_get(&self.client, url, &headers, max).await.map_err(unreachable)?;
         if status == hyper::StatusCode::NOT_MODIFIED {
             return Ok(Got::NotModified);
         }
@@ -192,16 +187,40 @@ impl Fetcher {
         if !status.is_success() {
             return Err(unreachable(format!("HTTP {status}")));
         }
-        let header = |n| resp.headers().get(n).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok()).map(str::to_string);
+        let header = |n| head.get(n).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok()).map(str::to_string);
         let etag = header(hyper::header::ETAG);
         let last_modified = header(hyper::header::LAST_MODIFIED);
-        let body = Limited::new(resp.into_body(), max)
-            .collect()
-            .await
-            .map_err(|e| unreachable(format!("reading the body: {e} (limit {max} bytes)")))?
-            .to_bytes();
         Ok(Got::Body { der: kcd_cert::crl_der(&body), etag, last_modified })
     }
+}
+
+/// A plain-HTTP client for [`http_get`] (http:// only; connect timeout as given).
+pub fn http_client(connect_timeout: Duration) -> Client<HttpConnector, Empty<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(2).build(http)
+}
+
+/// GET `url` over plain HTTP/1.1 with `headers`: the status, the response headers and at
+/// most `max` bytes of body (more is an error, not a cut). Errors are short sentences.
+/// The one GET of the project: the CRL fetcher's and `kcdscope kcd test`'s.
+pub async fn http_get(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    url: &str,
+    headers: &[(hyper::header::HeaderName, &str)],
+    max: usize,
+) -> Result<(hyper::StatusCode, hyper::HeaderMap, Bytes), String> {
+    let mut req = hyper::Request::get(url);
+    for (n, v) in headers {
+        req = req.header(n, *v);
+    }
+    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}").chars().take(200).collect::<String>())?;
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, max).collect().await.map_err(|e| format!("reading the body: {e} (limit {max} bytes)"))?.to_bytes();
+    Ok((status, parts.headers, body))
 }
 
 enum Got {

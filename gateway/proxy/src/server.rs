@@ -162,8 +162,8 @@ pub async fn run(path: PathBuf, events: Arc<dyn EventSink>) -> Result<(), String
                     }
                 };
                 let Ok(permit) = sem.clone().try_acquire_owned() else {
-                    app.metrics.handshake_refused("connection_cap");
                     drop(tcp);
+                    connection_refused(&app, peer);
                     continue;
                 };
                 let app = app.clone();
@@ -193,8 +193,15 @@ fn reload(app: &Arc<App>, path: &Path) {
     let r = GatewayConfig::load(path).map_err(err).and_then(|cfg| {
         let (crl, cas) = (cfg.crl.clone(), cfg.anchor_info.clone());
         let old = app.gen.load();
-        if cfg.listen != old.cfg.listen {
-            return Err(format!("listen.address cannot change on reload (still {}); restart to move it", old.cfg.listen));
+        // The listeners and the connection cap are made once, at start: a change to them is
+        // refused whole (the running configuration stays) rather than half applied.
+        let fixed = [
+            ("listen.address", cfg.listen.to_string(), old.cfg.listen.to_string()),
+            ("listen.max_connections", cfg.limits.max_connections.to_string(), old.cfg.limits.max_connections.to_string()),
+            ("admin.address", format!("{:?}", cfg.admin), format!("{:?}", old.cfg.admin)),
+        ];
+        if let Some((key, _, was)) = fixed.iter().find(|(_, new, was)| new != was) {
+            return Err(format!("{key} cannot change on reload (still {was}); a restart is needed to change it"));
         }
         let g = Generation::build(cfg, &app.fetcher, app.events.clone())?;
         app.fetcher.reconfigure(crl, cas);
@@ -303,6 +310,18 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended");
     }
+}
+
+/// A connection over `listen.max_connections`: closed at once, before TLS, and said so.
+fn connection_refused(app: &App, peer: SocketAddr) {
+    app.metrics.handshake_refused("connection_cap");
+    app.metrics.request("refused", "connection_cap");
+    let mut g = Gateway::new(KcdStep::Request, "tls_refused");
+    g.reason = Some("connection_cap".into());
+    g.detail = Some(format!("{} connections open: listen.max_connections reached", app.gen.load().cfg.limits.max_connections).into());
+    g.device = Some(Box::new(GatewayDevice { address: Some(peer.to_string()), ..Default::default() }));
+    tracing::info!(%peer, "connection refused: listen.max_connections reached");
+    app.emit(g, Some(peer));
 }
 
 fn handshake_refused(app: &App, slot: &Mutex<Verdict>, peer: SocketAddr, label: &str, finding: Option<&str>, detail: String) {

@@ -5,6 +5,7 @@
 //! connection; resumption off, so that every connection is verified afresh.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use kcd_cert::CertInfo;
@@ -27,6 +28,8 @@ pub struct Verifier {
     revocation: Arc<ArcSwap<Snapshot>>,
     /// CDP URLs seen in certificates, for the fetcher.
     learn: Arc<dyn Fn(&str) + Send + Sync>,
+    /// How long a handshake waits for the first fetch of the CDPs it brings.
+    first_wait: Duration,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -74,7 +77,37 @@ impl Verifier {
             fail: cfg.crl.fail,
             revocation,
             learn,
+            first_wait: cfg.crl.first_fetch_wait.min(cfg.limits.handshake_timeout),
         })
+    }
+
+    /// The first device of an issuer whose CDP was never fetched: wait (bounded) for that
+    /// fetch instead of refusing it with crl_missing. The verifier is called synchronously
+    /// inside the handshake, so the wait blocks this worker thread; `block_in_place` hands the
+    /// worker's other tasks (the fetcher among them) on first. On a current-thread runtime a
+    /// blocking wait would stall the fetch it waits for: there it does not wait.
+    fn await_first_fetch<'a>(&self, certs: impl Iterator<Item = &'a CertInfo>) {
+        if self.first_wait.is_zero() {
+            return;
+        }
+        let urls: Vec<&String> = certs.flat_map(|c| c.crl_urls.iter().chain(&c.delta_urls)).filter(|u| is_http(u)).collect();
+        let missing = || {
+            let snap = self.revocation.load();
+            urls.iter().any(|u| !snap.urls.contains_key(u.as_str()))
+        };
+        if !missing() {
+            return;
+        }
+        let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi {
+            return;
+        }
+        let deadline = Instant::now() + self.first_wait;
+        tokio::task::block_in_place(|| {
+            while missing() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
     }
 
     /// Revocation of a verified chain, now: at the handshake and again on every request.
@@ -170,6 +203,7 @@ impl ClientCertVerifier for ConnVerifier {
                 (self.shared.learn)(u);
             }
         }
+        self.shared.await_first_fetch(std::iter::once(leaf.as_ref()).chain(&inters).chain(&self.shared.anchors));
         match self.shared.revocation(&leaf, &inters) {
             Ok((checked, soft)) => {
                 self.store(Verdict { revocation: checked, soft_fail: soft, ..base });

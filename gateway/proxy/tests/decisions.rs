@@ -236,6 +236,14 @@ fn configuration_errors_name_key_and_line() {
     assert!(e.to_string().contains("(line 18)"), "{e}");
     assert_eq!(key_line(GOOD, "exchange"), Some(10));
     assert_eq!(key_line("[[domain]]\nrealm='A'\n[[domain]]\nrealm='B'\n", "domain[1].realm"), Some(4));
+    // The first fetch of a CDP: waited for one fetch timeout and a second by default;
+    // zero turns the wait off; more than a minute is refused.
+    assert_eq!(c.crl.first_fetch_wait, std::time::Duration::from_millis(c.crl.fetch_timeout.as_millis() as u64 + 1000));
+    let text = if GOOD.contains("[crl]\n") { GOOD.replace("[crl]\n", "[crl]\nfirst_fetch_wait_ms = 0\n") } else { format!("{GOOD}\n[crl]\nfirst_fetch_wait_ms = 0\n") };
+    assert!(parse(&text).expect("zero").crl.first_fetch_wait.is_zero());
+    let e = parse(&text.replace("first_fetch_wait_ms = 0", "first_fetch_wait_ms = 60001")).expect_err("too long");
+    assert_eq!(e.key, "crl.first_fetch_wait_ms", "{e}");
+    assert!(e.line.is_some(), "{e}");
     // The example parses as far as its files (which do not exist here).
     let e = parse(kcd_gateway::config::EXAMPLE).expect_err("files");
     assert!(e.problem.contains("svc_awseg.password") || e.key.starts_with("listen"), "{e}");
