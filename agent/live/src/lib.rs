@@ -144,8 +144,12 @@ impl Live {
             match ebpf::EbpfCapture::open(ifaces.clone(), &ports, cfg.buffer_bytes) {
                 Ok(c) => return Ok((Live::Ebpf(Box::new(c)), ifaces, None)),
                 Err(e) if fallback && !matches!(e, LiveError::UnknownInterface(_) | LiveError::Config(_)) => {
-                    let p = libpcap::PcapCapture::open(&ifaces, &ports, cfg.buffer_bytes)?;
-                    return Ok((Live::Pcap(p), ifaces, Some(e)));
+                    return match libpcap::PcapCapture::open(&ifaces, &ports, cfg.buffer_bytes) {
+                        Ok(p) => Ok((Live::Pcap(p), ifaces, Some(e))),
+                        // Both refused for want of privileges: say what each needs.
+                        Err(LiveError::Privileges(p)) => Err(LiveError::Privileges(format!("eBPF: {e}; libpcap: {p}"))),
+                        Err(p) => Err(LiveError::Config(format!("eBPF: {e}; and the libpcap fallback failed too: {p}"))),
+                    };
                 }
                 Err(e) => return Err(e),
             }
