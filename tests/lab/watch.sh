@@ -206,15 +206,23 @@ check "the decoder reassembled them: 10 datagrams of 4000 bytes" test "$(grep -c
 capture_start "$NSA" lo "$OUT/lo.tcpdump.pcap" "udp port 88"
 start_watch "$NSA" lo -i lo --json --no-fallback
 WPID=$WATCH_PID
+# paced, to a receiver, so that neither tcpdump nor the socket has a reason to drop any
 ip netns exec "$NSA" $PY -c '
-import socket
+import socket, time
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(("127.0.0.1", 88))
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for i in range(50): s.sendto(b"q" * 100, ("127.0.0.1", 88))'
+for i in range(50):
+    s.sendto(b"q" * 100, ("127.0.0.1", 88)); time.sleep(0.002)
+r.settimeout(1); n = 0
+try:
+    while n < 50: r.recv(200); n += 1
+except OSError: pass
+open("'"$W"'/lo.received", "w").write(str(n))'
 sleep 0.3
 capture_stop; CAPTURE_PID=
 stop_pid INT "$WPID"
 nlo=$(tcpdump -r "$OUT/lo.tcpdump.pcap" -n 2>/dev/null | wc -l)
-check "loopback: 50 datagrams sent, tcpdump saw $nlo, eBPF captured $(field lo captured)" test "$nlo" = 50 -a "$(field lo captured)" = 50
+check "loopback: 50 datagrams sent, $(cat "$W/lo.received") received, tcpdump saw $nlo, eBPF captured $(field lo captured)" test "$(cat "$W/lo.received")" = 50 -a "$nlo" = 50 -a "$(field lo captured)" = 50
 
 # Flood: 100 000 port-88 datagrams with a 1 MiB ring: captured + dropped = sent, exactly.
 WATCH_STDOUT=/dev/null start_watch "$NSA" flood -i kcdwa0 --no-fallback --buffer 1 --json
