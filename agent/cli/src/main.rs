@@ -23,6 +23,7 @@ mod gateway;
 mod kcd;
 mod pipeline;
 mod tui;
+mod watch;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +50,8 @@ enum Command {
     },
     /// The gateway: device client certificates -> Kerberos constrained delegation -> Exchange.
     Gateway(gateway::GatewayArgs),
+    /// Capture live (eBPF, or libpcap) and explain what happens as it happens.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Args)]
@@ -196,6 +199,7 @@ fn main() -> ExitCode {
         Some(Command::Replay(a)) if a.tui => return tui::from_replay(&a.files, a.demo, &a.diagnosis, &a.limits),
         Some(Command::Replay(a)) => a,
         Some(Command::Tui(a)) => return tui::run(a),
+        Some(Command::Watch(a)) => return watch::run(a),
         Some(Command::Kcd { command }) => {
             return kcd::run(command).unwrap_or_else(|e| {
                 eprintln!("kcdscope: {e:#}");

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Live capture lab: `kcdscope watch` with eBPF and with libpcap, beside tcpdump, on the
+# wire of the MIT lab (tests/lab/mit-kdc.sh up) while real MIT clients talk to real KDCs;
+# then the probe's own cases in namespaces of their own: TSO/GRO super-packets, IPv4 and
+# IPv6 fragments, loopback seen once, a counted flood, no privileges, detach on SIGINT,
+# SIGTERM and SIGKILL.
+#
+#   tests/lab/watch.sh run OUTDIR KCDSCOPE
+#
+# Writes into OUTDIR: tcpdump.pcap, {ebpf,pcap}.ndjson, {ebpf,pcap}.pcapng and their
+# stderr, the per-case files (tso.*, frag.*, lo.*, flood.*), and CHECKS.txt with one
+# PASS/FAIL line per fact checked here (the comparison of events is the Rust test's,
+# tests/tests/watch_lab.rs). Needs root; installs missing Debian packages itself.
+set -u
+set -o pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+[ "${1:-}" = run ] && [ $# = 3 ] || { echo "usage: $0 run OUTDIR KCDSCOPE" >&2; exit 2; }
+OUT=$2
+KCD=$3
+NSA=kcdw-a        # probe cases: the sender, watched
+NSB=kcdw-b        # the receiver
+W=
+PIDS=()
+NCHECK=0
+NFAIL=0
+
+cleanup() {
+    local rc=$? p
+    set +e
+    trap - EXIT INT TERM
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    [ -n "$W" ] && bash "$HERE/mit-kdc.sh" down "$W/lab" >/dev/null 2>&1
+    netns_down "$NSA"; netns_down "$NSB"
+    [ -n "$W" ] && rm -rf "$W"
+    exit $rc
+}
+
+check() {  # check TEXT CMD... : PASS if CMD succeeds
+    local text=$1; shift
+    NCHECK=$((NCHECK + 1))
+    if "$@"; then echo "PASS $text" >>"$OUT/CHECKS.txt"
+    else echo "FAIL $text" >>"$OUT/CHECKS.txt"; NFAIL=$((NFAIL + 1)); fi
+}
+
+# start_watch NS NAME ARGS... : kcdscope watch in NS, stderr in OUT/NAME.err; returns once
+# it says it is watching (its pid in WATCH_PID).
+start_watch() {
+    local ns=$1 name=$2; shift 2
+    ip netns exec "$ns" "$KCD" watch "$@" >"${WATCH_STDOUT:-$OUT/$name.out}" 2>"$OUT/$name.err" &
+    WATCH_PID=$!
+    PIDS+=("$WATCH_PID")
+    for _ in $(seq 1 100); do grep -q '^kcdscope: watching' "$OUT/$name.err" && return 0; sleep 0.05; done
+    cat "$OUT/$name.err" >&2
+    lab_die "kcdscope watch ($name) did not start"
+}
+
+# stop_pid SIGNAL PID : signal it and wait for it; its exit status in STOP_RC.
+stop_pid() {
+    kill "-$1" "$2" 2>/dev/null
+    wait "$2" 2>/dev/null
+    STOP_RC=$?
+}
+
+# The ids of the probe's programs loaded in the kernel (bpftool 7.1 does not list TCX
+# attachments under `net show`, but links are listed with their program).
+kcd_progs() { bpftool prog show 2>/dev/null | awk '/ name kcd_(ingress|egress) / {sub(":", "", $1); print $1}'; }
+kcd_links() {
+    local p
+    for p in $(kcd_progs); do bpftool link show 2>/dev/null | grep -c "prog $p\b"; done | awk '{s += $1} END {print s + 0}'
+}
+# Nothing of ours left: no program loaded (so no link), no classic tc filter in NS either.
+probe_gone() {
+    [ -z "$(kcd_progs)" ] &&
+    ! ip netns exec "$1" tc filter show dev "$2" ingress 2>/dev/null | grep -q kcd_ &&
+    ! ip netns exec "$1" tc filter show dev "$2" egress 2>/dev/null | grep -q kcd_
+}
+probe_attached() { [ "$(kcd_links)" = "$1" ]; }
+
+# The "N packets matched, N captured, N dropped" of a watch's last status line.
+counters() { grep -o '[0-9]* packets matched, [0-9]* captured, [0-9]* dropped' "$OUT/$1.err" | tail -1; }
+field() { counters "$1" | awk -v k="$2" '{for (i = 2; i <= NF; i++) if ($i ~ k) print $(i-1)}'; }
+
+lab_require_root
+lab_install bpftool tcpdump tshark iproute2 krb5-user
+mkdir -p "$OUT" || lab_die "cannot create $OUT"
+OUT=$(cd "$OUT" && pwd)
+: >"$OUT/CHECKS.txt"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+W=$(mktemp -d /tmp/kcdwatch.XXXXXX)
+chmod 755 "$W"  # Apache (www-data) reads its keytab under it
+t0=$SECONDS
+
+# ---------------------------------------------------------------------------------------
+# 1. The MIT lab: eBPF, libpcap and tcpdump watch the client's interface at once.
+bash "$HERE/mit-kdc.sh" up "$W/lab" >"$W/up.log" 2>&1 || { tail -20 "$W/up.log" >&2; lab_die "mit-kdc.sh up failed"; }
+# shellcheck disable=SC1091
+. "$W/lab/lab.env"
+NS=$LAB_NS
+IF=$LAB_IFACE
+
+capture_start "$NS" "$IF" "$OUT/tcpdump.pcap" "port 88"
+TCPDUMP_PID=$CAPTURE_PID
+start_watch "$NS" ebpf -i "$IF" --backend ebpf --no-fallback -o "$OUT/ebpf.ndjson" --write-pcap "$OUT/ebpf.pcapng"
+EBPF_PID=$WATCH_PID
+start_watch "$NS" pcap -i "$IF" --backend pcap -o "$OUT/pcap.ndjson" --write-pcap "$OUT/pcap.pcapng"
+PCAP_PID=$WATCH_PID
+check "the probe is attached to $IF, ingress and egress (2 TCX links)" probe_attached 2
+grep -q "with eBPF" "$OUT/ebpf.err"; check "the eBPF watch says it captures with eBPF" test $? = 0
+grep -q "with libpcap" "$OUT/pcap.err"; check "the libpcap watch says it captures with libpcap" test $? = 0
+
+kc() {  # kc CONF CMD... : an MIT client in the client namespace
+    local conf=$1; shift
+    ip netns exec "$NS" env KRB5_CONFIG="$conf" KRB5CCNAME="FILE:$W/cc" "$@" >>"$W/clients.log" 2>&1
+}
+PW=$(head -1 "$LAB_USERS_PASSWORD_FILE")
+kc "$LAB_KRB5_CONF" kinit alice <<<"$PW"; check "kinit alice (UDP) succeeds" test $? = 0
+kc "$LAB_KRB5_CONF" kvno "$LAB_TARGET_SPN"; check "kvno $LAB_TARGET_SPN succeeds" test $? = 0
+kc "$LAB_KRB5_CONF" kinit alice <<<"not-the-password"; check "kinit alice with a wrong password fails" test $? != 0
+kc "$LAB_KRB5_CONF_TCP_ONLY" kinit alice <<<"$PW"; check "kinit alice over TCP succeeds" test $? = 0
+kc "$LAB_KRB5_CONF_SMALL_UDP" kinit alice <<<"$PW"; check "kinit alice against the 300-byte UDP KDC (52, then TCP) succeeds" test $? = 0
+kc "$LAB_KRB5_CONF" kinit -k -t "$LAB_SVC_KEYTAB" "$LAB_SVC_PRINCIPAL"; check "the service account gets its TGT from its keytab" test $? = 0
+kc "$LAB_KRB5_CONF" kvno -U alice -P "$LAB_TARGET_SPN"; check "S4U2Self + S4U2Proxy for alice to $LAB_TARGET_SPN succeeds" test $? = 0
+kc "$LAB_KRB5_CONF" kinit "$LAB_SVC_NOT_ALLOWED_PRINCIPAL" <<<"$(head -1 "$LAB_SVC_NOT_ALLOWED_PASSWORD_FILE")"
+kc "$LAB_KRB5_CONF" kvno -U alice -P "$LAB_TARGET_SPN"; check "S4U2Proxy to a target not allowed is refused" test $? != 0
+kc "$LAB_KRB5_CONF" kvno HTTP/nosuch.lab.test; check "kvno of an unknown service fails" test $? != 0
+sleep 0.5
+capture_stop; CAPTURE_PID=
+chown "$(id -u):$(id -g)" "$OUT/tcpdump.pcap" 2>/dev/null || true
+stop_pid TERM "$EBPF_PID"; check "the eBPF watch exits 0 on SIGTERM" test "$STOP_RC" = 0
+stop_pid INT "$PCAP_PID"; check "the libpcap watch exits 0 on SIGINT" test "$STOP_RC" = 0
+check "nothing of the probe is left after SIGTERM" probe_gone "$NS" "$IF"
+n_tcpdump=$(tcpdump -r "$OUT/tcpdump.pcap" -n 2>/dev/null | wc -l)
+check "eBPF captured what tcpdump did ($n_tcpdump packets), none dropped" test "$(field ebpf captured)" = "$n_tcpdump" -a "$(field ebpf dropped)" = 0
+check "libpcap captured what tcpdump did ($n_tcpdump packets), none dropped" test "$(field pcap captured)" = "$n_tcpdump" -a "$(field pcap dropped)" = 0
+bash "$HERE/mit-kdc.sh" down "$W/lab" >/dev/null 2>&1
+
+# ---------------------------------------------------------------------------------------
+# 2. The probe's own cases, on a veth pair between two namespaces (MTU 1500, TSO and GRO
+# on, as veth has them by default).
+netns_up "$NSA"; netns_up "$NSB"
+ip link add kcdwa0 netns "$NSA" type veth peer name kcdwb0 netns "$NSB" || lab_die "veth failed"
+ip -n "$NSA" addr add 10.88.0.1/24 dev kcdwa0; ip -n "$NSB" addr add 10.88.0.2/24 dev kcdwb0
+ip -n "$NSA" addr add fd88::1/64 dev kcdwa0 nodad; ip -n "$NSB" addr add fd88::2/64 dev kcdwb0 nodad
+ip -n "$NSA" link set kcdwa0 up; ip -n "$NSB" link set kcdwb0 up
+ip netns exec "$NSA" ethtool -K kcdwa0 tso on gso on >/dev/null 2>&1 || true
+PY=/usr/bin/python3
+
+# TSO: one 200 000-byte write over TCP to port 88; the receiver counts what it got.
+ip netns exec "$NSB" $PY -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.88.0.2", 88)); s.listen(1); print("ready", flush=True)
+c, _ = s.accept(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    n += len(b)
+open(sys.argv[1], "w").write(str(n))' "$W/tso.received" >"$W/tso.srv" &
+SRV=$!; PIDS+=("$SRV")
+for _ in $(seq 1 50); do grep -q ready "$W/tso.srv" && break; sleep 0.05; done
+capture_start "$NSA" kcdwa0 "$OUT/tso.tcpdump.pcap" "tcp port 88"
+start_watch "$NSA" tso -i kcdwa0 --json --write-pcap "$OUT/tso.pcapng" --no-fallback
+WPID=$WATCH_PID
+ip netns exec "$NSA" $PY -c '
+import socket
+s = socket.create_connection(("10.88.0.2", 88)); s.sendall(bytes(range(256)) * 781 + b"x" * 64); s.close()'
+wait "$SRV"
+sleep 0.3
+capture_stop; CAPTURE_PID=
+stop_pid INT "$WPID"; check "watch exits 0 on SIGINT" test "$STOP_RC" = 0
+check "nothing of the probe is left after SIGINT" probe_gone "$NSA" kcdwa0
+check "the receiver got 200000 bytes" test "$(cat "$W/tso.received" 2>/dev/null)" = 200000
+tcp_payload() { tshark -r "$1" -Y 'tcp.dstport == 88' -T fields -e tcp.len 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+max_frame() { tshark -r "$1" -T fields -e frame.len 2>/dev/null | sort -n | tail -1; }
+check "tshark: the eBPF pcapng holds all 200000 bytes sent to port 88" test "$(tcp_payload "$OUT/tso.pcapng")" = 200000
+check "tshark: so does tcpdump's capture" test "$(tcp_payload "$OUT/tso.tcpdump.pcap")" = 200000
+mf=$(max_frame "$OUT/tso.pcapng")
+check "super-packets larger than the MTU were copied whole (largest frame $mf bytes)" test "${mf:-0}" -gt 4096
+check "tshark finds no malformed frame in the eBPF pcapng" test "$(tshark -r "$OUT/tso.pcapng" -Y '_ws.malformed' 2>/dev/null | wc -l)" = 0
+
+# Fragments: UDP datagrams of 4000 bytes to port 88 (IPv4 and IPv6), 3 fragments each.
+start_watch "$NSA" frag -i kcdwa0 --json --write-pcap "$OUT/frag.pcapng" --no-fallback
+WPID=$WATCH_PID
+ip netns exec "$NSA" $PY -c '
+import socket
+for fam, addr in ((socket.AF_INET, "10.88.0.2"), (socket.AF_INET6, "fd88::2")):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    for i in range(5): s.sendto(bytes([i]) * 4000, (addr, 88))
+# unrelated fragmented traffic, on another port, must not be taken
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(5): s.sendto(b"z" * 4000, ("10.88.0.2", 9999))'
+sleep 0.3
+stop_pid INT "$WPID"
+nfrag=$(tshark -r "$OUT/frag.pcapng" 2>/dev/null | wc -l)
+check "IPv4 and IPv6 fragments of port-88 datagrams captured, others not ($nfrag frames, 30 expected)" test "$nfrag" = 30
+nre=$(tshark -r "$OUT/frag.pcapng" -Y 'udp.dstport == 88 && udp.length == 4008' 2>/dev/null | wc -l)
+check "tshark reassembles all 10 datagrams from the eBPF capture" test "$nre" = 10
+check "the decoder reassembled them: 10 datagrams of 4000 bytes" test "$(grep -c '"detail":"4000 bytes on a Kerberos port' "$OUT/frag.out")" = 10
+
+# Loopback: every packet once.
+capture_start "$NSA" lo "$OUT/lo.tcpdump.pcap" "udp port 88"
+start_watch "$NSA" lo -i lo --json --no-fallback
+WPID=$WATCH_PID
+# paced, to a receiver, so that neither tcpdump nor the socket has a reason to drop any
+ip netns exec "$NSA" $PY -c '
+import socket, time
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind(("127.0.0.1", 88))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(50):
+    s.sendto(b"q" * 100, ("127.0.0.1", 88)); time.sleep(0.002)
+r.settimeout(1); n = 0
+try:
+    while n < 50: r.recv(200); n += 1
+except OSError: pass
+open("'"$W"'/lo.received", "w").write(str(n))'
+sleep 0.3
+capture_stop; CAPTURE_PID=
+stop_pid INT "$WPID"
+nlo=$(tcpdump -r "$OUT/lo.tcpdump.pcap" -n 2>/dev/null | wc -l)
+check "loopback: 50 datagrams sent, $(cat "$W/lo.received") received, tcpdump saw $nlo, eBPF captured $(field lo captured)" test "$(cat "$W/lo.received")" = 50 -a "$nlo" = 50 -a "$(field lo captured)" = 50
+
+# Flood: 100 000 port-88 datagrams with a 1 MiB ring: captured + dropped = sent, exactly.
+WATCH_STDOUT=/dev/null start_watch "$NSA" flood -i kcdwa0 --no-fallback --buffer 1 --json
+WPID=$WATCH_PID
+ip netns exec "$NSA" $PY -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+m = b"f" * 64
+for i in range(100000): s.sendto(m, ("10.88.0.2", 88))' 
+sleep 0.3
+stop_pid TERM "$WPID"
+grep -o 'kcdscope watch (eBPF): [^;]*' "$OUT/flood.err" > "$OUT/flood.counters" 2>/dev/null || true
+c=$(grep -o '[0-9]* packets matched, [0-9]* captured, [0-9]* dropped' "$OUT/flood.counters" | tail -1)
+set -- $c
+check "flood: matched $1 = 100000 sent, captured $4 + dropped $6 = 100000" test "${1:-0}" = 100000 -a $(( ${4:-0} + ${6:-0} )) = 100000
+
+# No privileges: a clear error, exit code 4, no panic.
+noprivs() {
+    setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all "$KCD" watch -i lo --duration 1 >"$OUT/noprivs.out" 2>"$OUT/noprivs.err"
+    echo $?
+}
+rc=$(noprivs)
+check "without privileges: exit code 4 ($rc)" test "$rc" = 4
+check "without privileges: the missing capabilities are named" grep -q 'CAP_BPF.*needed\|CAP_NET_RAW needed' "$OUT/noprivs.err"
+check "without privileges: no panic" sh -c "! grep -q panicked '$OUT/noprivs.err'"
+"$KCD" watch -i no-such-if0 --duration 1 >/dev/null 2>"$OUT/noif.err"
+check "an unknown interface: a clear error" grep -q 'no interface named "no-such-if0"' "$OUT/noif.err"
+
+# SIGKILL (as a panic with panic=abort would): the kernel removes the TCX links itself.
+start_watch "$NSA" kill -i kcdwa0 --json --no-fallback
+check "attached before SIGKILL" probe_attached 2
+stop_pid KILL "$WATCH_PID"
+sleep 0.5
+check "nothing of the probe is left after SIGKILL" probe_gone "$NSA" kcdwa0
+
+echo "lab: $((NCHECK - NFAIL)) passed, $NFAIL failed ($((SECONDS - t0)) s); checks in $OUT/CHECKS.txt" >&2
+[ "$NFAIL" = 0 ]
