@@ -144,38 +144,15 @@ impl Reason {
         }
     }
 
-    /// The finding id for refusals the agent's catalogue names (DOMAIN.md section 4).
+    /// The finding id for refusals the agent's catalogue names (DOMAIN.md section 4): the
+    /// one catalogue, so the gateway's events and the agent's report say the same.
     pub fn finding(self) -> Option<&'static str> {
-        use Reason::*;
-        Some(match self {
-            CrlUnreachable => "crl.unreachable",
-            CdpLdapOnly => "crl.cdp_ldap_only",
-            CrlDeltaBlocked => "crl.delta_blocked_double_escaping",
-            CrlExpired => "crl.expired",
-            NoUpn => "cert.no_upn",
-            BadEku => "cert.no_client_auth_eku",
-            UnknownCa => "cert.issuer_not_trusted",
-            BodyTooLarge => "http.body_too_large",
-            ExchangeRefusedTicket => "exchange.ticket_refused",
-            _ => return None,
-        })
+        kcd_findings::device::gateway_reason(self.label()).map(|(_, r)| r.id)
     }
 
-    /// What the administrator should change, in DOMAIN.md's words.
+    /// What the administrator should change, in the catalogue's words.
     pub fn fix(self) -> Option<&'static str> {
-        use Reason::*;
-        Some(match self {
-            CrlUnreachable => "CRLs of every certificate in the chain must be reachable over HTTP from the gateway: check the CDP URL, DNS, and the firewall between the gateway and the CDP web server (port 80).",
-            CdpLdapOnly => "The certificate's CDP lists only ldap:// URLs, useless to a gateway outside the domain: add an HTTP CDP and AIA to the CA's extensions and republish the CRL.",
-            CrlDeltaBlocked => "The CDP web server refuses the delta CRL's file name with '+' (IIS request filtering): set allowDoubleEscaping = True on the CDP web site.",
-            CrlExpired => "The CRL's nextUpdate has passed: the CA must publish a new CRL; check the CA service and the publication schedule.",
-            NoUpn => "The certificate template (or CA) must put the user's UPN (and e-mail) into the Subject Alternative Name.",
-            BadEku => "The certificate template must include the Client Authentication EKU (1.3.6.1.5.5.7.3.2).",
-            UnknownCa => "Upload the issuing and root CA to the gateway's client certificate chain (in AD: certutil -enterprise -addstore NTAuth CA_CertFilename.cer).",
-            BodyTooLarge => "Raise limits.body_bytes (IIS: uploadReadAheadSize; 10 MB is usual).",
-            ExchangeRefusedTicket => "Exchange refused a fresh ticket: on the ActiveSync virtual directory enable Windows Authentication with providers Negotiate and NTLM, useAppPoolCredentials and useKernelMode = True, anonymous off; look for a duplicate SPN (setspn -X) or an ASA credential not deployed on every CAS (RollAlternateServiceAccountPassword.ps1).",
-            _ => return None,
-        })
+        kcd_findings::device::gateway_reason(self.label()).map(|(_, r)| r.fix)
     }
 }
 
