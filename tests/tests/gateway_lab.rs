@@ -318,6 +318,16 @@ fn status_line(raw: &str) -> String {
 fn the_gateway_between_real_peers() {
     let mut lab = Lab::up();
     lab.server_cert();
+    // Everything the gateway host sends and receives, for the agent's replay at the end.
+    let wire = lab.gw().join("wire.pcap");
+    let _ = std::fs::remove_file(&wire);
+    let mut tcpdump = Command::new("ip")
+        .args(["netns", "exec", NS, "tcpdump", "-i", "any", "-s", "0", "-U", "-n", "-w"])
+        .arg(&wire)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tcpdump starts");
     let chain = format!("{}/chain.pem", lab.v("LAB_PKI"));
     let exchange = format!("http://{}", lab.v("LAB_EXCHANGE_HOST"));
     let kdc = lab.v("LAB_KDC_ADDR");
@@ -989,6 +999,69 @@ print(status())
         lab.check("issuing CA revoked in the root's CRL: alice refused (revoked, root.crl)", st.success() && r.status == 0 && r.stderr.contains("certificate revoked") && e["reason"] == "revoked" && e["detail"].as_str().is_some_and(|d| d.contains("root.crl")) && lab.received().len() == n, || format!("{} {e}", r.status));
     }
 
+    // The agent's view: the capture of the gateway host replayed with the gateway's own
+    // events. Each device's story must name the step and the catalogue row that the lab
+    // arranged (and that curl and Apache showed above).
+    let _ = Command::new("kill").arg("-INT").arg(tcpdump.id().to_string()).status();
+    let _ = tcpdump.wait();
+    let out = Command::new(kcdscope_bin())
+        .arg("replay")
+        .arg(&wire)
+        .arg("--gateway-events")
+        .arg(lab.gw().join("main.ndjson"))
+        .arg("--report")
+        .output()
+        .expect("kcdscope replay");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    std::fs::write(lab.gw().join("report.txt"), &report).expect("report");
+    let device = |needle: &str| device_block(&report, needle);
+    let report_path = lab.gw().join("report.txt");
+    for (needle, want) in [
+        ("certificate CN=bob ", "failed at crl (cert.revoked)"),
+        ("certificate CN=wrongca ", "failed at certificate (cert.issuer_not_trusted)"),
+        ("certificate CN=serverauth ", "failed at certificate (cert.no_client_auth_eku)"),
+        ("certificate CN=expired ", "failed at certificate (cert.expired)"),
+        ("certificate CN=ldaponly ", "failed at crl (crl.cdp_ldap_only)"),
+        ("certificate CN=iisdelta ", "failed at crl (crl.delta_blocked_double_escaping)"),
+        ("FAILING Dnoupn", "failed at certificate (cert.no_upn)"),
+        ("FAILING Dtwoupn", "failed at certificate (cert.two_upns)"),
+        ("FAILING Dnobody", "failed at certificate (cert.upn_not_mapped)"),
+        // Last refused when the lab revoked its issuing CA.
+        ("ALICEPHONE1", "failed at crl (cert.revoked)"),
+        ("ALTSUFFIX", "reached exchange"),
+    ] {
+        let b = device(needle);
+        lab.check(&format!("replay with the gateway's events: {needle} -> {want}"), b.contains(want), || format!("{b:?}\n(see {})", report_path.display()));
+    }
+    // The wire's own Kerberos: the KDC's error 6 for the unknown user is a finding of the
+    // capture, and names its user.
+    let kdcs = report.split("\nKDCS").nth(1).and_then(|k| k.split("\n\n").next()).unwrap_or("").to_string();
+    lab.check(
+        "replay: the KDC's error 6 on the wire is in the KDC's figures and krb.principal_unknown names nobody",
+        kdcs.contains("PRINCIPAL_UNKNOWN") && report.contains("krb.principal_unknown") && report.to_ascii_lowercase().contains("principal nobody@"),
+        || report.chars().take(3000).collect(),
+    );
+
     eprintln!("gateway lab: {} checks passed, {} failed", lab.passed, lab.failures.len());
     assert!(lab.failures.is_empty(), "failed checks:\n{}", lab.failures.join("\n"));
+}
+
+/// The report's DEVICES entry (its head line and the lines under it) that contains
+/// `needle`, squeezed to single spaces.
+fn device_block(report: &str, needle: &str) -> String {
+    let Some(devices) = report.split("\nDEVICES").nth(1) else { return String::new() };
+    let section = devices.split("\n\n").next().unwrap_or("");
+    let mut blocks: Vec<String> = Vec::new();
+    for line in section.lines().skip(1) {
+        let head = ["FAILING", "WARNING", "PENDING", "OK "].iter().any(|w| line.trim_start().starts_with(w)) && line.starts_with("  ") && !line.starts_with("   ");
+        if head || blocks.is_empty() {
+            blocks.push(String::new());
+        }
+        if let Some(b) = blocks.last_mut() {
+            b.push(' ');
+            b.push_str(line.trim());
+        }
+    }
+    let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    blocks.iter().map(|b| squeeze(b)).find(|b| b.contains(&squeeze(needle))).unwrap_or_default()
 }
