@@ -24,6 +24,37 @@ pub enum Input {
     File(PathBuf),
     /// A capture built into the binary (the bundled incident).
     Bytes(String, &'static [u8]),
+    /// The gateway's own events (NDJSON), joined with the captures in time order.
+    GatewayEvents(PathBuf),
+}
+
+/// The worker fed with the captures' events and, before each, the gateway's events that
+/// happened until then.
+struct Joined<'w> {
+    w: &'w mut Worker,
+    feeds: Vec<(String, kcd_export::feed::EventFeed<BufReader<std::fs::File>>)>,
+}
+
+impl Joined<'_> {
+    fn feed(&mut self, until: Option<Timestamp>) {
+        for (label, f) in &mut self.feeds {
+            let w = &mut *self.w;
+            f.feed_until(until, |g| {
+                let mut g = g.clone();
+                if g.pcap_file.is_none() {
+                    g.pcap_file = Some(std::borrow::Cow::Owned(label.clone()));
+                }
+                w.event(&g)
+            });
+        }
+    }
+}
+
+impl Sink for Joined<'_> {
+    fn event(&mut self, e: &Event<'_>) {
+        self.feed(Some(e.timestamp));
+        self.w.event(e);
+    }
 }
 
 pub enum Source {
@@ -255,20 +286,34 @@ fn replay(inputs: Vec<Input>, decode: kcd_decode::Config, diagnosis: kcd_correla
     let mut w = Worker::new(Link { tx, ctl, blocking: true, gone: false }, diagnosis.clone(), speed);
     loop {
         let mut decoder = Decoder::new(decode.clone());
+        let mut feeds = Vec::new();
+        for input in &inputs {
+            if let Input::GatewayEvents(p) = input {
+                match std::fs::File::open(p) {
+                    Ok(f) => feeds.push((p.display().to_string(), kcd_export::feed::EventFeed::new(BufReader::new(f)))),
+                    Err(e) => w.lines.push(EventLine { at: Timestamp(0), text: clean(&format!("cannot open {}: {e}", p.display())), json: String::new() }),
+                }
+            }
+        }
+        let mut j = Joined { w: &mut w, feeds };
         for input in &inputs {
             let r = match input {
-                Input::File(p) => replay_file(p, &p.display().to_string(), &mut decoder, &mut w).map(|_| ()).map_err(|e| e.to_string()),
-                Input::Bytes(name, b) => replay_reader(*b, name, &mut decoder, &mut w).map(|_| ()).map_err(|e| format!("{name}: {e:?}")),
+                Input::File(p) => replay_file(p, &p.display().to_string(), &mut decoder, &mut j).map(|_| ()).map_err(|e| e.to_string()),
+                Input::Bytes(name, b) => replay_reader(*b, name, &mut decoder, &mut j).map(|_| ()).map_err(|e| format!("{name}: {e:?}")),
+                Input::GatewayEvents(_) => Ok(()),
             };
             if let Err(msg) = r {
-                w.lines.push(EventLine { at: w.position.unwrap_or(Timestamp(0)), text: clean(&format!("cannot replay: {msg}")), json: String::new() });
+                j.w.lines.push(EventLine { at: j.w.position.unwrap_or(Timestamp(0)), text: clean(&format!("cannot replay: {msg}")), json: String::new() });
             }
-            if w.skip {
+            if j.w.skip {
                 break;
             }
         }
+        if !j.w.skip {
+            decoder.finish(&mut j);
+            j.feed(None);
+        }
         if !w.skip {
-            decoder.finish(&mut w);
             let st = decoder.stats();
             w.counters.packets = st.packets;
             let cs = w.corr.stats();

@@ -140,3 +140,47 @@ fn an_event_file_read_whole_and_followed() {
     assert_eq!(followed, from_pcap);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// The gateway's events joined with the captures: frank's device appears under its
+// DeviceId, with the user its certificate names, in place of frank's principal-only row.
+#[test]
+fn gateway_events_give_devices_their_names() {
+    let dir = std::env::temp_dir().join(format!("kcd-tui-gw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ev = dir.join("gateway.ndjson");
+    let line = |ms: i64, frame: u64, status: u16| {
+        format!(
+            "{{\"timestamp\":\"{}\",\"event_type\":\"gateway\",\"frame\":{frame},\"gateway\":{{\"step\":\"request\",\"outcome\":\"refused\",\"user\":\"frank@lab.test\",\"status\":{status},\"reason\":\"kerberos\",\"finding\":\"krb.s4u2proxy.user_not_delegable\",\"device\":{{\"address\":\"10.89.0.7:4000\",\"device_id\":\"FRANKPAD\",\"device_type\":\"iPad\"}},\"kcd\":{{\"cache_hit\":false,\"step\":\"s4u2proxy\",\"latency_us\":1}}}}}}\n",
+            Timestamp(1_796_462_687_000_000_000 + ms * 1_000_000).to_rfc3339()
+        )
+    };
+    std::fs::write(&ev, [line(0, 1, 403), "not an event\n".to_string(), line(500, 2, 403)].concat()).unwrap();
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../captures/incident/incident.pcap");
+    let src = Source::Replay { inputs: vec![Input::File(p), Input::GatewayEvents(ev)], decode: Default::default(), diagnosis: Default::default() };
+    let (tx, rx) = mpsc::sync_channel(4);
+    let (ctl, ctl_rx) = mpsc::channel::<Control>();
+    let h = std::thread::spawn(move || source::run(src, tx, ctl_rx, Speed::Max));
+    let mut last = None;
+    while let Ok(m) = rx.recv_timeout(Duration::from_secs(10)) {
+        if let Msg::Snapshot(s) = m {
+            let done = s.done;
+            last = Some(s);
+            if done {
+                break;
+            }
+        }
+    }
+    drop(ctl);
+    drop(rx);
+    h.join().unwrap();
+    let s = last.unwrap();
+    let frank: Vec<_> = s.devices.iter().filter(|d| d.upn == "frank@lab.test").collect();
+    assert_eq!(frank.len(), 1, "{:?}", s.devices.iter().map(|d| (&d.key, &d.upn)).collect::<Vec<_>>());
+    assert_eq!(frank[0].key, "FRANKPAD");
+    assert_eq!(frank[0].failing_step, Some("S4U2Proxy"));
+    assert_eq!(frank[0].finding.as_deref(), Some("krb.s4u2proxy.user_not_delegable"));
+    assert_eq!(frank[0].requests, 2);
+    // The other users of the capture keep their rows.
+    assert_eq!(s.devices.len(), 7, "{:?}", s.devices.iter().map(|d| &d.key).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}

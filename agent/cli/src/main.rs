@@ -196,7 +196,7 @@ impl Limits {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Replay(a)) if a.tui => return tui::from_replay(&a.files, a.demo, &a.diagnosis, &a.limits),
+        Some(Command::Replay(a)) if a.tui => return tui::from_replay(&a.files, a.demo, a.gateway_events.as_ref(), &a.diagnosis, &a.limits),
         Some(Command::Replay(a)) => a,
         Some(Command::Tui(a)) => return tui::run(a),
         Some(Command::Watch(a)) => return watch::run(a),
@@ -215,7 +215,7 @@ fn main() -> ExitCode {
         // On a terminal, the incident in the UI; piped, the report as text.
         None if io::stdout().is_terminal() && io::stdin().is_terminal() => {
             let a = ReplayArgs::parse_defaults();
-            return tui::from_replay(&[], true, &a.diagnosis, &a.limits);
+            return tui::from_replay(&[], true, None, &a.diagnosis, &a.limits);
         }
         None => {
             let mut a = ReplayArgs::parse_defaults();

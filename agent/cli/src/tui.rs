@@ -33,6 +33,9 @@ pub struct TuiArgs {
     /// With --events: keep reading as the file grows.
     #[arg(long, requires = "events")]
     follow: bool,
+    /// The gateway's own events, joined with the captures in time order (devices).
+    #[arg(long, value_name = "FILE", conflicts_with = "events")]
+    gateway_events: Option<PathBuf>,
     /// Replay speed to start with.
     #[arg(long, value_enum, default_value = "10")]
     speed: SpeedArg,
@@ -81,8 +84,9 @@ fn go(src: Source, label: String, speed: Speed, mono: bool) -> ExitCode {
     }
 }
 
-pub fn from_replay(files: &[PathBuf], demo_too: bool, d: &DiagnosisArgs, l: &Limits) -> ExitCode {
-    let (inputs, label) = inputs(files, demo_too);
+pub fn from_replay(files: &[PathBuf], demo_too: bool, gateway_events: Option<&PathBuf>, d: &DiagnosisArgs, l: &Limits) -> ExitCode {
+    let (mut inputs, label) = inputs(files, demo_too);
+    inputs.extend(gateway_events.cloned().map(Input::GatewayEvents));
     go(Source::Replay { inputs, decode: l.config(), diagnosis: d.config() }, label, Speed::X10, false)
 }
 
@@ -92,6 +96,7 @@ pub fn run(a: TuiArgs) -> ExitCode {
         let label = format!("events: {}{}", p.display(), if a.follow { " (following)" } else { "" });
         return go(Source::Events { path: p, follow: a.follow, diagnosis: a.diagnosis.config() }, label, sp, a.mono);
     }
-    let (inputs, label) = inputs(&a.files, a.demo);
+    let (mut inputs, label) = inputs(&a.files, a.demo);
+    inputs.extend(a.gateway_events.map(Input::GatewayEvents));
     go(Source::Replay { inputs, decode: a.limits.config(), diagnosis: a.diagnosis.config() }, label, sp, a.mono)
 }

@@ -83,6 +83,9 @@ pub struct DeviceState {
 
 const ADDRESSES_KEPT: usize = 4;
 
+/// A refusal as an event tells it: step, rule, reason label, detail, HTTP status.
+pub(crate) type Refusal = (Step, Option<&'static Rule>, String, String, Option<u16>);
+
 /// What one event says about a device.
 #[derive(Debug, Default)]
 pub(crate) struct Observation<'a> {
@@ -100,7 +103,7 @@ pub(crate) struct Observation<'a> {
     /// It counts as a request (a TLS handshake alone does not, unless refused).
     pub request: bool,
     pub reached: Option<Step>,
-    pub failure: Option<(Step, Option<&'static Rule>, String, String, Option<u16>)>,
+    pub failure: Option<Refusal>,
     pub exchange_status: Option<u16>,
 }
 

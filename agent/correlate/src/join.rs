@@ -245,7 +245,7 @@ impl Correlator {
 /// "ANDROIDC1234 (alice@lab.test)": the device and its user, as a finding lists it.
 pub fn device_label(d: &DeviceState) -> String {
     match &d.upn {
-        Some(u) if &**u != &*d.key => format!("{} ({u})", d.key),
+        Some(u) if **u != *d.key => format!("{} ({u})", d.key),
         _ => d.key.to_string(),
     }
 }

@@ -36,7 +36,7 @@ impl<R: BufRead> EventFeed<R> {
             match read_line(&mut self.r, &mut self.line) {
                 Ok(Line::Eof) => self.done = true,
                 Ok(Line::TooLong) => self.bad += 1,
-                Ok(Line::Line) => {
+                Ok(Line::Whole) => {
                     let l = self.line.trim_ascii();
                     if l.is_empty() {
                         continue;
@@ -88,7 +88,7 @@ impl<R: BufRead> EventFeed<R> {
 }
 
 enum Line {
-    Line,
+    Whole,
     TooLong,
     Eof,
 }
@@ -106,7 +106,7 @@ fn read_line<R: BufRead>(r: &mut R, out: &mut Vec<u8>) -> io::Result<Line> {
             return Ok(match (out.is_empty() && !too_long, too_long) {
                 (true, _) => Line::Eof,
                 (_, true) => Line::TooLong,
-                _ => Line::Line,
+                _ => Line::Whole,
             });
         }
         let (take, end) = match buf.iter().position(|&b| b == b'\n') {
@@ -123,7 +123,7 @@ fn read_line<R: BufRead>(r: &mut R, out: &mut Vec<u8>) -> io::Result<Line> {
         }
         r.consume(take);
         if end {
-            return Ok(if too_long { Line::TooLong } else { Line::Line });
+            return Ok(if too_long { Line::TooLong } else { Line::Whole });
         }
     }
 }

@@ -415,29 +415,6 @@ pub fn render(c: &Correlator, findings: &[Finding], stats: &Stats, st: Style) ->
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wraps_within_the_width_and_indents() {
-        let mut s = String::new();
-        let text = "word ".repeat(60);
-        wrap(&mut s, None, 8, &text);
-        assert!(s.lines().all(|l| l.len() <= WIDTH && l.starts_with("        word")));
-        assert_eq!(s.split_whitespace().count(), 60);
-    }
-
-    #[test]
-    fn colour_takes_no_width() {
-        let st = Style { colour: true };
-        assert_eq!(visible_len(&st.severity(Severity::Error)), 7);
-        let mut s = String::new();
-        wrap(&mut s, Some(&st.paint("1", "x")), 2, &"abcdefghi ".repeat(20));
-        assert!(s.lines().all(|l| visible_len(l) <= WIDTH));
-    }
-}
-
 /// One line per device: how it stands, the furthest step its latest request reached, and
 /// the step that failed with the finding that names it; then what it is and what was said.
 fn devices(out: &mut String, c: &Correlator, findings: &[Finding], st: Style) {
@@ -498,4 +475,27 @@ fn devices(out: &mut String, c: &Correlator, findings: &[Finding], st: Style) {
         }
     }
     out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_within_the_width_and_indents() {
+        let mut s = String::new();
+        let text = "word ".repeat(60);
+        wrap(&mut s, None, 8, &text);
+        assert!(s.lines().all(|l| l.len() <= WIDTH && l.starts_with("        word")));
+        assert_eq!(s.split_whitespace().count(), 60);
+    }
+
+    #[test]
+    fn colour_takes_no_width() {
+        let st = Style { colour: true };
+        assert_eq!(visible_len(&st.severity(Severity::Error)), 7);
+        let mut s = String::new();
+        wrap(&mut s, Some(&st.paint("1", "x")), 2, &"abcdefghi ".repeat(20));
+        assert!(s.lines().all(|l| visible_len(l) <= WIDTH));
+    }
 }
