@@ -339,6 +339,11 @@ impl CrlInfo {
     }
 }
 
+/// SHA-256 and SHA-1 of DER bytes: what identifies a certificate that could not be parsed.
+pub fn fingerprints(der_bytes: &[u8]) -> ([u8; 32], [u8; 20]) {
+    (Sha256::digest(der_bytes).into(), Sha1::digest(der_bytes).into())
+}
+
 /// An RFC 4514 name from its DER (the CA names of a TLS CertificateRequest).
 pub fn name_string(der_bytes: &[u8]) -> Result<String, CertError> {
     x509_cert::name::Name::from_der(der_bytes)

@@ -149,6 +149,20 @@ pub(crate) struct Limits {
     /// Port carrying Kerberos (repeat for several).
     #[arg(long = "krb5-port", value_name = "PORT", default_value = "88")]
     krb5_ports: Vec<u16>,
+    /// Port carrying TLS (repeat for several); TLS on other ports is recognised by its
+    /// ClientHello unless --no-tls-detect.
+    #[arg(long = "tls-port", value_name = "PORT", default_value = "443")]
+    tls_ports: Vec<u16>,
+    /// Do not look for TLS ClientHellos on unconfigured ports.
+    #[arg(long)]
+    no_tls_detect: bool,
+    /// Port carrying cleartext HTTP: CRL distribution points, Exchange behind a gateway
+    /// (repeat for several).
+    #[arg(long = "http-port", value_name = "PORT", default_value = "80")]
+    http_ports: Vec<u16>,
+    /// Largest HTTP response body kept to be read (CRLs); larger CRLs are reported unread.
+    #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
+    max_http_body: usize,
     /// TCP connections tracked at once.
     #[arg(long, value_name = "N", default_value_t = kcd_correlate::TABLE_CAP)]
     max_tcp_flows: usize,
@@ -180,6 +194,10 @@ impl Limits {
         let s = |secs: u32| i64::from(secs) * 1_000_000_000;
         Config {
             krb5_ports: self.krb5_ports.clone(),
+            tls_ports: self.tls_ports.clone(),
+            tls_detect: !self.no_tls_detect,
+            http_ports: self.http_ports.clone(),
+            max_http_body_kept: self.max_http_body,
             max_tcp_flows: self.max_tcp_flows.max(1),
             max_flow_buffer: self.max_flow_buffer,
             max_reassembly_memory: self.max_reassembly_memory,
@@ -189,6 +207,7 @@ impl Limits {
             request_timeout_ns: s(self.request_timeout),
             max_fragment_sets: self.max_fragment_sets,
             fragment_timeout_ns: s(30),
+            ..Config::default()
         }
     }
 }

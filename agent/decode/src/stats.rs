@@ -24,6 +24,10 @@ pub struct Stats {
     pub requests_evicted: u64,
     /// Requests still waiting when the capture ended: too recent to call unanswered.
     pub pending_at_end: u64,
+    /// TLS handshakes reported, and HTTP transactions (CRL fetches among them).
+    pub tls_handshakes: u64,
+    pub http_transactions: u64,
+    pub crl_fetches: u64,
 }
 
 impl Stats {
@@ -80,6 +84,12 @@ impl Stats {
                 }
                 if self.requests_evicted > 0 {
                     x.push_str(&format!(", {} given up by a full table (--max-pending-requests)", self.requests_evicted));
+                }
+                if self.tls_handshakes + self.http_transactions > 0 {
+                    x.push_str(&format!(
+                        "; {} TLS handshakes, {} HTTP transactions ({} CRL fetches)",
+                        self.tls_handshakes, self.http_transactions, self.crl_fetches
+                    ));
                 }
                 x
             },

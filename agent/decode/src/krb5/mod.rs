@@ -4,7 +4,13 @@ pub mod parse;
 
 use kcd_krb5::view::{MessageView, NotKerberos};
 use kcd_krb5::MessageType;
-use kcd_schema::{Krb5, Timestamp};
+use std::borrow::Cow;
+
+use kcd_krb5::frame::FrameEvent;
+use kcd_schema::{AnomalyLayer, Direction, EventType, Krb5, RequestRef, Timestamp};
+
+use crate::emit::{Ctx, Emit};
+use crate::Sink;
 
 /// A request waiting for its reply.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +96,104 @@ impl PendingQueue {
         self.rest.back().or(self.first.as_ref()).map(|p| p.ts)
     }
 }
+
+impl<S: Sink + ?Sized> Emit<'_, S> {
+    /// Decodes and reports one Kerberos message; pairs it through `queue`.
+    pub(crate) fn message(
+        &mut self,
+        ctx: &Ctx<'_>,
+        bytes: &[u8],
+        queue: &mut dyn FnMut(Role, Option<Pending>) -> Option<Pending>,
+    ) {
+        let mut e = ctx.envelope(EventType::Krb5);
+        let k = e.krb5.insert(Krb5::default());
+        let d = match decode(bytes, ctx.ts, k) {
+            Ok(d) => d,
+            Err(_) => {
+                let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                let detail = format!(
+                    "{} bytes on a Kerberos port that are not a Kerberos message (starts {})",
+                    bytes.len(),
+                    head.join(" ")
+                );
+                self.anomaly(ctx, AnomalyLayer::Krb5, "krb5_not_kerberos", detail);
+                return;
+            }
+        };
+        self.stats.messages += 1;
+        *self.stats.by_type.entry(d.kind.0).or_default() += 1;
+        if let Some(code) = d.error_code {
+            *self.stats.errors.entry(code).or_default() += 1;
+        }
+        if k.malformed.is_some() {
+            self.stats.anomaly("krb5_malformed");
+        }
+        let mine = Pending {
+            frame: ctx.frame,
+            ts: ctx.ts,
+            msg_type: d.kind,
+            source: ctx.source,
+        };
+        match d.role {
+            Role::Request => {
+                queue(Role::Request, Some(mine));
+            }
+            Role::Reply => match queue(Role::Reply, None) {
+                Some(req) => {
+                    k.request = Some(RequestRef {
+                        pcap_file: (req.source != ctx.source)
+                            .then(|| {
+                                self.sources
+                                    .get(req.source as usize)
+                                    .map(|s| Cow::Owned(s.to_string()))
+                            })
+                            .flatten(),
+                        frame: req.frame,
+                        msg_type: req.msg_type,
+                        latency_us: ctx.ts.micros_since(req.ts),
+                    });
+                }
+                None => self.stats.replies_without_request += 1,
+            },
+            Role::Other => {}
+        }
+        k.direction = Some(ctx.direction);
+        self.sink.event(&e);
+    }
+
+    pub(crate) fn frame_event(&mut self, ctx: &Ctx<'_>, fe: FrameEvent<'_>, pending: &mut PendingQueue) {
+        match fe {
+            FrameEvent::Record(bytes) => {
+                let is_request = ctx.direction == Direction::ToKdc;
+                self.message(ctx, bytes, &mut |role, p| match (role, p) {
+                    (Role::Request, Some(p)) if is_request => {
+                        pending.push(p);
+                        None
+                    }
+                    (Role::Reply, None) if !is_request => pending.pop(),
+                    _ => None,
+                });
+            }
+            FrameEvent::EmptyRecord => self.anomaly(ctx, AnomalyLayer::Krb5, "krb5_record_empty", "record mark of length 0".into()),
+            FrameEvent::BadMark { mark } => self.anomaly(
+                ctx,
+                AnomalyLayer::Krb5,
+                "krb5_record_bad_mark",
+                format!("record mark {mark:#010x} does not start a Kerberos message; looking for the next one"),
+            ),
+            FrameEvent::Oversize { len } => self.anomaly(
+                ctx,
+                AnomalyLayer::Krb5,
+                "krb5_record_oversize",
+                format!("{len}-byte record is over the {}-byte limit (--max-krb5-record); skipped", self.max_record),
+            ),
+            FrameEvent::Skipped { bytes } => {
+                self.anomaly(ctx, AnomalyLayer::Krb5, "krb5_resync", format!("skipped {bytes} bytes to the next Kerberos record"))
+            }
+        }
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

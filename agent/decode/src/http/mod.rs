@@ -1,0 +1,572 @@
+//! HTTP/1.x transactions: requests and responses paired in order on keep-alive and
+//! pipelined connections, bodies framed by Content-Length, chunked encoding or the end of
+//! the connection, and kept only where they are read (a CRL), under a cap. One `http`
+//! event per transaction, with `eas` for an ActiveSync request and `crl` for a CRL fetch.
+
+pub mod eas;
+
+use std::collections::VecDeque;
+
+use base64::Engine as _;
+use kcd_krb5::gss::{classify, GssToken, Inner};
+use kcd_krb5::view::{BodyView, MessageView};
+use kcd_schema::{
+    ApReqSummary, AuthKind, Authorization, AnomalyLayer, Crl, CrlProblem, Eas, EasQueryForm,
+    EncryptionType, EventType, Http, Timestamp,
+};
+
+use crate::emit::{Ctx, Emit};
+use crate::Sink;
+
+/// Headers kept per message for the event; the rest are read and dropped.
+const MAX_FIELD: usize = 512;
+/// WWW-Authenticate schemes kept.
+const MAX_SCHEMES: usize = 8;
+/// Longest chunk-size or trailer line.
+const MAX_LINE: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_header: usize,
+    pub max_body_kept: usize,
+    pub max_pipeline: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd(u8),
+    Trailer,
+}
+
+/// A message body being read.
+struct Body {
+    framing: Framing,
+    chunk: Chunk,
+    line: Vec<u8>,
+    total: u64,
+    keep: bool,
+    kept: Vec<u8>,
+    /// The body was longer than the cap: what was kept is not all of it.
+    cut: bool,
+}
+
+impl Body {
+    fn new(framing: Framing, keep: bool) -> Self {
+        Body { framing, chunk: Chunk::Size, line: Vec::new(), total: 0, keep, kept: Vec::new(), cut: false }
+    }
+
+    fn content(&mut self, b: &[u8], cap: usize) {
+        self.total += b.len() as u64;
+        if self.keep && !self.cut {
+            if self.kept.len() + b.len() > cap {
+                self.cut = true;
+                self.kept = Vec::new();
+            } else {
+                self.kept.extend_from_slice(b);
+            }
+        }
+    }
+
+    /// Takes body bytes from `b`; returns how many it used and whether the body ended.
+    /// Err: the chunked framing is broken.
+    fn feed(&mut self, b: &[u8], cap: usize) -> Result<(usize, bool), &'static str> {
+        match self.framing {
+            Framing::None => Ok((0, true)),
+            Framing::Length(n) => {
+                let take = usize::try_from(n).unwrap_or(usize::MAX).min(b.len());
+                self.content(&b[..take], cap);
+                let left = n - take as u64;
+                self.framing = Framing::Length(left);
+                Ok((take, left == 0))
+            }
+            Framing::Close => {
+                self.content(b, cap);
+                Ok((b.len(), false))
+            }
+            Framing::Chunked => {
+                let mut i = 0;
+                while i < b.len() {
+                    match self.chunk {
+                        Chunk::Size | Chunk::Trailer => {
+                            let Some(nl) = b[i..].iter().position(|&c| c == b'\n') else {
+                                self.line.extend_from_slice(&b[i..]);
+                                if self.line.len() > MAX_LINE {
+                                    return Err("chunk-size or trailer line too long");
+                                }
+                                return Ok((b.len(), false));
+                            };
+                            self.line.extend_from_slice(&b[i..i + nl]);
+                            i += nl + 1;
+                            let line = std::mem::take(&mut self.line);
+                            let text = line.strip_suffix(b"\r").unwrap_or(&line);
+                            if self.chunk == Chunk::Trailer {
+                                if text.is_empty() {
+                                    return Ok((i, true));
+                                }
+                                continue;
+                            }
+                            let hex = text.split(|&c| c == b';').next().unwrap_or_default();
+                            let hex = std::str::from_utf8(hex).map_err(|_| "chunk size not text")?.trim();
+                            let n = u64::from_str_radix(hex, 16).map_err(|_| "chunk size not hexadecimal")?;
+                            self.chunk = if n == 0 { Chunk::Trailer } else { Chunk::Data(n) };
+                        }
+                        Chunk::Data(n) => {
+                            let take = usize::try_from(n).unwrap_or(usize::MAX).min(b.len() - i);
+                            self.content(&b[i..i + take], cap);
+                            i += take;
+                            let left = n - take as u64;
+                            self.chunk = if left == 0 { Chunk::DataEnd(2) } else { Chunk::Data(left) };
+                        }
+                        Chunk::DataEnd(k) => {
+                            // CRLF after the chunk's data.
+                            i += 1;
+                            self.chunk = if k <= 1 { Chunk::Size } else { Chunk::DataEnd(k - 1) };
+                        }
+                    }
+                }
+                Ok((b.len(), false))
+            }
+        }
+    }
+}
+
+/// A request, read, waiting for its response.
+struct Tx {
+    http: Http,
+    eas: Option<Eas>,
+    /// The URL names a CRL (".crl"), or the response will tell.
+    crl_url: bool,
+    ts: Timestamp,
+}
+
+/// A response being read, with its request.
+struct Reading {
+    tx: Option<Tx>,
+    body: Body,
+    crl_type: bool,
+}
+
+#[derive(Default)]
+struct Dir {
+    /// An unfinished message head.
+    head: Vec<u8>,
+}
+
+pub struct HttpConn {
+    dirs: [Dir; 2],
+    /// The request whose body is being read.
+    request: Option<(Tx, Body)>,
+    pending: VecDeque<Tx>,
+    response: Option<Reading>,
+    /// Framing lost (a gap, an upgrade, garbage): nothing more is read.
+    lost: bool,
+    limits: Limits,
+}
+
+impl HttpConn {
+    pub fn new(limits: Limits) -> Self {
+        HttpConn { dirs: Default::default(), request: None, pending: VecDeque::new(), response: None, lost: false, limits }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.dirs.iter().map(|d| d.head.capacity()).sum::<usize>()
+            + self.response.as_ref().map_or(0, |r| r.body.kept.capacity() + r.body.line.capacity())
+            + self.pending.len() * 256
+    }
+
+    pub fn buffered(&self, d: usize) -> usize {
+        self.dirs.get(d).map_or(0, |x| x.head.len())
+    }
+
+    pub(crate) fn gap<S: Sink + ?Sized>(&mut self, emit: &mut Emit<'_, S>, ctx: &Ctx<'_>) {
+        if !self.lost {
+            self.lose(emit, ctx, "bytes missing from the stream; the transactions after it are not decoded");
+        }
+    }
+
+    fn lose<S: Sink + ?Sized>(&mut self, emit: &mut Emit<'_, S>, ctx: &Ctx<'_>, why: &str) {
+        self.lost = true;
+        self.dirs = Default::default();
+        // What was read so far is still told.
+        if let Some(mut r) = self.response.take() {
+            if let Some(tx) = r.tx.take() {
+                self.emit(tx, Some(&mut r), Some(why), emit, ctx);
+            }
+        }
+        while let Some(tx) = self.pending.pop_front() {
+            self.emit(tx, None, Some(why), emit, ctx);
+        }
+    }
+
+    pub(crate) fn data<S: Sink + ?Sized>(&mut self, d: usize, mut b: &[u8], emit: &mut Emit<'_, S>, ctx: &Ctx<'_>) {
+        while !b.is_empty() && !self.lost {
+            let cap = self.limits.max_body_kept;
+            let body = if d == 0 { self.request.as_mut().map(|r| &mut r.1) } else { self.response.as_mut().map(|r| &mut r.body) };
+            if let Some(body) = body {
+                match body.feed(b, cap) {
+                    Ok((used, done)) => {
+                        b = &b[used..];
+                        if done {
+                            self.message_done(d, emit, ctx);
+                        }
+                    }
+                    Err(why) => {
+                        emit.anomaly(ctx, AnomalyLayer::Http, "http_bad_chunk", why.to_string());
+                        self.lose(emit, ctx, why);
+                    }
+                }
+                continue;
+            }
+            // Headers: up to the empty line.
+            let dir = &mut self.dirs[d];
+            let before = dir.head.len();
+            let search_from = before.saturating_sub(3);
+            dir.head.extend_from_slice(&b[..b.len().min(self.limits.max_header + 4 - before.min(self.limits.max_header))]);
+            let Some(end) = find_end(&dir.head[search_from..]).map(|e| e + search_from) else {
+                if dir.head.len() > self.limits.max_header {
+                    let n = dir.head.len();
+                    emit.anomaly(ctx, AnomalyLayer::Http, "http_header_oversize", format!("HTTP header over {n} bytes (--max-http-header); the connection is not decoded further"));
+                    self.lose(emit, ctx, "header too large");
+                } else if before == 0 && !looks_like_http(&dir.head, d) {
+                    let head: Vec<String> = dir.head.iter().take(8).map(|x| format!("{x:02x}")).collect();
+                    emit.anomaly(ctx, AnomalyLayer::Http, "http_not_http", format!("bytes on an HTTP port that are not HTTP (start {})", head.join(" ")));
+                    self.lose(emit, ctx, "not HTTP");
+                }
+                return;
+            };
+            let used = end - before;
+            b = &b[used.min(b.len())..];
+            let head = std::mem::take(&mut self.dirs[d].head);
+            let ok = if d == 0 { self.request_head(&head[..end], ctx) } else { self.response_head(&head[..end], ctx) };
+            if let Err(why) = ok {
+                emit.anomaly(ctx, AnomalyLayer::Http, "http_malformed", why.clone());
+                self.lose(emit, ctx, &why);
+                return;
+            }
+            // A message without a body is complete with its head.
+            let no_body = if d == 0 {
+                self.request.as_ref().is_some_and(|r| r.1.framing == Framing::None)
+            } else {
+                self.response.as_ref().is_some_and(|r| r.body.framing == Framing::None)
+            };
+            if no_body {
+                self.message_done(d, emit, ctx);
+            }
+        }
+    }
+
+    fn request_head(&mut self, head: &[u8], ctx: &Ctx<'_>) -> Result<(), String> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err("request head incomplete".into()),
+            Err(e) => return Err(format!("request head: {e}")),
+        }
+        let method = req.method.unwrap_or("").to_string();
+        let url = clip(req.path.unwrap_or(""));
+        let mut http = Http {
+            http_method: clip(&method),
+            url: url.clone(),
+            protocol: req.version.map(|v| format!("HTTP/1.{v}")),
+            request_frame: Some(ctx.frame),
+            ..Http::default()
+        };
+        let mut framing = Framing::None;
+        let mut eas_version = None;
+        for h in req.headers.iter() {
+            let v = String::from_utf8_lossy(h.value);
+            let name = h.name;
+            if name.eq_ignore_ascii_case("host") {
+                http.hostname = Some(clip(v.trim()));
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                http.http_user_agent = Some(clip(v.trim()));
+            } else if name.eq_ignore_ascii_case("authorization") {
+                http.authorization = Some(authorization(v.trim()));
+            } else if name.eq_ignore_ascii_case("ms-asprotocolversion") {
+                eas_version = Some(clip(v.trim()));
+            } else if name.eq_ignore_ascii_case("content-length") {
+                framing = content_length(&v)?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                framing = Framing::Chunked;
+            }
+        }
+        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+        let eas = path.to_ascii_lowercase().ends_with("/microsoft-server-activesync").then(|| {
+            let q = eas::parse(query);
+            Eas {
+                cmd: q.cmd,
+                user: q.user,
+                device_id: q.device_id,
+                device_type: q.device_type,
+                protocol_version: eas_version,
+                query_form: if q.encoded { EasQueryForm::Base64 } else { EasQueryForm::Plain },
+            }
+        });
+        let crl_url = path.to_ascii_lowercase().ends_with(".crl");
+        let tx = Tx { http, eas, crl_url, ts: ctx.ts };
+        self.request = Some((tx, Body::new(framing, false)));
+        Ok(())
+    }
+
+    fn response_head(&mut self, head: &[u8], ctx: &Ctx<'_>) -> Result<(), String> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err("response head incomplete".into()),
+            Err(e) => return Err(format!("response head: {e}")),
+        }
+        let status = resp.code.unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            // Interim (100 Continue): the real response follows.
+            return Ok(());
+        }
+        let mut tx = self.pending.pop_front();
+        let head_method = tx.as_ref().is_some_and(|t| t.http.http_method.eq_ignore_ascii_case("HEAD"));
+        let mut framing = Framing::Close;
+        let mut content_type = None;
+        let mut schemes = Vec::new();
+        for h in resp.headers.iter() {
+            let v = String::from_utf8_lossy(h.value);
+            if h.name.eq_ignore_ascii_case("content-length") {
+                if framing != Framing::Chunked {
+                    framing = content_length(&v)?;
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                framing = Framing::Chunked;
+            } else if h.name.eq_ignore_ascii_case("content-type") {
+                content_type = Some(clip(v.trim()));
+            } else if h.name.eq_ignore_ascii_case("www-authenticate") && schemes.len() < MAX_SCHEMES {
+                if let Some(s) = v.split_whitespace().next() {
+                    schemes.push(clip(s.trim_end_matches(',')));
+                }
+            }
+        }
+        if head_method || status == 204 || status == 304 {
+            framing = Framing::None;
+        }
+        let ct = content_type.as_deref().unwrap_or("").to_ascii_lowercase();
+        let crl_type = ct.contains("pkix-crl") || ct.contains("x-pkcs7-crl");
+        let keep = crl_type || tx.as_ref().is_some_and(|t| t.crl_url) || ct.starts_with("application/octet-stream");
+        if let Some(t) = tx.as_mut() {
+            t.http.status = Some(status);
+            t.http.http_content_type = content_type;
+            t.http.www_authenticate = schemes;
+            t.http.latency_us = Some(ctx.ts.micros_since(t.ts));
+        }
+        if status == 101 {
+            // Upgraded (WebSocket...): not HTTP any more.
+            self.lost = true;
+        }
+        let body = Body::new(framing, keep && status < 300);
+        self.response = Some(Reading { tx, body, crl_type });
+        Ok(())
+    }
+
+    /// A request or a response has been read in full.
+    fn message_done<S: Sink + ?Sized>(&mut self, d: usize, emit: &mut Emit<'_, S>, ctx: &Ctx<'_>) {
+        if d == 0 {
+            if let Some((mut tx, body)) = self.request.take() {
+                tx.http.request_body_length = Some(body.total);
+                if self.pending.len() >= self.limits.max_pipeline {
+                    emit.anomaly(ctx, AnomalyLayer::Http, "http_pipeline_full", format!("more than {} requests waiting for responses; the oldest is reported without one", self.limits.max_pipeline));
+                    if let Some(old) = self.pending.pop_front() {
+                        self.emit(old, None, Some("no response before the pipeline overflowed"), emit, ctx);
+                    }
+                }
+                self.pending.push_back(tx);
+            }
+            return;
+        }
+        if let Some(mut r) = self.response.take() {
+            match r.tx.take() {
+                Some(tx) => self.emit(tx, Some(&mut r), None, emit, ctx),
+                None => emit.anomaly(
+                    ctx,
+                    AnomalyLayer::Http,
+                    "http_response_without_request",
+                    "a response to no request seen (the capture began mid-connection?)".into(),
+                ),
+            }
+        }
+    }
+
+    fn emit<S: Sink + ?Sized>(&mut self, mut tx: Tx, r: Option<&mut Reading>, why: Option<&str>, emit: &mut Emit<'_, S>, ctx: &Ctx<'_>) {
+        let mut crl = None;
+        if let Some(r) = r {
+            tx.http.length = Some(r.body.total);
+            let der = (!r.body.cut && !r.body.kept.is_empty()).then(|| kcd_cert::crl_der(&r.body.kept));
+            let parsed = der.as_deref().map(kcd_cert::CrlInfo::parse);
+            let is_crl = tx.crl_url || r.crl_type || matches!(parsed, Some(Ok(_)));
+            if is_crl {
+                crl = Some(crl_event(&tx, parsed, ctx.ts));
+            }
+        }
+        if tx.http.malformed.is_none() {
+            tx.http.malformed = why.map(str::to_string);
+        }
+        let client_first = ctx.direction == kcd_schema::Direction::ToKdc;
+        let at = if client_first { *ctx } else { Ctx { src: ctx.dst, dst: ctx.src, ..*ctx } };
+        let mut e = at.envelope(EventType::Http);
+        emit.stats.http_transactions += 1;
+        emit.stats.crl_fetches += u64::from(crl.is_some());
+        e.http = Some(Box::new(tx.http));
+        e.eas = tx.eas.map(Box::new);
+        e.crl = crl.map(Box::new);
+        emit.sink.event(&e);
+    }
+
+    /// The connection ended: a response read to the end of the connection is complete;
+    /// requests without a response are reported so.
+    pub(crate) fn close<S: Sink + ?Sized>(&mut self, emit: &mut Emit<'_, S>, ctx: &Ctx<'_>) {
+        if self.lost {
+            return;
+        }
+        let close_framed = self.response.as_ref().is_some_and(|r| r.body.framing == Framing::Close);
+        if let Some(mut r) = self.response.take() {
+            if let Some(tx) = r.tx.take() {
+                let why = (!close_framed).then_some("the connection ended before the response did");
+                self.emit(tx, Some(&mut r), why, emit, ctx);
+            }
+        }
+        if let Some((tx, _)) = self.request.take() {
+            self.pending.push_back(tx);
+        }
+        while let Some(tx) = self.pending.pop_front() {
+            self.emit(tx, None, None, emit, ctx);
+        }
+        self.lost = true;
+    }
+}
+
+fn crl_event(tx: &Tx, parsed: Option<Result<kcd_cert::CrlInfo, kcd_cert::CertError>>, at: Timestamp) -> Crl {
+    let h = &tx.http;
+    let url = match &h.hostname {
+        Some(host) if h.url.starts_with('/') => format!("http://{host}{}", h.url),
+        _ => h.url.clone(),
+    };
+    let mut c = Crl { url, ..Crl::default() };
+    let status = h.status.unwrap_or(0);
+    if status >= 400 {
+        let path = h.url.split('?').next().unwrap_or("");
+        let name = path.rsplit('/').next().unwrap_or("");
+        c.problems.push(if status == 404 && (name.contains('+') || name.to_ascii_lowercase().contains("%2b")) {
+            CrlProblem::NotFoundPlusName
+        } else {
+            CrlProblem::HttpError
+        });
+        return c;
+    }
+    match parsed {
+        Some(Ok(p)) => {
+            let now = at.secs();
+            c.issuer = Some(p.issuer.clone());
+            c.this_update = Some(crate::x509::rfc3339(p.this_update));
+            c.next_update = p.next_update.map(crate::x509::rfc3339);
+            c.crl_number = p.number.map(|n| format!("{n:02X}"));
+            c.delta = p.is_delta();
+            c.base_crl_number = p.delta_base.map(|n| format!("{n:02X}"));
+            c.revoked_count = Some(p.entries.len() as u64);
+            if p.next_update.is_some_and(|n| n < now) {
+                c.problems.push(CrlProblem::ExpiredAtCapture);
+            }
+            if p.this_update > now {
+                c.problems.push(CrlProblem::NotYetValidAtCapture);
+            }
+        }
+        // No body to read: a HEAD, a 304, or no response at all.
+        _ if status == 0 || h.length == Some(0) || h.http_method.eq_ignore_ascii_case("HEAD") => {}
+        _ => c.problems.push(CrlProblem::Unparseable),
+    }
+    c
+}
+
+fn content_length(v: &str) -> Result<Framing, String> {
+    v.trim().parse::<u64>().map(|n| if n == 0 { Framing::None } else { Framing::Length(n) }).map_err(|_| format!("Content-Length {:?} is not a number", clip(v)))
+}
+
+fn find_end(b: &[u8]) -> Option<usize> {
+    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// A request line starts with a method token; a status line with "HTTP/".
+fn looks_like_http(b: &[u8], d: usize) -> bool {
+    if d == 1 {
+        return b.len() < 5 || b.starts_with(b"HTTP/");
+    }
+    let word = b.iter().take_while(|c| c.is_ascii_uppercase() || **c == b'-').count();
+    word > 0 && (word == b.len() || b.get(word) == Some(&b' '))
+}
+
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(MAX_FIELD);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The kind of an Authorization credential and, for Kerberos, what its AP-REQ shows. The
+/// credential itself goes nowhere.
+pub fn authorization(v: &str) -> Authorization {
+    let (scheme, token) = v.split_once(' ').map_or((v, ""), |(a, b)| (a, b.trim()));
+    let mut a = Authorization { kind: AuthKind::Other, scheme: clip(scheme), token_bytes: None, ntlm_message: None, kerberos: None };
+    let bytes = base64::engine::general_purpose::STANDARD.decode(token.as_bytes()).ok();
+    a.token_bytes = bytes.as_ref().map(|b| u32::try_from(b.len()).unwrap_or(u32::MAX));
+    if scheme.eq_ignore_ascii_case("basic") {
+        a.kind = AuthKind::Basic;
+        return a;
+    }
+    if !(scheme.eq_ignore_ascii_case("negotiate") || scheme.eq_ignore_ascii_case("ntlm") || scheme.eq_ignore_ascii_case("kerberos")) {
+        return a;
+    }
+    let Some(b) = bytes else { return a };
+    match classify(&b) {
+        GssToken::Krb5 { ap_req } => {
+            a.kind = AuthKind::Kerberos;
+            a.kerberos = ap_req_summary(ap_req);
+        }
+        GssToken::Spnego { inner } => {
+            a.kind = AuthKind::Spnego;
+            match inner {
+                Some(Inner::Krb5 { ap_req }) => a.kerberos = ap_req_summary(ap_req),
+                Some(Inner::Ntlm { message }) => {
+                    a.kind = AuthKind::Ntlm;
+                    a.ntlm_message = message;
+                }
+                _ => {}
+            }
+        }
+        GssToken::Ntlm { message } => {
+            a.kind = AuthKind::Ntlm;
+            a.ntlm_message = message;
+        }
+        GssToken::Other => {}
+    }
+    a
+}
+
+fn ap_req_summary(ap: &[u8]) -> Option<ApReqSummary> {
+    let v = MessageView::parse(ap).ok()?;
+    let BodyView::ApReq(r) = v.body else { return None };
+    let t = r.ticket;
+    Some(ApReqSummary {
+        ticket_server: t.and_then(|t| t.sname).map(|n| n.display()),
+        realm: t.and_then(|t| t.realm).map(|r| String::from_utf8_lossy(r).into_owned()),
+        etype: t.and_then(|t| t.enc_part).map(|e| EncryptionType(e.etype)),
+        kvno: t.and_then(|t| t.enc_part).and_then(|e| e.kvno),
+        size: u32::try_from(ap.len()).unwrap_or(u32::MAX),
+        key_in_keytab: None,
+    })
+}
