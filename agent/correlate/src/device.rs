@@ -130,16 +130,15 @@ impl Devices {
         let id = o.device_id.filter(|s| !s.is_empty()).map(|s| format!("id:{s}"));
         let fp = o.fingerprint.filter(|s| !s.is_empty()).map(|s| format!("fp:{}", s.to_ascii_lowercase()));
         let ip = o.address.map(|a| format!("ip:{a}"));
-        // The strongest name known finds the device; an address alone only when nothing
-        // better is said (addresses are shared behind NAT and reused).
-        let found = [&id, &fp]
-            .into_iter()
-            .flatten()
-            .find_map(|n| self.aliases.get(n.as_str()).cloned())
-            .or_else(|| match (&id, &fp, &ip) {
-                (None, None, Some(ip)) => self.aliases.get(ip.as_str()).cloned(),
+        // The strongest name known finds the device. An address never joins a device known
+        // by its DeviceId or certificate: addresses are shared behind NAT and reused, and a
+        // handshake without a certificate from the same address is not that device.
+        let found = [&id, &fp].into_iter().flatten().find_map(|n| self.aliases.get(n.as_str()).cloned()).or_else(|| {
+            match (&id, &fp, &ip) {
+                (None, None, Some(ip)) => Some(ip.as_str().into()),
                 _ => None,
-            });
+            }
+        });
         let wanted: Box<str> = match (o.device_id, o.fingerprint, o.address) {
             (Some(d), _, _) if !d.is_empty() => d.into(),
             (_, Some(f), _) if !f.is_empty() => {
@@ -228,9 +227,9 @@ impl Devices {
             }
         }
         let key = s.key.clone();
-        // Every name the device was known by leads to its (perhaps new) key.
-        let known = s.addresses.iter().map(|a| format!("ip:{a}")).chain(s.cert.iter().map(|c| format!("fp:{}", c.sha256.to_ascii_lowercase())));
-        let names: Vec<String> = [id, fp, ip].into_iter().flatten().chain(known).collect();
+        // Every strong name the device was known by leads to its (perhaps new) key.
+        let known = s.cert.iter().map(|c| format!("fp:{}", c.sha256.to_ascii_lowercase()));
+        let names: Vec<String> = [id, fp].into_iter().flatten().chain(known).collect();
         for n in names {
             self.aliases.put(n.into(), key.clone());
         }
@@ -322,10 +321,12 @@ mod tests {
         assert_eq!(d.len(), 1);
         let dev = d.get("ANDROIDC1234").map(|x| (x.upn.clone(), x.requests, x.ok, x.first_seen));
         assert_eq!(dev, Some((Some("alice@lab.test".into()), 1, 1, s(1))));
-        // The address alone finds it again; with a different DeviceId it is another device.
-        assert_eq!(d.observe(Observation { address: Some(a), ..Default::default() }, s(3), ev()).as_deref(), Some("ANDROIDC1234"));
+        // The address alone is another device (NAT, a device without a certificate); and
+        // so is another DeviceId from the same address.
+        assert_eq!(d.observe(Observation { address: Some(a), ..Default::default() }, s(3), ev()).as_deref(), Some("ip:10.0.0.5"));
+        assert_eq!(d.observe(Observation { address: Some(a), ..Default::default() }, s(3), ev()).as_deref(), Some("ip:10.0.0.5"));
         assert_eq!(d.observe(Observation { device_id: Some("OTHER"), address: Some(a), ..Default::default() }, s(4), ev()).as_deref(), Some("OTHER"));
-        assert_eq!(d.len(), 2);
+        assert_eq!(d.len(), 3);
     }
 
     #[test]

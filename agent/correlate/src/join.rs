@@ -313,14 +313,18 @@ impl Correlator {
                     _ => by_alert,
                 }
             }
-            // Accepted: the device's own certificate problems still stop it further on
-            // (no UPN: refused at the HTTP step).
-            None => problem.filter(|r| r.id == catalogue::CERT_NO_UPN.id),
+            // Accepted by this server, but a certificate-to-Kerberos gateway that checks
+            // what DOMAIN.md lists (UPN, Client Authentication EKU, an HTTP CDP, validity)
+            // refuses it, during the handshake or at its first request.
+            None => problem,
         };
         let failure = rule.map(|r| {
             let detail = match server_alert {
                 Some(a) => format!("the server refused the handshake with TLS alert {a}"),
-                None => "the certificate names no user".to_string(),
+                None => {
+                    let p: Vec<&str> = leaf.map(|c| c.problems.iter().map(|p| p.as_str()).collect()).unwrap_or_default();
+                    format!("the server accepted the handshake, but the certificate is unfit for a device: {}", p.join(", "))
+                }
             };
             let detail = if not_acceptable && r.id == catalogue::CERT_ISSUER_NOT_TRUSTED.id {
                 format!("{detail}; the certificate's issuer is not among the CAs the server named as acceptable")
@@ -410,7 +414,8 @@ impl Correlator {
             cmd: eas.cmd.as_deref(),
             ok: failure.is_none() && status.is_some_and(|s| s < 500) && !first_leg,
             request: !first_leg,
-            reached: Some(Step::Exchange),
+            // The first leg of Negotiate proves nothing yet.
+            reached: (!first_leg).then_some(Step::Exchange),
             failure,
             exchange_status: status,
             ..Default::default()
@@ -439,7 +444,11 @@ impl Correlator {
         while self.crl_trouble.len() > CRL_TROUBLE_KEPT {
             self.crl_trouble.pop_lru();
         }
-        let subject = c.issuer.clone().unwrap_or_else(|| c.url.clone());
+        // The CA when the CRL could be read; else the CDP server's URL.
+        let (kind, subject) = match &c.issuer {
+            Some(i) => (SubjectKind::Ca, i.clone()),
+            None => (SubjectKind::Server, c.url.clone()),
+        };
         let status = e.http.as_ref().and_then(|h| h.status);
         let detail = match (r.id, status) {
             (id, Some(s)) if id != catalogue::CRL_EXPIRED.id => format!("{} answered HTTP {s}", c.url),
@@ -448,7 +457,7 @@ impl Correlator {
                 None => c.url.clone(),
             },
         };
-        let a = self.findings.record(r, SubjectKind::Ca, &subject, at, [ev]);
+        let a = self.findings.record(r, kind, &subject, at, [ev]);
         a.fact_list("urls", &c.url, LISTED);
         a.fact("detail", detail.as_str());
         a.explanation = format!("The CRL at {detail}; devices whose certificates point there cannot be checked and are refused.");
