@@ -44,7 +44,11 @@ fn parse(text: &str) -> Vec<Scenario> {
                 [id, kind, name, rest @ ..] => s.expect.push(Expect {
                     id: id.to_string(),
                     kind: kind.to_string(),
-                    name: name.to_string(),
+                    // Names may contain spaces (CA names): the words up to causes=.
+                    name: std::iter::once(*name)
+                        .chain(rest.iter().copied().take_while(|r| !r.starts_with("causes=")))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     causes: rest
                         .iter()
                         .find_map(|r| r.strip_prefix("causes="))
@@ -61,15 +65,32 @@ fn parse(text: &str) -> Vec<Scenario> {
 
 #[test]
 fn every_scenario_gives_exactly_its_expected_findings() {
-    let text = std::fs::read_to_string(repo_root().join("tests/scenarios/kerberos.txt")).expect("corpus");
+    check_corpus("tests/scenarios/kerberos.txt", "captures/krb5", 40);
+}
+
+#[test]
+fn every_device_scenario_gives_exactly_its_expected_findings() {
+    check_corpus("tests/scenarios/devices.txt", "captures", 4);
+}
+
+/// A subject pattern: exact, or a prefix ending in '*'.
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(p) => name.starts_with(p),
+        None => pattern == name,
+    }
+}
+
+fn check_corpus(corpus: &str, base: &str, at_least: usize) {
+    let text = std::fs::read_to_string(repo_root().join(corpus)).expect("corpus");
     let scenarios = parse(&text);
-    assert!(scenarios.len() >= 40, "{} scenarios", scenarios.len());
+    assert!(scenarios.len() >= at_least, "{} scenarios", scenarios.len());
     let mut failures = Vec::new();
     let (mut expected_total, mut found_total) = (0, 0);
     for s in &scenarios {
         assert!(!s.files.is_empty(), "{}: no files", s.name);
         assert!(s.healthy == s.expect.is_empty(), "{}: 'none' or findings, not both", s.name);
-        let files: Vec<_> = s.files.iter().map(|f| repo_root().join("captures/krb5").join(f)).collect();
+        let files: Vec<_> = s.files.iter().map(|f| repo_root().join(base).join(f)).collect();
         let (_, findings) = replay_diagnosed(&files, Config::default(), Default::default());
         let got: BTreeSet<(String, String, String)> = findings
             .iter()
@@ -78,8 +99,18 @@ fn every_scenario_gives_exactly_its_expected_findings() {
                 (f.id.clone(), kind.as_str().unwrap_or("?").to_string(), f.subject.name.clone())
             })
             .collect();
-        let want: BTreeSet<(String, String, String)> =
-            s.expect.iter().map(|e| (e.id.clone(), e.kind.clone(), e.name.clone())).collect();
+        // Patterns take the name they match, so that the sets compare.
+        let want: BTreeSet<(String, String, String)> = s
+            .expect
+            .iter()
+            .map(|e| {
+                let name = got
+                    .iter()
+                    .find(|g| g.0 == e.id && g.1 == e.kind && matches(&e.name, &g.2))
+                    .map_or(e.name.clone(), |g| g.2.clone());
+                (e.id.clone(), e.kind.clone(), name)
+            })
+            .collect();
         expected_total += want.len();
         found_total += got.len();
         if got != want {
@@ -93,7 +124,7 @@ fn every_scenario_gives_exactly_its_expected_findings() {
         }
         for e in &s.expect {
             let Some(causes) = &e.causes else { continue };
-            let f = findings.iter().find(|f| f.id == e.id && f.subject.name == e.name).expect("found above");
+            let f = findings.iter().find(|f| f.id == e.id && matches(&e.name, &f.subject.name)).expect("found above");
             let have: Vec<String> = f.facts["possible_causes"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
