@@ -55,7 +55,9 @@ pub fn certificate(der: &[u8], at: Timestamp, client: bool) -> X509 {
         if c.upns.is_empty() && c.emails.is_empty() {
             problems.push(CertProblem::NoUpnOrEmail);
         }
-        if c.eku.as_ref().is_some_and(|v| !v.iter().any(|o| o == OID_CLIENT_AUTH || o == OID_ANY_EKU)) {
+        // No EKU extension at all passes webpki, but a gateway's policy (ours, DOMAIN.md)
+        // requires Client Authentication: a device certificate must name it.
+        if c.eku.as_ref().is_none_or(|v| !v.iter().any(|o| o == OID_CLIENT_AUTH || o == OID_ANY_EKU)) {
             problems.push(CertProblem::NoClientAuthEku);
         }
         let http = c.crl_urls.iter().any(|u| is_http(u));

@@ -68,7 +68,8 @@ pub struct X509 {
 pub enum CertProblem {
     /// No otherName UPN and no rfc822Name in the SAN: the gateway cannot name the user.
     NoUpnOrEmail,
-    /// An EKU extension without 1.3.6.1.5.5.7.3.2 (or anyExtendedKeyUsage).
+    /// No EKU extension, or one without 1.3.6.1.5.5.7.3.2 (or anyExtendedKeyUsage): a
+    /// gateway requires Client Authentication.
     NoClientAuthEku,
     /// No CDP at all.
     NoHttpCdp,
