@@ -164,7 +164,7 @@ pub(crate) struct Limits {
     #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024)]
     max_http_body: usize,
     /// TCP connections tracked at once.
-    #[arg(long, value_name = "N", default_value_t = kcd_correlate::TABLE_CAP)]
+    #[arg(long, value_name = "N", default_value_t = kcd_decode::TCP_FLOWS)]
     max_tcp_flows: usize,
     /// Bytes one TCP direction may hold for reassembly.
     #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
@@ -182,7 +182,7 @@ pub(crate) struct Limits {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     request_timeout: u32,
     /// UDP client/KDC pairs with requests awaiting replies.
-    #[arg(long, value_name = "N", default_value_t = kcd_correlate::TABLE_CAP)]
+    #[arg(long, value_name = "N", default_value_t = kcd_decode::PENDING_UDP)]
     max_pending_requests: usize,
     /// IP datagrams being reassembled from fragments at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]

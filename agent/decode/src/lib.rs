@@ -87,6 +87,15 @@ pub struct Config {
     pub fragment_timeout_ns: i64,
 }
 
+/// TCP connections tracked at once by default: half the capacity of a 65,536-bucket table,
+/// which hashbrown (under the LRU) then never doubles under churn. A connection costs about
+/// 480 bytes; a gateway host's own connections (KDC, CRL, Exchange, devices' TLS) are a few
+/// thousand, and the least recently active go first: an idle device connection whose
+/// handshake was read has nothing left to tell.
+pub const TCP_FLOWS: usize = 28_672;
+/// UDP client/KDC pairs with requests waiting, by default (half a 131,072-bucket table).
+pub const PENDING_UDP: usize = 57_344;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -98,12 +107,12 @@ impl Default for Config {
             max_http_header: 32 * 1024,
             max_http_body_kept: 2 * 1024 * 1024,
             max_http_pipeline: 32,
-            max_tcp_flows: 65_536,
+            max_tcp_flows: TCP_FLOWS,
             max_flow_buffer: 256 * 1024,
             max_reassembly_memory: 32 * 1024 * 1024,
             max_krb5_record: 128 * 1024,
             tcp_idle_timeout_ns: 120 * SECOND,
-            max_pending_udp: 65_536,
+            max_pending_udp: PENDING_UDP,
             request_timeout_ns: 30 * SECOND,
             max_fragment_sets: 1024,
             fragment_timeout_ns: 30 * SECOND,
@@ -508,7 +517,8 @@ impl Decoder {
     pub fn finish<S: Sink + ?Sized>(&mut self, sink: &mut S) {
         let mut keys: Vec<(FlowKey, Timestamp)> =
             self.tcp.iter().map(|(k, f)| (*k, f.last_seen)).collect();
-        keys.sort_by_key(|(k, t)| (*t, k.a, k.b));
+        // Unstable: no merge buffer beside a full table (the keys are distinct).
+        keys.sort_unstable_by_key(|(k, t)| (*t, k.a, k.b));
         let file = self.pcap_file();
         for (k, last) in keys {
             let frame = self.tcp.peek(&k).map_or(0, |f| f.last_frame);
