@@ -253,3 +253,33 @@ fn crl_and_activesync_problems_as_the_lab_made_them() {
     assert!(!all.contains("YWxpY2U6bm90LWEtcmVhbC1wYXNzd29yZA") && !all.contains("not-a-real-password"));
     assert!(!all.contains("TlRMTVNTUAAB"));
 }
+
+/// The Kerberos AP-REQ inside `Authorization: Negotiate` (raw krb5 and SPNEGO) against
+/// tshark's decode of it, on the Samba lab's real HTTP captures (Apache + mod_auth_gssapi).
+#[test]
+fn negotiate_ap_req_agrees_with_tshark() {
+    require_tshark();
+    let mut n = 0;
+    for f in captures("krb5").into_iter().filter(|f| f.to_string_lossy().ends_with("_http.pcap")) {
+        let (events, _) = replay_json(std::slice::from_ref(&f), Config::default());
+        let by_frame: BTreeMap<u64, &Value> = events
+            .iter()
+            .filter(|e| e["event_type"] == "http")
+            .filter_map(|e| e["http"]["request_frame"].as_u64().map(|fr| (fr, e)))
+            .collect();
+        for row in fields(&f, "http.authorization", &["frame.number", "kerberos.SNameString", "kerberos.realm", "kerberos.etype", "kerberos.kvno", "spnego.MechType"]) {
+            let frame: u64 = row[0][0].parse().expect("frame");
+            let a = &by_frame[&frame]["http"]["authorization"];
+            let k = &a["kerberos"];
+            assert_eq!(k["ticket_server"].as_str(), Some(row[1].join("/").as_str()), "{} frame {frame}", f.display());
+            assert_eq!(k["realm"].as_str(), row[2].first().map(String::as_str));
+            // tshark: the ticket's etype, then the authenticator's.
+            let etype = kcd_krb5::EncryptionType(row[3][0].parse().expect("etype"));
+            assert_eq!(k["etype"].as_str(), etype.name());
+            assert_eq!(k["kvno"].as_u64().map(|v| v.to_string()).as_ref(), row[4].first());
+            assert_eq!(a["kind"], if row[5].is_empty() { "kerberos" } else { "spnego" });
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "{n} AP-REQs compared");
+}
