@@ -225,6 +225,7 @@ fn same_bytes_as_serde_on_application_events() {
             san_upn: vec![s.into(), "bob@lab.test".into()],
             eku: vec!["client_auth".into(), "1.2.3".into()],
             cdp: vec!["ldap:///CN=x".into()],
+            delta_cdp: vec![s.into()],
             aia_ca_issuers: vec![s.into()],
             aia_ocsp: vec![],
             key_type: Some("rsa".into()),

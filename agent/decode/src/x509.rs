@@ -55,8 +55,7 @@ pub fn certificate(der: &[u8], at: Timestamp, client: bool) -> X509 {
         if c.upns.is_empty() && c.emails.is_empty() {
             problems.push(CertProblem::NoUpnOrEmail);
         }
-        // No EKU extension at all passes webpki, but a gateway's policy (ours, DOMAIN.md)
-        // requires Client Authentication: a device certificate must name it.
+        // No EKU at all counts too: the gateway refuses it unless configured to allow it.
         if c.eku.as_ref().is_none_or(|v| !v.iter().any(|o| o == OID_CLIENT_AUTH || o == OID_ANY_EKU)) {
             problems.push(CertProblem::NoClientAuthEku);
         }
@@ -91,6 +90,7 @@ pub fn certificate(der: &[u8], at: Timestamp, client: bool) -> X509 {
         san_upn: c.upns,
         eku,
         cdp: c.crl_urls,
+        delta_cdp: c.delta_urls,
         aia_ca_issuers: c.aia_ca_issuers,
         aia_ocsp: c.aia_ocsp,
         key_type: Some(c.key_type),

@@ -41,6 +41,9 @@ pub struct X509 {
     /// CRL distribution point URLs, as written (http://, ldap://...).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub cdp: Vec<String>,
+    /// Freshest CRL (delta CRL) distribution point URLs.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub delta_cdp: Vec<String>,
     /// Authority Information Access: where the issuer's certificate is published.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub aia_ca_issuers: Vec<String>,
@@ -68,8 +71,8 @@ pub struct X509 {
 pub enum CertProblem {
     /// No otherName UPN and no rfc822Name in the SAN: the gateway cannot name the user.
     NoUpnOrEmail,
-    /// No EKU extension, or one without 1.3.6.1.5.5.7.3.2 (or anyExtendedKeyUsage): a
-    /// gateway requires Client Authentication.
+    /// No EKU extension, or one without 1.3.6.1.5.5.7.3.2 (or anyExtendedKeyUsage): the
+    /// gateway refuses both unless told to accept certificates without EKU.
     NoClientAuthEku,
     /// No CDP at all.
     NoHttpCdp,
