@@ -4,6 +4,8 @@
 #   gateway.sh up DIR      start (Samba is provisioned once and kept in DIR/samba)
 #   gateway.sh down DIR    stop daemons, remove namespaces
 #   gateway.sh publish DIR make new base + delta CRLs of the lab CA (after gateway-pki.sh revoke)
+#   gateway.sh crl-stop DIR / crl-start DIR   the CRL web server down / up again
+#   gateway.sh exchange-stop DIR / exchange-start DIR   Exchange (Apache) down / up again
 #
 #   kcdgw-gw  eth0 10.89.0.1  <-- veth -->  kcdgw-dc  eth0 10.89.0.2 dc1.lab.test (Samba AD: KDC, LDAP)
 #   (the gateway, devices: curl,                     eth0 10.89.0.3 exchange.lab.test (Apache +
@@ -339,5 +341,18 @@ case ${1:-} in
     publish) [ $# -ge 2 ] || die "publish DIR [DAYS]"; set_paths "$2"; publish "${3:-7}" ;;
     # CRLs whose nextUpdate is SECONDS away (to watch them expire)
     publish-short) [ $# = 3 ] || die "publish-short DIR SECONDS"; set_paths "$2"; export CRL_SECS=$3; publish ;;
-    *) die "usage: gateway.sh up|down|publish DIR" ;;
+    # the CRL distribution point's web server stopped and started again (an outage)
+    crl-stop) [ $# = 2 ] || die "crl-stop DIR"; set_paths "$2"; daemon_stop "$RUN/crl.pid" ;;
+    crl-start)
+        [ $# = 2 ] || die "crl-start DIR"; set_paths "$2"
+        daemon_start "$NS_DC" "$RUN/crl.pid" "$LOGS/crl.stdout" apache2 -f "$CRLAP/httpd.conf" -DFOREGROUND
+        wait_listen "$NS_DC" tcp "$CRL_ADDR" 80 20 || die "CRL Apache" ;;
+    # Exchange (the Apache on HTTP and HTTPS) stopped and started again
+    exchange-stop) [ $# = 2 ] || die "exchange-stop DIR"; set_paths "$2"; daemon_stop "$RUN/apache.pid" ;;
+    exchange-start)
+        [ $# = 2 ] || die "exchange-start DIR"; set_paths "$2"
+        daemon_start "$NS_DC" "$RUN/apache.pid" "$LOGS/apache.stdout" \
+            env KRB5_CONFIG="$D/krb5.conf" KRB5RCACHEDIR="$AP/rcache" apache2 -f "$AP/httpd.conf" -DFOREGROUND
+        wait_listen "$NS_DC" tcp "$EXCHANGE_ADDR" 80 20 || die "Exchange Apache" ;;
+    *) die "usage: gateway.sh up|down|publish|publish-short|crl-stop|crl-start|exchange-stop|exchange-start DIR" ;;
 esac

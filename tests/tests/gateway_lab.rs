@@ -492,6 +492,8 @@ fn the_gateway_between_real_peers() {
     // A device's own credentials and forwarding headers never reach Exchange.
     let n = lab.received().len();
     let r = lab.curl(8443, Some("alice"), q, &["-H", "Authorization: Basic YWxpY2U6cGFzc3dvcmQ=", "-H", "X-Forwarded-For: 203.0.113.9", "-H", "Forwarded: for=203.0.113.9"]);
+    // Apache logs a request after it has answered it.
+    std::thread::sleep(Duration::from_millis(300));
     let rec = lab.received();
     let last = rec.last().cloned().unwrap_or_default();
     lab.check("device Authorization/X-Forwarded-For: Exchange sees only the gateway's", r.status == 200 && rec.len() == n + 1 && last.contains("auth=Negotiate ") && !last.contains("Basic") && last.contains(&format!("xff={} ", lab.v("LAB_GW_ADDR"))) && !last.contains("203.0.113.9"), || format!("{} {last}", r.status));
@@ -986,6 +988,72 @@ print(status())
         std::thread::sleep(Duration::from_secs(5));
         let r = lab.curl(8443, Some("alice"), q, &[]);
         lab.check("fresh CRLs published: alice 200 again", r.status == 200, || format!("{} {}", r.status, r.stderr));
+    }
+
+    // The CRL server down for longer than the CRLs' validity: requests go on with the
+    // cached CRLs until their nextUpdate, then are refused (crl_expired, fail closed) and
+    // /readyz says so; the server back with fresh CRLs: served again, /readyz clear of it.
+    {
+        let labdir = lab.dir.join("lab");
+        let readyz = || {
+            let o = Command::new("ip").args(["netns", "exec", NS, "curl", "-sS", "http://127.0.0.1:9443/readyz"]).output();
+            o.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default()
+        };
+        let expired_line = "CRL http://crl.lab.test/pki/issuing.crl expired";
+        let st = Command::new("bash").arg(lab.script()).arg("publish-short").arg(&labdir).arg("14").stdout(Stdio::null()).status().expect("publish");
+        std::thread::sleep(Duration::from_secs(4));
+        let t = Instant::now();
+        let stop = Command::new("bash").arg(lab.script()).arg("crl-stop").arg(&labdir).status().expect("crl-stop");
+        let r1 = lab.curl(8443, Some("alice"), q, &[]);
+        let ready1 = readyz();
+        // Past the CRLs' nextUpdate (14 s after they were made) with the server still down.
+        std::thread::sleep(Duration::from_secs(14).saturating_sub(t.elapsed()) + Duration::from_secs(2));
+        let n = lab.received().len();
+        let r2 = lab.curl(8443, Some("alice"), q, &[]);
+        let e2 = lab.last_request("main.ndjson");
+        let reached2 = lab.received().len() - n;
+        let ready2 = readyz();
+        let down_errors = lab.metrics().lines().filter(|l| l.starts_with("kcdscope_gateway_crl_fetch_errors_total{url=\"http://crl.lab.test/pki/issuing.crl\"}")).map(str::to_string).collect::<Vec<_>>();
+        let start = Command::new("bash").arg(lab.script()).arg("crl-start").arg(&labdir).status().expect("crl-start");
+        let _ = Command::new("bash").arg(lab.script()).arg("publish").arg(&labdir).stdout(Stdio::null()).status();
+        std::thread::sleep(Duration::from_secs(5));
+        let r3 = lab.curl(8443, Some("alice"), q, &[]);
+        let ready3 = readyz();
+        lab.check("CRL server down: served from the cached CRL while it is valid (200), /readyz not reporting it", st.success() && stop.success() && r1.status == 200 && !ready1.contains(expired_line), || format!("{} {ready1:?}", r1.status));
+        lab.check("CRL server down past nextUpdate: refused crl_expired, nothing reached Exchange, /readyz 503 naming the expired CRL, fetch errors counted", r2.status == 0 && e2["reason"] == "crl_expired" && reached2 == 0 && ready2.contains(expired_line) && !down_errors.is_empty(), || format!("{} {e2} {ready2:?} {down_errors:?}", r2.status));
+        lab.check("CRL server back with fresh CRLs: 200 again, /readyz no longer names it", start.success() && r3.status == 200 && !ready3.contains(expired_line), || format!("{} {ready3:?}", r3.status));
+    }
+
+    // Exchange restarted while a Ping is held: the device gets an answer (502) instead of a
+    // request left hanging; while it is down, 502 exchange_unreachable; back, 200 within a
+    // second of its return.
+    {
+        let labdir = lab.dir.join("lab");
+        let dev = lab.device();
+        let held = std::thread::spawn(move || {
+            let t = Instant::now();
+            let r = dev.curl(8443, Some("dave"), "Cmd=Ping&DeviceId=RESTART&hold=60", &["--max-time", "90"]);
+            (r.status, t.elapsed())
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let stop = Command::new("bash").arg(lab.script()).arg("exchange-stop").arg(&labdir).status().expect("exchange-stop");
+        let (held_status, held_took) = held.join().unwrap_or((0, Duration::ZERO));
+        let down = lab.curl(8443, Some("alice"), q, &[]);
+        let e_down = lab.last_request("main.ndjson");
+        let start = Command::new("bash").arg(lab.script()).arg("exchange-start").arg(&labdir).status().expect("exchange-start");
+        let back = Instant::now();
+        let mut first_ok = None;
+        while back.elapsed() < Duration::from_secs(10) {
+            if lab.curl(8443, Some("alice"), q, &[]).status == 200 {
+                first_ok = Some(back.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lab.check("Exchange stopped under a held Ping: the device gets 502 at once, not a hang", stop.success() && held_status == 502 && held_took < Duration::from_secs(20), || format!("{held_status} {held_took:?}"));
+        lab.check("Exchange down: 502 exchange_unreachable", down.status == 502 && e_down["reason"] == "exchange_unreachable", || format!("{} {e_down}", down.status));
+        lab.check("Exchange back: 200 within a second of its return", start.success() && first_ok.is_some_and(|d| d < Duration::from_secs(1)), || format!("{first_ok:?}"));
+        eprintln!("Exchange restart: held Ping answered {held_status} after {held_took:?}; first 200 {first_ok:?} after Exchange listened again");
     }
 
     // The issuing CA revoked by the root: its devices are refused (the whole chain is checked).
