@@ -248,6 +248,23 @@ rc=$(noprivs)
 check "without privileges: exit code 4 ($rc)" test "$rc" = 4
 check "without privileges: the missing capabilities are named" grep -q 'CAP_BPF.*needed\|CAP_NET_RAW needed' "$OUT/noprivs.err"
 check "without privileges: no panic" sh -c "! grep -q panicked '$OUT/noprivs.err'"
+# --gateway-events: lines appended to the gateway's file while watch runs reach its output
+# (a Kerberos event of the MIT run above stands in for the gateway's, which has the same schema).
+: >"$W/gw.ndjson"
+start_watch "$NSA" gw -i kcdwa0 --gateway-events "$W/gw.ndjson" -o "$OUT/gw.ndjson"
+WPID=$WATCH_PID
+grep -m1 '"event_type":"krb5"' "$OUT/ebpf.ndjson" | sed 's/"src_port":[0-9]*/"src_port":4242/' >>"$W/gw.ndjson"
+echo 'not an event' >>"$W/gw.ndjson"
+sleep 0.5
+stop_pid INT "$WPID"
+check "--gateway-events: an event appended while watching reaches the output" grep -q '"src_port":4242' "$OUT/gw.ndjson"
+check "--gateway-events: a line that is not an event is counted and skipped" grep -q '1 gateway event lines were not events' "$OUT/gw.err"
+
+# The systemd unit's capabilities, as an unprivileged user, suffice for the eBPF probe.
+CAPS=+bpf,+perfmon,+net_admin,+net_raw
+ip netns exec "$NSA" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps="$CAPS" --ambient-caps="$CAPS" \
+    "$KCD" watch -i kcdwa0 --no-fallback --duration 1 >/dev/null 2>"$OUT/caps.err"
+check "as nobody with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_NET_RAW only (the unit's): eBPF loads" grep -q 'with eBPF' "$OUT/caps.err"
 "$KCD" watch -i no-such-if0 --duration 1 >/dev/null 2>"$OUT/noif.err"
 check "an unknown interface: a clear error" grep -q 'no interface named "no-such-if0"' "$OUT/noif.err"
 
