@@ -202,6 +202,34 @@ nre=$(tshark -r "$OUT/frag.pcapng" -Y 'udp.dstport == 88 && udp.length == 4008' 
 check "tshark reassembles all 10 datagrams from the eBPF capture" test "$nre" = 10
 check "the decoder reassembled them: 10 datagrams of 4000 bytes" test "$(grep -c '"detail":"4000 bytes on a Kerberos port' "$OUT/frag.out")" = 10
 
+# VLAN: tagged frames written straight onto the wire with a packet socket (this kernel has
+# no 8021q module for VLAN devices): 3 with one 802.1Q tag, 2 double-tagged (802.1ad outer
+# tag 20, 802.1Q inner tag 10), UDP to port 88.
+capture_start "$NSA" kcdwa0 "$OUT/vlan.tcpdump.pcap" "vlan"
+start_watch "$NSA" vlan -i kcdwa0 --json --write-pcap "$OUT/vlan.pcapng" --no-fallback
+WPID=$WATCH_PID
+ip netns exec "$NSA" $PY -c '
+import socket, struct, time
+def csum(b):
+    n = sum(struct.unpack("!10H", b)); n = (n >> 16) + (n & 0xffff); n += n >> 16
+    return ~n & 0xffff
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("kcdwa0", 0))
+payload = b"v" * 100
+udp = struct.pack("!HHHH", 40000, 88, 8 + len(payload), 0) + payload
+for i in range(5):
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 100 + i, 0, 64, 17, 0, socket.inet_aton("10.90.0.1"), socket.inet_aton("10.90.0.2"))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    tags = struct.pack("!HH", 0x8100, 10) if i < 3 else struct.pack("!HHHH", 0x88a8, 20, 0x8100, 10)
+    s.send(b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + tags + b"\x08\x00" + ip + udp)
+    time.sleep(0.01)'
+sleep 0.3
+capture_stop; CAPTURE_PID=
+stop_pid INT "$WPID"
+nv=$(tshark -r "$OUT/vlan.pcapng" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
+nt=$(tshark -r "$OUT/vlan.tcpdump.pcap" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
+check "VLAN: tshark finds the 5 tagged datagrams (2 double-tagged) in the eBPF pcapng ($nv) as in tcpdump's ($nt)" test "$nv" = 5 -a "$nt" = 5
+check "VLAN: the decoder read all 5" test "$(grep -c '"detail":"100 bytes on a Kerberos port' "$OUT/vlan.out")" = 5
+
 # Loopback: every packet once.
 capture_start "$NSA" lo "$OUT/lo.tcpdump.pcap" "udp port 88"
 start_watch "$NSA" lo -i lo --json --no-fallback
