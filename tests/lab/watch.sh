@@ -288,6 +288,10 @@ stop_pid INT "$WPID"
 check "--gateway-events: an event appended while watching reaches the output" grep -q '"src_port":4242' "$OUT/gw.ndjson"
 check "--gateway-events: a line that is not an event is counted and skipped" grep -q '1 gateway event lines were not events' "$OUT/gw.err"
 
+# --report-every: the report with the capture counters, periodically and at the end.
+ip netns exec "$NSA" "$KCD" watch -i kcdwa0 --report-every 0.5 --duration 1.6 >"$OUT/report.out" 2>"$OUT/report.err"
+check "--report-every 0.5 for 1.6 s: 4 reports with the capture counters ($(grep -c '^capture (eBPF): ' "$OUT/report.out"))" test "$(grep -c '^capture (eBPF): .* dropped' "$OUT/report.out")" = 4
+
 # The systemd unit's capabilities, as an unprivileged user, suffice for the eBPF probe.
 CAPS=+bpf,+perfmon,+net_admin,+net_raw
 ip netns exec "$NSA" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps="$CAPS" --ambient-caps="$CAPS" \
