@@ -269,7 +269,8 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         ))),
         None => None,
     };
-    let mut text_out = (!a.json && !a.tui && a.report_every.is_none()).then(|| TextWriter::new(BufWriter::new(io::stdout())));
+    // Standard output is line-buffered: each message is shown as it is decoded.
+    let mut text_out = (!a.json && !a.tui && a.report_every.is_none()).then(|| TextWriter::new(io::stdout()));
     let mut tui_thread = None;
     if let Some((p, _)) = &tui_file {
         let (p, stop2, d) = (p.clone(), stop.clone(), a.diagnosis.config());
