@@ -202,6 +202,34 @@ nre=$(tshark -r "$OUT/frag.pcapng" -Y 'udp.dstport == 88 && udp.length == 4008' 
 check "tshark reassembles all 10 datagrams from the eBPF capture" test "$nre" = 10
 check "the decoder reassembled them: 10 datagrams of 4000 bytes" test "$(grep -c '"detail":"4000 bytes on a Kerberos port' "$OUT/frag.out")" = 10
 
+# VLAN: tagged frames written straight onto the wire with a packet socket (this kernel has
+# no 8021q module for VLAN devices): 3 with one 802.1Q tag, 2 double-tagged (802.1ad outer
+# tag 20, 802.1Q inner tag 10), UDP to port 88.
+capture_start "$NSA" kcdwa0 "$OUT/vlan.tcpdump.pcap" "vlan"
+start_watch "$NSA" vlan -i kcdwa0 --json --write-pcap "$OUT/vlan.pcapng" --no-fallback
+WPID=$WATCH_PID
+ip netns exec "$NSA" $PY -c '
+import socket, struct, time
+def csum(b):
+    n = sum(struct.unpack("!10H", b)); n = (n >> 16) + (n & 0xffff); n += n >> 16
+    return ~n & 0xffff
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(("kcdwa0", 0))
+payload = b"v" * 100
+udp = struct.pack("!HHHH", 40000, 88, 8 + len(payload), 0) + payload
+for i in range(5):
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 100 + i, 0, 64, 17, 0, socket.inet_aton("10.90.0.1"), socket.inet_aton("10.90.0.2"))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    tags = struct.pack("!HH", 0x8100, 10) if i < 3 else struct.pack("!HHHH", 0x88a8, 20, 0x8100, 10)
+    s.send(b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + tags + b"\x08\x00" + ip + udp)
+    time.sleep(0.01)'
+sleep 0.3
+capture_stop; CAPTURE_PID=
+stop_pid INT "$WPID"
+nv=$(tshark -r "$OUT/vlan.pcapng" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
+nt=$(tshark -r "$OUT/vlan.tcpdump.pcap" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
+check "VLAN: tshark finds the 5 tagged datagrams (2 double-tagged) in the eBPF pcapng ($nv) as in tcpdump's ($nt)" test "$nv" = 5 -a "$nt" = 5
+check "VLAN: the decoder read all 5" test "$(grep -c '"detail":"100 bytes on a Kerberos port' "$OUT/vlan.out")" = 5
+
 # Loopback: every packet once.
 capture_start "$NSA" lo "$OUT/lo.tcpdump.pcap" "udp port 88"
 start_watch "$NSA" lo -i lo --json --no-fallback
@@ -248,6 +276,27 @@ rc=$(noprivs)
 check "without privileges: exit code 4 ($rc)" test "$rc" = 4
 check "without privileges: the missing capabilities are named" grep -q 'CAP_BPF.*needed\|CAP_NET_RAW needed' "$OUT/noprivs.err"
 check "without privileges: no panic" sh -c "! grep -q panicked '$OUT/noprivs.err'"
+# --gateway-events: lines appended to the gateway's file while watch runs reach its output
+# (a Kerberos event of the MIT run above stands in for the gateway's, which has the same schema).
+: >"$W/gw.ndjson"
+start_watch "$NSA" gw -i kcdwa0 --gateway-events "$W/gw.ndjson" -o "$OUT/gw.ndjson"
+WPID=$WATCH_PID
+grep -m1 '"event_type":"krb5"' "$OUT/ebpf.ndjson" | sed 's/"src_port":[0-9]*/"src_port":4242/' >>"$W/gw.ndjson"
+echo 'not an event' >>"$W/gw.ndjson"
+sleep 0.5
+stop_pid INT "$WPID"
+check "--gateway-events: an event appended while watching reaches the output" grep -q '"src_port":4242' "$OUT/gw.ndjson"
+check "--gateway-events: a line that is not an event is counted and skipped" grep -q '1 gateway event lines were not events' "$OUT/gw.err"
+
+# --report-every: the report with the capture counters, periodically and at the end.
+ip netns exec "$NSA" "$KCD" watch -i kcdwa0 --report-every 0.5 --duration 1.6 >"$OUT/report.out" 2>"$OUT/report.err"
+check "--report-every 0.5 for 1.6 s: 4 reports with the capture counters ($(grep -c '^capture (eBPF): ' "$OUT/report.out"))" test "$(grep -c '^capture (eBPF): .* dropped' "$OUT/report.out")" = 4
+
+# The systemd unit's capabilities, as an unprivileged user, suffice for the eBPF probe.
+CAPS=+bpf,+perfmon,+net_admin,+net_raw
+ip netns exec "$NSA" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps="$CAPS" --ambient-caps="$CAPS" \
+    "$KCD" watch -i kcdwa0 --no-fallback --duration 1 >/dev/null 2>"$OUT/caps.err"
+check "as nobody with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_NET_RAW only (the unit's): eBPF loads" grep -q 'with eBPF' "$OUT/caps.err"
 "$KCD" watch -i no-such-if0 --duration 1 >/dev/null 2>"$OUT/noif.err"
 check "an unknown interface: a clear error" grep -q 'no interface named "no-such-if0"' "$OUT/noif.err"
 

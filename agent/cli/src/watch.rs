@@ -46,7 +46,7 @@ pub struct WatchArgs {
     /// Write events as NDJSON to standard output.
     #[arg(long)]
     json: bool,
-    /// Write events as NDJSON to this file.
+    /// Append events as NDJSON to this file.
     #[arg(short = 'o', long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Print the incident report every SECONDS (and at the end), with the capture counters.
@@ -219,7 +219,7 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
     let (mut live, ifaces, gave_up) = match Live::open(&cfg, backend, !a.no_fallback) {
         Ok(x) => x,
         Err(e @ LiveError::Privileges(_)) => {
-            eprintln!("kcdscope: cannot capture: {e}");
+            eprintln!("kcdscope: cannot capture: {e}\nkcdscope: {}", kcd_live::caps::HINT);
             return Ok(ExitCode::from(4));
         }
         Err(e) => return Err(anyhow::Error::new(e).context("cannot capture")),
@@ -263,10 +263,14 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
     let mut json_out = a.json.then(|| Lines::new(io::stdout()));
     let out_path = tui_file.as_ref().map(|(p, _)| p.clone()).or_else(|| a.output.clone());
     let mut file_out = match &out_path {
-        Some(p) => Some(Lines::new(BufWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?))),
+        // Appended to: a service restarted keeps what it wrote before.
+        Some(p) => Some(Lines::new(BufWriter::new(
+            std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        ))),
         None => None,
     };
-    let mut text_out = (!a.json && !a.tui && a.report_every.is_none()).then(|| TextWriter::new(BufWriter::new(io::stdout())));
+    // Standard output is line-buffered: each message is shown as it is decoded.
+    let mut text_out = (!a.json && !a.tui && a.report_every.is_none()).then(|| TextWriter::new(io::stdout()));
     let mut tui_thread = None;
     if let Some((p, _)) = &tui_file {
         let (p, stop2, d) = (p.clone(), stop.clone(), a.diagnosis.config());

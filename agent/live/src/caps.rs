@@ -3,6 +3,9 @@
 
 use crate::LiveError;
 
+/// What to tell someone who lacks them.
+pub const HINT: &str = "run as root, as the systemd unit in the README does (AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_NET_RAW), or: setcap cap_bpf,cap_perfmon,cap_net_admin,cap_net_raw+ep kcdscope";
+
 pub const CAP_NET_RAW: u32 = 13;
 pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_SYS_ADMIN: u32 = 21;
@@ -43,7 +46,7 @@ pub fn require(wanted: &[u32], to: &str) -> Result<(), LiveError> {
     if m.is_empty() {
         Ok(())
     } else {
-        Err(LiveError::Privileges(format!("{} needed to {to} (run as root, or give the binary these capabilities: setcap cap_bpf,cap_perfmon,cap_net_admin,cap_net_raw+ep)", m.join(", "))))
+        Err(LiveError::Privileges(format!("{} needed to {to}", m.join(", "))))
     }
 }
 

@@ -24,6 +24,8 @@ pub struct EbpfCapture {
     /// monotonic clock, and one offset keeps their order and spacing exact.
     wall_offset_ns: i128,
     captured: u64,
+    /// The frame with its VLAN tag put back (reused).
+    tagged: Vec<u8>,
     /// Packets of an interface we did not attach to (cannot happen; counted, not trusted).
     foreign: u64,
 }
@@ -84,7 +86,7 @@ impl EbpfCapture {
                 links.push((name, id));
             }
         }
-        Ok(EbpfCapture { bpf, ring, counters_map, links, reasm: Reassembler::default(), ifaces, wall_offset_ns: clock_offset(), captured: 0, foreign: 0 })
+        Ok(EbpfCapture { bpf, ring, counters_map, links, reasm: Reassembler::default(), ifaces, wall_offset_ns: clock_offset(), captured: 0, tagged: Vec::new(), foreign: 0 })
     }
 
     /// Hands every packet in the ring to `f`; returns how many.
@@ -97,7 +99,21 @@ impl EbpfCapture {
                     continue;
                 };
                 let ts = (i128::from(w.ts_ns) + self.wall_offset_ns).clamp(0, i128::from(i64::MAX)) as i64;
-                f(&LivePacket { ts_ns: ts, iface, data: w.data, orig_len: w.orig_len, link: 1, egress: w.direction == wire::DIR_EGRESS });
+                // A tag the NIC (or veth) keeps beside the packet goes back into the frame, as
+                // libpcap does, so that the pcapng and the decoder see the wire's frame.
+                let data = match w.vlan {
+                    Some((tpid, tci)) if w.data.len() >= 12 => {
+                        self.tagged.clear();
+                        self.tagged.extend_from_slice(&w.data[..12]);
+                        self.tagged.extend_from_slice(&tpid.to_be_bytes());
+                        self.tagged.extend_from_slice(&tci.to_be_bytes());
+                        self.tagged.extend_from_slice(&w.data[12..]);
+                        &self.tagged[..]
+                    }
+                    _ => w.data,
+                };
+                let orig_len = w.orig_len + if data.len() > w.data.len() { 4 } else { 0 };
+                f(&LivePacket { ts_ns: ts, iface, data, orig_len, link: 1, egress: w.direction == wire::DIR_EGRESS });
                 self.captured += 1;
                 n += 1;
             }

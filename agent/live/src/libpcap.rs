@@ -1,11 +1,14 @@
 //! The libpcap backend: one non-blocking capture per interface with a kernel filter for
-//! the watched ports (and later IP fragments, which carry no ports). Non-blocking because
-//! libpcap's read in immediate mode never returns once traffic stops, which would leave
-//! the agent deaf to signals and to its own timers.
+//! the watched ports (and later IP fragments, which carry no ports). Non-blocking, read on
+//! the same timed drain as the eBPF ring: a blocking read (in immediate mode it never
+//! returns once traffic stops) would leave the agent deaf to signals and to its timers.
 
 use pcap::{Active, Capture, Precision};
 
 use crate::{Counters, Iface, LiveError, LivePacket};
+
+/// Longest a captured packet waits in a partly filled block.
+const BLOCK_TIMEOUT_MS: i32 = 10;
 
 pub struct PcapCapture {
     caps: Vec<Capture<Active>>,
@@ -32,7 +35,12 @@ impl PcapCapture {
             let cap = Capture::from_device(i.name.as_str())
                 .map_err(err)?
                 .promisc(false)
-                .immediate_mode(true)
+                // Not immediate mode: libpcap then uses TPACKET_V2 with one fixed frame per
+                // packet sized for the snap length (64 frames of a 16 MiB buffer) and drops
+                // half of a 50k packets/s load; TPACKET_V3 packs packets into blocks that the
+                // kernel hands over when full or after the timeout.
+                .immediate_mode(false)
+                .timeout(BLOCK_TIMEOUT_MS)
                 .snaplen(262_144)
                 .buffer_size(buffer_bytes.min(i32::MAX as u32) as i32)
                 .precision(Precision::Nano)

@@ -62,11 +62,14 @@ fn header(ifaces: &[(String, u32)]) -> Vec<u8> {
 
 impl PcapngWriter {
     /// `limit` bytes per file (0: no limit).
+    /// An existing FILE is appended to: a pcapng file may hold several sections, each with
+    /// its own header, so a restarted service loses nothing it wrote before.
     pub fn create(base: &Path, ifaces: Vec<(String, u32)>, limit: u64) -> io::Result<Self> {
-        let mut out = BufWriter::new(File::create(base)?);
+        let before = std::fs::metadata(base).map_or(0, |m| m.len());
+        let mut out = BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(base)?);
         let h = header(&ifaces);
         out.write_all(&h)?;
-        Ok(PcapngWriter { base: base.to_path_buf(), ifaces, out, written: h.len() as u64, limit, part: 0, packets: 0 })
+        Ok(PcapngWriter { base: base.to_path_buf(), ifaces, out, written: before + h.len() as u64, limit, part: 0, packets: 0 })
     }
 
     /// The files written so far, in order.
