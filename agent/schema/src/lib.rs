@@ -38,6 +38,29 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub type Str<'a> = Cow<'a, str>;
 
+/// The `schema_version` field: always [`SCHEMA_VERSION`] when written. It takes no space in
+/// the event; reading accepts a line without it (written before versions existed) and
+/// refuses another version, whose fields may mean something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchemaVersion;
+
+impl Serialize for SchemaVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(SCHEMA_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for SchemaVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            SCHEMA_VERSION => Ok(SchemaVersion),
+            v => Err(serde::de::Error::custom(format!(
+                "schema_version {v}: this kcdscope reads version {SCHEMA_VERSION}"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
@@ -75,6 +98,9 @@ pub enum Direction {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event<'a> {
+    /// [`SCHEMA_VERSION`], on every event so that a consumer can tell layouts apart.
+    #[serde(default)]
+    pub schema_version: SchemaVersion,
     pub timestamp: Timestamp,
     pub event_type: EventType,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
@@ -770,6 +796,7 @@ impl<'a> Event<'a> {
     /// An event with no addresses and no body yet.
     pub fn bare(timestamp: Timestamp, event_type: EventType, pcap_file: Option<Str<'a>>, frame: u64) -> Self {
         Event {
+            schema_version: SchemaVersion,
             timestamp,
             event_type,
             pcap_file,
