@@ -17,21 +17,21 @@ use crate::{int, many, rel, replay_json, s, tshark_json};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Msg {
-    msg_type: String,
-    error_code: Option<i64>,
-    cname: Option<(i64, String)>,
-    realm: Option<String>,
-    crealm: Option<String>,
-    sname: Option<(i64, String)>,
-    padata: Vec<i64>,
+    pub msg_type: String,
+    pub error_code: Option<i64>,
+    pub cname: Option<(i64, String)>,
+    pub realm: Option<String>,
+    pub crealm: Option<String>,
+    pub sname: Option<(i64, String)>,
+    pub padata: Vec<i64>,
     /// KDC time: seconds since the epoch and microseconds.
-    stime: Option<(i64, i64)>,
-    e_text: Option<String>,
-    for_user: Option<(i64, String, String)>,
-    additional_tickets: Vec<String>,
+    pub stime: Option<(i64, i64)>,
+    pub e_text: Option<String>,
+    pub for_user: Option<(i64, String, String)>,
+    pub additional_tickets: Vec<String>,
     /// PA-DATA types of a KRB-ERROR's e-data when it is METHOD-DATA; "BER error" when
     /// tshark could not decode it.
-    e_data_padata: Option<Result<Vec<i64>, &'static str>>,
+    pub e_data_padata: Option<Result<Vec<i64>, &'static str>>,
 }
 
 /// Differences where tshark, not kcdscope, is wrong. Each rule says which field, when it

@@ -15,6 +15,8 @@ fn check(e: &Event<'_>) {
         String::from_utf8_lossy(&got),
         String::from_utf8_lossy(&want)
     );
+    let v: serde_json::Value = serde_json::from_slice(&got).expect("the writer writes JSON");
+    assert_eq!(v["schema_version"], serde_json::json!(SCHEMA_VERSION), "every event carries schema_version");
 }
 
 #[test]
@@ -121,6 +123,7 @@ fn same_bytes_as_serde_on_hostile_strings() {
                 d.ntstatus = Some(NtStatusInfo(NtStatus(0xDEAD_BEEF)));
             }
             check(&Event {
+                schema_version: SchemaVersion,
                 timestamp: Timestamp::from_parts(1_795_382_055, 1),
                 event_type: EventType::Krb5,
                 pcap_file: Some(Cow::Borrowed(s)),
@@ -327,4 +330,20 @@ fn same_bytes_as_serde_on_application_events() {
         assert_eq!(again[0].eas, e.eas);
         assert_eq!(again[0].crl, e.crl);
     }
+}
+
+#[test]
+fn schema_version_round_trips_and_another_version_is_refused() {
+    let fresh = || Event::bare(Timestamp(0), EventType::Krb5, None, 1);
+    let line = serde_json::to_string(&fresh()).expect("serialises");
+    assert!(line.starts_with(&format!("{{\"schema_version\":{SCHEMA_VERSION},")), "{line}");
+    let back: Event<'_> = serde_json::from_str(&line).expect("reads its own line");
+    assert_eq!(back, fresh());
+    // A line written before versions existed still reads.
+    let old: Event<'_> = serde_json::from_str(r#"{"timestamp":"1970-01-01T00:00:00.000000000Z","event_type":"krb5","frame":1}"#)
+        .expect("reads an unversioned line");
+    assert_eq!(old, fresh());
+    let other = line.replacen(&format!(":{SCHEMA_VERSION},"), ":999,", 1);
+    let err = serde_json::from_str::<Event<'_>>(&other).expect_err("refuses another version");
+    assert!(err.to_string().contains("schema_version 999"), "{err}");
 }

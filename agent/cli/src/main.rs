@@ -73,6 +73,11 @@ struct ReplayArgs {
     #[arg(short = 'o', long, value_name = "FILE")]
     output: Option<PathBuf>,
 
+    /// Layout of the NDJSON: kcdscope's own schema (eve), or Elastic Common Schema names
+    /// (ecs; see the README's ECS mapping).
+    #[arg(long, value_enum, default_value = "eve")]
+    format: JsonFormat,
+
     /// Do not print the summary line on standard error.
     #[arg(short, long)]
     quiet: bool,
@@ -108,6 +113,12 @@ struct ReplayArgs {
 
     #[command(flatten)]
     limits: Limits,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum JsonFormat {
+    Eve,
+    Ecs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -273,11 +284,16 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         ),
     };
     let correlator: Option<Correlator>;
-    let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()));
+    let format = match args.format {
+        JsonFormat::Eve => kcd_export::Format::Eve,
+        JsonFormat::Ecs => kcd_export::Format::Ecs,
+    };
+    let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()).with_format(format));
     let mut file_out = match &args.output {
-        Some(p) => Some(NdjsonWriter::new(
-            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
+        Some(p) => Some(
+            NdjsonWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+                .with_format(format),
+        ),
         None => None,
     };
     // Without an NDJSON destination on stdout, list messages for a person.

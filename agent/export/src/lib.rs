@@ -9,8 +9,19 @@ use std::io::{self, Write};
 use kcd_decode::Sink;
 use kcd_schema::{Direction, Event, EventType};
 
+pub mod ecs;
 pub mod feed;
 pub mod report;
+
+/// The layout of NDJSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// kcdscope's own schema (EVE-like; schema/kcdscope-event.schema.json).
+    #[default]
+    Eve,
+    /// Elastic Common Schema names (see `ecs`).
+    Ecs,
+}
 
 /// One JSON object per line. Events are written straight into one large buffer that goes
 /// to `out` in big writes, so `out` needs no buffering of its own.
@@ -19,6 +30,7 @@ pub struct NdjsonWriter<W: Write> {
     buf: Vec<u8>,
     error: Option<io::Error>,
     pub written: u64,
+    format: Format,
 }
 
 const FLUSH_AT: usize = 1 << 20;
@@ -30,7 +42,14 @@ impl<W: Write> NdjsonWriter<W> {
             buf: Vec::with_capacity(FLUSH_AT + (64 << 10)),
             error: None,
             written: 0,
+            format: Format::Eve,
         }
+    }
+
+    /// The same writer, writing `format`.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
     }
 
     fn flush_buf(&mut self) {
@@ -58,7 +77,14 @@ impl<W: Write> Sink for NdjsonWriter<W> {
         if self.error.is_some() {
             return;
         }
-        e.write_json(&mut self.buf);
+        match self.format {
+            Format::Eve => e.write_json(&mut self.buf),
+            Format::Ecs => {
+                if serde_json::to_writer(&mut self.buf, &ecs::to_ecs(e)).is_err() {
+                    self.buf.extend_from_slice(b"{}");
+                }
+            }
+        }
         self.buf.push(b'\n');
         self.written += 1;
         if self.buf.len() >= FLUSH_AT {

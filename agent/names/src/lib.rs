@@ -8,5 +8,7 @@ pub mod flags;
 mod numbers;
 #[cfg(feature = "serde")]
 pub mod serde_impls;
+#[cfg(feature = "schemars")]
+pub mod schema;
 
 pub use numbers::*;

@@ -13,6 +13,9 @@ macro_rules! named_numbers {
             /// What an unknown number is called: "PREFIX-N".
             pub const PREFIX: &'static str = $prefix;
 
+            /// Every standard name in this table.
+            pub const KNOWN: &'static [&'static str] = &[$($name,)*];
+
             /// The standard name, or None for a number this table does not know.
             pub const fn name(self) -> Option<&'static str> {
                 match self.0 {

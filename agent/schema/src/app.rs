@@ -6,12 +6,13 @@
 //! packets, and certificates are parsed into new text anyway, so borrowing from the
 //! packet would save nothing worth a lifetime here.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 
 /// A certificate as seen in a handshake (or fetched), with the checks that apply to a
 /// device certificate at capture time.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct X509 {
     /// RFC 4514 form, as `openssl x509 -subject -nameopt RFC2253` prints it.
     pub subject: String,
@@ -66,7 +67,7 @@ pub struct X509 {
     pub malformed: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CertProblem {
     /// No otherName UPN and no rfc822Name in the SAN: the gateway cannot name the user.
@@ -96,7 +97,7 @@ impl CertProblem {
 }
 
 /// Who sent a message of a two-party exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Client,
@@ -105,7 +106,7 @@ pub enum Side {
 
 /// A TLS alert. In TLS 1.3 (and after ChangeCipherSpec in 1.2) alerts are encrypted:
 /// then `description` is "encrypted" and `level` is absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TlsAlert {
     /// warning or fatal.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -119,7 +120,7 @@ pub struct TlsAlert {
 }
 
 /// How far a handshake got, as far as the wire shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsOutcome {
     /// TLS 1.2 or below: both sides sent ChangeCipherSpec.
@@ -134,7 +135,7 @@ pub enum TlsOutcome {
 }
 
 /// One TLS handshake: written once per connection, when its outcome is known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Tls {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sni: Option<String>,
@@ -202,7 +203,7 @@ impl Default for Tls {
 }
 
 /// The kind of an HTTP Authorization credential. The credential itself is never kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthKind {
     /// Negotiate with a raw Kerberos AP-REQ (RFC 4559 allows it; the GSS-API framing).
@@ -216,7 +217,7 @@ pub enum AuthKind {
 }
 
 /// What a Kerberos AP-REQ in an Authorization header shows without decryption.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ApReqSummary {
     /// The ticket's service principal, components joined with '/' ("HTTP/exchange.lab.test").
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -235,7 +236,7 @@ pub struct ApReqSummary {
     pub key_in_keytab: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Authorization {
     pub kind: AuthKind,
     /// The scheme word as sent ("Negotiate", "NTLM", "Basic"...).
@@ -251,7 +252,7 @@ pub struct Authorization {
 }
 
 /// One HTTP/1.x request and its response (absent when none came).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Http {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hostname: Option<String>,
@@ -291,7 +292,7 @@ pub struct Http {
 }
 
 /// How an ActiveSync request carried its parameters (MS-ASHTTP 2.2.1.1.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EasQueryForm {
     Plain,
@@ -299,7 +300,7 @@ pub enum EasQueryForm {
 }
 
 /// Exchange ActiveSync parameters of an HTTP request to /Microsoft-Server-ActiveSync.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Eas {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cmd: Option<String>,
@@ -315,7 +316,7 @@ pub struct Eas {
     pub query_form: EasQueryForm,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CrlProblem {
     /// nextUpdate before capture time.
@@ -343,7 +344,7 @@ impl CrlProblem {
 }
 
 /// A CRL fetched over HTTP (or an attempt to fetch one that failed).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Crl {
     /// "http://host/path" as requested.
     pub url: String,

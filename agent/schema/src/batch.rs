@@ -15,7 +15,7 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
-use crate::{
+use crate::{SchemaVersion, 
     Anomaly, AnomalyLayer, Crl, Direction, Eas, EData, EDataFormat, EncInfo, EncryptionType, ErrorCode,
     Event, EventType, ForUser, KdcOptions, Krb5, KrbErrorInfo, MessageType, NameType,
     Http, NtStatusInfo, PaDataType, PacOptions, Principal, RequestRef, S4uOptions, S4uX509User,
@@ -385,6 +385,7 @@ impl EventBatch {
         }
         let app = self.apps.get(p.app as usize).cloned().unwrap_or_default();
         Event {
+            schema_version: SchemaVersion,
             timestamp: p.timestamp,
             event_type: p.event_type,
             pcap_file: self.opt(p.pcap_file),
@@ -477,6 +478,7 @@ mod tests {
 
     fn event(file: &'static str, user: &'static str) -> Event<'static> {
         Event {
+            schema_version: SchemaVersion,
             timestamp: Timestamp(1_700_000_000_123_456_789),
             event_type: EventType::Krb5,
             pcap_file: Some(Cow::Borrowed(file)),

@@ -565,6 +565,7 @@ impl Event<'_> {
             return;
         }
         let mut o = Obj::open(out);
+        int(o.key(",\"schema_version\":"), crate::SCHEMA_VERSION);
         ts(o.key(",\"timestamp\":"), self.timestamp);
         o.str(
             ",\"event_type\":",

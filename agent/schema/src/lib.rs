@@ -16,12 +16,14 @@ use kcd_names::serde_impls::{deserialize_flags, serialize_flags};
 pub use kcd_names::{
     EDataFormat, EncryptionType, ErrorCode, MessageType, NameType, NtStatus, PaDataType,
 };
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use smallvec::{smallvec, SmallVec};
 
 mod app;
 mod batch;
 mod json;
+mod json_schema;
 mod text;
 mod time;
 pub use app::{
@@ -30,6 +32,7 @@ pub use app::{
 };
 pub use batch::EventBatch;
 pub use json::write_str as write_json_str;
+pub use json_schema::event_json_schema;
 pub use text::text_from_bytes;
 pub use time::Timestamp;
 
@@ -38,7 +41,43 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub type Str<'a> = Cow<'a, str>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The `schema_version` field: always [`SCHEMA_VERSION`] when written. It takes no space in
+/// the event; reading accepts a line without it (written before versions existed) and
+/// refuses another version, whose fields may mean something else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchemaVersion;
+
+impl Serialize for SchemaVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(SCHEMA_VERSION)
+    }
+}
+
+impl JsonSchema for SchemaVersion {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("SchemaVersion")
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "The layout's version: bumped when a field changes meaning or disappears (adding fields does not bump it).",
+            "type": "integer",
+            "const": SCHEMA_VERSION
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SchemaVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            SCHEMA_VERSION => Ok(SchemaVersion),
+            v => Err(serde::de::Error::custom(format!(
+                "schema_version {v}: this kcdscope reads version {SCHEMA_VERSION}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     Krb5,
@@ -57,7 +96,7 @@ pub enum EventType {
     Http,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Transport {
     #[serde(rename = "UDP")]
     Udp,
@@ -65,7 +104,7 @@ pub enum Transport {
     Tcp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Client to KDC (the destination port is a Kerberos port).
@@ -73,8 +112,11 @@ pub enum Direction {
     FromKdc,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Event<'a> {
+    /// [`SCHEMA_VERSION`], on every event so that a consumer can tell layouts apart.
+    #[serde(default)]
+    pub schema_version: SchemaVersion,
     pub timestamp: Timestamp,
     pub event_type: EventType,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
@@ -121,7 +163,7 @@ pub struct Event<'a> {
 }
 
 /// The step of a constrained-delegation exchange (DOMAIN.md section 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KcdStep {
     /// The service account's AS exchange (its TGT).
@@ -174,7 +216,7 @@ impl std::fmt::Display for KcdStep {
 }
 
 /// The gateway's view of one exchange step. Never carries a key, a password or a token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Gateway<'a> {
     pub step: KcdStep,
     /// The user the gateway acts for (the device certificate's UPN).
@@ -269,11 +311,22 @@ impl std::fmt::Display for Principal<'_> {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// A principal name, its components joined with '/' ("HTTP/exchange.lab.test").
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Principal")]
 struct PrincipalRepr<'a> {
     #[serde(borrow)]
     name: Str<'a>,
     name_type: NameType,
+}
+
+impl JsonSchema for Principal<'_> {
+    fn schema_name() -> Cow<'static, str> {
+        PrincipalRepr::schema_name()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        PrincipalRepr::json_schema(g)
+    }
 }
 
 impl Serialize for Principal<'_> {
@@ -297,7 +350,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Principal<'a> {
 }
 
 /// The parts of an encrypted blob that are visible on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EncInfo {
     pub etype: EncryptionType,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -334,6 +387,19 @@ impl std::fmt::Display for TicketId {
     }
 }
 
+impl JsonSchema for TicketId {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("TicketId")
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "The first 8 bytes of the ticket's ciphertext in hex: the same ticket has the same id in the reply that issued it and in every request presenting it.",
+            "type": "string",
+            "pattern": "^[0-9a-f]{16}$"
+        })
+    }
+}
+
 impl Serialize for TicketId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -354,7 +420,7 @@ impl<'de> Deserialize<'de> for TicketId {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TicketInfo<'a> {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<TicketId>,
@@ -367,7 +433,7 @@ pub struct TicketInfo<'a> {
 }
 
 /// PA-FOR-USER (MS-SFU): the user a service asks a ticket for (S4U2Self).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ForUser<'a> {
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub user: Option<Principal<'a>>,
@@ -405,6 +471,15 @@ macro_rules! flag_set {
                 deserialize_flags($table, d).map(Self)
             }
         }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                kcd_names::schema::flags_schema($table, stringify!($name))
+            }
+        }
     };
 }
 
@@ -422,7 +497,7 @@ flag_set!(
 );
 
 /// PA-S4U-X509-USER (MS-SFU): the user by name or certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct S4uX509User<'a> {
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub user: Option<Principal<'a>>,
@@ -438,12 +513,23 @@ pub struct S4uX509User<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NtStatusInfo(pub NtStatus);
 
-#[derive(Serialize, Deserialize)]
+/// An NTSTATUS: its code in hex ("0xC0000072") and its name where known.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "NtStatus")]
 struct NtStatusRepr<'a> {
     #[serde(borrow)]
     code: Str<'a>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     name: Option<&'static str>,
+}
+
+impl JsonSchema for NtStatusInfo {
+    fn schema_name() -> Cow<'static, str> {
+        NtStatusRepr::schema_name()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        NtStatusRepr::json_schema(g)
+    }
 }
 
 impl Serialize for NtStatusInfo {
@@ -471,7 +557,7 @@ impl<'de> Deserialize<'de> for NtStatusInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SaltInfo<'a> {
     pub etype: EncryptionType,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
@@ -479,7 +565,7 @@ pub struct SaltInfo<'a> {
 }
 
 /// What a KRB-ERROR's e-data says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EData<'a> {
     pub format: EDataFormat,
     #[serde(skip_serializing_if = "SmallVec::is_empty", default)]
@@ -519,6 +605,39 @@ struct KrbErrorRepr<'a> {
     e_data: Option<EData<'a>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     skew_seconds: Option<f64>,
+}
+
+/// What `KrbErrorInfo` writes (its schema; the serialiser below writes the same fields).
+#[allow(dead_code)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "KrbError")]
+struct KrbErrorSchema {
+    /// The error code's number.
+    code: i32,
+    /// The error code's name (KDC_ERR_..., KRB_AP_ERR_...).
+    name: ErrorCode,
+    /// The KDC's clock when it answered (stime + susec).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stime: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctime: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e_text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e_data: Option<EData<'static>>,
+    /// KDC clock minus the packet's capture time, in seconds: positive when the KDC is
+    /// ahead of the capturing host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skew_seconds: Option<f64>,
+}
+
+impl JsonSchema for KrbErrorInfo<'_> {
+    fn schema_name() -> Cow<'static, str> {
+        KrbErrorSchema::schema_name()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        KrbErrorSchema::json_schema(g)
+    }
 }
 
 impl Serialize for KrbErrorInfo<'_> {
@@ -566,7 +685,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for KrbErrorInfo<'a> {
 }
 
 /// The request a reply or error answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RequestRef<'a> {
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub pcap_file: Option<Str<'a>>,
@@ -575,7 +694,7 @@ pub struct RequestRef<'a> {
     pub latency_us: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Krb5<'a> {
     pub msg_type: MessageType,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -629,7 +748,7 @@ pub struct Krb5<'a> {
     pub malformed: Option<Str<'a>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyLayer {
     Pcap,
@@ -644,7 +763,7 @@ pub enum AnomalyLayer {
 
 /// Something wrong with the input that is not one message: a TCP gap, a bad record
 /// mark, an unfinished fragment set, a truncated capture file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Anomaly<'a> {
     pub layer: AnomalyLayer,
     /// Stable identifier, e.g. "tcp_gap", "krb5_record_oversize"; counted in the summary.
@@ -667,7 +786,7 @@ impl<'a> Anomaly<'a> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -676,7 +795,7 @@ pub enum Severity {
 }
 
 /// What a finding is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectKind {
     /// A KDC, by address.
@@ -697,14 +816,14 @@ pub enum SubjectKind {
     Server,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Subject {
     pub kind: SubjectKind,
     pub name: String,
 }
 
 /// A packet that shows a finding: where to look in Wireshark.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Evidence {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pcap_file: Option<String>,
@@ -716,7 +835,7 @@ pub struct Evidence {
 /// A diagnosis: what is wrong, about what, since when, shown by which packets, and what an
 /// administrator must do. `id` is stable across versions (e.g.
 /// "krb.s4u2proxy.target_not_allowed"); SIEM rules can key on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Finding {
     pub id: String,
     pub severity: Severity,
@@ -770,6 +889,7 @@ impl<'a> Event<'a> {
     /// An event with no addresses and no body yet.
     pub fn bare(timestamp: Timestamp, event_type: EventType, pcap_file: Option<Str<'a>>, frame: u64) -> Self {
         Event {
+            schema_version: SchemaVersion,
             timestamp,
             event_type,
             pcap_file,
@@ -794,7 +914,7 @@ impl<'a> Event<'a> {
 }
 
 /// The device behind a gateway request: its address and what its ActiveSync query says.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GatewayDevice {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub address: Option<String>,
@@ -810,7 +930,7 @@ pub struct GatewayDevice {
 }
 
 /// The device's certificate as the gateway verified it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GatewayCertificate {
     pub subject: String,
     pub issuer: String,
@@ -831,7 +951,7 @@ pub struct GatewayCertificate {
 }
 
 /// The delegation for one request.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GatewayKcd {
     pub cache_hit: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -846,7 +966,7 @@ pub struct GatewayKcd {
 }
 
 /// Exchange's answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GatewayBackend {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<u16>,
