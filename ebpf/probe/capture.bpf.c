@@ -72,6 +72,27 @@ static __always_inline int port_wanted(__u16 port_be)
     return bpf_map_lookup_elem(&kcd_ports, &p) != 0;
 }
 
+/* One record of a size class: reserve, fill, copy, submit. Without a wakeup: the agent
+ * drains on a timer, and a wakeup per record would cost more than the copy. */
+#define EMIT(type, size)                                                                  \
+    do {                                                                                  \
+        struct type *r = bpf_ringbuf_reserve(&kcd_ring, sizeof(*r), 0);                   \
+        if (!r)                                                                           \
+            return -1;                                                                    \
+        r->h = *h;                                                                        \
+        r->h.offset = offset;                                                             \
+        r->h.chunk_len = n;                                                               \
+        r->h.flags = flags;                                                               \
+        __u64 len = n;                                                                    \
+        /* Hide what the compiler knows of len, or it drops the check the verifier needs. */ \
+        asm volatile("" : "+r"(len));                                                     \
+        if (len == 0 || len > (size) || bpf_skb_load_bytes(skb, offset, r->data, len) < 0) { \
+            bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);                                     \
+            return -1;                                                                    \
+        }                                                                                 \
+        bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);                                          \
+    } while (0)
+
 /* Copies bytes [offset, offset + chunk) of the packet into one ring-buffer record of the
  * smallest size class that holds them. 0 on success, -1 when the ring is full. */
 __attribute__((noinline)) int emit_chunk(struct __sk_buff *skb, __u32 offset)
@@ -91,55 +112,12 @@ __attribute__((noinline)) int emit_chunk(struct __sk_buff *skb, __u32 offset)
         n = KCD_CHUNK_LARGE;
     else
         flags |= KCD_FLAG_LAST;
-    if (n <= KCD_CHUNK_SMALL) {
-        struct kcd_record_small *r = bpf_ringbuf_reserve(&kcd_ring, sizeof(*r), 0);
-        if (!r)
-            return -1;
-        r->h = *h;
-        r->h.offset = offset;
-        r->h.chunk_len = n;
-        r->h.flags = flags;
-        __u64 len = n;
-        /* Hide what the compiler knows of len, or it drops the check the verifier needs. */
-        asm volatile("" : "+r"(len));
-        if (len == 0 || len > KCD_CHUNK_SMALL || bpf_skb_load_bytes(skb, offset, r->data, len) < 0) {
-            bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
-            return -1;
-        }
-        bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
-    } else if (n <= KCD_CHUNK_MEDIUM) {
-        struct kcd_record_medium *r = bpf_ringbuf_reserve(&kcd_ring, sizeof(*r), 0);
-        if (!r)
-            return -1;
-        r->h = *h;
-        r->h.offset = offset;
-        r->h.chunk_len = n;
-        r->h.flags = flags;
-        __u64 len = n;
-        /* Hide what the compiler knows of len, or it drops the check the verifier needs. */
-        asm volatile("" : "+r"(len));
-        if (len == 0 || len > KCD_CHUNK_MEDIUM || bpf_skb_load_bytes(skb, offset, r->data, len) < 0) {
-            bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
-            return -1;
-        }
-        bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
-    } else {
-        struct kcd_record_large *r = bpf_ringbuf_reserve(&kcd_ring, sizeof(*r), 0);
-        if (!r)
-            return -1;
-        r->h = *h;
-        r->h.offset = offset;
-        r->h.chunk_len = n;
-        r->h.flags = flags;
-        __u64 len = n;
-        /* Hide what the compiler knows of len, or it drops the check the verifier needs. */
-        asm volatile("" : "+r"(len));
-        if (len == 0 || len > KCD_CHUNK_LARGE || bpf_skb_load_bytes(skb, offset, r->data, len) < 0) {
-            bpf_ringbuf_discard(r, BPF_RB_NO_WAKEUP);
-            return -1;
-        }
-        bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
-    }
+    if (n <= KCD_CHUNK_SMALL)
+        EMIT(kcd_record_small, KCD_CHUNK_SMALL);
+    else if (n <= KCD_CHUNK_MEDIUM)
+        EMIT(kcd_record_medium, KCD_CHUNK_MEDIUM);
+    else
+        EMIT(kcd_record_large, KCD_CHUNK_LARGE);
     return 0;
 }
 

@@ -305,16 +305,7 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         }
         let t0 = Instant::now();
         {
-            let mut sinks: Vec<&mut dyn Sink> = Vec::new();
-            if let Some(j) = json_out.as_mut() {
-                sinks.push(j);
-            }
-            if let Some(f) = file_out.as_mut() {
-                sinks.push(f);
-            }
-            if let Some(t) = text_out.as_mut() {
-                sinks.push(t);
-            }
+            let mut sinks = outputs(&mut json_out, &mut file_out, &mut text_out);
             let mut to_corr = |e: &Event<'_>| corr.event(e);
             sinks.push(&mut to_corr);
             let mut out = kcd_export::Tee(sinks);
@@ -347,17 +338,7 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
             if stopping {
                 corr.finish();
             }
-            let mut sinks: Vec<&mut dyn Sink> = Vec::new();
-            if let Some(j) = json_out.as_mut() {
-                sinks.push(j);
-            }
-            if let Some(f) = file_out.as_mut() {
-                sinks.push(f);
-            }
-            if let Some(t) = text_out.as_mut() {
-                sinks.push(t);
-            }
-            let mut out = kcd_export::Tee(sinks);
+            let mut out = kcd_export::Tee(outputs(&mut json_out, &mut file_out, &mut text_out));
             for f in corr.findings() {
                 let key = format!("{}/{}", f.id, serde_json::to_string(&f.subject).unwrap_or_default());
                 if emitted.len() < MAX_FINDINGS_EMITTED && emitted.insert(key) {
@@ -430,6 +411,25 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The event outputs asked for.
+fn outputs<'a, J: Write, F: Write, T: Write>(
+    json: &'a mut Option<Lines<J>>,
+    file: &'a mut Option<Lines<F>>,
+    text: &'a mut Option<TextWriter<T>>,
+) -> Vec<&'a mut dyn Sink> {
+    let mut v: Vec<&mut dyn Sink> = Vec::new();
+    if let Some(j) = json.as_mut() {
+        v.push(j);
+    }
+    if let Some(f) = file.as_mut() {
+        v.push(f);
+    }
+    if let Some(t) = text.as_mut() {
+        v.push(t);
+    }
+    v
 }
 
 fn print_report(corr: &Correlator, decoder: &Decoder, live: &mut Live, json: bool, colour: bool) {
