@@ -193,6 +193,9 @@ domain_controllers = ["{kdc}"]
             .ok()
             .and_then(|t| t.lines().find(|l| l.starts_with("address")).and_then(|l| l.rsplit(':').next()).map(|p| p.trim_matches('"').to_string()))
             .unwrap_or_default();
+        // Events are appended to: start each run's gateway with an empty file, so that no
+        // check can be passed by an event of an earlier run.
+        let _ = std::fs::remove_file(self.gw().join(events));
         let log = std::fs::File::create(self.gw().join(format!("{events}.log"))).expect("log");
         let child = Command::new("ip")
             .args(["netns", "exec", NS])
@@ -403,6 +406,9 @@ fn the_gateway_between_real_peers() {
         .replace("connect_timeout_ms = 2000\n", &format!("connect_timeout_ms = 2000\n{tls_extra}server_name = \"mail.lab.test\"\n"));
     std::fs::write(&wrongname, text).expect("write");
     lab.start(&wrongname, "wrongname.ndjson");
+    // Two domain controllers, the first one silent: the gateway fails over to the second.
+    let failover = lab.config("failover", 8457, &format!("{}\", \"{kdc}", lab.v("LAB_DEAD_ADDR")), &exchange, "", &chain);
+    lab.start(&failover, "failover.ndjson");
     // A gateway for the 5-minute Ping (and the requests beside it).
     let ping_gw = lab.config("ping", 8453, &kdc, &exchange, "[admin]\naddress = \"127.0.0.1:9453\"\n", &chain);
     lab.start(&ping_gw, "ping.ndjson");
@@ -572,6 +578,20 @@ fn the_gateway_between_real_peers() {
     let e = lab.last_request("main.ndjson");
     lab.check("unknown user: 403, KDC error 6, krb.principal_unknown", r.status == 403 && e["kcd"]["error"] == "KDC_ERR_C_PRINCIPAL_UNKNOWN" && e["finding"] == "krb.principal_unknown", || format!("{} {e}", r.status));
     lab.check("a query User= naming someone else than the certificate is flagged", e["device"]["user_mismatch"] == "alice", || e.to_string());
+    // KDC fail-over: the first DC never answers; the ticket comes from the second, and the
+    // gateway's own krb5 events show the unanswered tries and the answer.
+    {
+        let n = lab.received().len();
+        let r = lab.curl(8457, Some("alice"), q, &[]);
+        std::thread::sleep(Duration::from_millis(300));
+        let e = lab.last_request("failover.ndjson");
+        let krb: Vec<Value> = lab.events("failover.ndjson").into_iter().filter(|e| e["event_type"] == "krb5").collect();
+        let dead = lab.v("LAB_DEAD_ADDR");
+        let to_dead = krb.iter().filter(|k| k["dest_ip"] == dead.as_str() && k["krb5"]["direction"] == "to_kdc").count();
+        let proxy_rep = krb.iter().any(|k| k["src_ip"] == kdc.as_str() && k["krb5"]["msg_type"] == "TGS-REP" && k["gateway"]["step"] == "s4u2proxy");
+        lab.check("KDC fail-over: first DC silent, ticket from the second (its S4U2Proxy reply), 200; tries to the silent one in the events", r.status == 200 && r.body.contains("REMOTE_USER=alice@LAB.TEST") && e["kcd"]["cache_hit"] == false && to_dead >= 1 && proxy_rep && lab.received().len() == n + 1, || format!("{} to_dead {to_dead} proxy_rep {proxy_rep} {e}", r.status));
+    }
+
     let r = lab.curl(8445, Some("alice"), q, &[]);
     let e = lab.last_request("nox.ndjson");
     lab.check("Exchange down: 502, exchange_unreachable", r.status == 502 && e["reason"] == "exchange_unreachable", || format!("{} {e}", r.status));
