@@ -64,12 +64,6 @@ pub struct WatchArgs {
     /// Show the incident in the terminal UI while capturing.
     #[arg(long, conflicts_with = "json")]
     tui: bool,
-    /// Port carrying TLS (repeat for several); captured, for the TLS decoder.
-    #[arg(long = "tls-port", value_name = "PORT", default_value = "443")]
-    tls_ports: Vec<u16>,
-    /// Port carrying HTTP (CRL downloads; repeat for several); captured.
-    #[arg(long = "http-port", value_name = "PORT", default_value = "80")]
-    http_ports: Vec<u16>,
     /// Ring buffer (eBPF) or socket buffer (libpcap) in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     buffer: u32,
@@ -208,9 +202,14 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("cannot handle signals")?;
     }
-    let mut ports: Vec<u16> = a.limits.config().krb5_ports;
-    ports.extend(&a.tls_ports);
-    ports.extend(&a.http_ports);
+    // The probe captures the ports the decoders are configured for (--krb5-port, --tls-port,
+    // --http-port, shared with replay); TLS recognised by content on other ports is not seen.
+    let dc = a.limits.config();
+    let mut ports: Vec<u16> = dc.krb5_ports.clone();
+    ports.extend(&dc.tls_ports);
+    ports.extend(&dc.http_ports);
+    ports.sort_unstable();
+    ports.dedup();
     let cfg = kcd_live::Config { ifaces: a.interfaces.clone(), ports, buffer_bytes: a.buffer.saturating_mul(1 << 20) };
     let backend = match a.backend {
         BackendArg::Ebpf => Backend::Ebpf,

@@ -383,12 +383,32 @@ impl Correlator {
             _ if key_unknown => Some(&catalogue::EXCHANGE_TICKET_KEY_UNKNOWN),
             _ => None,
         };
+        // A KDC whose clock is 5 minutes or more off this host's makes tickets a server
+        // with the right time refuses (KRB_AP_ERR_SKEW inside the 401): the clock, not the
+        // server's set-up, is then the first thing to fix.
+        let skew = (rule.is_some_and(|r| r.id == catalogue::EXCHANGE_TICKET_REFUSED.id))
+            .then(|| {
+                self.kdcs
+                    .values()
+                    .filter(|k| k.offset.samples > 0)
+                    .map(|k| k.offset.worst())
+                    .filter(|o| o.abs() >= 300.0)
+                    .max_by(|a, b| a.abs().total_cmp(&b.abs()))
+            })
+            .flatten();
         let detail = match (rule, h.status) {
             (Some(r), Some(s)) if r.id == catalogue::EXCHANGE_NEGOTIATE_NOT_OFFERED.id => {
                 format!("{} {} answered {s} offering {}", h.http_method, h.url, if h.www_authenticate.is_empty() { "nothing".to_string() } else { h.www_authenticate.join(", ") })
             }
             (Some(_), Some(s)) => format!("{} {} answered {s}", h.http_method, h.url),
             _ => String::new(),
+        };
+        let detail = match skew {
+            Some(o) => format!(
+                "{detail}; a KDC's clock is {:.0} s off this host's (krb.clock_skew): a server whose clock differs from the KDC's by 5 minutes or more refuses its tickets, so fix the clocks (NTP) before Exchange's settings",
+                o
+            ),
+            None => detail,
         };
         let Some(eas) = &e.eas else {
             // Not a device's request: the finding is the server's alone.
