@@ -1,7 +1,7 @@
 //! TLS and HTTP over TCP: arbitrary client and server byte streams, cut into segments of a
 //! size the input chooses, on the TLS port, the HTTP port or an unconfigured port (TLS
 //! recognised by content). Nothing may panic, every event serialises, memory stays under
-//! its cap, and the TLS events do not depend on how the streams were cut.
+//! its cap, and on the TLS port the TLS events do not depend on how the streams were cut.
 #![no_main]
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -59,5 +59,10 @@ fuzz_target!(|data: &[u8]| {
     let (client, server) = rest.split_at(split);
     let whole = run(port, client, server, 1500);
     let cut = run(port, client, server, usize::from(*seed % 97) + 1);
-    assert_eq!(whole, cut, "TLS events depend on segmentation");
+    // On an unconfigured port TLS is recognised by the first data segment of a connection
+    // (as Zeek's DPD looks at the start): how the stream is cut decides where segments
+    // start, so the property holds on the configured ports only.
+    if port != 4433 {
+        assert_eq!(whole, cut, "TLS events depend on segmentation");
+    }
 });
