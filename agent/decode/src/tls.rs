@@ -204,7 +204,7 @@ impl TlsConn {
             }
             ALERT => {
                 let alert = match body {
-                    [level, code] if !self.dirs[d].encrypted || self.tls13 && !self.started => TlsAlert {
+                    [level, code] if !self.dirs[d].encrypted => TlsAlert {
                         level: Some(match level {
                             1 => "warning".to_string(),
                             2 => "fatal".to_string(),
