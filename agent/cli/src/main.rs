@@ -21,6 +21,7 @@ use kcd_schema::{Event, Severity};
 mod demo;
 mod gateway;
 mod kcd;
+mod outputs;
 mod pipeline;
 mod tui;
 mod watch;
@@ -77,6 +78,9 @@ struct ReplayArgs {
     /// (ecs; see the README's ECS mapping).
     #[arg(long, value_enum, default_value = "eve")]
     format: JsonFormat,
+
+    #[command(flatten)]
+    file_output: outputs::FileOutputArgs,
 
     /// Do not print the summary line on standard error.
     #[arg(short, long)]
@@ -272,8 +276,11 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()).with_format(format));
     let mut file_out = match &args.output {
         Some(p) => Some(
-            NdjsonWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-                .with_format(format),
+            NdjsonWriter::new(
+                kcd_export::outputs::file::RotatingFile::open(p, args.file_output.rotation())
+                    .with_context(|| format!("cannot create {}", p.display()))?,
+            )
+            .with_format(format),
         ),
         None => None,
     };
