@@ -1,0 +1,154 @@
+//! The syslog output against a real rsyslog (Debian package rsyslog; tests/run installs
+//! it): rsyslogd runs as a plain process on loopback ports with its own configuration in a
+//! temporary directory, receiving over TCP (octet-counted framing, RFC 6587) and UDP, and
+//! writes each message's MSGID, structured data and message to a file. Every event of
+//! every capture (findings included) must arrive exactly once, in order, with the JSON
+//! byte for byte what the file output writes, and the structured data naming its type
+//! and severity as rsyslog parsed them.
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kcd_decode::{Config, Decoder, Sink};
+use kcd_export::outputs::syslog::{severity_of, SyslogConfig, SyslogWriter, Transport};
+use kcd_schema::Event;
+use kcd_tests::{captures, rel};
+
+struct Rsyslog {
+    child: Child,
+    dir: PathBuf,
+    tcp: u16,
+    udp: u16,
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let p = l.local_addr().expect("addr").port();
+    // The same number free for UDP too (checked, not assumed).
+    UdpSocket::bind(("127.0.0.1", p)).map(|_| p).unwrap_or_else(|_| free_port())
+}
+
+fn start_rsyslog() -> Rsyslog {
+    let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"].into_iter().find(|p| Path::new(p).exists());
+    let bin = bin.expect("rsyslogd is needed: apt-get install rsyslog (tests/run installs it when run as root)");
+    let dir = std::env::temp_dir().join(format!("kcd-rsyslog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (tcp, udp) = (free_port(), free_port());
+    let d = dir.display();
+    let conf = format!(
+        r#"global(workDirectory="{d}" maxMessageSize="256k")
+module(load="imtcp")
+module(load="imudp")
+template(name="raw" type="string" string="%msgid%|%structured-data%|%msg%\n")
+ruleset(name="tcp") {{ action(type="omfile" file="{d}/tcp.log" template="raw") }}
+ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="raw") }}
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="tcp")
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
+"#
+    );
+    std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
+    let child = Command::new(bin)
+        .args(["-n", "-f"])
+        .arg(dir.join("rsyslog.conf"))
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.join("stderr")).expect("stderr file")))
+        .spawn()
+        .expect("starts rsyslogd");
+    let r = Rsyslog { child, dir, tcp, udp };
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "rsyslogd did not listen: {}",
+            std::fs::read_to_string(r.dir.join("stderr")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+/// What was sent: (event type, severity name, JSON) per event, in order.
+fn ship(to: SocketAddr, transport: Transport) -> (Vec<(String, &'static str, String)>, kcd_export::outputs::syslog::SyslogCounters) {
+    let mut w = SyslogWriter::connect(SyslogConfig::new(to, transport)).expect("connects");
+    let mut sent = Vec::new();
+    let mut n = 0u64;
+    let mut send = |e: &Event<'_>, w: &mut SyslogWriter| {
+        let mut j = Vec::new();
+        e.write_json(&mut j);
+        let v: serde_json::Value = serde_json::from_slice(&j).expect("JSON");
+        sent.push((v["event_type"].as_str().unwrap_or("").to_string(), severity_of(e).1, String::from_utf8(j).expect("UTF-8")));
+        w.event(e);
+        n += 1;
+        // Loopback UDP drops when rsyslog's socket buffer fills: a real sender would pace too.
+        if transport == Transport::Udp && n % 32 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    for f in captures("") {
+        let mut dec = Decoder::new(Config::default());
+        let mut corr = kcd_correlate::Correlator::new(Default::default());
+        let mut sink = |e: &Event<'_>| {
+            corr.event(e);
+            send(e, &mut w);
+        };
+        kcd_capture::replay_file(&f, &rel(&f), &mut dec, &mut sink).expect("replays");
+        dec.finish(&mut sink);
+        corr.finish();
+        for fi in corr.findings() {
+            send(&fi.into_event(), &mut w);
+        }
+    }
+    let c = w.finish().expect("finishes");
+    (sent, c)
+}
+
+fn received(path: &Path, want: usize) -> Vec<String> {
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= want || t0.elapsed() > Duration::from_secs(20) {
+            // A moment more, to see duplicates that would arrive late.
+            std::thread::sleep(Duration::from_millis(300));
+            return std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn compare(sent: &[(String, &'static str, String)], got: &[String], what: &str) {
+    assert_eq!(got.len(), sent.len(), "{what}: rsyslog wrote {} messages for {} events", got.len(), sent.len());
+    for (i, ((ty, sev, json), line)) in sent.iter().zip(got).enumerate() {
+        let mut parts = line.splitn(3, '|');
+        let (msgid, sd, msg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        assert_eq!(msgid, ty, "{what} #{i}: MSGID");
+        assert!(sd.starts_with("[kcdscope@32473 "), "{what} #{i}: {sd}");
+        assert!(sd.contains(&format!("event_type=\"{ty}\"")), "{what} #{i}: {sd}");
+        assert!(sd.contains(&format!("severity=\"{sev}\"")), "{what} #{i}: {sd}");
+        assert_eq!(msg.trim_start(), json, "{what} #{i}: message");
+    }
+}
+
+#[test]
+fn rsyslog_receives_every_event_exactly_once_over_tcp_and_udp() {
+    let r = start_rsyslog();
+    let (sent, c) = ship(([127, 0, 0, 1], r.tcp).into(), Transport::Tcp);
+    assert_eq!((c.sent as usize, c.dropped), (sent.len(), 0), "{c:?}");
+    compare(&sent, &received(&r.dir.join("tcp.log"), sent.len()), "TCP");
+    let findings = sent.iter().filter(|s| s.0 == "finding").count();
+    assert!(findings > 10 && sent.len() > 400, "{} events, {findings} findings", sent.len());
+
+    let (sent, c) = ship(([127, 0, 0, 1], r.udp).into(), Transport::Udp);
+    assert_eq!((c.sent as usize, c.dropped), (sent.len(), 0), "{c:?}");
+    compare(&sent, &received(&r.dir.join("udp.log"), sent.len()), "UDP");
+    eprintln!("rsyslog received {} events over TCP and over UDP, {findings} of them findings", sent.len());
+}
