@@ -40,7 +40,10 @@ fn free_port() -> u16 {
 fn start_rsyslog() -> Rsyslog {
     let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"].into_iter().find(|p| Path::new(p).exists());
     let bin = bin.expect("rsyslogd is needed: apt-get install rsyslog (tests/run installs it when run as root)");
-    let dir = std::env::temp_dir().join(format!("kcd-rsyslog-{}", std::process::id()));
+    // One directory per rsyslogd: the tests run in parallel.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("kcd-rsyslog-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (tcp, udp) = (free_port(), free_port());
@@ -151,4 +154,33 @@ fn rsyslog_receives_every_event_exactly_once_over_tcp_and_udp() {
     assert_eq!((c.sent as usize, c.dropped), (sent.len(), 0), "{c:?}");
     compare(&sent, &received(&r.dir.join("udp.log"), sent.len()), "UDP");
     eprintln!("rsyslog received {} events over TCP and over UDP, {findings} of them findings", sent.len());
+}
+
+/// `kcdscope replay --syslog tcp://... --format ecs`: what rsyslog receives is what
+/// `--json --format ecs` prints, line for line.
+#[test]
+fn replay_command_ships_ecs_to_rsyslog() {
+    let mut r = start_rsyslog();
+    let files: Vec<String> = captures("krb5/mit").iter().map(|p| p.display().to_string()).collect();
+    let json = Command::new(kcd_tests::kcdscope_bin())
+        .args(["replay", "-q", "--json", "--format", "ecs"])
+        .args(&files)
+        .output()
+        .expect("runs kcdscope");
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let want: Vec<String> = String::from_utf8_lossy(&json.stdout).lines().map(str::to_string).collect();
+    let out = Command::new(kcd_tests::kcdscope_bin())
+        .args(["replay", "--count", "--format", "ecs", "--syslog", &format!("tcp://127.0.0.1:{}", r.tcp)])
+        .args(&files)
+        .output()
+        .expect("runs kcdscope");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("syslog: {} events sent", want.len())), "{err}");
+    let got = received(&r.dir.join("tcp.log"), want.len());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.splitn(3, '|').nth(2).map(str::trim_start), Some(w.as_str()));
+    }
+    let _ = r.child.kill();
 }

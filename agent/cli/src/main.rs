@@ -80,7 +80,7 @@ struct ReplayArgs {
     format: JsonFormat,
 
     #[command(flatten)]
-    file_output: outputs::FileOutputArgs,
+    outputs: outputs::OutputArgs,
 
     /// Do not print the summary line on standard error.
     #[arg(short, long)]
@@ -277,13 +277,14 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut file_out = match &args.output {
         Some(p) => Some(
             NdjsonWriter::new(
-                kcd_export::outputs::file::RotatingFile::open(p, args.file_output.rotation())
+                kcd_export::outputs::file::RotatingFile::open(p, args.outputs.rotation())
                     .with_context(|| format!("cannot create {}", p.display()))?,
             )
             .with_format(format),
         ),
         None => None,
     };
+    let mut syslog_out = args.outputs.syslog_writer(format)?;
     // Without an NDJSON destination on stdout, list messages for a person.
     let mut text_out = (!args.json && !args.count && !args.report)
         .then(|| TextWriter::new(BufWriter::new(io::stdout())));
@@ -303,6 +304,9 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         }
         if let Some(f) = file_out.as_mut() {
             sinks.push(f);
+        }
+        if let Some(s) = syslog_out.as_mut() {
+            sinks.push(s);
         }
         if let Some(t) = text_out.as_mut() {
             sinks.push(t);
@@ -386,6 +390,15 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     }
     if let Some(f) = file_out {
         f.finish().context("writing the NDJSON file")?;
+    }
+    if let Some(s) = syslog_out {
+        let why = s.last_error.clone().unwrap_or_default();
+        let c = s.finish().context("closing the syslog connection")?;
+        if c.dropped > 0 {
+            eprintln!("kcdscope: syslog: {} events sent, {} NOT delivered ({why}), {} resent after a reconnection", c.sent, c.dropped, c.retried);
+        } else if !args.quiet {
+            eprintln!("kcdscope: syslog: {} events sent, {} resent after a reconnection", c.sent, c.retried);
+        }
     }
     if let Some(t) = text_out {
         if let Err(e) = t.finish() {

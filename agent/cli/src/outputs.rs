@@ -1,9 +1,12 @@
-//! Command-line options of the NDJSON file output (`-o FILE`): rotation and fsync.
+//! Command-line options of the outputs: the NDJSON file's rotation and fsync (`-o FILE`),
+//! and syslog (`--syslog tcp://HOST:PORT`).
 
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use anyhow::{bail, Context, Result};
 use kcd_export::outputs::file::{Fsync, Rotation};
+use kcd_export::outputs::syslog::{SyslogConfig, SyslogWriter, Transport};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum FsyncArg {
@@ -18,7 +21,12 @@ pub(crate) enum FsyncArg {
 }
 
 #[derive(Args)]
-pub(crate) struct FileOutputArgs {
+pub(crate) struct OutputArgs {
+    /// Also send every event to a syslog collector, as RFC 5424 messages: tcp://HOST:PORT
+    /// (octet-counted framing, RFC 6587) or udp://HOST:PORT. In the layout of --format.
+    #[arg(long, value_name = "URL")]
+    syslog: Option<String>,
+
     /// With -o: start a new file before the current one would pass this many bytes
     /// (the old one becomes FILE.000001, FILE.000002...; a line is never split).
     #[arg(long, value_name = "BYTES", requires = "output")]
@@ -37,7 +45,23 @@ pub(crate) struct FileOutputArgs {
     fsync: FsyncArg,
 }
 
-impl FileOutputArgs {
+impl OutputArgs {
+    pub(crate) fn syslog_writer(&self, format: kcd_export::Format) -> Result<Option<SyslogWriter>> {
+        let Some(url) = &self.syslog else { return Ok(None) };
+        let (transport, rest) = match url.split_once("://") {
+            Some(("tcp", r)) => (Transport::Tcp, r),
+            Some(("udp", r)) => (Transport::Udp, r),
+            _ => bail!("--syslog {url}: expected tcp://HOST:PORT or udp://HOST:PORT"),
+        };
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(rest)
+            .with_context(|| format!("--syslog {url}: cannot resolve {rest}"))?
+            .next()
+            .with_context(|| format!("--syslog {url}: {rest} has no address"))?;
+        let mut cfg = SyslogConfig::new(addr, transport);
+        cfg.format = format;
+        SyslogWriter::connect(cfg).with_context(|| format!("--syslog {url}: cannot connect")).map(Some)
+    }
+
     pub(crate) fn rotation(&self) -> Rotation {
         Rotation {
             max_bytes: self.rotate_bytes,
