@@ -92,7 +92,7 @@ fn ship(to: SocketAddr, transport: Transport) -> (Vec<(String, &'static str, Str
         w.event(e);
         n += 1;
         // Loopback UDP drops when rsyslog's socket buffer fills: a real sender would pace too.
-        if transport == Transport::Udp && n % 32 == 0 {
+        if transport == Transport::Udp && n.is_multiple_of(32) {
             std::thread::sleep(Duration::from_millis(2));
         }
     };

@@ -160,7 +160,7 @@ pub fn to_ecs(e: &Event<'_>) -> Value {
         gateway(&mut m, e.event_type, g, &mut users);
     }
     if let Some(u) = users.first() {
-        if !m.get("user").is_some_and(|u| u.get("name").is_some()) {
+        if m.get("user").is_none_or(|u| u.get("name").is_none()) {
             let (name, domain) = split_user(u);
             set(&mut m, "user.name", name);
             opt(&mut m, "user.domain", domain);
