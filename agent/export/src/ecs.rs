@@ -72,7 +72,8 @@ fn split_user(s: &str) -> (String, Option<String>) {
     (s.to_string(), None)
 }
 
-fn event_type_name(t: EventType) -> &'static str {
+/// `event_type` as written in the JSON.
+pub(crate) fn event_type_name(t: EventType) -> &'static str {
     match t {
         EventType::Krb5 => "krb5",
         EventType::Anomaly => "anomaly",
