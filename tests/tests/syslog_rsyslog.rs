@@ -81,7 +81,15 @@ input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
 
 /// What was sent: (event type, severity name, JSON) per event, in order.
 fn ship(to: SocketAddr, transport: Transport) -> (Vec<(String, &'static str, String)>, kcd_export::outputs::syslog::SyslogCounters) {
-    let mut w = SyslogWriter::connect(SyslogConfig::new(to, transport)).expect("connects");
+    ship_with(to, transport, None)
+}
+
+type Tls = Option<(std::sync::Arc<rustls::ClientConfig>, String)>;
+
+fn ship_with(to: SocketAddr, transport: Transport, tls: Tls) -> (Vec<(String, &'static str, String)>, kcd_export::outputs::syslog::SyslogCounters) {
+    let mut cfg = SyslogConfig::new(to, transport);
+    cfg.tls = tls;
+    let mut w = SyslogWriter::connect(cfg).expect("connects");
     let mut sent = Vec::new();
     let mut n = 0u64;
     let mut send = |e: &Event<'_>, w: &mut SyslogWriter| {
@@ -183,4 +191,61 @@ fn replay_command_ships_ecs_to_rsyslog() {
         assert_eq!(g.splitn(3, '|').nth(2).map(str::trim_start), Some(w.as_str()));
     }
     let _ = r.child.kill();
+}
+
+/// Over TLS (RFC 5425): rsyslog's openssl driver (package rsyslog-openssl) with a
+/// certificate from a CA made here with openssl; the sender checks the certificate.
+#[test]
+fn rsyslog_receives_every_event_over_tls() {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("kcd-rsyslog-tls-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sh = |cmd: &str| {
+        let o = Command::new("sh").arg("-c").arg(cmd).current_dir(&dir).output().expect("runs sh");
+        assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null");
+    sh("printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf \
+        && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null");
+    let port = free_port();
+    let d = dir.display();
+    let conf = format!(
+        r#"global(workDirectory="{d}" maxMessageSize="256k" DefaultNetstreamDriver="ossl"
+       DefaultNetstreamDriverCAFile="{d}/ca.pem" DefaultNetstreamDriverCertFile="{d}/server.pem"
+       DefaultNetstreamDriverKeyFile="{d}/server.key")
+module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+template(name="raw" type="string" string="%msgid%|%structured-data%|%msg%\n")
+ruleset(name="tls") {{ action(type="omfile" file="{d}/tls.log" template="raw") }}
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="tls")
+"#
+    );
+    std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
+    let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"].into_iter().find(|p| Path::new(p).exists()).expect("rsyslogd");
+    let child = Command::new(bin)
+        .args(["-n", "-f"])
+        .arg(dir.join("rsyslog.conf"))
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.join("stderr")).expect("stderr file")))
+        .spawn()
+        .expect("starts rsyslogd");
+    let r = Rsyslog { child, dir: dir.clone(), tcp: port, udp: 0 };
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "rsyslogd did not listen: {}",
+            std::fs::read_to_string(dir.join("stderr")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tls = kcd_export::outputs::syslog::tls_config(&dir.join("ca.pem")).expect("CA");
+    // A name the certificate does not carry is refused.
+    let mut wrong = SyslogConfig::new(([127, 0, 0, 1], r.tcp).into(), Transport::Tls);
+    wrong.tls = Some((tls.clone(), "not-localhost".into()));
+    assert!(SyslogWriter::connect(wrong).is_err(), "a certificate for another name was accepted");
+    let (sent, c) = ship_with(([127, 0, 0, 1], r.tcp).into(), Transport::Tls, Some((tls, "localhost".into())));
+    assert_eq!((c.sent as usize, c.dropped), (sent.len(), 0), "{c:?}");
+    compare(&sent, &received(&dir.join("tls.log"), sent.len()), "TLS");
+    eprintln!("rsyslog received {} events over TLS", sent.len());
 }

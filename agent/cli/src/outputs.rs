@@ -23,9 +23,15 @@ pub(crate) enum FsyncArg {
 #[derive(Args)]
 pub(crate) struct OutputArgs {
     /// Also send every event to a syslog collector, as RFC 5424 messages: tcp://HOST:PORT
-    /// (octet-counted framing, RFC 6587) or udp://HOST:PORT. In the layout of --format.
+    /// (octet-counted framing, RFC 6587), tls://HOST:PORT (RFC 5425; with --syslog-ca) or
+    /// udp://HOST:PORT. In the layout of --format.
     #[arg(long, value_name = "URL")]
     syslog: Option<String>,
+
+    /// With --syslog tls://: the CA certificates (PEM) the collector's certificate must
+    /// chain to; it must also carry HOST.
+    #[arg(long, value_name = "FILE")]
+    syslog_ca: Option<std::path::PathBuf>,
 
     /// With -o: start a new file before the current one would pass this many bytes
     /// (the old one becomes FILE.000001, FILE.000002...; a line is never split).
@@ -51,7 +57,8 @@ impl OutputArgs {
         let (transport, rest) = match url.split_once("://") {
             Some(("tcp", r)) => (Transport::Tcp, r),
             Some(("udp", r)) => (Transport::Udp, r),
-            _ => bail!("--syslog {url}: expected tcp://HOST:PORT or udp://HOST:PORT"),
+            Some(("tls", r)) => (Transport::Tls, r),
+            _ => bail!("--syslog {url}: expected tcp://, tls:// or udp://HOST:PORT"),
         };
         let addr = std::net::ToSocketAddrs::to_socket_addrs(rest)
             .with_context(|| format!("--syslog {url}: cannot resolve {rest}"))?
@@ -59,6 +66,11 @@ impl OutputArgs {
             .with_context(|| format!("--syslog {url}: {rest} has no address"))?;
         let mut cfg = SyslogConfig::new(addr, transport);
         cfg.format = format;
+        if transport == Transport::Tls {
+            let Some(ca) = &self.syslog_ca else { bail!("--syslog {url}: --syslog-ca FILE is needed for TLS") };
+            let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h).trim_matches(['[', ']']);
+            cfg.tls = Some((kcd_export::outputs::syslog::tls_config(ca)?, host.to_string()));
+        }
         SyslogWriter::connect(cfg).with_context(|| format!("--syslog {url}: cannot connect")).map(Some)
     }
 

@@ -27,6 +27,57 @@ use crate::Format;
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP with TLS (RFC 5425), octet-counted like TCP.
+    Tls,
+}
+
+/// A TCP connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(b),
+            Stream::Tls(s) => s.write_all(b).and_then(|_| s.flush()),
+        }
+    }
+    fn close(self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tls(mut s) => {
+                s.conn.send_close_notify();
+                s.flush()?;
+                s.sock.shutdown(std::net::Shutdown::Write)
+            }
+        }
+    }
+}
+
+/// rustls on *ring*, as the gateway (aws-lc-rs needs cmake); the constructor is deprecated
+/// for lacking post-quantum key exchange, which syslog collectors do not need.
+#[allow(deprecated)]
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// A TLS client configuration trusting the CA certificates in `ca_pem` (PEM file).
+pub fn tls_config(ca_pem: &std::path::Path) -> io::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca_pem).map_err(|e| io::Error::other(format!("{}: {e}", ca_pem.display())))? {
+        let c = c.map_err(|e| io::Error::other(format!("{}: {e}", ca_pem.display())))?;
+        roots.add(c).map_err(|e| io::Error::other(format!("{}: {e}", ca_pem.display())))?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(cfg))
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +89,8 @@ pub struct SyslogConfig {
     pub app_name: String,
     pub sd_id: String,
     pub format: Format,
+    /// For `Transport::Tls`: whom to trust, and the name the collector's certificate must carry.
+    pub tls: Option<(std::sync::Arc<rustls::ClientConfig>, String)>,
 }
 
 impl SyslogConfig {
@@ -50,6 +103,7 @@ impl SyslogConfig {
             app_name: "kcdscope".into(),
             sd_id: "kcdscope@32473".into(),
             format: Format::Eve,
+            tls: None,
         }
     }
 }
@@ -144,7 +198,7 @@ pub struct SyslogWriter {
     cfg: SyslogConfig,
     pid: u32,
     udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
+    tcp: Option<Stream>,
     json: Vec<u8>,
     msg: Vec<u8>,
     frame: Vec<u8>,
@@ -175,16 +229,30 @@ impl SyslogWriter {
                 s.connect(w.cfg.addr)?;
                 w.udp = Some(s);
             }
-            Transport::Tcp => w.tcp = Some(w.open_tcp()?),
+            Transport::Tcp | Transport::Tls => w.tcp = Some(w.open_tcp()?),
         }
         Ok(w)
     }
 
-    fn open_tcp(&self) -> io::Result<TcpStream> {
+    fn open_tcp(&self) -> io::Result<Stream> {
         let s = TcpStream::connect_timeout(&self.cfg.addr, Duration::from_secs(5))?;
         s.set_nodelay(true)?;
         s.set_write_timeout(Some(Duration::from_secs(10)))?;
-        Ok(s)
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        if self.cfg.transport != Transport::Tls {
+            return Ok(Stream::Plain(s));
+        }
+        let Some((cfg, name)) = &self.cfg.tls else {
+            return Err(io::Error::other("syslog over TLS needs a CA file"));
+        };
+        let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(io::Error::other)?;
+        let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(io::Error::other)?;
+        let mut t = rustls::StreamOwned::new(conn, s);
+        // The handshake now, so that a refused certificate is an error at connect time.
+        while t.conn.is_handshaking() {
+            t.conn.complete_io(&mut t.sock)?;
+        }
+        Ok(Stream::Tls(Box::new(t)))
     }
 
     fn send_tcp(&mut self) -> io::Result<()> {
@@ -202,9 +270,7 @@ impl SyslogWriter {
     /// so that the collector sees the end.
     pub fn finish(mut self) -> io::Result<SyslogCounters> {
         if let Some(s) = self.tcp.take() {
-            let mut s = s;
-            s.flush()?;
-            s.shutdown(std::net::Shutdown::Write)?;
+            s.close()?;
         }
         Ok(self.counters.clone())
     }
@@ -238,7 +304,7 @@ impl Sink for SyslogWriter {
                     }
                 }
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 self.frame.clear();
                 self.frame.extend_from_slice(format!("{} ", self.msg.len()).as_bytes());
                 self.frame.extend_from_slice(&self.msg);
