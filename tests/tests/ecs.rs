@@ -80,6 +80,7 @@ fn secrets(v: &Value, at: &str, found: &mut Vec<String>) {
 fn every_captured_event_is_a_well_formed_ecs_document() {
     let mut n = 0;
     let mut actions: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
     for f in captures("") {
         for d in ecs_of(&f) {
             n += 1;
@@ -111,9 +112,11 @@ fn every_captured_event_is_a_well_formed_ecs_document() {
             secrets(&d, "", &mut found);
             assert!(found.is_empty(), "{name}: {found:?}");
             *actions.entry(text(&d, "event.action").unwrap_or_default()).or_default() += 1;
+            ids.insert(text(&d, "event.id").unwrap_or_else(|| panic!("{name}: no event.id")));
         }
     }
-    eprintln!("{n} ECS documents, actions: {actions:?}");
+    eprintln!("{n} ECS documents, actions: {actions:?}, {} distinct event.id", ids.len());
+    assert_eq!(ids.len(), n, "event.id is not unique");
     assert!(n > 400, "only {n}");
     for a in [ecs::ACTION_TGT, ecs::ACTION_SERVICE_TICKET, ecs::ACTION_PREAUTH_FAILED, "finding"] {
         assert!(actions.contains_key(a), "no {a} among the captures");
@@ -191,4 +194,13 @@ fn kerberos_fields_agree_with_tshark() {
     eprintln!("{checked} Kerberos messages checked against tshark, {effective} with PA-FOR-USER");
     assert!(checked > 100, "only {checked}");
     assert!(effective > 0, "no S4U2Self request among the captures");
+}
+
+#[test]
+fn event_id_is_the_same_in_every_replay() {
+    let f = &captures("krb5/mit")[0];
+    let ids = |docs: Vec<Value>| docs.iter().map(|d| text(d, "event.id")).collect::<Vec<_>>();
+    let (a, b) = (ids(ecs_of(f)), ids(ecs_of(f)));
+    assert!(!a.is_empty() && a.iter().all(|i| i.as_ref().is_some_and(|i| i.len() == 32)));
+    assert_eq!(a, b);
 }

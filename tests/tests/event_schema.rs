@@ -91,3 +91,61 @@ fn schema_refuses_what_the_layout_does_not_allow() {
         assert!(!v.is_valid(&e), "{what} accepted: {e}");
     }
 }
+
+/// The gateway's events (no capture holds them): a request with every part, and a
+/// delegation step, validate too.
+#[test]
+fn gateway_events_validate() {
+    use kcd_schema::*;
+    use std::borrow::Cow;
+    let v = validator();
+    let mut g = Gateway::new(KcdStep::Request, "refused");
+    g.user = Some(Cow::Borrowed("alice@lab.test"));
+    g.request_id = Some(Cow::Borrowed("r-1"));
+    g.status = Some(403);
+    g.reason = Some(Cow::Borrowed("revoked"));
+    g.finding = Some(Cow::Borrowed("cert.revoked"));
+    g.device = Some(Box::new(GatewayDevice {
+        address: Some("10.0.0.9:51234".into()),
+        device_id: Some("ABC".into()),
+        device_type: Some("iPhone".into()),
+        cmd: Some("Sync".into()),
+        user_mismatch: Some("bob".into()),
+    }));
+    g.certificate = Some(Box::new(GatewayCertificate {
+        subject: "CN=alice".into(),
+        issuer: "CN=CA".into(),
+        serial: "0A".into(),
+        sha256: "ab".repeat(32),
+        upn: Some("alice@lab.test".into()),
+        not_after: 1_800_000_000,
+        revocation: Some("revoked".into()),
+        crl_source: Some("http://pki/ca.crl".into()),
+        crl_age_seconds: Some(60),
+    }));
+    g.kcd = Some(Box::new(GatewayKcd {
+        cache_hit: false,
+        step: Some(KcdStep::S4u2proxy),
+        error: Some(ErrorCode(13)),
+        ntstatus: Some(NtStatusInfo(NtStatus(0xC000_0072))),
+        kdc: Some("dc1.lab.test:88".into()),
+        latency_us: 1200,
+    }));
+    g.backend = Some(Box::new(GatewayBackend { status: Some(401), latency_us: 5, www_authenticate: vec!["Negotiate".into()] }));
+    let request = Event { gateway: Some(g), ..Event::bare(Timestamp(1), EventType::Gateway, None, 1) };
+    let mut step = Gateway::new(KcdStep::S4u2self, "canonicalised");
+    step.spn = Some(Cow::Borrowed("HTTP/exchange.lab.test"));
+    step.attempt = Some(2);
+    step.latency_us = Some(10);
+    step.detail = Some(Cow::Borrowed("\"quoted\" \u{1b}"));
+    step.clock_offset_seconds = Some(-300);
+    step.forwardable = Some(true);
+    let kcd = Event { gateway: Some(step), ..Event::bare(Timestamp(2), EventType::Kcd, None, 2) };
+    for e in [request, kcd] {
+        let mut line = Vec::new();
+        e.write_json(&mut line);
+        let j: Value = serde_json::from_slice(&line).expect("JSON");
+        let errors: Vec<String> = v.iter_errors(&j).map(|x| format!("{x} at {}", x.instance_path())).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{j}");
+    }
+}

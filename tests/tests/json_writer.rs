@@ -17,6 +17,19 @@ fn check(e: &Event<'_>) {
     );
     let v: serde_json::Value = serde_json::from_slice(&got).expect("the writer writes JSON");
     assert_eq!(v["schema_version"], serde_json::json!(SCHEMA_VERSION), "every event carries schema_version");
+    // The published schema accepts it too, hostile strings and every event type included.
+    let errors: Vec<String> = schema().iter_errors(&v).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{v}");
+}
+
+fn schema() -> &'static jsonschema::Validator {
+    static V: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let text = std::fs::read_to_string(kcd_tests::repo_root().join("schema/kcdscope-event.schema.json"))
+            .expect("committed schema");
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
+        jsonschema::draft202012::new(&schema).expect("schema compiles")
+    })
 }
 
 #[test]

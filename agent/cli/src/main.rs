@@ -21,6 +21,7 @@ use kcd_schema::{Event, Severity};
 mod demo;
 mod gateway;
 mod kcd;
+mod outputs;
 mod pipeline;
 mod tui;
 mod watch;
@@ -77,6 +78,9 @@ struct ReplayArgs {
     /// (ecs; see the README's ECS mapping).
     #[arg(long, value_enum, default_value = "eve")]
     format: JsonFormat,
+
+    #[command(flatten)]
+    outputs: outputs::OutputArgs,
 
     /// Do not print the summary line on standard error.
     #[arg(short, long)]
@@ -291,11 +295,15 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()).with_format(format));
     let mut file_out = match &args.output {
         Some(p) => Some(
-            NdjsonWriter::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-                .with_format(format),
+            NdjsonWriter::new(
+                kcd_export::outputs::file::RotatingFile::open(p, args.outputs.rotation())
+                    .with_context(|| format!("cannot create {}", p.display()))?,
+            )
+            .with_format(format),
         ),
         None => None,
     };
+    let mut syslog_out = args.outputs.syslog_writer(format)?;
     // Without an NDJSON destination on stdout, list messages for a person.
     let mut text_out = (!args.json && !args.count && !args.report)
         .then(|| TextWriter::new(BufWriter::new(io::stdout())));
@@ -315,6 +323,9 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         }
         if let Some(f) = file_out.as_mut() {
             sinks.push(f);
+        }
+        if let Some(s) = syslog_out.as_mut() {
+            sinks.push(s);
         }
         if let Some(t) = text_out.as_mut() {
             sinks.push(t);
@@ -398,6 +409,15 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     }
     if let Some(f) = file_out {
         f.finish().context("writing the NDJSON file")?;
+    }
+    if let Some(s) = syslog_out {
+        let why = s.last_error.clone().unwrap_or_default();
+        let c = s.finish().context("closing the syslog connection")?;
+        if c.dropped > 0 {
+            eprintln!("kcdscope: syslog: {} events sent, {} NOT delivered ({why}), {} resent after a reconnection", c.sent, c.dropped, c.retried);
+        } else if !args.quiet {
+            eprintln!("kcdscope: syslog: {} events sent, {} resent after a reconnection", c.sent, c.retried);
+        }
     }
     if let Some(t) = text_out {
         if let Err(e) = t.finish() {

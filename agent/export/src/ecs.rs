@@ -72,7 +72,8 @@ fn split_user(s: &str) -> (String, Option<String>) {
     (s.to_string(), None)
 }
 
-fn event_type_name(t: EventType) -> &'static str {
+/// `event_type` as written in the JSON.
+pub(crate) fn event_type_name(t: EventType) -> &'static str {
     match t {
         EventType::Krb5 => "krb5",
         EventType::Anomaly => "anomaly",
@@ -94,6 +95,22 @@ fn severity_number(s: Severity) -> u8 {
     }
 }
 
+/// The event's id: the first 16 bytes of the SHA-256 of its line in kcdscope's own layout,
+/// in hex. The same event gets the same id in every replay and on every retry, so a store
+/// that keys documents by it (Elasticsearch `_bulk` `create` with `_id`) never holds one
+/// twice; two events differ in file, frame, time or content, hence in id.
+pub fn event_id(e: &Event<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut line = Vec::with_capacity(512);
+    e.write_json(&mut line);
+    let digest = Sha256::digest(&line);
+    let mut id = String::with_capacity(32);
+    for b in digest.iter().take(16) {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
 /// `event` in ECS names.
 pub fn to_ecs(e: &Event<'_>) -> Value {
     let mut m = Map::new();
@@ -105,6 +122,7 @@ pub fn to_ecs(e: &Event<'_>) -> Value {
     set(&mut m, "event.module", "kcdscope");
     set(&mut m, "event.dataset", format!("kcdscope.{ty}"));
     set(&mut m, "event.kind", "event");
+    set(&mut m, "event.id", event_id(e));
     set(&mut m, "kcdscope.schema_version", SCHEMA_VERSION);
     set(&mut m, "kcdscope.event_type", ty);
     opt(&mut m, "kcdscope.pcap_file", e.pcap_file.as_deref());

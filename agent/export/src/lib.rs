@@ -10,6 +10,7 @@ use kcd_decode::Sink;
 use kcd_schema::{Direction, Event, EventType};
 
 pub mod ecs;
+pub mod outputs;
 pub mod feed;
 pub mod report;
 
