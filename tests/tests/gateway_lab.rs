@@ -1106,7 +1106,9 @@ print(status())
     let report_path = lab.gw().join("report.txt");
     for (needle, want) in [
         ("certificate CN=bob ", "failed at crl (cert.revoked)"),
-        ("certificate CN=wrongca ", "failed at certificate (cert.issuer_not_trusted)"),
+        // Refused as unknown_ca first; after the reload that trusts its root, on its CRL
+        // (it has no CDP): the device's latest state.
+        ("certificate CN=wrongca ", "failed at crl (crl.unreachable)"),
         ("certificate CN=serverauth ", "failed at certificate (cert.no_client_auth_eku)"),
         ("certificate CN=expired ", "failed at certificate (cert.expired)"),
         ("certificate CN=ldaponly ", "failed at crl (crl.cdp_ldap_only)"),
@@ -1123,6 +1125,11 @@ print(status())
     }
     // The wire's own Kerberos: the KDC's error 6 for the unknown user is a finding of the
     // capture, and names its user.
+    lab.check(
+        "replay: the untrusted root's devices are one finding for that CA (cert.issuer_not_trusted)",
+        report.contains("ERROR   cert.issuer_not_trusted\n        CA CN=Other Root CA,O=Elsewhere,"),
+        || report.chars().take(3000).collect(),
+    );
     let kdcs = report.split("\nKDCS").nth(1).and_then(|k| k.split("\n\n").next()).unwrap_or("").to_string();
     lab.check(
         "replay: the KDC's error 6 on the wire is in the KDC's figures and krb.principal_unknown names nobody",
