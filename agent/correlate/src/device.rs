@@ -203,8 +203,9 @@ impl Devices {
         if let Some(c) = o.cmd {
             s.cmd = Some(c.into());
         }
-        if let Some(u) = o.user_mismatch {
-            s.user_mismatch = Some(u.into());
+        // What the latest request said: a mismatch of an earlier one is not this one's.
+        if o.request {
+            s.user_mismatch = o.user_mismatch.map(Into::into);
         }
         if o.exchange_status.is_some() {
             s.exchange_status = o.exchange_status;
