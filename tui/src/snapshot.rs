@@ -75,6 +75,17 @@ pub struct DeviceRow {
     pub also_known_as: Vec<String>,
 }
 
+impl DeviceRow {
+    /// The device and its user ("ALICEPHONE1 alice@lab.test"), or the principal alone.
+    pub fn label(&self) -> String {
+        if self.key == self.upn || self.upn.is_empty() {
+            self.key.clone()
+        } else {
+            format!("{} {}", self.key, self.upn)
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct KdcRow {
     pub name: String,
@@ -158,6 +169,24 @@ fn concerns(f: &Finding, p: &PrincipalState) -> bool {
         || f.facts.get("principals").and_then(|v| v.as_array()).is_some_and(|a| a.iter().filter_map(|v| v.as_str()).any(same))
 }
 
+/// The KDCs a principal talked with and the KRB-ERRORs it met (for `kdc:` and `err:`).
+fn kdcs_and_errors(p: &PrincipalState) -> (Vec<String>, Vec<String>) {
+    let mut kdcs: Vec<String> = p.steps.iter().map(|s| s.kdc.to_string()).collect();
+    kdcs.sort();
+    kdcs.dedup();
+    let mut errors: Vec<String> = p
+        .steps
+        .iter()
+        .filter_map(|s| match s.outcome {
+            Outcome::Error(e) => Some(format!("{} {}", e, e.0)),
+            _ => None,
+        })
+        .collect();
+    errors.sort();
+    errors.dedup();
+    (kdcs, errors)
+}
+
 fn device_row(c: &Correlator, p: &PrincipalState, findings: &[Finding]) -> DeviceRow {
     let steps: Vec<StepRow> = p.steps.iter().map(|s| step_row(c, s)).collect();
     // The most severe, and of those the latest: what is wrong now.
@@ -172,19 +201,7 @@ fn device_row(c: &Correlator, p: &PrincipalState, findings: &[Finding]) -> Devic
         _ => Status::Healthy,
     };
     let devices = c.devices_of(p);
-    let mut kdcs: Vec<String> = p.steps.iter().map(|s| s.kdc.to_string()).collect();
-    kdcs.sort();
-    kdcs.dedup();
-    let mut errors: Vec<String> = p
-        .steps
-        .iter()
-        .filter_map(|s| match s.outcome {
-            Outcome::Error(e) => Some(format!("{} {}", e, e.0)),
-            _ => None,
-        })
-        .collect();
-    errors.sort();
-    errors.dedup();
+    let (kdcs, errors) = kdcs_and_errors(p);
     DeviceRow {
         key: clean(&p.name),
         upn: clean(&p.name),
@@ -261,7 +278,8 @@ fn is_krbtgt(n: &str) -> bool {
 
 fn step_name(s: DeviceStep) -> &'static str {
     match s {
-        DeviceStep::Certificate => "Certificate",
+        // The Devices table's step columns are 9 wide.
+        DeviceStep::Certificate => "Cert",
         DeviceStep::Crl => "CRL",
         DeviceStep::S4u2Self => "S4U2Self",
         DeviceStep::S4u2Proxy => "S4U2Proxy",
@@ -285,23 +303,10 @@ fn device_state_row(c: &Correlator, d: &DeviceState, users: &[&PrincipalState], 
             evidence: String::new(),
         });
     }
-    let (mut kdcs, mut errors) = (Vec::new(), Vec::new());
     if let Some(p) = user {
         steps.extend(p.steps.iter().map(|s| step_row(c, s)));
-        kdcs = p.steps.iter().map(|s| s.kdc.to_string()).collect();
-        errors = p
-            .steps
-            .iter()
-            .filter_map(|s| match s.outcome {
-                Outcome::Error(e) => Some(format!("{} {}", e, e.0)),
-                _ => None,
-            })
-            .collect();
     }
-    kdcs.sort();
-    kdcs.dedup();
-    errors.sort();
-    errors.dedup();
+    let (kdcs, errors) = user.map(kdcs_and_errors).unwrap_or_default();
     let status = match v.status {
         DeviceStatus::Failing => Status::Failing,
         DeviceStatus::Warning => Status::Warning,

@@ -181,7 +181,7 @@ fn draw_devices(m: &Model, f: &mut Frame, area: Rect, th: &Theme) {
         .map(|(n, d)| {
             let mut cells = vec![
                 Cell::from(format!("{} {}", d.status.glyph(), d.status.word())).style(th.status(d.status)),
-                Cell::from(d.upn.clone()),
+                Cell::from(d.label()),
                 Cell::from(d.last_step),
                 Cell::from(d.failing_step.unwrap_or("")),
                 Cell::from(d.finding.clone().unwrap_or_default()),
@@ -200,7 +200,7 @@ fn draw_devices(m: &Model, f: &mut Frame, area: Rect, th: &Theme) {
         })
         .collect();
     let mut widths = vec![Constraint::Length(9), Constraint::Fill(3), Constraint::Length(9), Constraint::Length(9), Constraint::Fill(4)];
-    let mut head = vec!["STATUS", "UPN / PRINCIPAL", "LAST", "FAILING", "FINDING"];
+    let mut head = vec!["STATUS", "DEVICE / USER", "LAST", "FAILING", "FINDING"];
     if wide {
         widths.extend([Constraint::Length(16), Constraint::Length(15)]);
         head.extend(["DEVICE ID", "ADDRESS"]);
@@ -216,7 +216,7 @@ fn draw_devices(m: &Model, f: &mut Frame, area: Rect, th: &Theme) {
         Some(d) => {
             let mut v = vec![Line::from(vec![
                 Span::styled(format!("{} {} ", d.status.glyph(), d.status.word()), th.status(d.status)),
-                Span::raw(format!("{}  ", d.upn)),
+                Span::raw(format!("{}  ", d.label())),
                 Span::styled(d.finding.clone().unwrap_or_default(), th.dim()),
             ])];
             if let Some(fix) = &d.fix {

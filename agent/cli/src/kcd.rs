@@ -11,7 +11,6 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use kcd_client::{Config, EventSink, KcdClient, KcdError, NoEvents, Token};
-use kcd_schema::Event;
 
 #[derive(Subcommand)]
 pub enum KcdCommand {
@@ -106,7 +105,7 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
     }
     let spn = a.spn.clone().unwrap_or_else(|| cfg.target_spn.clone());
     let events: Arc<dyn EventSink> = match &a.events {
-        Some(p) => Arc::new(EventFile(std::sync::Mutex::new(std::io::BufWriter::new(
+        Some(p) => Arc::new(kcd_gateway::server::NdjsonFile(std::sync::Mutex::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         )))),
         None => Arc::new(NoEvents),
@@ -256,22 +255,3 @@ async fn get(url: &str, authorization: &str) -> Result<(u16, Vec<u8>)> {
     Ok((status.as_u16(), body.to_vec()))
 }
 
-/// Events streamed to a file as NDJSON, as they happen.
-struct EventFile(std::sync::Mutex<std::io::BufWriter<std::fs::File>>);
-
-impl EventSink for EventFile {
-    fn event(&self, e: &Event<'_>) {
-        let mut line = Vec::with_capacity(512);
-        e.write_json(&mut line);
-        line.push(b'\n');
-        if let Ok(mut f) = self.0.lock() {
-            let _ = f.write_all(&line);
-        }
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        match self.0.lock() {
-            Ok(mut f) => f.flush(),
-            Err(_) => Ok(()),
-        }
-    }
-}

@@ -357,6 +357,21 @@ fn one_user_under_several_names_is_one_principal() {
     assert!(f.iter().all(|x| x.id != "krb.error"), "{f:?}");
 }
 
+/// Each device's story as (name, status, failed step, finding id), first seen first.
+fn stories(
+    k: &Correlator,
+    findings: &[Finding],
+    name: impl Fn(&kcd_correlate::DeviceState) -> String,
+) -> Vec<(String, &'static str, Option<&'static str>, Option<String>)> {
+    k.devices()
+        .iter()
+        .map(|d| {
+            let v = k.verdict(d, findings);
+            (name(d), v.status.word(), v.failed.map(|s| s.label()), v.finding)
+        })
+        .collect()
+}
+
 fn fingerprint(n: u64) -> String {
     format!("{:016x}{}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15), "ab".repeat(24))
 }
@@ -423,14 +438,7 @@ fn devices_tell_their_story_from_the_gateway_and_the_wire() {
     }
     k.finish();
     let findings = k.findings();
-    let story: Vec<(String, &str, Option<&str>, Option<String>)> = k
-        .devices()
-        .iter()
-        .map(|d| {
-            let v = k.verdict(d, &findings);
-            (d.key.to_string(), v.status.word(), v.failed.map(|s| s.label()), v.finding)
-        })
-        .collect();
+    let story = stories(&k, &findings, |d| d.key.to_string());
     fn want(key: &str, status: &'static str, step: Option<&'static str>, id: Option<&str>) -> (String, &'static str, Option<&'static str>, Option<String>) {
         (key.to_string(), status, step, id.map(str::to_string))
     }
@@ -523,14 +531,7 @@ fn devices_from_the_wire() {
     }
     k.finish();
     let findings = k.findings();
-    let story: Vec<(String, &str, Option<&str>, Option<String>)> = k
-        .devices()
-        .iter()
-        .map(|d| {
-            let v = k.verdict(d, &findings);
-            (d.upn.as_deref().unwrap_or(&d.key).to_string(), v.status.word(), v.failed.map(|s| s.label()), v.finding)
-        })
-        .collect();
+    let story = stories(&k, &findings, |d| d.upn.as_deref().unwrap_or(&d.key).to_string());
     let w = |k: &str, s: &'static str, st: Option<&'static str>, id: Option<&str>| (k.to_string(), s, st, id.map(str::to_string));
     assert_eq!(
         story,
