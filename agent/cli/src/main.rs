@@ -343,8 +343,6 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
                         }
                     });
                 }
-                let named = with_device(e);
-                let e = named.as_ref().unwrap_or(e);
                 out.event(e);
                 if let Some(d) = diagnosis.as_mut() {
                     d.event(e);
@@ -496,16 +494,4 @@ fn from_events_file<'a>(e: &Event<'a>, file: &str) -> Event<'a> {
         e.pcap_file = Some(std::borrow::Cow::Owned(file.to_string()));
     }
     e
-}
-
-/// The event with its `device` filled in, when it names one and does not say it yet (TLS
-/// handshakes with a client certificate, ActiveSync requests).
-fn with_device<'a>(e: &Event<'a>) -> Option<Event<'a>> {
-    if e.device.is_some() || !matches!(e.event_type, kcd_schema::EventType::Tls | kcd_schema::EventType::Http) {
-        return None;
-    }
-    let key = e.device_key()?;
-    let mut e = e.clone();
-    e.device = Some(std::borrow::Cow::Owned(key));
-    Some(e)
 }

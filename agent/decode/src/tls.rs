@@ -370,6 +370,8 @@ impl TlsConn {
         let at = if client_first { *ctx } else { Ctx { src: ctx.dst, dst: ctx.src, ..*ctx } };
         let mut e = at.envelope(EventType::Tls);
         e.tls = Some(Box::new(std::mem::take(&mut self.tls)));
+        // The device it names, written with it (the report's and the correlator's key).
+        e.device = e.device_key().map(std::borrow::Cow::Owned);
         emit.stats.tls_handshakes += 1;
         emit.sink.event(&e);
         // Nothing more is read: give the buffers back.

@@ -424,6 +424,8 @@ impl HttpConn {
         e.http = Some(Box::new(tx.http));
         e.eas = tx.eas.map(Box::new);
         e.crl = crl.map(Box::new);
+        // The device it names, written with it (the report's and the correlator's key).
+        e.device = e.device_key().map(std::borrow::Cow::Owned);
         emit.sink.event(&e);
     }
 
