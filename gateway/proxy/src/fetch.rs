@@ -216,14 +216,113 @@ pub async fn http_get(
         req = req.header(n, *v);
     }
     let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| format!("{e:?}").chars().take(200).collect::<String>())?;
+    let resp = client.request(req).await.map_err(|e| request_failure(&e))?;
     let status = resp.status();
     let (parts, body) = resp.into_parts();
     let body = Limited::new(body, max).collect().await.map_err(|e| format!("reading the body: {e} (limit {max} bytes)"))?.to_bytes();
     Ok((status, parts.headers, body))
 }
 
+/// Why a request got no answer, in words an administrator acts on ("connection refused",
+/// "no route to host"): the innermost cause that says it, not hyper's Debug text.
+pub fn request_failure(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut texts: Vec<String> = Vec::new();
+    while let Some(x) = cur {
+        if let Some(io) = x.downcast_ref::<std::io::Error>() {
+            return io_words(io);
+        }
+        if let Some(h) = x.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return "the server closed the connection before answering".into();
+            }
+            if h.is_parse() || h.is_parse_status() {
+                return "the server's answer is not HTTP/1.1".into();
+            }
+            if h.is_timeout() {
+                return "no answer in time".into();
+            }
+        }
+        let t = x.to_string();
+        if !t.is_empty() && !texts.iter().any(|p| p.contains(&t)) {
+            texts.push(t);
+        }
+        cur = x.source();
+    }
+    let joined = texts.join(": ");
+    joined.chars().take(200).collect()
+}
+
+fn io_words(io: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let w = match io.kind() {
+        K::ConnectionRefused => "connection refused (nothing listens on that port)",
+        K::TimedOut => "connection timed out",
+        K::ConnectionReset => "connection reset by the server",
+        K::ConnectionAborted => "connection aborted",
+        K::HostUnreachable => "no route to host",
+        K::NetworkUnreachable => "network unreachable",
+        K::AddrNotAvailable => "address not available",
+        K::UnexpectedEof => "the server closed the connection before answering",
+        _ => {
+            // The OS's own sentence, without the "(os error N)" tail.
+            let t = io.to_string();
+            return match t.rfind(" (os error") {
+                Some(i) => t[..i].to_string(),
+                None => t,
+            };
+        }
+    };
+    w.to_string()
+}
+
 enum Got {
     NotModified,
     Body { der: Vec<u8>, etag: Option<String>, last_modified: Option<String> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(url: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let c = http_client(Duration::from_secs(2));
+            match http_get(&c, url, &[], 1000).await {
+                Ok((s, _, _)) => format!("answered {s}"),
+                Err(e) => e,
+            }
+        })
+    }
+
+    #[test]
+    fn a_closed_port_is_connection_refused_in_words() {
+        // A port just bound and released: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let e = get(&format!("http://127.0.0.1:{port}/x.crl"));
+        assert!(e.starts_with("connection refused"), "{e}");
+        assert!(!e.contains("ConnectError") && !e.contains("Kind(") && !e.contains("Custom"), "{e}");
+    }
+
+    #[test]
+    fn a_server_that_hangs_up_or_speaks_no_http_is_named() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let t = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for answer in [&b""[..], b"SSH-2.0-OpenSSH\r\n\r\n"] {
+                if let Ok((mut s, _)) = l.accept() {
+                    let mut b = [0u8; 1024];
+                    let _ = s.read(&mut b);
+                    let _ = s.write_all(answer);
+                }
+            }
+        });
+        let closed = get(&format!("http://127.0.0.1:{port}/a.crl"));
+        let garbage = get(&format!("http://127.0.0.1:{port}/b.crl"));
+        let _ = t.join();
+        assert_eq!(closed, "the server closed the connection before answering");
+        assert_eq!(garbage, "the server's answer is not HTTP/1.1");
+    }
 }
