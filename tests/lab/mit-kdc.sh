@@ -29,6 +29,12 @@
 #   and with `up` only:
 #     127.88.0.6:80  Apache + mod_auth_gssapi as exchange.lab.test (keytab from the LDAP KDC)
 #     127.88.0.7:88  MIT KDC, same LDAP database as .4, kdc_max_dgram_reply_size = 300
+#     127.88.0.8:88  MIT KDC of a second realm OTHER.TEST (LDAP, its own suffix in the same
+#                    slapd), trusting LAB.TEST both ways (krbtgt/OTHER.TEST@LAB.TEST and
+#                    krbtgt/LAB.TEST@OTHER.TEST, same keys on both sides): user dave, UPN
+#                    dave@other.test, for cross-realm S4U2Self; svc_awseg@LAB.TEST is an alias
+#                    of its krbtgt/LAB.TEST@OTHER.TEST, so that the enterprise name of the
+#                    service refers back to LAB.TEST (as an AD global catalog would)
 #   (`up` also writes /etc/netns/kcdmit-c/hosts: exchange.lab.test resolves in kcdmit-c)
 #
 # Environment: KCDMIT_CASES=REGEX records only the cases whose name matches;
@@ -66,12 +72,16 @@ PACKAGES=(krb5-kdc krb5-admin-server krb5-user krb5-kdc-ldap slapd ldap-utils
 # `up` only
 HTTPD=$NET.6            # Apache as exchange.lab.test
 LSMALL=$NET.7           # LDAP (same database as .4), 300-byte UDP replies
+OKDC=$NET.8             # realm OTHER.TEST (LDAP, suffix dc=other,dc=test)
+OREALM=OTHER.TEST
+OBASEDN=dc=other,dc=test
+ODNSDOMAIN=other.test
 DNSDOMAIN=lab.test
 EXCHANGE_HOST=exchange.$DNSDOMAIN
 TARGET_SPN=HTTP/$EXCHANGE_HOST
 NETNS_ETC=/etc/netns/$NSC
 UP_PACKAGES=(apache2 libapache2-mod-auth-gssapi python3-gssapi)
-UP_DAEMONS=(slapd kdc-db2 kdc-small kdc-ldap kdc-ldapsmall kdc-skew silent apache)
+UP_DAEMONS=(slapd kdc-db2 kdc-small kdc-ldap kdc-ldapsmall kdc-other kdc-skew silent apache)
 EXTRA_ADDRS=
 
 usage() {
@@ -161,9 +171,21 @@ EOF
     kdc_conf ldap "$LKDC" "" "$ldapdb" "$ldapmod"
     # `up` only: a second KDC on the LDAP database that sends 52 for UDP replies > 300 B
     [ -z "$EXTRA_ADDRS" ] || kdc_conf ldapsmall "$LSMALL" "    kdc_max_dgram_reply_size = 300" "$ldapdb" "$ldapmod"
+    # `up` only: the second realm, its own Kerberos container in the same slapd
+    [ -z "$EXTRA_ADDRS" ] || kdc_conf other "$OKDC" "" "        database_module = ldapother
+        key_stash_file = $W/ldapkdc/stash-other" "[dbmodules]
+    ldapother = {
+        db_library = kldap
+        ldap_kerberos_container_dn = cn=krbcontainer,$OBASEDN
+        ldap_kdc_dn = $LDAP_ADMIN
+        ldap_kadmind_dn = $LDAP_ADMIN
+        ldap_service_password_file = $W/ldapkdc/service.keyfile
+        ldap_servers = $LDAPI
+        ldap_conns_per_server = 2
+    }" "$OREALM"
 }
 
-# kdc_conf NAME ADDRESS KDCDEFAULTS-LINES REALM-DB-LINES EXTRA-SECTIONS
+# kdc_conf NAME ADDRESS KDCDEFAULTS-LINES REALM-DB-LINES EXTRA-SECTIONS [REALM]
 kdc_conf() {
     cat >"$W/kdc-$1.conf" <<EOF
 [kdcdefaults]
@@ -171,7 +193,7 @@ kdc_conf() {
     kdc_tcp_listen = $2:88
 $3
 [realms]
-    $REALM = {
+    ${6:-$REALM} = {
 $4
         acl_file = $W/kadm5.acl
         max_life = 10h 0m 0s
@@ -287,9 +309,26 @@ directory $W/ldap/db
 index objectClass eq
 index krbPrincipalName eq,pres,sub
 EOF
+    if [ -n "$EXTRA_ADDRS" ]; then      # `up`: the second realm's own suffix
+        mkdir -p "$W/ldap/db-other"
+        cat >>"$W/ldap/slapd.conf" <<EOF
+database mdb
+maxsize 67108864
+suffix "$OBASEDN"
+directory $W/ldap/db-other
+access to * by dn.exact="$LDAP_ADMIN" manage by * none
+index objectClass eq
+index krbPrincipalName eq,pres,sub
+EOF
+    fi
     printf 'dn: %s\nobjectClass: dcObject\nobjectClass: organization\ndc: lab\no: lab\n' "$BASEDN" >"$W/ldap/base.ldif"
     slapadd -f "$W/ldap/slapd.conf" -l "$W/ldap/base.ldif" >"$W/log/slapadd.log" 2>&1 \
         || { cat "$W/log/slapadd.log" >&2; lab_die "slapadd failed"; }
+    if [ -n "$EXTRA_ADDRS" ]; then
+        printf 'dn: %s\nobjectClass: dcObject\nobjectClass: organization\ndc: other\no: other\n' "$OBASEDN" \
+            | slapadd -f "$W/ldap/slapd.conf" -b "$OBASEDN" >>"$W/log/slapadd.log" 2>&1 \
+            || { cat "$W/log/slapadd.log" >&2; lab_die "slapadd $OBASEDN failed"; }
+    fi
     # slapd -d keeps it in the foreground (no fork), so the pid file holds the daemon
     daemon_start "$NSK" "$W/run/slapd.pid" "$W/log/slapd.out" \
         slapd -d 0 -h "$LDAPI" -f "$W/ldap/slapd.conf"
@@ -339,11 +378,11 @@ wait_addr() {
     return 1
 }
 
-start_kdc() {  # start_kdc PROFILE ADDRESS [ENV=VALUE...]
+start_kdc() {  # start_kdc PROFILE ADDRESS [ENV=VALUE...]   (KDC_REALM: another realm)
     local prof=$1 addr=$2; shift 2
     daemon_start "$NSK" "$W/run/kdc-$prof.pid" "$W/log/krb5kdc-$prof.out" \
         env KRB5_CONFIG="$W/krb5-server.conf" KRB5_KDC_PROFILE="$W/kdc-$prof.conf" "$@" \
-        krb5kdc -n -r "$REALM"
+        krb5kdc -n -r "${KDC_REALM:-$REALM}"
     wait_addr "$addr" || { cat "$W/log/krb5kdc-$prof.out" "$W/log/kdc-$prof.log" >&2; lab_die "KDC $prof did not start"; }
 }
 
@@ -889,6 +928,7 @@ $LKDC kdc.$DNSDOMAIN kdc
 $LSMALL kdc-small-udp.$DNSDOMAIN
 $DEAD kdc-dead.$DNSDOMAIN
 $KDC kdc-db2.$DNSDOMAIN
+$OKDC kdc.$ODNSDOMAIN
 $HTTPD $EXCHANGE_HOST exchange
 EOF
     # no DNS server exists in the lab; make lookups of other names fail at once
@@ -906,6 +946,9 @@ $2}"
 
 write_up_client_confs() {
     up_client_conf "$W/krb5.conf" "$LKDC"
+    # MIT's own client as the reference for cross-realm S4U2Self: it knows OTHER.TEST's KDC
+    sed -i -e "/^\[realms\]/a\\    $OREALM = {\n        kdc = $OKDC\n    }" \
+        -e "/^\[domain_realm\]/a\\    .$ODNSDOMAIN = $OREALM\n    $ODNSDOMAIN = $OREALM" "$W/krb5.conf"
     up_client_conf "$W/krb5-small-udp.conf" "$LSMALL" "    udp_preference_limit = 4000"
     up_client_conf "$W/krb5-tcp-only.conf" "$LKDC" "    udp_preference_limit = 1"
     up_client_conf "$W/krb5-failover.conf" "$DEAD $LKDC"
@@ -962,6 +1005,44 @@ up_principals() {
         ldap_add "$pr" krbPrincipalName "$pr@$DNSDOMAIN@$REALM" krbCanonicalName "$pr@$REALM"
     done
 }
+
+# setup_other_realm : OTHER.TEST in its own container (suffix dc=other,dc=test of the same
+# slapd), dave@OTHER.TEST with UPN dave@other.test, and the two-way trust with LAB.TEST:
+# each cross-realm krbtgt made from one password in both realms (same salt, same keys).
+# The service's enterprise name svc_awseg@LAB.TEST is an alias of krbtgt/LAB.TEST@OTHER.TEST:
+# OTHER.TEST's KDC answers a S4U2Self for it with a referral back to LAB.TEST.
+setup_other_realm() {
+    local dn p pr
+    srv other kdb5_ldap_util -D "$LDAP_ADMIN" -w "$LDAP_PW" -H "$LDAPI" create -subtrees "$OBASEDN" \
+        -r "$OREALM" -s -P "$MASTER_PW" >"$W/log/kdb5_ldap_util-other.log" 2>&1 \
+        || { cat "$W/log/kdb5_ldap_util-other.log" >&2; lab_die "kdb5_ldap_util create $OREALM failed"; }
+    XREALM_PW="Trust-$(od -An -N9 -tx1 /dev/urandom | tr -d ' \n')"
+    oadm "addprinc -pw $ALICE_PW +requires_preauth dave"
+    for pr in "krbtgt/$OREALM@$REALM" "krbtgt/$REALM@$OREALM"; do
+        kadm ldap "addprinc -pw $XREALM_PW $pr"
+        oadm "addprinc -pw $XREALM_PW $pr"
+    done
+    for pr in "dave@$OREALM" "krbtgt/$REALM@$OREALM" "krbtgt/$OREALM@$REALM"; do
+        srv other kadmin.local -r "$OREALM" -q "getprinc $pr" 2>&1 | grep -qx "Principal: $pr" \
+            || lab_die "principal $pr missing in the $OREALM database"
+        srv ldap kadmin.local -q "getprinc $pr" 2>&1 | grep -qx "Principal: $pr" || [ "$pr" = "dave@$OREALM" ] \
+            || lab_die "principal $pr missing in the $REALM database"
+    done
+    dn=$(oldap_dn "dave@$OREALM"); [ -n "$dn" ] || lab_die "no LDAP entry for dave"
+    printf 'dn: %s\nchangetype: modify\nadd: krbPrincipalName\nkrbPrincipalName: dave@%s@%s\n-\nadd: krbCanonicalName\nkrbCanonicalName: dave@%s\n' \
+        "$dn" "$ODNSDOMAIN" "$OREALM" "$OREALM" | oldapmod || lab_die "alias dave@$ODNSDOMAIN failed"
+    dn=$(oldap_dn "krbtgt/$REALM@$OREALM"); [ -n "$dn" ] || lab_die "no LDAP entry for krbtgt/$REALM@$OREALM"
+    printf 'dn: %s\nchangetype: modify\nadd: krbPrincipalName\nkrbPrincipalName: svc_awseg@%s@%s\n-\nadd: krbCanonicalName\nkrbCanonicalName: krbtgt/%s@%s\n' \
+        "$dn" "$REALM" "$OREALM" "$REALM" "$OREALM" | oldapmod || lab_die "alias svc_awseg@$REALM failed"
+}
+oadm() {  # oadm QUERY : kadmin.local for OTHER.TEST
+    srv other kadmin.local -r "$OREALM" -q "$1" >>"$W/log/kadmin-local.log" 2>&1 \
+        || lab_die "kadmin.local ($OREALM): $1 failed (see $W/log/kadmin-local.log)"
+}
+oldap_dn() {
+    ldap ldapsearch -LLL -o ldif-wrap=no -b "cn=krbcontainer,$OBASEDN" "(krbPrincipalName=$1)" dn | sed -n 's/^dn: //p'
+}
+oldapmod() { ldap ldapmodify >>"$W/log/ldapmodify.log" 2>&1; }
 
 export_keytabs() {  # from the LDAP database (the KDC that does constrained delegation)
     local pr
@@ -1070,6 +1151,11 @@ LAB_SPN_UNKNOWN=HTTP/nosuch.$DNSDOMAIN
 LAB_APACHE_PID_FILE=$W/run/apache.pid
 LAB_APACHE_ERROR_LOG=$W/apache/logs/error.log
 LAB_SELFCHECK=$W/log/selfcheck.txt
+LAB_OTHER_REALM=$OREALM
+LAB_OTHER_KDC_ADDR=$OKDC
+LAB_OTHER_KDC_LOG=$W/log/kdc-other.log
+LAB_OTHER_USER_UPN=dave@$ODNSDOMAIN
+LAB_NOTRUST_REALM=NOTRUST.TEST
 EOF
 }
 
@@ -1181,6 +1267,14 @@ up_self_check() {
     check "kvno -I carol (disabled, -allow_tix): S4U2Self refused with 18 CLIENT_REVOKED" tr_has carol "Got cred; $((-1765328384 + 18))/"
     check "kvno -U nosuch@$DNSDOMAIN: the AS-REQ probe gets 6 C_PRINCIPAL_UNKNOWN" tr_has nosuch "Received error from KDC: $((-1765328384 + 6))/"
 
+    prepare selfcheck_cross_realm
+    KLOG_OFF[other]=$(wc -l <"$W/log/kdc-other.log")
+    uclient kinit "$W/krb5.conf" kinit svc_awseg <"$W/svc_awseg.password"
+    uclient kvno "$W/krb5.conf" kvno -I "dave@$OREALM" -P "$TARGET_SPN"
+    check "MIT's client: kvno -I dave@$OREALM -P $TARGET_SPN (cross-realm S4U2Self) exits 0" rc_is kvno 0
+    check "final ticket: dave@$OREALM -> $TARGET_SPN@$REALM" tr_has kvno "TGS reply is for dave@$OREALM -> $TARGET_SPN@$REALM"
+    check "$OREALM's KDC referred the S4U2Self back to $REALM" klog_has other "krbtgt/$REALM@$OREALM"
+
     prepare selfcheck_other_kdcs
     uclient kinit "$W/krb5-db2.conf" kinit alice <"$W/users.password"
     uclient kvno "$W/krb5-db2.conf" kvno "$TARGET_SPN"
@@ -1226,7 +1320,7 @@ main_up() {
     mkdir -p "$W/run" "$W/log" "$W/trace" "$W/out" "$W/cc"
     trap up_exit EXIT
     trap 'exit 130' INT TERM
-    EXTRA_ADDRS="$HTTPD $LSMALL"
+    EXTRA_ADDRS="$HTTPD $LSMALL $OKDC"
     make_network
     write_netns_etc
     write_server_confs
@@ -1234,12 +1328,14 @@ main_up() {
     setup_db2
     setup_ldap
     up_principals
+    setup_other_realm
     export_keytabs
     write_password_files
     start_kdc db2 "$KDC"
     start_kdc small "$SMALL"
     start_kdc ldap "$LKDC"
     start_kdc ldapsmall "$LSMALL"
+    KDC_REALM=$OREALM start_kdc other "$OKDC"
     start_kdc skew "$SKDC" LD_PRELOAD="$FAKETIME_LIB" FAKETIME="$KDC_SKEW"
     start_silent_kdc
     write_apache

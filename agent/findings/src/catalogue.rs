@@ -29,6 +29,8 @@ rules! {
         "TCP/88 connections to this KDC are never answered: open TCP/88 on the firewalls between this host and the domain controller, or check that the KDC is running.";
     KDC_NAME_UNRESOLVED = "krb.kdc.name_unresolved", Error,
         "The domain controller's name does not resolve: check the spelling in the gateway's domain/domain controller pairs and that this host's DNS (or hosts file) knows the name.";
+    CROSS_REALM_NO_TRUST = "krb.cross_realm.no_trust", Error,
+        "The service account's realm has no trust to the user's realm: its KDC knows no krbtgt/USER-REALM@SERVICE-REALM, so it cannot refer the S4U2Self request to the user's domain. Create the trust (Active Directory: a forest or external trust in Active Directory Domains and Trusts, or netdom trust; MIT: krbtgt/USER-REALM@SERVICE-REALM and krbtgt/SERVICE-REALM@USER-REALM with the same keys in both KDCs, or [capaths] for a path through another realm), or put the user in a domain the service account's domain trusts.";
     KDC_UNREACHABLE = "krb.kdc.unreachable", Error,
         "This KDC does not answer: check that it runs and that UDP and TCP 88 reach it, and configure several domain controllers so that clients can fail over.";
     KDC_REQUESTS_UNANSWERED = "krb.kdc.requests_unanswered", Warning,

@@ -342,6 +342,19 @@ impl Config {
         })
     }
 
+    /// The realm that holds `user`: the configured realm its UPN suffix names ("bob@other.test"
+    /// -> OTHER.TEST), else the service account's (a UPN suffix need not be a realm; the
+    /// enterprise name lets that KDC find the account).
+    pub fn user_realm(&self, user: &str) -> &str {
+        if let Some((_, suffix)) = user.rsplit_once('@') {
+            let up = suffix.to_uppercase();
+            if let Some(d) = self.domains.iter().find(|d| d.realm == up) {
+                return &d.realm;
+            }
+        }
+        &self.service_realm
+    }
+
     /// The KDCs of `realm`, in the configured order.
     pub fn kdcs(&self, realm: &str) -> Option<&[String]> {
         self.domains.iter().find(|d| d.realm == realm).map(|d| d.kdcs.as_slice())

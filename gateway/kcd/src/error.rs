@@ -51,6 +51,9 @@ pub enum KcdError {
     /// the account's current password.
     #[error("login: the KDC {kdc} answered KDC_ERR_PREAUTH_FAILED (24) to the key from keytab {path} (kvno {kvno}, etype {etype}): the keytab does not hold the account's current key")]
     StaleKeytab { kdc: String, path: String, kvno: u32, etype: i32 },
+    /// Cross-realm S4U2Self: the service account's KDC has no trust to the user's realm.
+    #[error("S4U2Self: the KDC {kdc} of {service_realm} answered {code} ({}) to krbtgt/{user_realm}@{service_realm}: {service_realm} has no trust to the user's realm {user_realm}", code.0)]
+    NoTrust { kdc: String, service_realm: String, user_realm: String, code: ErrorCode },
     /// No KDC of the realm gave an answer.
     #[error("{step}: no KDC answered ({})", attempts.iter().map(|a| format!("{}: {}", a.kdc, a.what)).collect::<Vec<_>>().join("; "))]
     Unreachable { step: KcdStep, attempts: Vec<Attempt> },
@@ -81,7 +84,7 @@ impl KcdError {
             | Self::BadReply { step, .. }
             | Self::Random { step } => Some(*step),
             Self::NoCommonEtype { .. } | Self::Keytab { .. } | Self::StaleKeytab { .. } => Some(KcdStep::Login),
-            Self::BadUser { .. } => Some(KcdStep::S4u2self),
+            Self::BadUser { .. } | Self::NoTrust { .. } => Some(KcdStep::S4u2self),
             Self::BadSpn { .. } => Some(KcdStep::S4u2proxy),
             Self::Config { .. } => None,
         }
@@ -92,6 +95,7 @@ impl KcdError {
         match self {
             Self::Kdc { code, .. } => Some(*code),
             Self::StaleKeytab { .. } => Some(ErrorCode(24)),
+            Self::NoTrust { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -146,6 +150,7 @@ impl KcdError {
             }
             Self::Unreachable { .. } => cat::KDC_UNREACHABLE,
             Self::StaleKeytab { .. } => cat::PASSWORD_WRONG,
+            Self::NoTrust { .. } => cat::CROSS_REALM_NO_TRUST,
             Self::BadReply { .. } => cat::OTHER_ERROR,
             Self::Kdc { step, code, ntstatus, .. } => match (step, code.0) {
                 (_, 37) => cat::CLOCK_SKEW,

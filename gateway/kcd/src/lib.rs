@@ -148,6 +148,9 @@ pub struct KcdClient {
     /// Per realm, the KDC that answered last: asked first next time, so that a dead first
     /// domain controller costs one timeout, not one per request.
     preferred: Mutex<HashMap<String, String>>,
+    /// Per user realm, the cross-realm TGT (krbtgt/USER-REALM@SERVICE-REALM) of the service
+    /// account: one per realm, not one per user.
+    cross: Mutex<HashMap<String, Arc<Creds>>>,
 }
 
 /// What the KDC said to one request.
@@ -189,6 +192,7 @@ impl KcdClient {
             last_us: AtomicI64::new(0),
             frame: AtomicU64::new(0),
             preferred: Mutex::new(HashMap::new()),
+            cross: Mutex::new(HashMap::new()),
         }
     }
 
@@ -481,8 +485,13 @@ impl KcdClient {
         let etypes = self.cfg.etypes();
         let me = self.service_principal();
 
-        let (mut evidence, mut kdc) = self.s4u2self(&mut tgt, user, spn, &proto::user_principal(user)).await?;
-        if evidence.client.name_type == proto::NT_ENTERPRISE {
+        let user_realm = self.cfg.user_realm(user).to_string();
+        let (mut evidence, mut kdc) = if user_realm == realm {
+            self.s4u2self(&mut tgt, user, spn, &proto::user_principal(user)).await?
+        } else {
+            self.s4u2self_cross(&mut tgt, user, spn, &proto::user_principal(user), &user_realm).await?
+        };
+        if evidence.client.name_type == proto::NT_ENTERPRISE && user_realm == realm {
             // The KDC kept the enterprise name: ask again under the account name the PAC
             // gives, so that the target sees "alice@LAB.TEST" as it would from a login.
             if let Some(name) = self.pac_account(&evidence).filter(|n| n.1 == realm) {
@@ -574,6 +583,136 @@ impl KcdClient {
                     proto::check_s4u_client(&c, &me).map_err(bad)?;
                     return Ok((c, x.kdc));
                 }
+            }
+        }
+    }
+
+    /// The service account's cross-realm TGT for `user_realm` (krbtgt/USER-REALM@SERVICE-REALM),
+    /// from its own KDC; kept until it is about to end.
+    async fn cross_tgt(&self, tgt: &mut Arc<Creds>, user: &str, spn: &str, user_realm: &str) -> Result<Arc<Creds>, KcdError> {
+        if let Some(c) = self.cross.lock().ok().and_then(|m| m.get(user_realm).cloned()).filter(|c| self.fresh(c)) {
+            return Ok(c);
+        }
+        let realm = self.cfg.service_realm.clone();
+        let etypes = self.cfg.etypes();
+        let target = proto::krbtgt(user_realm);
+        let mut renewed = false;
+        loop {
+            let t = tgt.clone();
+            let x = self
+                .exchange(KcdStep::S4u2self, Some(user), Some(spn), &realm, |now, nonce| {
+                    proto::tgs_req_for(&t, &target, &realm, nonce, now, &etypes)
+                })
+                .await?;
+            match x.answer {
+                Answer::Err(e) if !renewed && matches!(e.error_code, 31 | 32 | 41) => {
+                    renewed = true;
+                    *tgt = self.tgt(true).await?;
+                }
+                // KDC_ERR_S_PRINCIPAL_UNKNOWN for krbtgt/USER-REALM: no trust (nor path) to it.
+                Answer::Err(e) if e.error_code == 7 => {
+                    return Err(KcdError::NoTrust {
+                        kdc: x.kdc,
+                        service_realm: realm,
+                        user_realm: user_realm.to_string(),
+                        code: ErrorCode(7),
+                    })
+                }
+                Answer::Err(e) => return Err(self.kdc_error(KcdStep::S4u2self, &x.kdc, &e)),
+                Answer::Rep(rep) => {
+                    let bad = |d: String| KcdError::BadReply { step: KcdStep::S4u2self, kdc: x.kdc.clone(), detail: d };
+                    let c = proto::read_tgs_rep(&rep, &t, x.nonce).map_err(|e| bad(e.to_string()))?;
+                    if proto::tgt_realm(&c.server).as_deref() != Some(user_realm) {
+                        // A TGT of an intermediate realm (a transitive path): not followed.
+                        return Err(bad(format!(
+                            "asked for krbtgt/{user_realm}, got {}@{}: a path through another realm, which the gateway does not follow; give {realm} a direct trust to {user_realm}",
+                            c.server.display(),
+                            c.srealm
+                        )));
+                    }
+                    let c = Arc::new(c);
+                    if let Ok(mut m) = self.cross.lock() {
+                        if m.len() >= MAX_DELEGATED_SPNS {
+                            m.clear();
+                        }
+                        m.insert(user_realm.to_string(), c.clone());
+                    }
+                    return Ok(c);
+                }
+            }
+        }
+    }
+
+    /// Cross-realm S4U2Self (MS-SFU 3.1.5.1.1.1, as MIT's krb5_get_self_cred_from_kdc does
+    /// it): with the cross-realm TGT, the user realm's KDC is asked for a ticket to us (our
+    /// name as an enterprise name, which it does not hold); it answers with a referral TGT
+    /// back to our realm carrying the user, which our own KDC then turns into the S4U2Self
+    /// ticket.
+    async fn s4u2self_cross(
+        &self,
+        tgt: &mut Arc<Creds>,
+        user: &str,
+        spn: &str,
+        user_name: &PrincipalName,
+        user_realm: &str,
+    ) -> Result<(Creds, String), KcdError> {
+        let realm = self.cfg.service_realm.clone();
+        let etypes = self.cfg.etypes();
+        let me = self.service_principal();
+        let xt = self.cross_tgt(tgt, user, spn, user_realm).await?;
+        let me_there = proto::enterprise_self(&me, &realm);
+        let x = self
+            .exchange(KcdStep::S4u2self, Some(user), Some(spn), user_realm, |now, nonce| {
+                proto::s4u2self_req_to(&xt, &me_there, user_realm, user_name, user_realm, nonce, now, &etypes)
+            })
+            .await?;
+        let referral = match x.answer {
+            Answer::Err(e) => {
+                if matches!(e.error_code, 31 | 32 | 41) {
+                    // The cross-realm key changed or the TGT ended: fetch a new one next time.
+                    if let Ok(mut m) = self.cross.lock() {
+                        m.remove(user_realm);
+                    }
+                }
+                return Err(self.kdc_error(KcdStep::S4u2self, &x.kdc, &e));
+            }
+            Answer::Rep(rep) => {
+                let bad = |d: String| KcdError::BadReply { step: KcdStep::S4u2self, kdc: x.kdc.clone(), detail: d };
+                proto::check_s4u_reply_padata(&rep, &xt, x.nonce).map_err(|e| bad(e.to_string()))?;
+                let c = proto::read_tgs_rep(&rep, &xt, x.nonce).map_err(|e| bad(e.to_string()))?;
+                if proto::tgt_realm(&c.server).as_deref() != Some(realm.as_str()) {
+                    return Err(bad(format!(
+                        "the KDC of {user_realm} answered with a ticket for {}@{}, not a referral back to {realm}",
+                        c.server.display(),
+                        c.srealm
+                    )));
+                }
+                c
+            }
+        };
+        self.kcd_event(Gateway {
+            user: Some(Cow::Borrowed(user)),
+            spn: Some(Cow::Borrowed(spn)),
+            kdc: Some(Cow::Borrowed(&x.kdc)),
+            detail: Some(Cow::Owned(format!("the KDC of {user_realm} referred the S4U2Self for {user} back to {realm}"))),
+            ..Gateway::new(KcdStep::S4u2self, "referral")
+        });
+        let x = self
+            .exchange(KcdStep::S4u2self, Some(user), Some(spn), &realm, |now, nonce| {
+                proto::s4u2self_req_to(&referral, &me, &realm, user_name, user_realm, nonce, now, &etypes)
+            })
+            .await?;
+        match x.answer {
+            Answer::Err(e) => Err(self.kdc_error(KcdStep::S4u2self, &x.kdc, &e)),
+            Answer::Rep(rep) => {
+                let bad = |d: ProtoError| KcdError::BadReply { step: KcdStep::S4u2self, kdc: x.kdc.clone(), detail: d.to_string() };
+                proto::check_s4u_reply_padata(&rep, &referral, x.nonce).map_err(bad)?;
+                let c = proto::read_tgs_rep(&rep, &referral, x.nonce).map_err(bad)?;
+                proto::check_s4u_client(&c, &me).map_err(bad)?;
+                if c.server != me {
+                    return Err(bad(ProtoError::Reply(format!("the S4U2Self ticket is for {}, not {}", c.server.display(), me.display()))));
+                }
+                Ok((c, x.kdc))
             }
         }
     }

@@ -347,6 +347,23 @@ pub fn s4u_byte_array(user: &PrincipalName, realm: &str, auth_package: &str) -> 
 /// PA-S4U-X509-USER (which MIT reads) and PA-FOR-USER (which Samba's Heimdal KDC reads)
 /// are sent, as MIT's client does.
 pub fn s4u2self_req(tgt: &Creds, user: &PrincipalName, user_realm: &str, nonce: u32, now: Now, etypes: &[i32]) -> Result<Vec<u8>, ProtoError> {
+    s4u2self_req_to(tgt, &tgt.client, &tgt.crealm, user, user_realm, nonce, now, etypes)
+}
+
+/// S4U2Self sent to the KDC of `realm` for the ticket to `server`: our own name in our own
+/// realm, or (MS-SFU 3.1.5.1.1.1, MIT's krb5_get_self_cred_from_kdc) our name as an
+/// enterprise name when a user realm's KDC is asked and must refer us back home.
+#[allow(clippy::too_many_arguments)]
+pub fn s4u2self_req_to(
+    tgt: &Creds,
+    server: &PrincipalName,
+    realm: &str,
+    user: &PrincipalName,
+    user_realm: &str,
+    nonce: u32,
+    now: Now,
+    etypes: &[i32],
+) -> Result<Vec<u8>, ProtoError> {
     let id = S4uUserId::new(i64::from(nonce), Some(user.clone()), KerberosString::new(user_realm), None);
     let id_der = encode(&id)?;
     let (ctype, sum) = tgt.key.checksum(usage::PA_S4U_X509_USER, &id_der);
@@ -362,8 +379,36 @@ pub fn s4u2self_req(tgt: &Creds, user: &PrincipalName, user_realm: &str, nonce: 
         },
         auth_package: KerberosString::new("Kerberos"),
     };
-    let b = body(base_options(), None, &tgt.crealm, tgt.client.clone(), now.secs + 86_400, nonce, etypes)?;
+    let b = body(base_options(), None, realm, server.clone(), now.secs + 86_400, nonce, etypes)?;
     tgs_req(tgt, b, vec![pa(PA_S4U_X509_USER, encode(&x509)?), pa(PA_FOR_USER, encode(&for_user)?)], now)
+}
+
+/// The service account's own name as one enterprise-name component ("svc@LAB.TEST"), the
+/// way a foreign realm's KDC can look it up and refer the request to its realm.
+pub fn enterprise_self(name: &PrincipalName, realm: &str) -> PrincipalName {
+    let joined = format!("{}@{realm}", name.display());
+    PrincipalName::new(NT_ENTERPRISE, &[joined.as_str()])
+}
+
+/// krbtgt/`to`@`from`: the cross-realm TGT a KDC of `from` issues for a realm it trusts.
+pub fn krbtgt(to: &str) -> PrincipalName {
+    PrincipalName::new(NT_SRV_INST, &["krbtgt", to])
+}
+
+/// The realm a ticket-granting ticket is for: "OTHER.TEST" in krbtgt/OTHER.TEST; None
+/// for any other ticket.
+pub fn tgt_realm(server: &PrincipalName) -> Option<String> {
+    match server.name_string.as_slice() {
+        [k, r] if k.to_string_lossy() == "krbtgt" => Some(r.to_string_lossy()),
+        _ => None,
+    }
+}
+
+/// A plain TGS-REQ with `tgt` for `server` in `realm` (the cross-realm TGT of a
+/// cross-realm S4U2Self).
+pub fn tgs_req_for(tgt: &Creds, server: &PrincipalName, realm: &str, nonce: u32, now: Now, etypes: &[i32]) -> Result<Vec<u8>, ProtoError> {
+    let b = body(base_options(), None, realm, server.clone(), now.secs + 86_400, nonce, etypes)?;
+    tgs_req(tgt, b, Vec::new(), now)
 }
 
 /// Whether `spn` has the form service/host[/...]: no empty part, no space, control
