@@ -167,3 +167,30 @@ fn refusals_name_the_line_of_the_mistake() {
     let (_, p) = refused(&value);
     assert!(p.contains(&format!("(line {})", line_of(&value, "token = \"ntlm\""))), "{p}");
 }
+
+#[test]
+fn a_user_realm_is_the_configured_realm_its_upn_suffix_names() {
+    let text = EXAMPLE.to_string() + "\n[[domain]]\nrealm = \"OTHER.TEST\"\ndomain_controllers = [\"dc1.other.test\"]\n";
+    let c = parse(&text).expect("two domains parse");
+    assert_eq!(c.user_realm("dave@other.test"), "OTHER.TEST");
+    assert_eq!(c.user_realm("dave@OTHER.test"), "OTHER.TEST");
+    assert_eq!(c.user_realm("alice@lab.test"), "LAB.TEST");
+    // A suffix that is no configured realm (an alternate UPN suffix): the service's realm,
+    // whose KDC resolves the enterprise name.
+    assert_eq!(c.user_realm("alice@corp.example"), "LAB.TEST");
+    assert_eq!(c.user_realm("alice"), "LAB.TEST");
+}
+
+#[test]
+fn no_trust_is_named_with_its_fix_and_a_502() {
+    let e = KcdError::NoTrust {
+        kdc: "dc1.lab.test".into(),
+        service_realm: "LAB.TEST".into(),
+        user_realm: "OTHER.TEST".into(),
+        code: kcd_schema::ErrorCode(7),
+    };
+    assert_eq!(e.finding_id(), "krb.cross_realm.no_trust");
+    assert_eq!(e.http_status(), 502);
+    assert!(e.to_string().contains("krbtgt/OTHER.TEST@LAB.TEST"), "{e}");
+    assert!(e.fix(None).contains("Create the trust"));
+}
