@@ -367,14 +367,21 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
         .max_buf_size(64 * 1024)
         .keep_alive(true);
     let svc_app = app.clone();
+    let served = Arc::new(AtomicU64::new(0));
+    let svc_served = served.clone();
     let svc = hyper::service::service_fn(move |req| {
+        svc_served.fetch_add(1, Ordering::Relaxed);
         let (app, verdict) = (svc_app.clone(), verdict.clone());
         async move { Ok::<_, Infallible>(handle(app, verdict, peer, req).await) }
     });
     let conn = b.serve_connection(TokioIo::new(tls), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended");
-        connection_error(&app, &conn_verdict, peer, &e);
+        // The header timeout also ends an idle keep-alive connection: a refusal only when
+        // the connection never brought a request.
+        if !(e.is_timeout() && served.load(Ordering::Relaxed) > 0) {
+            connection_error(&app, &conn_verdict, peer, &e);
+        }
     }
 }
 
