@@ -21,7 +21,7 @@ use kcd_client::{JsonLines, KcdError, Token};
 use kcd_gateway::config::GatewayConfig;
 use kcd_gateway::server::{Control, Tickets};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, DnType, ExtendedKeyUsagePurpose,
+    BasicConstraints, CustomExtension, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, DnType, ExtendedKeyUsagePurpose,
     IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, OtherNameValue, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -275,6 +275,16 @@ fn pki() -> Pki {
 
 /// A device certificate of `upn`, issued by the suite's CA, with the CRL's CDP.
 fn device(p: &Pki, upn: &str, cdp: &str, serial: u64) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    device_with(p, upn, cdp, serial, |_| {})
+}
+
+fn device_with(
+    p: &Pki,
+    upn: &str,
+    cdp: &str,
+    serial: u64,
+    tweak: impl FnOnce(&mut CertificateParams),
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
     let mut c = CertificateParams::new(Vec::<String>::new()).expect("params");
     c.distinguished_name.push(DnType::CommonName, upn.split('@').next().unwrap_or(upn));
@@ -286,6 +296,7 @@ fn device(p: &Pki, upn: &str, cdp: &str, serial: u64) -> (Vec<CertificateDer<'st
     c.use_authority_key_identifier_extension = true;
     c.not_before = rcgen::date_time_ymd(2025, 1, 1);
     c.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    tweak(&mut c);
     let cert = c.signed_by(&key, &p.issuer).expect("device");
     (vec![cert.der().clone()], PrivateKeyDer::try_from(key.serialize_der()).expect("key der"))
 }
@@ -311,6 +322,7 @@ async fn crl_server(l: TcpListener, der: Vec<u8>) {
 }
 
 struct Gw {
+    pki: Pki,
     addr: SocketAddr,
     backend: SocketAddr,
     rec: Arc<Mutex<Record>>,
@@ -330,14 +342,27 @@ impl Drop for Gw {
 fn client_config(p: &Pki, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(p.ca_der.clone()).expect("root");
+    let signer = kcd_gateway::provider().key_provider.load_private_key(key).expect("key");
     Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(kcd_gateway::provider()))
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .expect("client cert"),
+            .with_client_cert_resolver(Arc::new(AlwaysSend(Arc::new(rustls::sign::CertifiedKey::new(chain, signer))))),
     )
+}
+
+/// The device's certificate sent as it is: rustls's own client would refuse to present a
+/// certificate it cannot parse (an unknown critical extension), a hostile device does not.
+#[derive(Debug)]
+struct AlwaysSend(Arc<rustls::sign::CertifiedKey>);
+impl rustls::client::ResolvesClientCert for AlwaysSend {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -361,7 +386,7 @@ impl Gw {
         std::fs::write(dir.join("svc.password"), "unused: tickets come from the test\n").expect("write");
         let (alice_chain, alice_key) = device(&pki, "alice@lab.test", &cdp, 1000);
         let alice = client_config(&pki, alice_chain, alice_key);
-        Gw { addr: gw_l.local_addr().expect("addr"), backend: backend_addr, rec, events: Arc::new(JsonLines(Mutex::new(Vec::new()))), cdp, alice, _stop: tokio::sync::mpsc::channel(1).0, dir }
+        Gw { pki, addr: gw_l.local_addr().expect("addr"), backend: backend_addr, rec, events: Arc::new(JsonLines(Mutex::new(Vec::new()))), cdp, alice, _stop: tokio::sync::mpsc::channel(1).0, dir }
             .run(gw_l, limits)
             .await
     }
@@ -1202,5 +1227,184 @@ async fn slowness_and_pipelining() {
     let held = gw.send(&gw.alice, &post("HOLD", "")).await;
     check("sanity: the gateway still forwards", held.status() == Some(200), held.text.clone());
 
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// DER: tag, length, content.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    let n = content.len();
+    if n < 128 {
+        v.push(n as u8);
+    } else if n < 256 {
+        v.extend_from_slice(&[0x81, n as u8]);
+    } else {
+        v.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
+    }
+    v.extend_from_slice(content);
+    v
+}
+
+/// A SAN extension holding one otherName of the UPN type with `value` (DER) as its value.
+fn upn_san(value: &[u8]) -> CustomExtension {
+    let oid = [0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x14, 0x02, 0x03];
+    let other = tlv(0xa0, &[oid.as_slice(), &tlv(0xa0, value)].concat());
+    CustomExtension::from_oid_content(&[2, 5, 29, 17], tlv(0x30, &other))
+}
+
+/// What a device with this client configuration gets: the HTTP status, or the TLS alert.
+async fn outcome(gw: &Gw, cfg: &Arc<rustls::ClientConfig>) -> String {
+    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let conn = tokio_rustls::TlsConnector::from(cfg.clone());
+    let mut tls = match conn.connect(ServerName::try_from("gw.lab.test").expect("name"), tcp).await {
+        Ok(t) => t,
+        Err(e) => return format!("tls: {e}"),
+    };
+    // TLS 1.3: the server judges the certificate after the client's Finished; its alert
+    // arrives on the first read.
+    if let Err(e) = tls.write_all(&post("TLSCASE", "")).await {
+        return format!("tls: {e}");
+    }
+    let mut b = vec![0u8; 4096];
+    match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut b)).await {
+        Ok(Ok(0)) => "closed".into(),
+        Ok(Ok(n)) => String::from_utf8_lossy(&b[..n]).lines().next().unwrap_or("").to_string(),
+        Ok(Err(e)) => format!("tls: {e}"),
+        Err(_) => "no answer".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_certificates() {
+    let gw = Gw::start("").await;
+    let p = &gw.pki;
+    let cdp = gw.cdp.clone();
+    let cfg = |(chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)| client_config(p, chain, key);
+    let mut failures = Vec::new();
+    // (name, client config, what the device must see, the event's reason)
+    let mut cases: Vec<(&str, Arc<rustls::ClientConfig>, &str, &str)> = vec![
+        ("expired", cfg(device_with(p, "alice@lab.test", &cdp, 2001, |c| c.not_after = rcgen::date_time_ymd(2020, 1, 1))), "CertificateExpired", "expired"),
+        ("not yet valid", cfg(device_with(p, "alice@lab.test", &cdp, 2002, |c| c.not_before = rcgen::date_time_ymd(2034, 1, 1))), "CertificateExpired", "not_yet_valid"),
+        ("server EKU only", cfg(device_with(p, "alice@lab.test", &cdp, 2003, |c| c.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth])), "UnsupportedCertificate", "bad_eku"),
+        (
+            "an unknown critical extension",
+            cfg(device_with(p, "alice@lab.test", &cdp, 2004, |c| {
+                let mut e = CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
+                e.set_criticality(true);
+                c.custom_extensions.push(e);
+            })),
+            "alert",
+            "bad_certificate",
+        ),
+        (
+            "a 40 KB non-critical extension (a certificate of absurd size)",
+            cfg(device_with(p, "alice@lab.test", &cdp, 2005, |c| {
+                c.custom_extensions.push(CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 2], tlv(0x04, &vec![0x41; 40_000])));
+            })),
+            "HTTP/1.1 200",
+            "forwarded",
+        ),
+        (
+            "a 70 KB certificate (over TLS's 64 KiB handshake message)",
+            cfg(device_with(p, "alice@lab.test", &cdp, 2006, |c| {
+                for i in 0..2 {
+                    c.custom_extensions.push(CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 3 + i], tlv(0x04, &vec![0x42; 35_000])));
+                }
+            })),
+            "alert",
+            "tls_handshake",
+        ),
+        (
+            "UPN otherName holding an INTEGER",
+            cfg(device_with(p, "x", &cdp, 2007, |c| {
+                c.subject_alt_names.clear();
+                c.custom_extensions.push(upn_san(&tlv(0x02, &[0x01, 0x02])));
+            })),
+            "HTTP/1.1 403",
+            "no_upn",
+        ),
+        (
+            "UPN otherName with a broken length inside",
+            cfg(device_with(p, "x", &cdp, 2008, |c| {
+                c.subject_alt_names.clear();
+                c.custom_extensions.push(upn_san(&[0x0c, 0x7f, b'a']));
+            })),
+            "BadCertificate",
+            "bad_certificate",
+        ),
+        ("UPN with a NUL", cfg(device(p, "ali\0ce@lab.test", &cdp, 2009)), "HTTP/1.1 403", "no_upn"),
+        ("UPN with a newline", cfg(device(p, "alice\n@lab.test", &cdp, 2010)), "HTTP/1.1 403", "no_upn"),
+        // found by fuzzing gateway_cert_crl: the suffix was not checked
+        ("UPN suffix with a TAB and a NUL", cfg(device(p, "alice@lab.\t\0st", &cdp, 2013)), "HTTP/1.1 403", "no_upn"),
+        (
+            "two different UPNs",
+            cfg(device_with(p, "alice@lab.test", &cdp, 2011, |c| {
+                c.subject_alt_names.push(SanType::OtherName((UPN_OID.to_vec(), OtherNameValue::Utf8String("administrator@lab.test".into()))));
+            })),
+            "HTTP/1.1 403",
+            "two_upns",
+        ),
+        ("a 5,000-character UPN", cfg(device(p, &format!("{}@lab.test", "a".repeat(5000)), &cdp, 2012)), "HTTP/1.1 403", "no_upn"),
+    ];
+    // A chain of 8 intermediates below the trusted root (webpki allows fewer).
+    {
+        let mut chain: Vec<CertificateDer<'static>> = Vec::new();
+        let mut parent: Option<Issuer<'static, KeyPair>> = None;
+        for i in 0..8 {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+            let mut c = CertificateParams::new(Vec::<String>::new()).expect("params");
+            c.distinguished_name.push(DnType::CommonName, format!("sub CA {i}"));
+            c.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            c.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            c.use_authority_key_identifier_extension = true;
+            let cert = match &parent {
+                Some(pi) => c.signed_by(&key, pi),
+                None => c.signed_by(&key, &p.issuer),
+            }
+            .expect("sub CA");
+            chain.insert(0, cert.der().clone());
+            parent = Some(Issuer::new(c, key));
+        }
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut c = CertificateParams::new(Vec::<String>::new()).expect("params");
+        c.subject_alt_names = vec![SanType::OtherName((UPN_OID.to_vec(), OtherNameValue::Utf8String("alice@lab.test".into())))];
+        c.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        c.use_authority_key_identifier_extension = true;
+        let leaf = c.signed_by(&key, parent.as_ref().expect("parent")).expect("leaf");
+        chain.insert(0, leaf.der().clone());
+        cases.push(("a chain of 8 intermediates", client_config(p, chain, PrivateKeyDer::try_from(key.serialize_der()).expect("der")), "alert", "any"));
+    }
+    // A device of another CA bearing the trusted CA's name: the signature decides.
+    {
+        let other = pki();
+        let (chain, key) = device(&other, "alice@lab.test", &cdp, 3000);
+        cases.push(("issued by an impostor CA with the trusted CA's name", client_config(p, chain, key), "DecryptError", "bad_signature"));
+    }
+    for (name, c, want, reason) in cases {
+        let ne = gw.events().len();
+        let (n, _, _) = gw.counts();
+        let got = outcome(&gw, &c).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let evs: Vec<Value> = gw.events()[ne..].iter().filter(|e| e["event_type"] == "gateway" && e["gateway"]["step"] == "request").map(|e| e["gateway"].clone()).collect();
+        let ev_reason = evs.last().map(|e| if e["outcome"] == "forwarded" { "forwarded".to_string() } else { e["reason"].as_str().unwrap_or("").to_string() }).unwrap_or_default();
+        let reached = gw.counts().0 - n;
+        let device_ok = match want {
+            "any" => true,
+            "alert" => got.starts_with("tls:"),
+            w => got.contains(w),
+        };
+        let reason_ok = reason == "any" || reason.is_empty() || ev_reason == reason;
+        let reach_ok = if reason == "forwarded" { reached == 1 } else { reached == 0 };
+        let line = format!("{name}: device saw {got:?}, event reason {ev_reason:?}, backend read {reached}");
+        if device_ok && reason_ok && reach_ok && !evs.is_empty() {
+            eprintln!("PASS {line}");
+        } else {
+            eprintln!("FAIL {line} (want {want:?}, {reason:?})");
+            failures.push(line);
+        }
+    }
+    // The gateway still serves after all of it.
+    let a = gw.send(&gw.alice, &post("AFTER", "")).await;
+    assert_eq!(a.status(), Some(200), "{}", a.text);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
