@@ -86,7 +86,9 @@ pub fn map_user(cert: &CertInfo, m: &Mapping, realms: &[String]) -> Result<User,
         Some((u, s)) if !u.is_empty() && !s.is_empty() && !u.contains('@') => (u.to_string(), s.to_lowercase()),
         _ => return Err(Refusal::new(Reason::NoUpn, format!("{name:?} is not name@domain"))),
     };
-    if user.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') || name.len() > 256 {
+    // The whole name, suffix included: it goes to the KDC as an enterprise name and picks
+    // the realm (a NUL or TAB in the suffix once passed; found by fuzzing).
+    if name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') || name.len() > 256 {
         return Err(Refusal::new(Reason::NoUpn, "the certificate's name has spaces, '/' or control characters"));
     }
     let suffix = m

@@ -7,7 +7,7 @@
 //! body's own length (hyper's parser already refused conflicting framings).
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Version};
+use hyper::{Method, Uri, Version};
 
 use crate::reason::Reason;
 
@@ -16,6 +16,9 @@ const STRIPPED: &[&str] = &[
     "authorization",
     "proxy-authorization",
     "forwarded",
+    // Client-address headers other proxies set: only our X-Forwarded-For says who connected.
+    "x-real-ip",
+    "true-client-ip",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -27,6 +30,37 @@ const STRIPPED: &[&str] = &[
     "expect",
     "host",
 ];
+
+/// The one path forwarded (MS-ASHTTP 2.2.1), compared without case as IIS does, and the
+/// handler name IIS maps it to. Nothing else on Exchange (OWA, EWS, ECP, PowerShell) is
+/// reachable with the device's delegated ticket.
+pub const EAS_PATHS: &[&str] = &["/Microsoft-Server-ActiveSync", "/Microsoft-Server-ActiveSync/default.eas"];
+
+/// Longer request targets get 414: IIS's own default (maxQueryString 2048, maxUrl 4096)
+/// refuses them anyway, and a device has no business sending more.
+pub const MAX_TARGET: usize = 8192;
+
+/// The method and the target, before anything is asked of the KDC: ActiveSync uses OPTIONS
+/// and POST (GET and HEAD are let through for the probes of monitoring tools); a path is
+/// compared as sent, so that percent-encoding, dot segments, backslashes or a doubled slash
+/// cannot reach another application on the same host through a decoding the gateway does
+/// not share with IIS.
+pub fn check_target(method: &Method, uri: &Uri) -> Result<(), Reason> {
+    match *method {
+        Method::POST | Method::OPTIONS | Method::GET | Method::HEAD => {}
+        Method::PUT | Method::DELETE | Method::PATCH | Method::TRACE | Method::CONNECT => return Err(Reason::MethodNotAllowed),
+        _ => return Err(Reason::MethodUnknown),
+    }
+    if uri.path_and_query().map_or(0, |p| p.as_str().len()) > MAX_TARGET {
+        return Err(Reason::UriTooLong);
+    }
+    let path = uri.path();
+    if EAS_PATHS.iter().any(|p| p.eq_ignore_ascii_case(path)) {
+        Ok(())
+    } else {
+        Err(Reason::PathRefused)
+    }
+}
 
 /// Rewrites the request head in place; `Err` is a refusal answered to the device.
 pub fn normalize(
@@ -42,6 +76,13 @@ pub fn normalize(
     }
     if headers.contains_key(header::UPGRADE) {
         return Err(Reason::UpgradeRefused);
+    }
+    // RFC 9112 3.2: a request with two Host lines, or an HTTP/1.1 one without, is refused
+    // (the value is replaced by Exchange's either way, but a device sending either is not a
+    // device speaking HTTP).
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
+        return Err(Reason::BadRequest);
     }
     let has_body = headers.contains_key(header::TRANSFER_ENCODING) || body_len.is_some_and(|n| n > 0);
     if (method == Method::GET || method == Method::HEAD) && has_body {
@@ -121,15 +162,50 @@ mod tests {
     fn refused_requests() {
         let host = HeaderValue::from_static("x");
         let ip = "127.0.0.1".parse().expect("ip");
-        let mut m = h(&[("Upgrade", "h2c"), ("Connection", "Upgrade")]);
+        let mut m = h(&[("Upgrade", "h2c"), ("Connection", "Upgrade"), ("Host", "gw")]);
         assert_eq!(normalize(&Method::POST, Version::HTTP_11, &mut m, None, ip, &host), Err(Reason::UpgradeRefused));
-        let mut m = h(&[("Content-Length", "3")]);
+        let mut m = h(&[("Content-Length", "3"), ("Host", "gw")]);
         assert_eq!(normalize(&Method::GET, Version::HTTP_11, &mut m, Some(3), ip, &host), Err(Reason::BodyOnGet));
-        let mut m = h(&[("Transfer-Encoding", "chunked")]);
+        let mut m = h(&[("Transfer-Encoding", "chunked"), ("Host", "gw")]);
         assert_eq!(normalize(&Method::HEAD, Version::HTTP_11, &mut m, None, ip, &host), Err(Reason::BodyOnGet));
-        let mut m = h(&[("Connection", "bad header name")]);
+        let mut m = h(&[("Connection", "bad header name"), ("Host", "gw")]);
+        assert_eq!(normalize(&Method::POST, Version::HTTP_11, &mut m, None, ip, &host), Err(Reason::BadRequest));
+        let mut m = h(&[("Host", "a"), ("Host", "b")]);
         assert_eq!(normalize(&Method::POST, Version::HTTP_11, &mut m, None, ip, &host), Err(Reason::BadRequest));
         let mut m = h(&[]);
+        assert_eq!(normalize(&Method::POST, Version::HTTP_11, &mut m, None, ip, &host), Err(Reason::BadRequest));
+        let mut m = h(&[]);
+        assert_eq!(normalize(&Method::POST, Version::HTTP_10, &mut m, None, ip, &host), Ok(()));
+        let mut m = h(&[("Host", "gw")]);
         assert_eq!(normalize(&Method::OPTIONS, Version::HTTP_11, &mut m, Some(0), ip, &host), Ok(()));
+    }
+
+    #[test]
+    fn targets() {
+        let ok = |m: Method, u: &str| check_target(&m, &u.parse().expect("uri"));
+        assert_eq!(ok(Method::POST, "/Microsoft-Server-ActiveSync?Cmd=Sync"), Ok(()));
+        assert_eq!(ok(Method::OPTIONS, "/microsoft-server-activesync"), Ok(()));
+        assert_eq!(ok(Method::POST, "/Microsoft-Server-ActiveSync/default.eas?Cmd=Ping"), Ok(()));
+        // absolute-form: the path counts, the authority is replaced by Exchange's
+        assert_eq!(ok(Method::POST, "http://evil.example/Microsoft-Server-ActiveSync"), Ok(()));
+        for p in [
+            "/Microsoft-Server-ActiveSync/../owa/",
+            "/Microsoft-Server-ActiveSync/%2e%2e/ecp",
+            "/Microsoft-Server-ActiveSync%2F..%2Fews",
+            "/Microsoft-Server-ActiveSync\\..\\owa",
+            "//Microsoft-Server-ActiveSync",
+            "/Microsoft-Server-ActiveSync/",
+            "/Microsoft-Server-ActiveSyn%63",
+            "/owa/",
+            "/",
+            "*",
+        ] {
+            let Ok(u) = p.parse::<Uri>() else { continue };
+            assert_eq!(check_target(&Method::POST, &u), Err(Reason::PathRefused), "{p}");
+        }
+        assert_eq!(ok(Method::CONNECT, "exchange.lab.test:443"), Err(Reason::MethodNotAllowed));
+        assert_eq!(ok(Method::TRACE, "/Microsoft-Server-ActiveSync"), Err(Reason::MethodNotAllowed));
+        let propfind = Method::from_bytes(b"PROPFIND").expect("method");
+        assert_eq!(check_target(&propfind, &"/Microsoft-Server-ActiveSync".parse().expect("uri")), Err(Reason::MethodUnknown));
     }
 }

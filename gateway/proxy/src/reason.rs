@@ -35,6 +35,15 @@ pub enum Reason {
     BodyOnGet,
     BodyTooLarge,
     BodyTimeout,
+    /// The device's body could not be read (chunked framing broken, connection ended early).
+    BadBody,
+    HeaderTooLarge,
+    UriTooLong,
+    /// No complete request head within limits.header_read_timeout_ms.
+    HeaderTimeout,
+    MethodNotAllowed,
+    MethodUnknown,
+    PathRefused,
     // Delegation and Exchange.
     Kerberos,
     KdcUnreachable,
@@ -73,6 +82,13 @@ impl Reason {
             BodyOnGet => "body_on_get",
             BodyTooLarge => "body_too_large",
             BodyTimeout => "body_timeout",
+            BadBody => "bad_body",
+            HeaderTooLarge => "header_too_large",
+            UriTooLong => "uri_too_long",
+            HeaderTimeout => "header_timeout",
+            MethodNotAllowed => "method_not_allowed",
+            MethodUnknown => "method_unknown",
+            PathRefused => "path_refused",
             Kerberos => "kerberos",
             KdcUnreachable => "kdc_unreachable",
             ExchangeUnreachable => "exchange_unreachable",
@@ -132,10 +148,15 @@ impl Reason {
     pub fn http_status(self) -> u16 {
         use Reason::*;
         match self {
-            BadRequest | BodyOnGet => 400,
+            BadRequest | BodyOnGet | BadBody => 400,
             UpgradeRefused => 400,
             BodyTooLarge => 413,
-            BodyTimeout => 408,
+            BodyTimeout | HeaderTimeout => 408,
+            HeaderTooLarge => 431,
+            UriTooLong => 414,
+            MethodNotAllowed => 405,
+            MethodUnknown => 501,
+            PathRefused => 404,
             Kerberos | ExchangeRefusedTicket => 502,
             KdcUnreachable | ExchangeTimeout => 504,
             ExchangeUnreachable => 502,

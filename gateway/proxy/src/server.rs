@@ -21,7 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use kcd_client::{EventSink, KcdClient, KcdError};
+use kcd_client::{EventSink, KcdClient, KcdError, Token};
 use kcd_schema::{
     Event, EventType, Gateway, GatewayBackend, GatewayCertificate, GatewayDevice, GatewayKcd, KcdStep, NtStatusInfo,
 };
@@ -42,14 +42,40 @@ pub struct Generation {
     pub cfg: Arc<GatewayConfig>,
     pub verifier: Arc<Verifier>,
     certs: Arc<dyn rustls::server::ResolvesServerCert>,
-    pub kcd: Arc<KcdClient>,
+    pub kcd: Arc<dyn Tickets>,
     upstream: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     realms: Vec<String>,
     scheme: &'static str,
 }
 
+/// Where the forwarded request's ticket comes from: the delegation client (S4U2Self +
+/// S4U2Proxy against the configured KDCs). Tests of the HTTP path that need no KDC give one
+/// of their own through [`serve`]; the binary always uses the delegation client.
+pub trait Tickets: Send + Sync {
+    fn token<'a>(&'a self, user: &'a str) -> Pin<Box<dyn Future<Output = Result<Token, KcdError>> + Send + 'a>>;
+    /// Service tickets held (for the metric).
+    fn held(&self) -> usize;
+}
+
+impl Tickets for KcdClient {
+    fn token<'a>(&'a self, user: &'a str) -> Pin<Box<dyn Future<Output = Result<Token, KcdError>> + Send + 'a>> {
+        Box::pin(KcdClient::token(self, user, None))
+    }
+    fn held(&self) -> usize {
+        self.cached_tickets()
+    }
+}
+
+/// What the process asks of a running gateway (signals in the binary, the harness in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Reload,
+    Stop,
+}
+
 pub struct App {
     pub gen: ArcSwap<Generation>,
+    tickets: Option<Arc<dyn Tickets>>,
     pub fetcher: Arc<Fetcher>,
     pub metrics: Arc<Metrics>,
     pub events: Arc<dyn EventSink>,
@@ -68,7 +94,12 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl Generation {
-    fn build(cfg: GatewayConfig, fetcher: &Arc<Fetcher>, events: Arc<dyn EventSink>) -> Result<Generation, String> {
+    fn build(
+        cfg: GatewayConfig,
+        fetcher: &Arc<Fetcher>,
+        events: Arc<dyn EventSink>,
+        tickets: Option<&Arc<dyn Tickets>>,
+    ) -> Result<Generation, String> {
         let f = fetcher.clone();
         let learn: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(move |u: &str| f.want(u));
         let verifier = Arc::new(Verifier::new(&cfg, fetcher.snapshot.clone(), learn)?);
@@ -108,24 +139,59 @@ impl Generation {
             .pool_timer(TokioTimer::new())
             .build(https);
         let realms = cfg.realms();
-        let kcd = Arc::new(KcdClient::new(cfg.kcd.clone(), events));
+        let kcd: Arc<dyn Tickets> = match tickets {
+            Some(t) => t.clone(),
+            None => Arc::new(KcdClient::new(cfg.kcd.clone(), events)),
+        };
         let scheme = if cfg.exchange.https { "https" } else { "http" };
         Ok(Generation { cfg: Arc::new(cfg), verifier, certs, kcd, upstream, realms, scheme })
     }
 }
 
-/// Runs the gateway until SIGTERM (or SIGINT).
+/// Runs the gateway until SIGTERM (or SIGINT); SIGHUP reloads the configuration.
 pub async fn run(path: PathBuf, events: Arc<dyn EventSink>) -> Result<(), String> {
     let cfg = GatewayConfig::load(&path).map_err(err)?;
+    let listen = cfg.listen;
+    let listener = TcpListener::bind(listen).await.map_err(|e| format!("listen.address {listen}: {e}"))?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(err)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(err)?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(err)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let c = tokio::select! {
+                _ = hup.recv() => Control::Reload,
+                _ = term.recv() => Control::Stop,
+                _ = int.recv() => Control::Stop,
+            };
+            if tx.send(c).await.is_err() || c == Control::Stop {
+                break;
+            }
+        }
+    });
+    serve(path, cfg, listener, events, None, rx).await
+}
+
+/// Runs the gateway of `cfg` (read from `path`, read again on reload) on `listener` until
+/// told to stop (or the control channel closes). `tickets`: None for the delegation client.
+pub async fn serve(
+    path: PathBuf,
+    cfg: GatewayConfig,
+    listener: TcpListener,
+    events: Arc<dyn EventSink>,
+    tickets: Option<Arc<dyn Tickets>>,
+    mut control: tokio::sync::mpsc::Receiver<Control>,
+) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let fetcher = Fetcher::new(cfg.crl.clone(), cfg.anchor_info.clone(), metrics.clone());
-    let listen = cfg.listen;
+    let listen = listener.local_addr().map_err(err)?;
     let admin = cfg.admin;
-    let gen = Generation::build(cfg, &fetcher, events.clone())?;
+    let gen = Generation::build(cfg, &fetcher, events.clone(), tickets.as_ref())?;
     let mut prefix = [0u8; 4];
     getrandom::fill(&mut prefix).map_err(err)?;
     let app = Arc::new(App {
         gen: ArcSwap::from_pointee(gen),
+        tickets,
         fetcher: fetcher.clone(),
         metrics,
         events,
@@ -138,16 +204,12 @@ pub async fn run(path: PathBuf, events: Arc<dyn EventSink>) -> Result<(), String
         exchange_ok: AtomicI64::new(0),
         exchange_failed: AtomicI64::new(0),
     });
-    tokio::spawn(fetcher.clone().run());
-    let listener = TcpListener::bind(listen).await.map_err(|e| format!("listen.address {listen}: {e}"))?;
+    let fetch_task = tokio::spawn(fetcher.clone().run());
     tracing::info!(%listen, "gateway listening");
     if let Some(a) = admin {
         let l = TcpListener::bind(a).await.map_err(|e| format!("admin.address {a}: {e}"))?;
         tokio::spawn(admin_loop(app.clone(), l));
     }
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(err)?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(err)?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(err)?;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let sem = Arc::new(tokio::sync::Semaphore::new(app.gen.load().cfg.limits.max_connections));
     loop {
@@ -173,9 +235,10 @@ pub async fn run(path: PathBuf, events: Arc<dyn EventSink>) -> Result<(), String
                     connection(app, tcp, peer, watcher).await;
                 });
             }
-            _ = hup.recv() => reload(&app, &path),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            c = control.recv() => match c {
+                Some(Control::Reload) => reload(&app, &path),
+                Some(Control::Stop) | None => break,
+            },
         }
     }
     app.draining.store(true, Ordering::SeqCst);
@@ -185,6 +248,7 @@ pub async fn run(path: PathBuf, events: Arc<dyn EventSink>) -> Result<(), String
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain deadline passed; closing the remaining connections");
     }
+    fetch_task.abort();
     let _ = app.events.flush();
     Ok(())
 }
@@ -203,7 +267,7 @@ fn reload(app: &Arc<App>, path: &Path) {
         if let Some((key, _, was)) = fixed.iter().find(|(_, new, was)| new != was) {
             return Err(format!("{key} cannot change on reload (still {was}); a restart is needed to change it"));
         }
-        let g = Generation::build(cfg, &app.fetcher, app.events.clone())?;
+        let g = Generation::build(cfg, &app.fetcher, app.events.clone(), app.tickets.as_ref())?;
         app.fetcher.reconfigure(crl, cas);
         app.gen.store(Arc::new(g));
         Ok(())
@@ -294,6 +358,7 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
         }
     };
     let verdict = Arc::new(slot.lock().map(|v| v.clone()).unwrap_or_default());
+    let conn_verdict = verdict.clone();
     let lim = &gen.cfg.limits;
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
@@ -302,14 +367,58 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
         .max_buf_size(64 * 1024)
         .keep_alive(true);
     let svc_app = app.clone();
+    let served = Arc::new(AtomicU64::new(0));
+    let svc_served = served.clone();
     let svc = hyper::service::service_fn(move |req| {
+        svc_served.fetch_add(1, Ordering::Relaxed);
         let (app, verdict) = (svc_app.clone(), verdict.clone());
         async move { Ok::<_, Infallible>(handle(app, verdict, peer, req).await) }
     });
     let conn = b.serve_connection(TokioIo::new(tls), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended");
+        // The header timeout also ends an idle keep-alive connection: a refusal only when
+        // the connection never brought a request.
+        if !(e.is_timeout() && served.load(Ordering::Relaxed) > 0) {
+            connection_error(&app, &conn_verdict, peer, &e);
+        }
     }
+}
+
+/// A request hyper refused before our service saw it: a head it cannot parse (hyper answers
+/// 400, 414 or 431 itself) or no complete head within limits.header_read_timeout_ms (hyper
+/// closes without an answer). Said in an event, like every other refusal; a device that
+/// merely went away is not.
+fn connection_error(app: &App, v: &Verdict, peer: SocketAddr, e: &hyper::Error) {
+    let msg = e.to_string();
+    let (reason, status) = if e.is_parse_too_large() {
+        if msg.contains("URI") {
+            (Reason::UriTooLong, Some(414))
+        } else {
+            (Reason::HeaderTooLarge, Some(431))
+        }
+    } else if e.is_parse() {
+        // hyper answers nothing to an HTTP/2 preface (h2 prior knowledge).
+        (Reason::BadRequest, (!msg.contains("HTTP2")).then_some(400))
+    } else if e.is_timeout() {
+        (Reason::HeaderTimeout, None)
+    } else {
+        return;
+    };
+    app.metrics.request("refused", reason.label());
+    let mut g = Gateway::new(KcdStep::Request, "refused");
+    g.status = status;
+    g.reason = Some(reason.label().into());
+    g.detail = Some(
+        match status {
+            Some(s) => format!("the request head cannot be read ({msg}); answered {s} and closed"),
+            None => format!("the request head cannot be read ({msg}); closed without an answer"),
+        }
+        .into(),
+    );
+    g.certificate = cert_object(v, None);
+    g.device = Some(Box::new(GatewayDevice { address: Some(peer.to_string()), ..Default::default() }));
+    app.emit(g, Some(peer));
 }
 
 /// A connection over `listen.max_connections`: closed at once, before TLS, and said so.
@@ -347,10 +456,14 @@ struct Guarded {
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
     flag: Arc<AtomicU8>,
+    /// The device-side error behind FLAG_DEVICE_BODY.
+    why: Arc<Mutex<String>>,
 }
 
 const FLAG_TOO_LARGE: u8 = 1;
 const FLAG_IDLE: u8 = 2;
+/// The device's body broke (framing, early end): the device's fault, not Exchange's.
+const FLAG_DEVICE_BODY: u8 = 3;
 
 impl Body for Guarded {
     type Data = Bytes;
@@ -374,7 +487,14 @@ impl Body for Guarded {
                         Err(_trailers) => continue,
                     }
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Err(e))) => {
+                    if this.flag.compare_exchange(0, FLAG_DEVICE_BODY, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                        if let Ok(mut d) = this.why.lock() {
+                            *d = error_chain(&e);
+                        }
+                    }
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {
                     if this.timer.as_mut().poll(cx).is_ready() {
@@ -484,12 +604,16 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
     if declared.is_some_and(|n| n > gen.cfg.limits.body_bytes) {
         return refuse(g, Refusal::new(Reason::BodyTooLarge, format!("Content-Length over limits.body_bytes ({})", gen.cfg.limits.body_bytes)), &v, 413);
     }
+    if let Err(r) = crate::normalize::check_target(&parts.method, &parts.uri) {
+        let detail = format!("{} {} is not forwarded (only {} of ActiveSync)", parts.method, parts.uri.path(), crate::normalize::EAS_PATHS[0]);
+        return refuse(g, Refusal::new(r, detail), &v, r.http_status());
+    }
     if let Err(r) = crate::normalize::normalize(&parts.method, parts.version, &mut parts.headers, body.size_hint().exact(), peer.ip(), &gen.cfg.exchange.host_header) {
         return refuse(g, Refusal::new(r, "the request cannot be forwarded"), &v, r.http_status());
     }
 
     let tk = Instant::now();
-    let token = gen.kcd.token(&user.upn, None).await;
+    let token = gen.kcd.token(&user.upn).await;
     let kdc_latency = tk.elapsed();
     app.metrics.kdc_seconds.observe(kdc_latency.as_secs_f64());
     let token = match token {
@@ -500,7 +624,7 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
                 app.metrics.cache_misses.inc();
                 app.kdc_ok.store(now_s(), Ordering::Relaxed);
             }
-            app.metrics.ticket_cache.set(gen.kcd.cached_tickets() as i64);
+            app.metrics.ticket_cache.set(gen.kcd.held() as i64);
             g.kcd = Some(Box::new(GatewayKcd { cache_hit: t.cached, latency_us: kdc_latency.as_micros() as i64, ..Default::default() }));
             t
         }
@@ -551,7 +675,9 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
     }
     drop(token);
     let flag = Arc::new(AtomicU8::new(0));
+    let why = Arc::new(Mutex::new(String::new()));
     let guarded = Guarded {
+        why: why.clone(),
         inner: body,
         limit: gen.cfg.limits.body_bytes,
         seen: 0,
@@ -576,6 +702,10 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
             let (reason, status, detail) = match flag.load(Ordering::SeqCst) {
                 FLAG_TOO_LARGE => (Reason::BodyTooLarge, 413, "the body went over limits.body_bytes".to_string()),
                 FLAG_IDLE => (Reason::BodyTimeout, 408, "the device stopped sending its body".to_string()),
+                FLAG_DEVICE_BODY => {
+                    let d = why.lock().map(|w| w.clone()).unwrap_or_default();
+                    (Reason::BadBody, 400, format!("the device's body cannot be read: {d}"))
+                }
                 _ => {
                     app.exchange_failed.store(now_s(), Ordering::Relaxed);
                     (Reason::ExchangeUnreachable, 502, format!("Exchange at {}: {}", gen.cfg.exchange.authority, error_chain(&e)))
@@ -661,7 +791,7 @@ fn admin(app: &App, path: &str) -> Response<Full<Bytes>> {
     let (status, body) = match path {
         "/healthz" => (200, "ok\n".to_string()),
         "/metrics" => {
-            app.metrics.ticket_cache.set(app.gen.load().kcd.cached_tickets() as i64);
+            app.metrics.ticket_cache.set(app.gen.load().kcd.held() as i64);
             (200, app.metrics.encode())
         }
         "/readyz" => {
