@@ -180,7 +180,7 @@ fn bulk_handler(state: Arc<Mutex<Index>>) -> Arc<Handler> {
             {
                 s.rejected += 1;
                 400
-            } else if first_time && s.item_429_every.is_some_and(|k| n % k == 0) {
+            } else if first_time && s.item_429_every.is_some_and(|k| n.is_multiple_of(k)) {
                 s.item_429_ids.insert(id.clone());
                 429
             } else {
@@ -541,4 +541,66 @@ fn filters_apply_to_the_file_and_so_to_the_shipped_events() {
     assert_eq!(spool_lines(&some), want);
     let s = state.lock().unwrap();
     assert_eq!(s.order.iter().map(|id| s.docs[id].clone()).collect::<Vec<_>>(), want);
+}
+
+/// Events a second shipped to each stand-in receiver (run with a release kcdscope:
+/// `cargo build --release -p kcdscope && KCDSCOPE_BIN=target/release/kcdscope cargo test -p
+/// kcd-tests --test ship_http -- --ignored --nocapture throughput`). The spool is the
+/// corpus's events copied 200 times, each copy's frames moved so that every event is
+/// distinct (its own id). The receivers run in this test process, on the same two CPUs.
+#[test]
+#[ignore]
+fn throughput_to_the_bulk_and_hec_receivers() {
+    let dir = tmpdir("throughput");
+    let base = dir.join("base.ndjson");
+    let (ok, err) = replay(&["-o", base.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let lines = spool_lines(&base);
+    let spool = dir.join("spool.ndjson");
+    let mut text = Vec::new();
+    for k in 0..200u64 {
+        for l in &lines {
+            let mut v: Value = serde_json::from_slice(l).unwrap();
+            let f = v["frame"].as_u64().unwrap_or(0);
+            v["frame"] = Value::from(f + k * 10_000_000);
+            serde_json::to_writer(&mut text, &v).unwrap();
+            text.push(b'\n');
+        }
+    }
+    std::fs::write(&spool, &text).unwrap();
+    let n = lines.len() * 200;
+    let token = dir.join("hec.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    for kind in ["bulk", "hec"] {
+        let _ = std::fs::remove_file(dir.join(format!("spool.ndjson.{kind}.checkpoint")));
+        let bulk = Arc::new(Mutex::new(Index::default()));
+        let hec = Arc::new(Mutex::new(Hec::default()));
+        let srv = match kind {
+            "bulk" => serve(listener(), bulk_handler(bulk.clone())),
+            _ => serve(listener(), hec_handler(hec.clone())),
+        };
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.args(["-f", "%U %S"]).arg(kcdscope_bin()).arg("ship").arg(&spool).args(["--batch-events", "1000"]);
+        match kind {
+            "bulk" => cmd.args(["--bulk", &format!("http://127.0.0.1:{}/kcdscope", srv.port)]),
+            _ => cmd.args(["--hec", &format!("http://127.0.0.1:{}", srv.port), "--hec-token-file", token.to_str().unwrap()]),
+        };
+        let t0 = Instant::now();
+        let out = cmd.output().unwrap();
+        let wall = t0.elapsed().as_secs_f64();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let cpu: f64 = err.lines().last().unwrap().split_whitespace().map(|x| x.parse::<f64>().unwrap()).sum();
+        let stored = match kind {
+            "bulk" => bulk.lock().unwrap().docs.len(),
+            _ => hec.lock().unwrap().events.len(),
+        };
+        assert_eq!(stored, n);
+        eprintln!(
+            "{kind}: {n} events ({} MB) in {wall:.2} s: {:.0} events/s; kcdscope used {cpu:.2} s of CPU ({:.0} events per CPU second)",
+            text.len() / 1_000_000,
+            n as f64 / wall,
+            n as f64 / cpu.max(0.001)
+        );
+    }
 }

@@ -40,6 +40,8 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once per run: the size of the replay's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Replay capture files (pcap or pcapng) and report every Kerberos message.
