@@ -249,3 +249,46 @@ input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="tls")
     compare(&sent, &received(&dir.join("tls.log"), sent.len()), "TLS");
     eprintln!("rsyslog received {} events over TLS", sent.len());
 }
+
+/// Events a second to rsyslog over TCP (run with a release kcdscope: `KCDSCOPE_BIN=
+/// target/release/kcdscope cargo test -p kcd-tests --test syslog_rsyslog -- --ignored
+/// --nocapture throughput`): the corpus replayed 200 times in one run (`replay` takes the
+/// list of files, state carrying over), timed until rsyslog has written every message,
+/// beside the same replay with `--count` only.
+#[test]
+#[ignore]
+fn throughput_to_rsyslog_over_tcp() {
+    let r = start_rsyslog();
+    let files: Vec<String> = captures("").iter().map(|p| p.display().to_string()).collect();
+    let many: Vec<&String> = (0..200).flat_map(|_| files.iter()).collect();
+    let t0 = Instant::now();
+    let base = Command::new(kcd_tests::kcdscope_bin()).args(["replay", "--count"]).args(&many).output().expect("runs kcdscope");
+    let base_wall = t0.elapsed().as_secs_f64();
+    assert!(base.status.success());
+    let t0 = Instant::now();
+    let out = Command::new(kcd_tests::kcdscope_bin())
+        .args(["replay", "--count", "--syslog", &format!("tcp://127.0.0.1:{}", r.tcp)])
+        .args(&many)
+        .output()
+        .expect("runs kcdscope");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let sent: usize = err
+        .split("syslog: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the syslog counters");
+    let sent_wall = t0.elapsed().as_secs_f64();
+    let tcp = r.dir.join("tcp.log");
+    while std::fs::read(&tcp).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count()) < sent {
+        assert!(t0.elapsed() < Duration::from_secs(300), "rsyslog did not write them all");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "rsyslog tcp: {sent} events; kcdscope done in {sent_wall:.2} s ({:.0} events/s; the replay alone {base_wall:.2} s), all written by rsyslog after {wall:.2} s ({:.0} events/s end to end)",
+        sent as f64 / sent_wall,
+        sent as f64 / wall
+    );
+}

@@ -21,6 +21,9 @@ pub struct GatewayArgs {
     /// to the Unix stream socket at PATH with `unix:PATH`; repeatable.
     #[arg(long, value_name = "FILE")]
     events: Vec<PathBuf>,
+    /// --bulk/--hec ship the first --events FILE (the spool), as `replay -o` does.
+    #[command(flatten)]
+    ship: crate::outputs::ShipArgs,
 }
 
 #[derive(Subcommand)]
@@ -78,9 +81,19 @@ pub fn run(a: GatewayArgs) -> Result<ExitCode> {
                 1 => sinks.remove(0),
                 _ => Arc::new(kcd_gateway::server::FanOut(sinks)),
             };
+            let spool = a.events.iter().find(|p| !p.to_str().is_some_and(|s| s.starts_with("unix:")));
+            let shippers = match (a.ship.any(), spool) {
+                (false, _) => None,
+                (true, Some(p)) => Some(a.ship.start(p, Arc::new(std::sync::atomic::AtomicBool::new(false)))?),
+                (true, None) => anyhow::bail!("--bulk and --hec ship an --events FILE: give one"),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-            match rt.block_on(kcd_gateway::server::run(config, events)) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
+            let r = rt.block_on(kcd_gateway::server::run(config, events));
+            // The gateway has stopped writing: the shippers get --ship-drain-seconds to finish.
+            let shipped = shippers.is_none_or(|s| s.finish(false));
+            match r {
+                Ok(()) if shipped => Ok(ExitCode::SUCCESS),
+                Ok(()) => Ok(ExitCode::from(1)),
                 Err(e) => {
                     eprintln!("kcdscope: {e}");
                     Ok(ExitCode::from(1))

@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +40,8 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once per run: the size of the replay's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Replay capture files (pcap or pcapng) and report every Kerberos message.
@@ -51,6 +55,9 @@ enum Command {
     },
     /// The gateway: device client certificates -> Kerberos constrained delegation -> Exchange.
     Gateway(gateway::GatewayArgs),
+    /// Ship an NDJSON events file (the gateway's --events, watch -o) to Elasticsearch/
+    /// OpenSearch or Splunk HEC, from a checkpoint beside it.
+    Ship(outputs::ShipCommand),
     /// Capture live (eBPF, or libpcap) and explain what happens as it happens.
     Watch(watch::WatchArgs),
 }
@@ -234,6 +241,12 @@ fn main() -> ExitCode {
         Some(Command::Replay(a)) => a,
         Some(Command::Tui(a)) => return tui::run(a),
         Some(Command::Watch(a)) => return watch::run(a),
+        Some(Command::Ship(a)) => {
+            return outputs::ship_command(a).unwrap_or_else(|e| {
+                eprintln!("kcdscope: {e:#}");
+                ExitCode::from(1)
+            })
+        }
         Some(Command::Kcd { command }) => {
             return kcd::run(command).unwrap_or_else(|e| {
                 eprintln!("kcdscope: {e:#}");
@@ -293,16 +306,35 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         JsonFormat::Ecs => kcd_export::Format::Ecs,
     };
     let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()).with_format(format));
+    if args.outputs.ship.any() && args.output.is_none() {
+        anyhow::bail!("--bulk and --hec ship the -o FILE: give one");
+    }
     let mut file_out = match &args.output {
-        Some(p) => Some(
-            NdjsonWriter::new(
-                kcd_export::outputs::file::RotatingFile::open(p, args.outputs.rotation())
-                    .with_context(|| format!("cannot create {}", p.display()))?,
+        Some(p) => {
+            let rotation = args.outputs.rotation(p);
+            if !rotation.rotates() {
+                // Without rotation -o starts afresh, and so do the outputs shipping it.
+                for c in args.outputs.ship.checkpoints(p) {
+                    let _ = std::fs::remove_file(c);
+                }
+            }
+            Some(
+                NdjsonWriter::new(
+                    kcd_export::outputs::file::RotatingFile::open(p, rotation)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                )
+                .with_format(format),
             )
-            .with_format(format),
-        ),
+        }
         None => None,
     };
+    let shippers = match &args.output {
+        Some(p) if args.outputs.ship.any() => Some(args.outputs.ship.start(p, Arc::new(AtomicBool::new(false)))?),
+        _ => None,
+    };
+    if shippers.is_some() {
+        let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    }
     let mut syslog_out = args.outputs.syslog_writer(format)?;
     // Without an NDJSON destination on stdout, list messages for a person.
     let mut text_out = (!args.json && !args.count && !args.report)
@@ -330,7 +362,8 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         if let Some(t) = text_out.as_mut() {
             sinks.push(t);
         }
-        let mut out = Tee(sinks);
+        let mut tee = Tee(sinks);
+        let mut out = kcd_export::filter::Filtered { filter: args.outputs.filter.filter(), inner: &mut tee, skipped: 0 };
         {
             let mut sink = |e: &Event<'_>| {
                 // The gateway's events that happened before this packet go first.
@@ -406,7 +439,18 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         j.finish().context("writing NDJSON to standard output")?;
     }
     if let Some(f) = file_out {
-        f.finish().context("writing the NDJSON file")?;
+        let f = f.finish_into().context("writing the NDJSON file")?;
+        if f.counters.dropped_unshipped > 0 {
+            eprintln!(
+                "kcdscope: the spool was full: {} events deleted before they were shipped ({} files deleted)",
+                f.counters.dropped_unshipped, f.counters.deleted
+            );
+        }
+    }
+    if let Some(s) = shippers {
+        if !s.finish(args.quiet) {
+            failed = true;
+        }
     }
     if let Some(s) = syslog_out {
         let why = s.last_error.clone().unwrap_or_default();

@@ -1,11 +1,16 @@
 //! Command-line options of the outputs: the NDJSON file's rotation and fsync (`-o FILE`),
 //! and syslog (`--syslog tcp://HOST:PORT`).
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use anyhow::{bail, Context, Result};
 use kcd_export::outputs::file::{Fsync, Rotation};
+use kcd_export::outputs::ship::policy::{Backoff, BatchLimits};
+use kcd_export::outputs::ship::{Kind, Secret, ShipConfig, ShipCounters, StopWhen};
 use kcd_export::outputs::syslog::{SyslogConfig, SyslogWriter, Transport};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,6 +54,19 @@ pub(crate) struct OutputArgs {
     /// With -o: when to fsync the file.
     #[arg(long, value_enum, default_value = "rotate", requires = "output")]
     fsync: FsyncArg,
+
+    /// With -o: bound the file and its rotated files together to this many bytes (the
+    /// spool of --bulk/--hec): the oldest rotated files are deleted, and the events in them
+    /// not yet shipped are counted as dropped. Rotates at an eighth of it unless
+    /// --rotate-bytes says otherwise.
+    #[arg(long, value_name = "BYTES", requires = "output")]
+    spool_max_bytes: Option<u64>,
+
+    #[command(flatten)]
+    pub(crate) ship: ShipArgs,
+
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
 }
 
 impl OutputArgs {
@@ -74,9 +92,11 @@ impl OutputArgs {
         SyslogWriter::connect(cfg).with_context(|| format!("--syslog {url}: cannot connect")).map(Some)
     }
 
-    pub(crate) fn rotation(&self) -> Rotation {
+    pub(crate) fn rotation(&self, spool: &Path) -> Rotation {
         Rotation {
-            max_bytes: self.rotate_bytes,
+            max_bytes: self.rotate_bytes.or(self.spool_max_bytes.map(|m| (m / 8).max(4096))),
+            max_total_bytes: self.spool_max_bytes,
+            checkpoints: self.ship.checkpoints(spool),
             max_age: self.rotate_seconds.map(Duration::from_secs),
             keep: self.rotate_keep,
             fsync: match self.fsync {
@@ -87,4 +107,302 @@ impl OutputArgs {
             },
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum EventTypeArg {
+    Krb5,
+    Anomaly,
+    Finding,
+    Kcd,
+    Gateway,
+    Tls,
+    Http,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum SeverityArg {
+    Info,
+    Warning,
+    Error,
+}
+
+/// Which events the outputs get (every output: standard output, -o, syslog, and so the
+/// HTTP outputs that ship -o).
+#[derive(Args)]
+pub(crate) struct FilterArgs {
+    /// Only events of these types (comma-separated).
+    #[arg(long, value_enum, value_name = "TYPE,...", value_delimiter = ',')]
+    event_types: Vec<EventTypeArg>,
+
+    /// Leave out findings below this severity (events that are not findings are kept).
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    min_severity: Option<SeverityArg>,
+}
+
+impl FilterArgs {
+    pub(crate) fn filter(&self) -> kcd_export::filter::EventFilter {
+        use kcd_schema::{EventType as T, Severity as S};
+        kcd_export::filter::EventFilter {
+            types: (!self.event_types.is_empty()).then(|| {
+                self.event_types
+                    .iter()
+                    .map(|t| match t {
+                        EventTypeArg::Krb5 => T::Krb5,
+                        EventTypeArg::Anomaly => T::Anomaly,
+                        EventTypeArg::Finding => T::Finding,
+                        EventTypeArg::Kcd => T::Kcd,
+                        EventTypeArg::Gateway => T::Gateway,
+                        EventTypeArg::Tls => T::Tls,
+                        EventTypeArg::Http => T::Http,
+                    })
+                    .collect()
+            }),
+            min_severity: self.min_severity.map(|s| match s {
+                SeverityArg::Info => S::Info,
+                SeverityArg::Warning => S::Warning,
+                SeverityArg::Error => S::Error,
+            }),
+        }
+    }
+}
+
+/// The HTTP outputs, which ship the NDJSON file (the spool) from a checkpoint beside it
+/// (FILE.bulk.checkpoint, FILE.hec.checkpoint).
+#[derive(Args, Clone)]
+pub(crate) struct ShipArgs {
+    /// Ship the events to Elasticsearch/OpenSearch with `_bulk` (create, with the event's id):
+    /// http(s)://HOST:PORT/INDEX.
+    #[arg(long, value_name = "URL")]
+    bulk: Option<String>,
+
+    /// With --bulk: a file holding the Authorization header's value (`ApiKey ...`,
+    /// `Basic ...`). Read from a file so that it is not on the command line.
+    #[arg(long, value_name = "FILE")]
+    bulk_auth_file: Option<PathBuf>,
+
+    /// Ship the events to a Splunk HTTP Event Collector: http(s)://HOST:PORT (the path
+    /// /services/collector/event is added when absent). Needs --hec-token-file.
+    #[arg(long, value_name = "URL")]
+    hec: Option<String>,
+
+    /// With --hec: a file holding the HEC token.
+    #[arg(long, value_name = "FILE")]
+    hec_token_file: Option<PathBuf>,
+
+    /// With --hec: the events' sourcetype.
+    #[arg(long, value_name = "NAME", default_value = "kcdscope")]
+    hec_sourcetype: String,
+
+    /// For https:// receivers: the CA certificates (PEM) their certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    ship_ca: Option<PathBuf>,
+
+    /// Most events in one request.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    batch_events: usize,
+
+    /// Most bytes of events in one request.
+    #[arg(long, value_name = "BYTES", default_value_t = 5 << 20)]
+    batch_bytes: usize,
+
+    /// Milliseconds a batch that is not full waits for more events.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    batch_linger_ms: u64,
+
+    /// Longest pause between two attempts (capped exponential backoff from 100 ms, jittered).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    retry_max_seconds: u64,
+
+    /// When the events are all written (end of a replay, a stop), how long to keep trying
+    /// to ship the rest; what is left stays in the spool for the next run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    ship_drain_seconds: u64,
+}
+
+/// The shipping threads of one spool.
+pub(crate) struct Shippers {
+    threads: Vec<(String, Arc<ShipCounters>, std::thread::JoinHandle<std::io::Result<()>>)>,
+    when: StopWhen,
+}
+
+fn secret_file(p: &Path, what: &str) -> Result<String> {
+    let s = std::fs::read_to_string(p).with_context(|| format!("{what}: cannot read {}", p.display()))?;
+    let s = s.trim().to_string();
+    if s.is_empty() {
+        bail!("{what}: {} is empty", p.display());
+    }
+    Ok(s)
+}
+
+impl ShipArgs {
+    pub(crate) fn any(&self) -> bool {
+        self.bulk.is_some() || self.hec.is_some()
+    }
+
+    /// The checkpoint files of the outputs asked for, beside `spool`.
+    pub(crate) fn checkpoints(&self, spool: &Path) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        if self.bulk.is_some() {
+            v.push(checkpoint_path(spool, "bulk"));
+        }
+        if self.hec.is_some() {
+            v.push(checkpoint_path(spool, "hec"));
+        }
+        v
+    }
+
+    pub(crate) fn configs(&self, spool: &Path) -> Result<Vec<ShipConfig>> {
+        let mut out = Vec::new();
+        let tls = match &self.ship_ca {
+            Some(ca) => Some(kcd_export::outputs::syslog::tls_config(ca)?),
+            None => None,
+        };
+        let parse = |flag: &str, url: &str| -> Result<hyper::Uri> {
+            let u: hyper::Uri = url.parse().with_context(|| format!("{flag} {url:?} is not a URL"))?;
+            match u.scheme_str() {
+                Some("http") => {}
+                Some("https") if tls.is_some() => {}
+                Some("https") => bail!("{flag} {url}: https:// needs --ship-ca FILE"),
+                _ => bail!("{flag} {url}: expected http:// or https://"),
+            }
+            if u.host().is_none() {
+                bail!("{flag} {url}: no host");
+            }
+            Ok(u)
+        };
+        let with_path = |u: &hyper::Uri, path: &str| -> Result<hyper::Uri> {
+            let mut parts = u.clone().into_parts();
+            parts.path_and_query = Some(path.parse().with_context(|| format!("{path:?} is not a URL path"))?);
+            Ok(hyper::Uri::from_parts(parts)?)
+        };
+        let common = |c: &mut ShipConfig| {
+            c.tls = tls.clone();
+            c.batch = BatchLimits {
+                max_events: self.batch_events.max(1),
+                max_bytes: self.batch_bytes.max(1),
+                linger: Duration::from_millis(self.batch_linger_ms),
+            };
+            c.backoff = Backoff { base: Duration::from_millis(100), cap: Duration::from_secs(self.retry_max_seconds.max(1)) };
+        };
+        if let Some(url) = &self.bulk {
+            let u = parse("--bulk", url)?;
+            let index = u.path().trim_matches('/');
+            let index = if index.is_empty() { "kcdscope" } else { index };
+            if index.contains('/') || index.starts_with('_') {
+                bail!("--bulk {url}: the path is the index name (http://HOST:PORT/INDEX)");
+            }
+            let mut c = ShipConfig::new(Kind::Bulk, with_path(&u, &format!("/{index}/_bulk"))?, spool, checkpoint_path(spool, "bulk"));
+            if let Some(p) = &self.bulk_auth_file {
+                c.authorization = Some(Secret::new(secret_file(p, "--bulk-auth-file")?));
+            }
+            common(&mut c);
+            out.push(c);
+        }
+        if let Some(url) = &self.hec {
+            let u = parse("--hec", url)?;
+            let u = if u.path() == "/" { with_path(&u, "/services/collector/event")? } else { u };
+            let Some(p) = &self.hec_token_file else { bail!("--hec {url}: --hec-token-file FILE is needed") };
+            let mut c = ShipConfig::new(Kind::Hec, u, spool, checkpoint_path(spool, "hec"));
+            c.authorization = Some(Secret::new(format!("Splunk {}", secret_file(p, "--hec-token-file")?)));
+            c.sourcetype = self.hec_sourcetype.clone();
+            common(&mut c);
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// Starts one thread per output on `spool`; `stop` stops them at once (keeping their
+    /// checkpoints), `Shippers::finish` lets them ship what is left first.
+    pub(crate) fn start(&self, spool: &Path, stop: Arc<AtomicBool>) -> Result<Shippers> {
+        let when = StopWhen { stop, drain: Arc::new(AtomicBool::new(false)), drain_timeout: Duration::from_secs(self.ship_drain_seconds) };
+        let mut threads = Vec::new();
+        for cfg in self.configs(spool)? {
+            let counters = Arc::new(ShipCounters::default());
+            let (c2, w2, name) = (counters.clone(), when.clone(), cfg.name.clone());
+            let h = std::thread::Builder::new()
+                .name(format!("ship-{name}"))
+                .spawn(move || kcd_export::outputs::ship::run(&cfg, &c2, &w2))
+                .context("cannot start a shipping thread")?;
+            threads.push((name, counters, h));
+        }
+        Ok(Shippers { threads, when })
+    }
+}
+
+pub(crate) fn checkpoint_path(spool: &Path, name: &str) -> PathBuf {
+    let mut p = spool.as_os_str().to_owned();
+    p.push(format!(".{name}.checkpoint"));
+    PathBuf::from(p)
+}
+
+impl Shippers {
+    /// Tells the outputs that nothing more will be written, waits for them to ship the rest
+    /// (or to give up) and prints their counters. False when one failed.
+    pub(crate) fn finish(self, quiet: bool) -> bool {
+        self.when.drain.store(true, Ordering::SeqCst);
+        let mut ok = true;
+        for (name, c, h) in self.threads {
+            let r = h.join();
+            let line = c.summary(&name);
+            match r {
+                Ok(Ok(())) => {
+                    if !quiet || ShipCounters::get(&c.rejected) > 0 || ShipCounters::get(&c.gaps) > 0 {
+                        eprintln!("kcdscope: {line}");
+                    }
+                }
+                Ok(Err(e)) => {
+                    eprintln!("kcdscope: {line}; {e}");
+                    ok = false;
+                }
+                Err(_) => {
+                    eprintln!("kcdscope: {name}: the shipping thread failed");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+}
+
+/// `kcdscope ship`: ship a spool written by another process (the gateway's --events, a
+/// `watch -o`), from the checkpoints beside it.
+#[derive(Args)]
+pub(crate) struct ShipCommand {
+    /// The NDJSON file (and its rotated FILE.000001...) to ship.
+    #[arg(value_name = "FILE")]
+    spool: PathBuf,
+
+    /// Keep following the file as it grows, until SIGINT or SIGTERM; without it, ship
+    /// what is there and stop.
+    #[arg(long)]
+    follow: bool,
+
+    #[command(flatten)]
+    ship: ShipArgs,
+
+    /// No counters on standard error.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub(crate) fn ship_command(a: ShipCommand) -> Result<std::process::ExitCode> {
+    if !a.ship.any() {
+        bail!("ship: nothing to ship to (--bulk URL, --hec URL)");
+    }
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    let stop = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, term.clone()).context("cannot handle signals")?;
+    }
+    let s = a.ship.start(&a.spool, stop.clone())?;
+    if a.follow {
+        while !term.load(Ordering::SeqCst) && s.threads.iter().any(|(_, _, h)| !h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A stop keeps the checkpoints where they are: what is unshipped goes next time.
+        stop.store(true, Ordering::SeqCst);
+    }
+    Ok(if s.finish(a.quiet) { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }

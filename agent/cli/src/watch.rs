@@ -77,6 +77,10 @@ pub struct WatchArgs {
     #[arg(short, long)]
     quiet: bool,
     #[command(flatten)]
+    ship: crate::outputs::ShipArgs,
+    #[command(flatten)]
+    filter: crate::outputs::FilterArgs,
+    #[command(flatten)]
     diagnosis: DiagnosisArgs,
     #[command(flatten)]
     limits: Limits,
@@ -282,6 +286,15 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         }));
     }
 
+    let filter = a.filter.filter();
+    if a.ship.any() && a.output.is_none() {
+        anyhow::bail!("--bulk and --hec ship the -o FILE: give one");
+    }
+    // The shippers follow -o as it grows; at the end they get --ship-drain-seconds to finish.
+    let shippers = match &a.output {
+        Some(p) if a.ship.any() => Some(a.ship.start(p, Arc::new(AtomicBool::new(false)))?),
+        _ => None,
+    };
     let mut decoder = Decoder::new(a.limits.config());
     decoder.begin_source(None);
     let mut corr = Correlator::new(a.diagnosis.config());
@@ -304,10 +317,11 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         }
         let t0 = Instant::now();
         {
-            let mut sinks = outputs(&mut json_out, &mut file_out, &mut text_out);
+            // The filters choose what the outputs get; the diagnosis sees everything.
+            let mut outs = kcd_export::Tee(outputs(&mut json_out, &mut file_out, &mut text_out));
+            let mut filtered = kcd_export::filter::Filtered { filter: filter.clone(), inner: &mut outs, skipped: 0 };
             let mut to_corr = |e: &Event<'_>| corr.event(e);
-            sinks.push(&mut to_corr);
-            let mut out = kcd_export::Tee(sinks);
+            let mut out = kcd_export::Tee(vec![&mut filtered, &mut to_corr]);
             live.drain(&mut |p| {
                 frame += 1;
                 if let Some(w) = pcap_out.as_mut() {
@@ -337,7 +351,8 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
             if stopping {
                 corr.finish();
             }
-            let mut out = kcd_export::Tee(outputs(&mut json_out, &mut file_out, &mut text_out));
+            let mut outs = kcd_export::Tee(outputs(&mut json_out, &mut file_out, &mut text_out));
+            let mut out = kcd_export::filter::Filtered { filter: filter.clone(), inner: &mut outs, skipped: 0 };
             for f in corr.findings() {
                 let key = format!("{}/{}", f.id, serde_json::to_string(&f.subject).unwrap_or_default());
                 if emitted.len() < MAX_FINDINGS_EMITTED && emitted.insert(key) {
@@ -377,6 +392,8 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
             std::thread::sleep(d);
         }
     }
+    drop(file_out);
+    let shipped = shippers.is_none_or(|s| s.finish(a.quiet));
     if let Some(t) = text_out {
         if let Err(e) = t.finish() {
             if e.kind() != ErrorKind::BrokenPipe {
@@ -409,7 +426,7 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
             let _ = writeln!(l, "kcdscope: {} packets written to {}", w.packets, files.join(" "));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if shipped { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The event outputs asked for.

@@ -10,6 +10,7 @@ use kcd_decode::Sink;
 use kcd_schema::{Direction, Event, EventType};
 
 pub mod ecs;
+pub mod filter;
 pub mod outputs;
 pub mod feed;
 pub mod report;
@@ -70,6 +71,18 @@ impl<W: Write> NdjsonWriter<W> {
         }
         self.out.flush()?;
         Ok(self.written)
+    }
+
+    /// As `finish`, handing back the destination (for its counters).
+    pub fn finish_into(mut self) -> io::Result<W> {
+        if self.error.is_none() {
+            self.flush_buf();
+        }
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.out.flush()?;
+        Ok(self.out)
     }
 }
 

@@ -35,6 +35,12 @@ pub struct Rotation {
     /// Rotated files kept (oldest deleted first, counted); None keeps them all.
     pub keep: Option<usize>,
     pub fsync: Fsync,
+    /// The spool's bound: rotated files are deleted, oldest first, while all files together
+    /// hold more than this many bytes. Events in them that an output had not shipped yet
+    /// (its checkpoint, in `checkpoints`, is before them) are counted as dropped.
+    pub max_total_bytes: Option<u64>,
+    /// The checkpoint files of the outputs that ship this file.
+    pub checkpoints: Vec<PathBuf>,
 }
 
 impl Rotation {
@@ -49,8 +55,24 @@ pub struct FileCounters {
     pub bytes: u64,
     pub rotations: u64,
     pub fsyncs: u64,
-    /// Rotated files deleted to respect `keep`.
+    /// Rotated files deleted to respect `keep` or `max_total_bytes`.
     pub deleted: u64,
+    /// Events deleted with them before every output had shipped them.
+    pub dropped_unshipped: u64,
+}
+
+/// Pure: from which offset the lines of rotated file (`seq`, `ino`) are still unshipped by
+/// at least one of the outputs at `checkpoints` (None: every output is past it).
+pub fn unshipped_from(seq: u64, ino: u64, checkpoints: &[crate::outputs::ship::spool::Checkpoint]) -> Option<u64> {
+    checkpoints
+        .iter()
+        .filter_map(|c| match c.seq.cmp(&seq) {
+            std::cmp::Ordering::Less => Some(0),
+            std::cmp::Ordering::Equal if c.ino == ino => Some(c.offset),
+            std::cmp::Ordering::Equal => Some(0),
+            std::cmp::Ordering::Greater => None,
+        })
+        .min()
 }
 
 pub struct RotatingFile {
@@ -135,14 +157,50 @@ impl RotatingFile {
         self.size = 0;
         self.opened = Instant::now();
         self.counters.rotations += 1;
-        if let Some(keep) = self.cfg.keep {
-            let old = rotated_files(&self.path)?;
-            for (_, p) in old.iter().take(old.len().saturating_sub(keep)) {
-                fs::remove_file(p)?;
-                self.counters.deleted += 1;
+        let old = rotated_files(&self.path)?;
+        let mut excess = old.len().saturating_sub(self.cfg.keep.unwrap_or(usize::MAX));
+        if let Some(max) = self.cfg.max_total_bytes {
+            let sizes: Vec<u64> = old.iter().map(|(_, p)| fs::metadata(p).map_or(0, |m| m.len())).collect();
+            // Room for the new current file to grow to its size limit: the bound holds
+            // between rotations too.
+            let mut total: u64 = sizes.iter().sum::<u64>() + self.cfg.max_bytes.unwrap_or(0);
+            let mut n = 0;
+            while total > max && n < sizes.len() {
+                total -= sizes[n];
+                n += 1;
             }
+            excess = excess.max(n);
+        }
+        for (seq, p) in old.iter().take(excess) {
+            self.count_unshipped(*seq, p);
+            fs::remove_file(p)?;
+            self.counters.deleted += 1;
         }
         Ok(())
+    }
+
+    fn count_unshipped(&mut self, seq: u64, p: &Path) {
+        if self.cfg.checkpoints.is_empty() {
+            return;
+        }
+        let cks: Vec<_> = self
+            .cfg
+            .checkpoints
+            .iter()
+            .filter_map(|c| crate::outputs::ship::spool::load_checkpoint(c).ok().flatten())
+            .collect();
+        // An output that never saved a checkpoint has shipped nothing.
+        let mut cks = cks;
+        if cks.len() < self.cfg.checkpoints.len() {
+            cks.push(crate::outputs::ship::spool::Checkpoint::default());
+        }
+        let ino = fs::metadata(p).map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
+        if let Some(from) = unshipped_from(seq, ino, &cks) {
+            if let Ok(bytes) = fs::read(p) {
+                let from = (from as usize).min(bytes.len());
+                self.counters.dropped_unshipped += bytes[from..].iter().filter(|b| **b == b'\n').count() as u64;
+            }
+        }
     }
 
     /// Writes whole lines (each ending in '\n'), rotating between lines.
@@ -301,6 +359,34 @@ mod tests {
         assert_eq!(rotated.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [4, 5]);
         assert_eq!(c.deleted, 3);
         assert_eq!(fs::read_to_string(&path).expect("current"), "555\n");
+    }
+
+    #[test]
+    fn a_full_spool_drops_the_oldest_and_counts_what_was_not_shipped() {
+        use crate::outputs::ship::spool::{list, save_checkpoint, Checkpoint};
+        let path = tmp("bound");
+        let ckp = path.with_extension("ckpt");
+        // Each line 4 bytes, each file one line; the bound keeps about 3 files.
+        let cfg = Rotation { max_bytes: Some(4), max_total_bytes: Some(12), checkpoints: vec![ckp.clone()], ..Default::default() };
+        let mut f = RotatingFile::open(&path, cfg).expect("open");
+        writeln!(f, "000").expect("write");
+        writeln!(f, "111").expect("write");
+        // The output has shipped file 1 (the "000" line) whole.
+        let first = list(&path).expect("list").into_iter().next().expect("a file");
+        save_checkpoint(&ckp, &Checkpoint { seq: first.seq, ino: first.ino, fingerprint: first.fingerprint, offset: 4 }).expect("save");
+        for i in 2..8 {
+            writeln!(f, "{i}{i}{i}").expect("write");
+        }
+        let c = f.counters.clone();
+        drop(f);
+        let (got, _) = all_lines(&path);
+        assert_eq!(got, ["555", "666", "777"]);
+        assert_eq!(c.deleted, 5);
+        // Deleted: 000 (shipped), 111, 222, 333, 444 (not shipped).
+        assert_eq!(c.dropped_unshipped, 4);
+        assert_eq!(unshipped_from(3, 9, &[Checkpoint { seq: 2, ..Default::default() }]), Some(0));
+        assert_eq!(unshipped_from(3, 9, &[Checkpoint { seq: 3, ino: 9, offset: 40, fingerprint: 0 }]), Some(40));
+        assert_eq!(unshipped_from(3, 9, &[Checkpoint { seq: 4, ..Default::default() }]), None);
     }
 
     #[test]
