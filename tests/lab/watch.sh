@@ -85,7 +85,7 @@ counters() { grep -o '[0-9]* packets matched, [0-9]* captured, [0-9]* dropped' "
 field() { counters "$1" | awk -v k="$2" '{for (i = 2; i <= NF; i++) if ($i ~ k) print $(i-1)}'; }
 
 lab_require_root
-lab_install bpftool tcpdump tshark iproute2 krb5-user
+lab_install bpftool tcpdump tshark iproute2 krb5-user tmux
 mkdir -p "$OUT" || lab_die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
 : >"$OUT/CHECKS.txt"
@@ -253,7 +253,7 @@ nlo=$(tcpdump -r "$OUT/lo.tcpdump.pcap" -n 2>/dev/null | wc -l)
 check "loopback: 50 datagrams sent, $(cat "$W/lo.received") received, tcpdump saw $nlo, eBPF captured $(field lo captured)" test "$(cat "$W/lo.received")" = 50 -a "$nlo" = 50 -a "$(field lo captured)" = 50
 
 # Flood: 100 000 port-88 datagrams with a 1 MiB ring: captured + dropped = sent, exactly.
-WATCH_STDOUT=/dev/null start_watch "$NSA" flood -i kcdwa0 --no-fallback --buffer 1 --json
+WATCH_STDOUT=$OUT/flood.ndjson start_watch "$NSA" flood -i kcdwa0 --no-fallback --buffer 1 --json
 WPID=$WATCH_PID
 ip netns exec "$NSA" $PY -c '
 import socket
@@ -266,6 +266,55 @@ grep -o 'kcdscope watch (eBPF): [^;]*' "$OUT/flood.err" > "$OUT/flood.counters" 
 c=$(grep -o '[0-9]* packets matched, [0-9]* captured, [0-9]* dropped' "$OUT/flood.counters" | tail -1)
 set -- $c
 check "flood: matched $1 = 100000 sent, captured $4 + dropped $6 = 100000" test "${1:-0}" = 100000 -a $(( ${4:-0} + ${6:-0} )) = 100000
+# The events say it too: the last capture_dropped anomaly (written at the end) carries the
+# final counters, and they add up.
+# event_counters FILE : "dropped kernel agent matched captured" of its last capture_dropped event
+event_counters() {
+    grep '"capture_dropped"' "$1" | tail -1 | grep -o '"detail":"[^"]*"' |
+        sed -E 's/.*"([0-9]+) packets dropped so far \(([0-9]+) in the kernel, ([0-9]+) in the agent\) of ([0-9]+) matched; ([0-9]+) captured"/\1 \2 \3 \4 \5/'
+}
+ec=$(event_counters "$OUT/flood.ndjson")
+set -- $ec
+if [ "${1:-0}" -gt 0 ]; then
+    check "flood: the events' last capture_dropped: matched $4 = 100000 = captured $5 + dropped $1 ($2 kernel + $3 agent), as the status line" \
+        test "${4:-0}" = 100000 -a $(( ${5:-0} + ${1:-0} )) = 100000 -a $(( ${2:-0} + ${3:-0} )) = "${1:-0}" -a "${5:-}" = "$(echo "$c" | awk '{print $4}')"
+else
+    check "flood: no drop, so no capture_dropped event (status line: $c)" sh -c "[ '$(echo "$c" | awk '{print $6}')' = 0 ] && ! grep -q capture_dropped '$OUT/flood.ndjson'"
+fi
+
+# The terminal UI's header, in a real terminal (tmux): a flood into a 1 MiB ring drained
+# once a second must lose packets, and the header shows seen, captured and dropped, adding
+# up once drained, the same numbers as the events' and the status line's.
+TMUX_SOCK=kcd-watch-tui-$$
+tmx() { tmux -L "$TMUX_SOCK" "$@"; }
+tmx -f /dev/null new-session -d -x 132 -y 30 \
+    "env TERM=xterm-256color ip netns exec $NSA $KCD watch -i kcdwa0 --no-fallback --buffer 1 --drain-every 1000 --tui -o $OUT/tui.ndjson 2>$OUT/tui.err; sleep 30"
+for _ in $(seq 1 100); do tmx capture-pane -p -t 0 2>/dev/null | grep -q '^capture (eBPF): seen 0 ' && break; sleep 0.05; done
+check "TUI: the header shows the capture counters before any packet" sh -c "tmux -L $TMUX_SOCK capture-pane -p -t 0 | grep -q '^capture (eBPF): seen 0 | captured 0 | dropped 0 (0 kernel, 0 agent)'"
+ip netns exec "$NSA" $PY -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+m = b"t" * 64
+for i in range(100000): s.sendto(m, ("10.88.0.2", 88))'
+hdr=
+for _ in $(seq 1 100); do
+    hdr=$(tmx capture-pane -p -t 0 | grep '^capture (eBPF): seen 100000 ' | grep -v pending)
+    [ -n "$hdr" ] && break
+    sleep 0.1
+done
+tmx capture-pane -p -t 0 >"$OUT/tui.screen"
+# "capture (eBPF): seen S | captured C | dropped D (K kernel, A agent)"
+set -- $(echo "$hdr" | sed -E 's/.*seen ([0-9]+) \| captured ([0-9]+) \| dropped ([0-9]+) \(([0-9]+) kernel, ([0-9]+) agent\).*/\1 \2 \3 \4 \5/')
+check "TUI: the header says seen ${1:-?} = 100000 = captured ${2:-?} + dropped ${3:-?}, and some were dropped" \
+    test "${1:-0}" = 100000 -a $(( ${2:-0} + ${3:-0} )) = 100000 -a "${3:-0}" -gt 0
+tui_captured=${2:-} tui_dropped=${3:-}
+tmx send-keys -t 0 q
+for _ in $(seq 1 100); do grep -q 'kcdscope watch (eBPF)' "$OUT/tui.err" && break; sleep 0.05; done
+tmx kill-server 2>/dev/null
+set -- $(event_counters "$OUT/tui.ndjson")
+check "TUI: the events' last capture_dropped has the header's numbers (captured $tui_captured = ${5:-?}, dropped $tui_dropped = ${1:-?})" \
+    test "${5:-x}" = "$tui_captured" -a "${1:-x}" = "$tui_dropped" -a "${4:-0}" = 100000
+check "TUI: so does the status line at exit" grep -q "100000 packets matched, $tui_captured captured, $tui_dropped dropped" "$OUT/tui.err"
 
 # No privileges: a clear error, exit code 4, no panic.
 noprivs() {
