@@ -205,9 +205,15 @@ check "the decoder reassembled them: 10 datagrams of 4000 bytes" test "$(grep -c
 # VLAN: tagged frames written straight onto the wire with a packet socket (this kernel has
 # no 8021q module for VLAN devices): 3 with one 802.1Q tag, 2 double-tagged (802.1ad outer
 # tag 20, 802.1Q inner tag 10), UDP to port 88.
+# The same frames arrive at kcdwb0, whose receive path takes the outer tag out of the data
+# into skb->vlan_tci before the TC hook (skb_vlan_untag; no 8021q needed): there the probe
+# finds the tag out of band (KCD_FLAG_VLAN), as a NIC with VLAN offload would hand it over,
+# and the agent puts it back into the frame.
 capture_start "$NSA" kcdwa0 "$OUT/vlan.tcpdump.pcap" "vlan"
 start_watch "$NSA" vlan -i kcdwa0 --json --write-pcap "$OUT/vlan.pcapng" --no-fallback
 WPID=$WATCH_PID
+WATCH_STDOUT=$OUT/vlanrx.out start_watch "$NSB" vlanrx -i kcdwb0 --json --write-pcap "$OUT/vlanrx.pcapng" --no-fallback
+WPID_RX=$WATCH_PID
 ip netns exec "$NSA" $PY -c '
 import socket, struct, time
 def csum(b):
@@ -229,6 +235,17 @@ nv=$(tshark -r "$OUT/vlan.pcapng" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev
 nt=$(tshark -r "$OUT/vlan.tcpdump.pcap" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
 check "VLAN: tshark finds the 5 tagged datagrams (2 double-tagged) in the eBPF pcapng ($nv) as in tcpdump's ($nt)" test "$nv" = 5 -a "$nt" = 5
 check "VLAN: the decoder read all 5" test "$(grep -c '"detail":"100 bytes on a Kerberos port' "$OUT/vlan.out")" = 5
+stop_pid INT "$WPID_RX"
+frames_hex() { tcpdump -r "$1" -nn -xx 2>/dev/null | grep '^[[:space:]]*0x' | md5sum; }
+nrx=$(tshark -r "$OUT/vlanrx.pcapng" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
+nrx20=$(tshark -r "$OUT/vlanrx.pcapng" -Y 'ieee8021ad.id == 20 && vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
+check "VLAN out of band (receive side, tag in skb->vlan_tci): tshark finds the 5 tagged datagrams ($nrx), 2 of them with both tags ($nrx20), in the eBPF pcapng" test "$nrx" = 5 -a "$nrx20" = 2
+check "VLAN out of band: the probe found all 5 tags beside the packet and the agent put them back (status: $(grep -o '[0-9]* VLAN tags restored' "$OUT/vlanrx.err"))" grep -q ', 5 VLAN tags restored' "$OUT/vlanrx.err"
+check "VLAN in the data (sender side): no tag had to be put back" sh -c "! grep -q 'VLAN tags restored' '$OUT/vlan.err'"
+# The frames as written are the frames as sent: the same bytes as tcpdump's on the sender.
+check "VLAN out of band: the rebuilt frames are byte for byte those tcpdump saw sent" \
+    test "$nrx" = 5 -a "$(frames_hex "$OUT/vlanrx.pcapng")" = "$(frames_hex "$OUT/vlan.tcpdump.pcap")"
+check "VLAN out of band: the decoder read all 5" test "$(grep -c '"detail":"100 bytes on a Kerberos port' "$OUT/vlanrx.out")" = 5
 
 # Loopback: every packet once.
 capture_start "$NSA" lo "$OUT/lo.tcpdump.pcap" "udp port 88"

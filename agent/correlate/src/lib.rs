@@ -759,6 +759,12 @@ impl Correlator {
             o.after_too_big |= after_too_big;
             if o.attempts.len() < MAX_ATTEMPTS {
                 o.attempts.push(attempt);
+            } else if let Some(last) = o.attempts.last_mut() {
+                // A retransmission storm: the latest attempt takes the last place, and the one
+                // it replaces leaves the frame index, which holds only what `take` removes
+                // (it grew by one entry per repeated packet, without bound, before).
+                let old = std::mem::replace(last, attempt);
+                self.by_frame.remove(&(old.ev.file, old.ev.frame));
             }
             self.by_frame.insert((ev.file, ev.frame), key);
             return;

@@ -28,6 +28,7 @@ pub struct EbpfCapture {
     tagged: Vec<u8>,
     /// Packets of an interface we did not attach to (cannot happen; counted, not trusted).
     foreign: u64,
+    vlan_restored: u64,
 }
 
 /// Why the probe is not available in this binary, if it is not.
@@ -86,7 +87,7 @@ impl EbpfCapture {
                 links.push((name, id));
             }
         }
-        Ok(EbpfCapture { bpf, ring, counters_map, links, reasm: Reassembler::default(), ifaces, wall_offset_ns: clock_offset(), captured: 0, tagged: Vec::new(), foreign: 0 })
+        Ok(EbpfCapture { bpf, ring, counters_map, links, reasm: Reassembler::default(), ifaces, wall_offset_ns: clock_offset(), captured: 0, tagged: Vec::new(), foreign: 0, vlan_restored: 0 })
     }
 
     /// Hands every packet in the ring to `f`; returns how many.
@@ -108,6 +109,7 @@ impl EbpfCapture {
                         self.tagged.extend_from_slice(&tpid.to_be_bytes());
                         self.tagged.extend_from_slice(&tci.to_be_bytes());
                         self.tagged.extend_from_slice(&w.data[12..]);
+                        self.vlan_restored += 1;
                         &self.tagged[..]
                     }
                     _ => w.data,
@@ -143,6 +145,7 @@ impl EbpfCapture {
             dropped_user: r.malformed + self.foreign,
             fragments: sum(wire::CTR_FRAGMENTS),
             cut: r.cut,
+            vlan_restored: self.vlan_restored,
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct Counters {
     pub fragments: u64,
     /// Packets longer than the probe copies (their tail is missing).
     pub cut: u64,
+    /// VLAN tags the kernel kept beside the packet (skb->vlan_tci: NIC offload, or the
+    /// receive path's untagging) and the agent put back into the frame.
+    pub vlan_restored: u64,
 }
 
 impl Counters {
@@ -100,6 +103,9 @@ impl fmt::Display for Counters {
         write!(f, "{} packets matched, {} captured, {} dropped ({} in the kernel, {} in the agent)", self.seen, self.captured, self.dropped(), self.dropped_kernel, self.dropped_user)?;
         if self.cut > 0 {
             write!(f, ", {} cut at {} bytes", self.cut, wire::MAX_PACKET)?;
+        }
+        if self.vlan_restored > 0 {
+            write!(f, ", {} VLAN tags restored", self.vlan_restored)?;
         }
         Ok(())
     }
