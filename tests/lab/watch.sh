@@ -85,7 +85,7 @@ counters() { grep -o '[0-9]* packets matched, [0-9]* captured, [0-9]* dropped' "
 field() { counters "$1" | awk -v k="$2" '{for (i = 2; i <= NF; i++) if ($i ~ k) print $(i-1)}'; }
 
 lab_require_root
-lab_install bpftool tcpdump tshark iproute2 krb5-user tmux
+lab_install bpftool tcpdump tshark iproute2 krb5-user tmux openssl
 mkdir -p "$OUT" || lab_die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
 : >"$OUT/CHECKS.txt"
@@ -246,6 +246,44 @@ check "VLAN in the data (sender side): no tag had to be put back" sh -c "! grep 
 check "VLAN out of band: the rebuilt frames are byte for byte those tcpdump saw sent" \
     test "$nrx" = 5 -a "$(frames_hex "$OUT/vlanrx.pcapng")" = "$(frames_hex "$OUT/vlan.tcpdump.pcap")"
 check "VLAN out of band: the decoder read all 5" test "$(grep -c '"detail":"100 bytes on a Kerberos port' "$OUT/vlanrx.out")" = 5
+
+# TLS on a port not watched (8443): the probe takes the connection from its ClientHello on
+# (both directions, through its flow map) and the decoder reads it as a replay of tcpdump's
+# capture does; a plain TCP connection on another unwatched port (9443) is not taken.
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/tls.key" -out "$W/tls.crt" -subj /CN=tls.lab.test -days 1 >/dev/null 2>&1
+ip netns exec "$NSB" openssl s_server -accept 8443 -cert "$W/tls.crt" -key "$W/tls.key" -naccept 1 -quiet </dev/null >/dev/null 2>&1 &
+TLSSRV=$!; PIDS+=("$TLSSRV")
+ip netns exec "$NSB" $PY -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.88.0.2", 9443)); s.listen(1)
+c, _ = s.accept(); c.recv(1000); c.sendall(b"HTTP/1.0 200 OK\r\n\r\nplain"); c.close()' &
+PLAIN=$!; PIDS+=("$PLAIN")
+sleep 0.3
+capture_start "$NSA" kcdwa0 "$OUT/tls.tcpdump.pcap" "tcp port 8443"
+WATCH_STDOUT=$OUT/tls.out start_watch "$NSA" tls -i kcdwa0 --json --write-pcap "$OUT/tls.pcapng" --no-fallback
+WPID=$WATCH_PID
+grep -q 'and TLS by its ClientHello on any TCP port' "$OUT/tls.err"; check "TLS: watch says it follows TLS by content on any TCP port" test $? = 0
+ip netns exec "$NSA" timeout 10 openssl s_client -connect 10.88.0.2:8443 -servername tls.lab.test </dev/null >"$W/s_client.out" 2>&1
+check "TLS: openssl s_client completed a handshake with s_server on 8443" grep -q 'Verify return code\|Cipher is' "$W/s_client.out"
+ip netns exec "$NSA" $PY -c '
+import socket
+s = socket.create_connection(("10.88.0.2", 9443)); s.sendall(b"GET / HTTP/1.0\r\n\r\n"); s.recv(1000); s.close()'
+wait "$TLSSRV" 2>/dev/null; wait "$PLAIN" 2>/dev/null
+sleep 0.3
+capture_stop; CAPTURE_PID=
+stop_pid INT "$WPID"
+tsh() { tshark -r "$1" -d tcp.port==8443,tls -Y "$2" -T fields -e "$3" 2>/dev/null; }
+check "TLS: tshark finds the ClientHello for tls.lab.test in the eBPF pcapng ($(tsh "$OUT/tls.pcapng" 'tls.handshake.type == 1' tls.handshake.extensions_server_name))" \
+    test "$(tsh "$OUT/tls.pcapng" 'tls.handshake.type == 1' tls.handshake.extensions_server_name)" = tls.lab.test
+check "TLS: and the server's answer (ServerHello, certificate) on the way back" test "$(tsh "$OUT/tls.pcapng" 'tls.handshake.type == 2' frame.number | wc -l)" = 1
+check "TLS: every packet with payload, as tcpdump has them ($(tshark -r "$OUT/tls.pcapng" -Y "tcp.len > 0" 2>/dev/null | wc -l) of $(tshark -r "$OUT/tls.tcpdump.pcap" -Y "tcp.len > 0" 2>/dev/null | wc -l))" \
+    test "$(tshark -r "$OUT/tls.pcapng" -Y 'tcp.len > 0' 2>/dev/null | wc -l)" = "$(tshark -r "$OUT/tls.tcpdump.pcap" -Y 'tcp.len > 0' 2>/dev/null | wc -l)"
+check "TLS: nothing of the plain connection on 9443" test "$(tshark -r "$OUT/tls.pcapng" -Y 'tcp.port == 9443' 2>/dev/null | wc -l)" = 0
+check "TLS: the status line counts 1 TLS connection on other ports" grep -q ', 1 TLS connections on other ports' "$OUT/tls.err"
+# The decoder read it live (tests/tests/watch_lab.rs compares these events with a replay of
+# tcpdump's capture, field by field).
+check "TLS: the live events name the server tls.lab.test" grep -q '"sni":"tls.lab.test"' "$OUT/tls.out"
 
 # Loopback: every packet once.
 capture_start "$NSA" lo "$OUT/lo.tcpdump.pcap" "udp port 88"

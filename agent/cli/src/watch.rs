@@ -207,14 +207,16 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         signal_hook::flag::register(sig, stop.clone()).context("cannot handle signals")?;
     }
     // The probe captures the ports the decoders are configured for (--krb5-port, --tls-port,
-    // --http-port, shared with replay); TLS recognised by content on other ports is not seen.
+    // --http-port, shared with replay) and, unless --no-tls-detect, TCP connections on other
+    // ports from a first payload that is a TLS ClientHello on (the probe's bounded flow map;
+    // libpcap's filter has the ports only).
     let dc = a.limits.config();
     let mut ports: Vec<u16> = dc.krb5_ports.clone();
     ports.extend(&dc.tls_ports);
     ports.extend(&dc.http_ports);
     ports.sort_unstable();
     ports.dedup();
-    let cfg = kcd_live::Config { ifaces: a.interfaces.clone(), ports, buffer_bytes: a.buffer.saturating_mul(1 << 20) };
+    let cfg = kcd_live::Config { ifaces: a.interfaces.clone(), ports, buffer_bytes: a.buffer.saturating_mul(1 << 20), tls_detect: dc.tls_detect };
     let backend = match a.backend {
         BackendArg::Ebpf => Backend::Ebpf,
         BackendArg::Pcap => Backend::Pcap,
@@ -244,7 +246,8 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         p.sort_unstable();
         p.dedup();
         let p: Vec<String> = p.iter().map(u16::to_string).collect();
-        let _ = writeln!(l, "kcdscope: watching {} with {}, ports {}; stop with Ctrl-C or SIGTERM", names.join(", "), live.backend(), p.join(", "));
+        let tls = if cfg.tls_detect && live.backend() == Backend::Ebpf { " and TLS by its ClientHello on any TCP port" } else { "" };
+        let _ = writeln!(l, "kcdscope: watching {} with {}, ports {}{tls}; stop with Ctrl-C or SIGTERM", names.join(", "), live.backend(), p.join(", "));
     }
     let mut pcap_out = match &a.write_pcap {
         Some(p) => Some(

@@ -47,7 +47,7 @@ fn clock_offset() -> i128 {
 }
 
 impl EbpfCapture {
-    pub fn open(ifaces: Vec<Iface>, ports: &[u16], ring_bytes: u32) -> Result<Self, LiveError> {
+    pub fn open(ifaces: Vec<Iface>, ports: &[u16], ring_bytes: u32, tls_detect: bool) -> Result<Self, LiveError> {
         if let Some(why) = probe_missing() {
             return Err(LiveError::NoProbe(why.to_string()));
         }
@@ -58,6 +58,7 @@ impl EbpfCapture {
         let ring_bytes = ring_bytes.max(4096).next_power_of_two();
         let mut bpf = aya::EbpfLoader::new()
             .map_max_entries(wire::MAP_RING, ring_bytes)
+            .override_global(wire::GLOBAL_TLS_DETECT, &u8::from(tls_detect), true)
             .load(PROBE)
             .map_err(|e| LiveError::Load(format!("{e}{}", source_chain(&e))))?;
         {
@@ -144,6 +145,7 @@ impl EbpfCapture {
             dropped_kernel: sum(wire::CTR_RB_DROPPED),
             dropped_user: r.malformed + self.foreign,
             fragments: sum(wire::CTR_FRAGMENTS),
+            tls_flows: sum(wire::CTR_TLS_FLOWS),
             cut: r.cut,
             vlan_restored: self.vlan_restored,
         }
