@@ -41,6 +41,19 @@ struct {
     __type(value, __u8);
 } kcd_frags SEC(".maps");
 
+/* Set by the loader: 0 turns off following TLS by content (--no-tls-detect). */
+volatile const __u8 kcd_tls_detect = 1;
+
+/* TCP connections on no watched port that started with a TLS ClientHello: followed to
+ * their end (least recently used evicted; the decoder recognises TLS by content on any
+ * port, as a replay does, and this is how the probe gives it those connections). */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, KCD_FLOWS_MAX);
+    __type(key, struct kcd_flow_key);
+    __type(value, __u8);
+} kcd_flows SEC(".maps");
+
 /* The record header of the packet being copied, per CPU: emit_chunk() is a global
  * function (verified once, not per call site, which keeps the program under the
  * verifier's limits) and such functions take at most the context and scalars. */
@@ -123,6 +136,44 @@ __attribute__((noinline)) int emit_chunk(struct __sk_buff *skb, __u32 offset)
 
 struct ports { __u16 src; __u16 dst; };
 
+/* A TCP segment on no watched port: 1 if its connection is one followed for TLS, or if its
+ * payload starts with a ClientHello (record type 22, version 3.0-3.4, handshake type 1),
+ * which enters both directions of the connection into kcd_flows. `fk` holds the
+ * addresses and family; `off` is where the TCP header starts. */
+static __always_inline int tls_flow(struct __sk_buff *skb, __u32 off, struct kcd_frag_key *fk, struct ports pp)
+{
+    struct kcd_flow_key k = {};
+    __builtin_memcpy(k.saddr, fk->saddr, 16);
+    __builtin_memcpy(k.daddr, fk->daddr, 16);
+    k.sport = pp.src;
+    k.dport = pp.dst;
+    k.family = fk->family;
+    if (!kcd_tls_detect)
+        return 0;
+    if (bpf_map_lookup_elem(&kcd_flows, &k))
+        return 1;
+    __u8 th[13];
+    if (bpf_skb_load_bytes(skb, off, th, sizeof(th)) < 0)
+        return 0;
+    __u32 payload = off + (__u32)(th[12] >> 4) * 4;
+    __u8 b[6];
+    if (payload + sizeof(b) > skb->len || bpf_skb_load_bytes(skb, payload, b, sizeof(b)) < 0)
+        return 0;
+    if (b[0] != 0x16 || b[1] != 0x03 || b[2] > 0x04 || b[5] != 0x01)
+        return 0;
+    __u8 one = 1;
+    bpf_map_update_elem(&kcd_flows, &k, &one, BPF_ANY);
+    struct kcd_flow_key r = {};
+    __builtin_memcpy(r.saddr, fk->daddr, 16);
+    __builtin_memcpy(r.daddr, fk->saddr, 16);
+    r.sport = pp.dst;
+    r.dport = pp.src;
+    r.family = fk->family;
+    bpf_map_update_elem(&kcd_flows, &r, &one, BPF_ANY);
+    count(KCD_CTR_TLS_FLOWS);
+    return 1;
+}
+
 /* 1 if the packet is one to copy. `off` is where the network header starts. */
 static __always_inline int classify(struct __sk_buff *skb, __u32 off, __u16 proto)
 {
@@ -197,8 +248,11 @@ static __always_inline int classify(struct __sk_buff *skb, __u32 off, __u16 prot
         return 0;
     if (bpf_skb_load_bytes(skb, off, &pp, sizeof(pp)) < 0)
         return 0;
-    if (!port_wanted(pp.src) && !port_wanted(pp.dst))
-        return 0;
+    if (!port_wanted(pp.src) && !port_wanted(pp.dst)) {
+        if (l4 != IPPROTO_TCP)
+            return 0;
+        return tls_flow(skb, off, &key, pp);
+    }
     if (first_fragment_with_more) {
         __u8 one = 1;
         bpf_map_update_elem(&kcd_frags, &key, &one, BPF_ANY);

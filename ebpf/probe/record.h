@@ -16,6 +16,17 @@ typedef uint8_t __u8;
 typedef uint16_t __u16;
 typedef uint32_t __u32;
 typedef uint64_t __u64;
+/* Key of the TLS flow map: one direction of a TCP connection on no watched port whose
+ * first payload looked like a TLS ClientHello (both directions are entered). */
+struct kcd_flow_key {
+    __u8 saddr[16];
+    __u8 daddr[16];
+    __u16 sport;     /* network order, as in the packet */
+    __u16 dport;
+    __u8 family;     /* 4 or 6 */
+    __u8 pad[3];
+};
+
 #endif
 
 #define KCD_CHUNK_SMALL 256
@@ -37,10 +48,12 @@ typedef uint64_t __u64;
 #define KCD_CTR_MATCHED 1     /* packets whose port (or first fragment) matched */
 #define KCD_CTR_RB_DROPPED 2  /* matched packets not (fully) copied: the ring buffer was full */
 #define KCD_CTR_FRAGMENTS 3   /* later IP fragments matched through the fragment map */
-#define KCD_CTR_COUNT 4
+#define KCD_CTR_TLS_FLOWS 4   /* TCP flows on no watched port taken for their ClientHello */
+#define KCD_CTR_COUNT 5
 
 #define KCD_PORTS_MAX 64
 #define KCD_FRAGS_MAX 4096
+#define KCD_FLOWS_MAX 8192
 #define KCD_RING_DEFAULT (16 * 1024 * 1024)
 
 struct kcd_record_hdr {
@@ -70,6 +83,17 @@ struct kcd_frag_key {
     __u8 proto;
     __u8 family;  /* 4 or 6 */
     __u16 pad;
+};
+
+/* Key of the TLS flow map: one direction of a TCP connection on no watched port whose
+ * first payload looked like a TLS ClientHello (both directions are entered). */
+struct kcd_flow_key {
+    __u8 saddr[16];
+    __u8 daddr[16];
+    __u16 sport;     /* network order, as in the packet */
+    __u16 dport;
+    __u8 family;     /* 4 or 6 */
+    __u8 pad[3];
 };
 
 #endif

@@ -85,7 +85,7 @@ counters() { grep -o '[0-9]* packets matched, [0-9]* captured, [0-9]* dropped' "
 field() { counters "$1" | awk -v k="$2" '{for (i = 2; i <= NF; i++) if ($i ~ k) print $(i-1)}'; }
 
 lab_require_root
-lab_install bpftool tcpdump tshark iproute2 krb5-user
+lab_install bpftool tcpdump tshark iproute2 krb5-user tmux openssl
 mkdir -p "$OUT" || lab_die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
 : >"$OUT/CHECKS.txt"
@@ -205,9 +205,15 @@ check "the decoder reassembled them: 10 datagrams of 4000 bytes" test "$(grep -c
 # VLAN: tagged frames written straight onto the wire with a packet socket (this kernel has
 # no 8021q module for VLAN devices): 3 with one 802.1Q tag, 2 double-tagged (802.1ad outer
 # tag 20, 802.1Q inner tag 10), UDP to port 88.
+# The same frames arrive at kcdwb0, whose receive path takes the outer tag out of the data
+# into skb->vlan_tci before the TC hook (skb_vlan_untag; no 8021q needed): there the probe
+# finds the tag out of band (KCD_FLAG_VLAN), as a NIC with VLAN offload would hand it over,
+# and the agent puts it back into the frame.
 capture_start "$NSA" kcdwa0 "$OUT/vlan.tcpdump.pcap" "vlan"
 start_watch "$NSA" vlan -i kcdwa0 --json --write-pcap "$OUT/vlan.pcapng" --no-fallback
 WPID=$WATCH_PID
+WATCH_STDOUT=$OUT/vlanrx.out start_watch "$NSB" vlanrx -i kcdwb0 --json --write-pcap "$OUT/vlanrx.pcapng" --no-fallback
+WPID_RX=$WATCH_PID
 ip netns exec "$NSA" $PY -c '
 import socket, struct, time
 def csum(b):
@@ -229,6 +235,55 @@ nv=$(tshark -r "$OUT/vlan.pcapng" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev
 nt=$(tshark -r "$OUT/vlan.tcpdump.pcap" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
 check "VLAN: tshark finds the 5 tagged datagrams (2 double-tagged) in the eBPF pcapng ($nv) as in tcpdump's ($nt)" test "$nv" = 5 -a "$nt" = 5
 check "VLAN: the decoder read all 5" test "$(grep -c '"detail":"100 bytes on a Kerberos port' "$OUT/vlan.out")" = 5
+stop_pid INT "$WPID_RX"
+frames_hex() { tcpdump -r "$1" -nn -xx 2>/dev/null | grep '^[[:space:]]*0x' | md5sum; }
+nrx=$(tshark -r "$OUT/vlanrx.pcapng" -Y 'vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
+nrx20=$(tshark -r "$OUT/vlanrx.pcapng" -Y 'ieee8021ad.id == 20 && vlan.id == 10 && udp.dstport == 88' 2>/dev/null | wc -l)
+check "VLAN out of band (receive side, tag in skb->vlan_tci): tshark finds the 5 tagged datagrams ($nrx), 2 of them with both tags ($nrx20), in the eBPF pcapng" test "$nrx" = 5 -a "$nrx20" = 2
+check "VLAN out of band: the probe found all 5 tags beside the packet and the agent put them back (status: $(grep -o '[0-9]* VLAN tags restored' "$OUT/vlanrx.err"))" grep -q ', 5 VLAN tags restored' "$OUT/vlanrx.err"
+check "VLAN in the data (sender side): no tag had to be put back" sh -c "! grep -q 'VLAN tags restored' '$OUT/vlan.err'"
+# The frames as written are the frames as sent: the same bytes as tcpdump's on the sender.
+check "VLAN out of band: the rebuilt frames are byte for byte those tcpdump saw sent" \
+    test "$nrx" = 5 -a "$(frames_hex "$OUT/vlanrx.pcapng")" = "$(frames_hex "$OUT/vlan.tcpdump.pcap")"
+check "VLAN out of band: the decoder read all 5" test "$(grep -c '"detail":"100 bytes on a Kerberos port' "$OUT/vlanrx.out")" = 5
+
+# TLS on a port not watched (8443): the probe takes the connection from its ClientHello on
+# (both directions, through its flow map) and the decoder reads it as a replay of tcpdump's
+# capture does; a plain TCP connection on another unwatched port (9443) is not taken.
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/tls.key" -out "$W/tls.crt" -subj /CN=tls.lab.test -days 1 >/dev/null 2>&1
+ip netns exec "$NSB" openssl s_server -accept 8443 -cert "$W/tls.crt" -key "$W/tls.key" -naccept 1 -quiet </dev/null >/dev/null 2>&1 &
+TLSSRV=$!; PIDS+=("$TLSSRV")
+ip netns exec "$NSB" $PY -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.88.0.2", 9443)); s.listen(1)
+c, _ = s.accept(); c.recv(1000); c.sendall(b"HTTP/1.0 200 OK\r\n\r\nplain"); c.close()' &
+PLAIN=$!; PIDS+=("$PLAIN")
+sleep 0.3
+capture_start "$NSA" kcdwa0 "$OUT/tls.tcpdump.pcap" "tcp port 8443"
+WATCH_STDOUT=$OUT/tls.out start_watch "$NSA" tls -i kcdwa0 --json --write-pcap "$OUT/tls.pcapng" --no-fallback
+WPID=$WATCH_PID
+grep -q 'and TLS by its ClientHello on any TCP port' "$OUT/tls.err"; check "TLS: watch says it follows TLS by content on any TCP port" test $? = 0
+ip netns exec "$NSA" timeout 10 openssl s_client -connect 10.88.0.2:8443 -servername tls.lab.test </dev/null >"$W/s_client.out" 2>&1
+check "TLS: openssl s_client completed a handshake with s_server on 8443" grep -q 'Verify return code\|Cipher is' "$W/s_client.out"
+ip netns exec "$NSA" $PY -c '
+import socket
+s = socket.create_connection(("10.88.0.2", 9443)); s.sendall(b"GET / HTTP/1.0\r\n\r\n"); s.recv(1000); s.close()'
+wait "$TLSSRV" 2>/dev/null; wait "$PLAIN" 2>/dev/null
+sleep 0.3
+capture_stop; CAPTURE_PID=
+stop_pid INT "$WPID"
+tsh() { tshark -r "$1" -d tcp.port==8443,tls -Y "$2" -T fields -e "$3" 2>/dev/null; }
+check "TLS: tshark finds the ClientHello for tls.lab.test in the eBPF pcapng ($(tsh "$OUT/tls.pcapng" 'tls.handshake.type == 1' tls.handshake.extensions_server_name))" \
+    test "$(tsh "$OUT/tls.pcapng" 'tls.handshake.type == 1' tls.handshake.extensions_server_name)" = tls.lab.test
+check "TLS: and the server's answer (ServerHello, certificate) on the way back" test "$(tsh "$OUT/tls.pcapng" 'tls.handshake.type == 2' frame.number | wc -l)" = 1
+check "TLS: every packet with payload, as tcpdump has them ($(tshark -r "$OUT/tls.pcapng" -Y "tcp.len > 0" 2>/dev/null | wc -l) of $(tshark -r "$OUT/tls.tcpdump.pcap" -Y "tcp.len > 0" 2>/dev/null | wc -l))" \
+    test "$(tshark -r "$OUT/tls.pcapng" -Y 'tcp.len > 0' 2>/dev/null | wc -l)" = "$(tshark -r "$OUT/tls.tcpdump.pcap" -Y 'tcp.len > 0' 2>/dev/null | wc -l)"
+check "TLS: nothing of the plain connection on 9443" test "$(tshark -r "$OUT/tls.pcapng" -Y 'tcp.port == 9443' 2>/dev/null | wc -l)" = 0
+check "TLS: the status line counts 1 TLS connection on other ports" grep -q ', 1 TLS connections on other ports' "$OUT/tls.err"
+# The decoder read it live (tests/tests/watch_lab.rs compares these events with a replay of
+# tcpdump's capture, field by field).
+check "TLS: the live events name the server tls.lab.test" grep -q '"sni":"tls.lab.test"' "$OUT/tls.out"
 
 # Loopback: every packet once.
 capture_start "$NSA" lo "$OUT/lo.tcpdump.pcap" "udp port 88"
@@ -253,7 +308,7 @@ nlo=$(tcpdump -r "$OUT/lo.tcpdump.pcap" -n 2>/dev/null | wc -l)
 check "loopback: 50 datagrams sent, $(cat "$W/lo.received") received, tcpdump saw $nlo, eBPF captured $(field lo captured)" test "$(cat "$W/lo.received")" = 50 -a "$nlo" = 50 -a "$(field lo captured)" = 50
 
 # Flood: 100 000 port-88 datagrams with a 1 MiB ring: captured + dropped = sent, exactly.
-WATCH_STDOUT=/dev/null start_watch "$NSA" flood -i kcdwa0 --no-fallback --buffer 1 --json
+WATCH_STDOUT=$OUT/flood.ndjson start_watch "$NSA" flood -i kcdwa0 --no-fallback --buffer 1 --json
 WPID=$WATCH_PID
 ip netns exec "$NSA" $PY -c '
 import socket
@@ -266,6 +321,55 @@ grep -o 'kcdscope watch (eBPF): [^;]*' "$OUT/flood.err" > "$OUT/flood.counters" 
 c=$(grep -o '[0-9]* packets matched, [0-9]* captured, [0-9]* dropped' "$OUT/flood.counters" | tail -1)
 set -- $c
 check "flood: matched $1 = 100000 sent, captured $4 + dropped $6 = 100000" test "${1:-0}" = 100000 -a $(( ${4:-0} + ${6:-0} )) = 100000
+# The events say it too: the last capture_dropped anomaly (written at the end) carries the
+# final counters, and they add up.
+# event_counters FILE : "dropped kernel agent matched captured" of its last capture_dropped event
+event_counters() {
+    grep '"capture_dropped"' "$1" | tail -1 | grep -o '"detail":"[^"]*"' |
+        sed -E 's/.*"([0-9]+) packets dropped so far \(([0-9]+) in the kernel, ([0-9]+) in the agent\) of ([0-9]+) matched; ([0-9]+) captured"/\1 \2 \3 \4 \5/'
+}
+ec=$(event_counters "$OUT/flood.ndjson")
+set -- $ec
+if [ "${1:-0}" -gt 0 ]; then
+    check "flood: the events' last capture_dropped: matched $4 = 100000 = captured $5 + dropped $1 ($2 kernel + $3 agent), as the status line" \
+        test "${4:-0}" = 100000 -a $(( ${5:-0} + ${1:-0} )) = 100000 -a $(( ${2:-0} + ${3:-0} )) = "${1:-0}" -a "${5:-}" = "$(echo "$c" | awk '{print $4}')"
+else
+    check "flood: no drop, so no capture_dropped event (status line: $c)" sh -c "[ '$(echo "$c" | awk '{print $6}')' = 0 ] && ! grep -q capture_dropped '$OUT/flood.ndjson'"
+fi
+
+# The terminal UI's header, in a real terminal (tmux): a flood into a 1 MiB ring drained
+# once a second must lose packets, and the header shows seen, captured and dropped, adding
+# up once drained, the same numbers as the events' and the status line's.
+TMUX_SOCK=kcd-watch-tui-$$
+tmx() { tmux -L "$TMUX_SOCK" "$@"; }
+tmx -f /dev/null new-session -d -x 132 -y 30 \
+    "env TERM=xterm-256color ip netns exec $NSA $KCD watch -i kcdwa0 --no-fallback --buffer 1 --drain-every 1000 --tui -o $OUT/tui.ndjson 2>$OUT/tui.err; sleep 30"
+for _ in $(seq 1 100); do tmx capture-pane -p -t 0 2>/dev/null | grep -q '^capture (eBPF): seen 0 ' && break; sleep 0.05; done
+check "TUI: the header shows the capture counters before any packet" sh -c "tmux -L $TMUX_SOCK capture-pane -p -t 0 | grep -q '^capture (eBPF): seen 0 | captured 0 | dropped 0 (0 kernel, 0 agent)'"
+ip netns exec "$NSA" $PY -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+m = b"t" * 64
+for i in range(100000): s.sendto(m, ("10.88.0.2", 88))'
+hdr=
+for _ in $(seq 1 100); do
+    hdr=$(tmx capture-pane -p -t 0 | grep '^capture (eBPF): seen 100000 ' | grep -v pending)
+    [ -n "$hdr" ] && break
+    sleep 0.1
+done
+tmx capture-pane -p -t 0 >"$OUT/tui.screen"
+# "capture (eBPF): seen S | captured C | dropped D (K kernel, A agent)"
+set -- $(echo "$hdr" | sed -E 's/.*seen ([0-9]+) \| captured ([0-9]+) \| dropped ([0-9]+) \(([0-9]+) kernel, ([0-9]+) agent\).*/\1 \2 \3 \4 \5/')
+check "TUI: the header says seen ${1:-?} = 100000 = captured ${2:-?} + dropped ${3:-?}, and some were dropped" \
+    test "${1:-0}" = 100000 -a $(( ${2:-0} + ${3:-0} )) = 100000 -a "${3:-0}" -gt 0
+tui_captured=${2:-} tui_dropped=${3:-}
+tmx send-keys -t 0 q
+for _ in $(seq 1 100); do grep -q 'kcdscope watch (eBPF)' "$OUT/tui.err" && break; sleep 0.05; done
+tmx kill-server 2>/dev/null
+set -- $(event_counters "$OUT/tui.ndjson")
+check "TUI: the events' last capture_dropped has the header's numbers (captured $tui_captured = ${5:-?}, dropped $tui_dropped = ${1:-?})" \
+    test "${5:-x}" = "$tui_captured" -a "${1:-x}" = "$tui_dropped" -a "${4:-0}" = 100000
+check "TUI: so does the status line at exit" grep -q "100000 packets matched, $tui_captured captured, $tui_dropped dropped" "$OUT/tui.err"
 
 # No privileges: a clear error, exit code 4, no panic.
 noprivs() {

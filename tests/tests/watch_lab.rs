@@ -144,6 +144,21 @@ fn watch_live_gives_the_events_of_a_replayed_tcpdump_capture() {
             problems.push(format!("{name}: replaying its --write-pcap gives other findings"));
         }
     }
+    // TLS on a port not watched, followed from its ClientHello: the events of its TLS
+    // handshake, live, are those of tcpdump's capture of the whole connection replayed.
+    let live: Vec<Value> = ndjson(&out.join("tls.out")).into_iter().filter(|e| e["event_type"] == "tls").collect();
+    let reference: Vec<Value> = replay(&[out.join("tls.tcpdump.pcap")]).into_iter().filter(|e| e["event_type"] == "tls").collect();
+    if live.is_empty() || live.len() != reference.len() {
+        problems.push(format!("TLS on 8443: {} TLS events live, {} from tcpdump's capture", live.len(), reference.len()));
+    }
+    for (i, (x, y)) in live.iter().zip(&reference).enumerate() {
+        if fields(x) != fields(y) {
+            problems.push(format!("TLS on 8443: event {i} differs:\n  live    {}\n  tcpdump {}", fields(x), fields(y)));
+        }
+        if (ns(x) - ns(y)).abs() > TOLERANCE_NS {
+            problems.push(format!("TLS on 8443: event {i}: its time is more than the tolerance away from tcpdump's"));
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     let _ = std::fs::remove_dir_all(&out);
 }

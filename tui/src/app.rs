@@ -5,12 +5,12 @@
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 
-use crate::model::{Cmd, Control, Key, Model, Msg, Speed};
+use crate::model::{Capture, Cmd, Control, Key, Model, Msg, Speed};
 use crate::source::{self, Source};
 use crate::view;
 
@@ -24,6 +24,9 @@ pub struct Options {
     pub speed: Speed,
     /// Where `e` writes the exported stories.
     pub export_dir: std::path::PathBuf,
+    /// A live capture's counters, kept current by the capture (`kcdscope watch --tui`);
+    /// shown in the header.
+    pub capture: Option<Arc<Mutex<Capture>>>,
 }
 
 fn key_of(k: event::KeyEvent) -> Option<Key> {
@@ -133,6 +136,9 @@ fn ui_loop(
                 }
                 Err(_) => break,
             }
+        }
+        if let Some(c) = opts.capture.as_ref().and_then(|c| c.lock().ok().map(|g| g.clone())) {
+            model.update(Msg::Capture(c));
         }
         model.update(Msg::Tick(t0.elapsed().as_millis() as u64));
         let mut key_pressed = false;

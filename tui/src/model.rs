@@ -141,6 +141,48 @@ pub enum Msg {
     Tick(u64),
     Snapshot(Box<Snapshot>),
     Events(Vec<EventLine>),
+    /// The live capture's counters, as the capture reads them.
+    Capture(Capture),
+}
+
+/// A live capture's counters (`kcdscope watch --tui`): the packets the capture matched,
+/// those handed to the decoder and those lost, in the kernel or in the agent. Once the
+/// capture has drained, captured + dropped = seen exactly; while packets wait in the
+/// kernel's buffer the difference is shown as pending.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Capture {
+    /// "eBPF" or "libpcap".
+    pub backend: String,
+    pub seen: u64,
+    pub captured: u64,
+    pub dropped_kernel: u64,
+    pub dropped_user: u64,
+}
+
+impl Capture {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_kernel.saturating_add(self.dropped_user)
+    }
+    /// Matched but neither read nor lost yet (in the kernel's buffer).
+    pub fn pending(&self) -> u64 {
+        self.seen.saturating_sub(self.captured.saturating_add(self.dropped()))
+    }
+    /// The header's line for it.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "capture ({}): seen {} | captured {} | dropped {} ({} kernel, {} agent)",
+            clean(&self.backend),
+            self.seen,
+            self.captured,
+            self.dropped(),
+            self.dropped_kernel,
+            self.dropped_user
+        );
+        if self.pending() > 0 {
+            s.push_str(&format!(" | pending {}", self.pending()));
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +231,8 @@ pub struct Model {
     pub visible_findings: Vec<usize>,
     pub events: VecDeque<EventLine>,
     pub events_dropped: u64,
+    /// Live capture counters, when the events come from `kcdscope watch`.
+    pub capture: Option<Capture>,
     pub view: View,
     /// Where Esc from the detail or help returns.
     pub back: View,
@@ -232,6 +276,7 @@ impl Model {
             visible_findings: Vec::new(),
             events: VecDeque::new(),
             events_dropped: 0,
+            capture: None,
             view: View::Devices,
             back: View::Devices,
             sel: [0; 4],
@@ -280,9 +325,18 @@ impl Model {
         }
     }
 
+    /// The header's height: a third line with the live capture's counters.
+    pub fn header_lines(&self) -> u16 {
+        if self.capture.is_some() {
+            3
+        } else {
+            2
+        }
+    }
+
     /// Rows a list shows at the current size (header, tabs, footer and the panes below).
     pub fn page(&self) -> usize {
-        (self.height as usize).saturating_sub(10).max(1)
+        (self.height as usize).saturating_sub(10 + self.header_lines() as usize - 2).max(1)
     }
 
     /// Applies the filter and the sort to the snapshot's rows, keeping the selection on the
@@ -382,6 +436,13 @@ impl Model {
             Msg::Snapshot(s) => {
                 self.take_snapshot(*s);
                 self.dirty = true;
+                Cmd::None
+            }
+            Msg::Capture(c) => {
+                if self.capture.as_ref() != Some(&c) {
+                    self.capture = Some(c);
+                    self.dirty = true;
+                }
                 Cmd::None
             }
             Msg::Events(lines) => {
@@ -702,6 +763,33 @@ mod tests {
         m.snap.start = Some(Timestamp(1_000 * 1_000_000_000));
         m.snap.position = Some(Timestamp(1_030 * 1_000_000_000));
         m
+    }
+
+    #[test]
+    fn capture_counters_in_the_header_line() {
+        let mut m = m();
+        assert_eq!(m.header_lines(), 2);
+        let page = m.page();
+        let c = Capture { backend: "eBPF".into(), seen: 100_000, captured: 61_234, dropped_kernel: 38_700, dropped_user: 0 };
+        m.dirty = false;
+        m.update(Msg::Capture(c.clone()));
+        assert!(m.dirty);
+        assert_eq!(m.header_lines(), 3);
+        assert_eq!(m.page(), page - 1, "the third header line takes a row from the lists");
+        // 66 neither read nor lost yet: pending, not hidden in the sum.
+        assert_eq!(c.pending(), 66);
+        assert_eq!(c.line(), "capture (eBPF): seen 100000 | captured 61234 | dropped 38700 (38700 kernel, 0 agent) | pending 66");
+        // The same reading again is not a change.
+        m.dirty = false;
+        m.update(Msg::Capture(c.clone()));
+        assert!(!m.dirty);
+        let done = Capture { captured: 61_299, dropped_user: 1, ..c };
+        assert_eq!(done.pending(), 0);
+        assert_eq!(done.captured + done.dropped(), done.seen);
+        assert_eq!(done.line(), "capture (eBPF): seen 100000 | captured 61299 | dropped 38701 (38700 kernel, 1 agent)");
+        // A backend name with control characters cannot reach the terminal as such.
+        let hostile = Capture { backend: "x\x1b[2Jy".into(), ..Default::default() };
+        assert!(!hostile.line().contains('\x1b'));
     }
 
     #[test]

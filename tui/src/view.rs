@@ -86,7 +86,7 @@ pub fn draw(m: &Model, f: &mut Frame) {
     }
     let th = Theme { color: m.color };
     let [header, tabs, body, footer] =
-        Layout::vertical([Constraint::Length(2), Constraint::Length(1), Constraint::Min(1), Constraint::Length(1)]).areas(area);
+        Layout::vertical([Constraint::Length(m.header_lines()), Constraint::Length(1), Constraint::Min(1), Constraint::Length(1)]).areas(area);
     draw_header(m, f, header, &th);
     draw_tabs(m, f, tabs, &th);
     match m.view {
@@ -129,10 +129,13 @@ fn draw_header(m: &Model, f: &mut Frame, area: Rect, th: &Theme) {
     );
     let bold = Style::new().add_modifier(Modifier::BOLD);
     let failing_style = if e > 0 { th.bad() } else { Style::new() };
-    f.render_widget(
-        Paragraph::new(vec![Line::styled(fit(&line1, area.width as usize), bold), Line::styled(fit(&line2, area.width as usize), failing_style)]),
-        area,
-    );
+    let mut lines = vec![Line::styled(fit(&line1, area.width as usize), bold), Line::styled(fit(&line2, area.width as usize), failing_style)];
+    // Drops are always shown: a capture that lost packets cannot vouch for what it did not see.
+    if let Some(c) = &m.capture {
+        let style = if c.dropped() > 0 { th.bad() } else { Style::new() };
+        lines.push(Line::styled(fit(&c.line(), area.width as usize), style));
+    }
+    f.render_widget(Paragraph::new(lines), area);
 }
 
 fn draw_tabs(m: &Model, f: &mut Frame, area: Rect, th: &Theme) {
@@ -351,7 +354,7 @@ fn draw_kdcs(m: &Model, f: &mut Frame, area: Rect, th: &Theme) {
         return;
     };
     let [title, rate, errs, gauge] =
-        Layout::vertical([Constraint::Length(2), Constraint::Length(1), Constraint::Length(1), Constraint::Length(1)]).areas(pane);
+        Layout::vertical([Constraint::Length(m.header_lines()), Constraint::Length(1), Constraint::Length(1), Constraint::Length(1)]).areas(pane);
     f.render_widget(
         Paragraph::new(fit(&format!("{}  realms {}  answers {}  errors: {}", k.name, k.realms, k.answers, k.errors.iter().map(|(e, n)| format!("{e} x{n}")).collect::<Vec<_>>().join(", ")), pane.width as usize))
             .block(Block::new().borders(Borders::TOP)),

@@ -191,3 +191,28 @@ proptest::proptest! {
         let _ = draw(&m);
     }
 }
+
+/// `kcdscope watch --tui`: the capture's counters are a third header line, the list keeps
+/// its place below it, drops in red; at 80 columns the line is cut, not wrapped.
+#[test]
+fn a_live_capture_shows_its_counters_and_drops_in_the_header() {
+    use kcd_tui::model::Capture;
+    for (w, h) in [(80, 24), (120, 40)] {
+        let mut m = model(w, h, true);
+        let before = text(&draw(&m));
+        m.update(Msg::Capture(Capture { backend: "eBPF".into(), seen: 100_000, captured: 61_300, dropped_kernel: 38_700, dropped_user: 0 }));
+        let b = draw(&m);
+        let s = text(&b);
+        let third = s.lines().nth(2).unwrap();
+        assert!(third.starts_with("capture (eBPF): seen 100000 | captured 61300 | dropped 38700"), "{s}");
+        assert!(s.lines().all(|l| l.chars().count() == w as usize), "{s}");
+        // The tabs moved down one row, the rest of the screen with them.
+        assert_eq!(s.lines().nth(3), before.lines().nth(2), "{s}");
+        assert!((0..w).any(|x| b[(x, 2)].fg == Color::Red), "drops are red");
+        // No drops: the same line, not red.
+        m.update(Msg::Capture(Capture { backend: "eBPF".into(), seen: 5, captured: 5, ..Default::default() }));
+        let b = draw(&m);
+        assert!(text(&b).lines().nth(2).unwrap().starts_with("capture (eBPF): seen 5 | captured 5 | dropped 0 (0 kernel, 0 agent)  "));
+        assert!((0..w).all(|x| b[(x, 2)].fg != Color::Red));
+    }
+}

@@ -74,7 +74,7 @@ fn inputs(files: &[PathBuf], demo_too: bool) -> (Vec<Input>, String) {
 
 fn go(src: Source, label: String, speed: Speed, mono: bool) -> ExitCode {
     let color = !mono && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let opts = Options { label, color, speed, export_dir: PathBuf::from(".") };
+    let opts = Options { label, color, speed, export_dir: PathBuf::from("."), capture: None };
     match kcd_tui::run(src, opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,7 +9,7 @@ use std::io::{self, BufWriter, ErrorKind, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -187,6 +187,10 @@ fn now() -> Timestamp {
     Timestamp::from_parts(d.as_secs() as i64, d.subsec_nanos())
 }
 
+fn tui_counters(backend: Backend, c: &Counters) -> kcd_tui::model::Capture {
+    kcd_tui::model::Capture { backend: backend.to_string(), seen: c.seen, captured: c.captured, dropped_kernel: c.dropped_kernel, dropped_user: c.dropped_user }
+}
+
 fn status_line(backend: Backend, c: &Counters, decoder: &Decoder) -> String {
     format!("kcdscope watch ({backend}): {c}; {}", decoder.stats().summary())
 }
@@ -207,14 +211,16 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         signal_hook::flag::register(sig, stop.clone()).context("cannot handle signals")?;
     }
     // The probe captures the ports the decoders are configured for (--krb5-port, --tls-port,
-    // --http-port, shared with replay); TLS recognised by content on other ports is not seen.
+    // --http-port, shared with replay) and, unless --no-tls-detect, TCP connections on other
+    // ports from a first payload that is a TLS ClientHello on (the probe's bounded flow map;
+    // libpcap's filter has the ports only).
     let dc = a.limits.config();
     let mut ports: Vec<u16> = dc.krb5_ports.clone();
     ports.extend(&dc.tls_ports);
     ports.extend(&dc.http_ports);
     ports.sort_unstable();
     ports.dedup();
-    let cfg = kcd_live::Config { ifaces: a.interfaces.clone(), ports, buffer_bytes: a.buffer.saturating_mul(1 << 20) };
+    let cfg = kcd_live::Config { ifaces: a.interfaces.clone(), ports, buffer_bytes: a.buffer.saturating_mul(1 << 20), tls_detect: dc.tls_detect };
     let backend = match a.backend {
         BackendArg::Ebpf => Backend::Ebpf,
         BackendArg::Pcap => Backend::Pcap,
@@ -244,7 +250,8 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
         p.sort_unstable();
         p.dedup();
         let p: Vec<String> = p.iter().map(u16::to_string).collect();
-        let _ = writeln!(l, "kcdscope: watching {} with {}, ports {}; stop with Ctrl-C or SIGTERM", names.join(", "), live.backend(), p.join(", "));
+        let tls = if cfg.tls_detect && live.backend() == Backend::Ebpf { " and TLS by its ClientHello on any TCP port" } else { "" };
+        let _ = writeln!(l, "kcdscope: watching {} with {}, ports {}{tls}; stop with Ctrl-C or SIGTERM", names.join(", "), live.backend(), p.join(", "));
     }
     let mut pcap_out = match &a.write_pcap {
         Some(p) => Some(
@@ -275,11 +282,14 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
     // Standard output is line-buffered: each message is shown as it is decoded.
     let mut text_out = (!a.json && !a.tui && a.report_every.is_none()).then(|| TextWriter::new(io::stdout()));
     let mut tui_thread = None;
+    // The UI's header shows the capture counters, from the same reading as the events'.
+    let tui_capture = tui_file.as_ref().map(|_| Arc::new(Mutex::new(tui_counters(live.backend(), &live.counters()))));
     if let Some((p, _)) = &tui_file {
         let (p, stop2, d) = (p.clone(), stop.clone(), a.diagnosis.config());
         let label = format!("watch: {} ({})", a.interfaces.join(","), live.backend());
+        let capture = tui_capture.clone();
         tui_thread = Some(std::thread::spawn(move || {
-            let opts = kcd_tui::Options { label, color: std::env::var_os("NO_COLOR").is_none(), speed: kcd_tui::Speed::Max, export_dir: PathBuf::from(".") };
+            let opts = kcd_tui::Options { label, color: std::env::var_os("NO_COLOR").is_none(), speed: kcd_tui::Speed::Max, export_dir: PathBuf::from("."), capture };
             let r = kcd_tui::run(kcd_tui::Source::Events { path: p, follow: true, diagnosis: d }, opts);
             stop2.store(true, Ordering::SeqCst);
             r
@@ -340,6 +350,9 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
                 decoder.finish(&mut out);
             }
             let c = live.counters();
+            if let Some(mut g) = tui_capture.as_ref().and_then(|g| g.lock().ok()) {
+                *g = tui_counters(live.backend(), &c);
+            }
             if c.dropped() > last_drops || (stopping && c.dropped() > 0) {
                 let detail = format!("{} packets dropped so far ({} in the kernel, {} in the agent) of {} matched; {} captured", c.dropped(), c.dropped_kernel, c.dropped_user, c.seen, c.captured);
                 decoder.source_anomaly(now(), frame, "capture_dropped", detail, &mut out);

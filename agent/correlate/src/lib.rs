@@ -542,7 +542,9 @@ impl Correlator {
     fn file_id(&mut self, name: Option<&str>) -> u32 {
         let name = name.unwrap_or("");
         if let Some((i, id)) = self.last_file {
-            if self.files.get(i).is_some_and(|f| &**f == name) {
+            // Twice per event: live capture has no file name, and libc's memcmp called for
+            // zero bytes was 16% of the agent's time under a flood (perf).
+            if self.files.get(i).is_some_and(|f| f.len() == name.len() && (name.is_empty() || &**f == name)) {
                 return id;
             }
         }
@@ -759,6 +761,12 @@ impl Correlator {
             o.after_too_big |= after_too_big;
             if o.attempts.len() < MAX_ATTEMPTS {
                 o.attempts.push(attempt);
+            } else if let Some(last) = o.attempts.last_mut() {
+                // A retransmission storm: the latest attempt takes the last place, and the one
+                // it replaces leaves the frame index, which holds only what `take` removes
+                // (it grew by one entry per repeated packet, without bound, before).
+                let old = std::mem::replace(last, attempt);
+                self.by_frame.remove(&(old.ev.file, old.ev.frame));
             }
             self.by_frame.insert((ev.file, ev.frame), key);
             return;

@@ -552,3 +552,30 @@ fn devices_from_the_wire() {
     assert!(crl.fix.contains("allowDoubleEscaping"));
     assert!(findings.iter().any(|f| f.id == "exchange.negotiate_not_offered" && f.subject.name == "exchange.lab.test"));
 }
+
+/// A retransmission storm of one request (a client stuck in a loop, a flood): the KDC's
+/// answer to the latest copy still finds the request, however many came before it, and the
+/// answer to a copy that was replaced finds it late or not at all, but never panics.
+#[test]
+fn a_retransmission_storm_is_one_request_answered_by_its_latest_copy() {
+    let mut c = Cap::default();
+    let mut last = 0;
+    for i in 0..1_000 {
+        last = c.req(i, GW, DC1, "UDP", as_req("u", 7));
+    }
+    c.rep(1_001, DC1, GW, "UDP", as_rep("u"), last, 999);
+    let (k, f) = c.run(Config::default());
+    assert!(f.is_empty(), "{:?}", ids(&f));
+    assert_eq!(k.kdcs()[0].unanswered, 0);
+    assert_eq!(k.stats().pending_at_end, 0);
+    // Answered through an early copy (kept among the first attempts): found as well.
+    let mut c = Cap::default();
+    let first = c.req(0, GW, DC1, "UDP", as_req("u", 8));
+    for i in 1..1_000 {
+        c.req(i, GW, DC1, "UDP", as_req("u", 8));
+    }
+    c.rep(1_001, DC1, GW, "UDP", as_rep("u"), first, 0);
+    let (k, f) = c.run(Config::default());
+    assert!(f.is_empty(), "{:?}", ids(&f));
+    assert_eq!(k.stats().pending_at_end, 0);
+}

@@ -28,6 +28,7 @@ pub struct EbpfCapture {
     tagged: Vec<u8>,
     /// Packets of an interface we did not attach to (cannot happen; counted, not trusted).
     foreign: u64,
+    vlan_restored: u64,
 }
 
 /// Why the probe is not available in this binary, if it is not.
@@ -46,7 +47,7 @@ fn clock_offset() -> i128 {
 }
 
 impl EbpfCapture {
-    pub fn open(ifaces: Vec<Iface>, ports: &[u16], ring_bytes: u32) -> Result<Self, LiveError> {
+    pub fn open(ifaces: Vec<Iface>, ports: &[u16], ring_bytes: u32, tls_detect: bool) -> Result<Self, LiveError> {
         if let Some(why) = probe_missing() {
             return Err(LiveError::NoProbe(why.to_string()));
         }
@@ -57,6 +58,7 @@ impl EbpfCapture {
         let ring_bytes = ring_bytes.max(4096).next_power_of_two();
         let mut bpf = aya::EbpfLoader::new()
             .map_max_entries(wire::MAP_RING, ring_bytes)
+            .override_global(wire::GLOBAL_TLS_DETECT, &u8::from(tls_detect), true)
             .load(PROBE)
             .map_err(|e| LiveError::Load(format!("{e}{}", source_chain(&e))))?;
         {
@@ -86,7 +88,7 @@ impl EbpfCapture {
                 links.push((name, id));
             }
         }
-        Ok(EbpfCapture { bpf, ring, counters_map, links, reasm: Reassembler::default(), ifaces, wall_offset_ns: clock_offset(), captured: 0, tagged: Vec::new(), foreign: 0 })
+        Ok(EbpfCapture { bpf, ring, counters_map, links, reasm: Reassembler::default(), ifaces, wall_offset_ns: clock_offset(), captured: 0, tagged: Vec::new(), foreign: 0, vlan_restored: 0 })
     }
 
     /// Hands every packet in the ring to `f`; returns how many.
@@ -108,6 +110,7 @@ impl EbpfCapture {
                         self.tagged.extend_from_slice(&tpid.to_be_bytes());
                         self.tagged.extend_from_slice(&tci.to_be_bytes());
                         self.tagged.extend_from_slice(&w.data[12..]);
+                        self.vlan_restored += 1;
                         &self.tagged[..]
                     }
                     _ => w.data,
@@ -142,7 +145,9 @@ impl EbpfCapture {
             dropped_kernel: sum(wire::CTR_RB_DROPPED),
             dropped_user: r.malformed + self.foreign,
             fragments: sum(wire::CTR_FRAGMENTS),
+            tls_flows: sum(wire::CTR_TLS_FLOWS),
             cut: r.cut,
+            vlan_restored: self.vlan_restored,
         }
     }
 }

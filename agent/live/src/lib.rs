@@ -87,6 +87,11 @@ pub struct Counters {
     pub fragments: u64,
     /// Packets longer than the probe copies (their tail is missing).
     pub cut: u64,
+    /// TCP connections on no watched port followed for their TLS ClientHello (eBPF).
+    pub tls_flows: u64,
+    /// VLAN tags the kernel kept beside the packet (skb->vlan_tci: NIC offload, or the
+    /// receive path's untagging) and the agent put back into the frame.
+    pub vlan_restored: u64,
 }
 
 impl Counters {
@@ -100,6 +105,12 @@ impl fmt::Display for Counters {
         write!(f, "{} packets matched, {} captured, {} dropped ({} in the kernel, {} in the agent)", self.seen, self.captured, self.dropped(), self.dropped_kernel, self.dropped_user)?;
         if self.cut > 0 {
             write!(f, ", {} cut at {} bytes", self.cut, wire::MAX_PACKET)?;
+        }
+        if self.tls_flows > 0 {
+            write!(f, ", {} TLS connections on other ports", self.tls_flows)?;
+        }
+        if self.vlan_restored > 0 {
+            write!(f, ", {} VLAN tags restored", self.vlan_restored)?;
         }
         Ok(())
     }
@@ -125,6 +136,8 @@ pub struct Config {
     pub ports: Vec<u16>,
     /// Ring buffer (eBPF) or socket buffer (libpcap) size.
     pub buffer_bytes: u32,
+    /// eBPF: also follow TCP connections on other ports that start with a TLS ClientHello.
+    pub tls_detect: bool,
 }
 
 pub enum Live {
@@ -141,7 +154,7 @@ impl Live {
         ports.sort_unstable();
         ports.dedup();
         if backend == Backend::Ebpf {
-            match ebpf::EbpfCapture::open(ifaces.clone(), &ports, cfg.buffer_bytes) {
+            match ebpf::EbpfCapture::open(ifaces.clone(), &ports, cfg.buffer_bytes, cfg.tls_detect) {
                 Ok(c) => return Ok((Live::Ebpf(Box::new(c)), ifaces, None)),
                 Err(e) if fallback && !matches!(e, LiveError::UnknownInterface(_) | LiveError::Config(_)) => {
                     return match libpcap::PcapCapture::open(&ifaces, &ports, cfg.buffer_bytes) {

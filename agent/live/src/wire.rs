@@ -18,16 +18,20 @@ pub const CTR_SEEN: u32 = 0;
 pub const CTR_MATCHED: u32 = 1;
 pub const CTR_RB_DROPPED: u32 = 2;
 pub const CTR_FRAGMENTS: u32 = 3;
-pub const CTR_COUNT: u32 = 4;
+pub const CTR_TLS_FLOWS: u32 = 4;
+pub const CTR_COUNT: u32 = 5;
 
 pub const PORTS_MAX: usize = 64;
 pub const FRAGS_MAX: usize = 4096;
+pub const FLOWS_MAX: usize = 8192;
 pub const RING_DEFAULT: usize = 16 * 1024 * 1024;
 
 /// Map and program names in the object.
 pub const MAP_RING: &str = "kcd_ring";
 pub const MAP_PORTS: &str = "kcd_ports";
 pub const MAP_COUNTERS: &str = "kcd_counters";
+/// The probe's switch for following TLS connections by content.
+pub const GLOBAL_TLS_DETECT: &str = "kcd_tls_detect";
 pub const PROG_INGRESS: &str = "kcd_ingress";
 pub const PROG_EGRESS: &str = "kcd_egress";
 
@@ -141,8 +145,9 @@ mod tests {
             ("DIR_INGRESS", "KCD_DIR_INGRESS"), ("DIR_EGRESS", "KCD_DIR_EGRESS"),
             ("FLAG_LAST", "KCD_FLAG_LAST"), ("FLAG_CUT", "KCD_FLAG_CUT"), ("FLAG_VLAN", "KCD_FLAG_VLAN"),
             ("CTR_SEEN", "KCD_CTR_SEEN"), ("CTR_MATCHED", "KCD_CTR_MATCHED"), ("CTR_RB_DROPPED", "KCD_CTR_RB_DROPPED"),
-            ("CTR_FRAGMENTS", "KCD_CTR_FRAGMENTS"), ("CTR_COUNT", "KCD_CTR_COUNT"),
-            ("PORTS_MAX", "KCD_PORTS_MAX"), ("FRAGS_MAX", "KCD_FRAGS_MAX"), ("RING_DEFAULT", "KCD_RING_DEFAULT"),
+            ("CTR_FRAGMENTS", "KCD_CTR_FRAGMENTS"), ("CTR_TLS_FLOWS", "KCD_CTR_TLS_FLOWS"), ("CTR_COUNT", "KCD_CTR_COUNT"),
+            ("PORTS_MAX", "KCD_PORTS_MAX"), ("FRAGS_MAX", "KCD_FRAGS_MAX"), ("FLOWS_MAX", "KCD_FLOWS_MAX"),
+            ("FLOW_KEY_SIZE", "sizeof(struct kcd_flow_key)"), ("RING_DEFAULT", "KCD_RING_DEFAULT"),
             ("HDR_SIZE", "sizeof(struct kcd_record_hdr)"),
             ("OFF_TS_NS", "offsetof(struct kcd_record_hdr, ts_ns)"),
             ("OFF_SEQ", "offsetof(struct kcd_record_hdr, seq)"),
@@ -185,8 +190,8 @@ mod tests {
             ("DIR_INGRESS", DIR_INGRESS.into()), ("DIR_EGRESS", DIR_EGRESS.into()),
             ("FLAG_LAST", FLAG_LAST.into()), ("FLAG_CUT", FLAG_CUT.into()), ("FLAG_VLAN", FLAG_VLAN.into()),
             ("CTR_SEEN", CTR_SEEN as usize), ("CTR_MATCHED", CTR_MATCHED as usize), ("CTR_RB_DROPPED", CTR_RB_DROPPED as usize),
-            ("CTR_FRAGMENTS", CTR_FRAGMENTS as usize), ("CTR_COUNT", CTR_COUNT as usize),
-            ("PORTS_MAX", PORTS_MAX), ("FRAGS_MAX", FRAGS_MAX), ("RING_DEFAULT", RING_DEFAULT),
+            ("CTR_FRAGMENTS", CTR_FRAGMENTS as usize), ("CTR_TLS_FLOWS", CTR_TLS_FLOWS as usize), ("CTR_COUNT", CTR_COUNT as usize),
+            ("PORTS_MAX", PORTS_MAX), ("FRAGS_MAX", FRAGS_MAX), ("FLOWS_MAX", FLOWS_MAX), ("FLOW_KEY_SIZE", 40), ("RING_DEFAULT", RING_DEFAULT),
             ("HDR_SIZE", HDR_SIZE), ("OFF_TS_NS", OFF_TS_NS), ("OFF_SEQ", OFF_SEQ), ("OFF_CPU", OFF_CPU),
             ("OFF_IFINDEX", OFF_IFINDEX), ("OFF_PKT_LEN", OFF_PKT_LEN), ("OFF_OFFSET", OFF_OFFSET),
             ("OFF_CHUNK_LEN", OFF_CHUNK_LEN), ("OFF_DIRECTION", OFF_DIRECTION), ("OFF_FLAGS", OFF_FLAGS),
@@ -204,7 +209,7 @@ mod tests {
     #[test]
     fn the_object_names_what_the_loader_looks_up() {
         let src = include_str!("../../../ebpf/probe/capture.bpf.c");
-        for name in [MAP_RING, MAP_PORTS, MAP_COUNTERS, PROG_INGRESS, PROG_EGRESS] {
+        for name in [MAP_RING, MAP_PORTS, MAP_COUNTERS, PROG_INGRESS, PROG_EGRESS, GLOBAL_TLS_DETECT] {
             assert!(src.contains(&format!(" {name}")), "{name} not defined in capture.bpf.c");
         }
     }
