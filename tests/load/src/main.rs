@@ -68,6 +68,43 @@ enum Cmd {
     },
     /// Devices against a proxy.
     Run(RunArgs),
+    /// Held Pings: every connection one request the backend holds (`hold=release`); says
+    /// `held N` when all are sent, keeps them `--seconds`, then asks the backend to answer
+    /// them all and counts the answers.
+    Hold(HoldArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct HoldArgs {
+    #[arg(long)]
+    target: SocketAddr,
+    #[arg(long, default_value = "gw.lab.test")]
+    server_name: String,
+    #[arg(long)]
+    ca: PathBuf,
+    #[arg(long)]
+    devices: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Held connections, one Ping each.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Handshakes in flight while the connections are opened.
+    #[arg(long, default_value_t = 64)]
+    parallel: usize,
+    /// How long all of them are held once sent.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// The backend's release address (`kcd-load backend`), asked to answer the held requests.
+    #[arg(long)]
+    release: SocketAddr,
+    /// Seconds to wait for every held request's answer after the release.
+    #[arg(long, default_value_t = 60.0)]
+    answer_seconds: f64,
+    #[arg(long, default_value = "/Microsoft-Server-ActiveSync?hold=release&Cmd=Ping&DeviceType=Load&DeviceId=LOAD")]
+    path: String,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -105,6 +142,10 @@ struct RunArgs {
     path: String,
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Plain HTTP, no TLS and no certificate: the backend itself, the baseline that the
+    /// proxies' added latency is measured against.
+    #[arg(long)]
+    plain: bool,
 }
 
 fn main() -> Result<()> {
@@ -116,6 +157,10 @@ fn main() -> Result<()> {
         Cmd::Backend { listen, threads } => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;
             rt.block_on(backend(listen))
+        }
+        Cmd::Hold(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(a.threads.max(1)).enable_all().build()?;
+            rt.block_on(hold(a))
         }
         Cmd::Run(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(a.threads.max(1)).enable_all().build()?;
@@ -203,6 +248,9 @@ fn pki(dir: &Path, devices: u32, crl_entries: u32, cdp: &str, prefix: &str, suff
 async fn backend(listen: SocketAddr) -> Result<()> {
     let l = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let body = Bytes::from(vec![b'x'; 1024]);
+    // `hold=release` requests wait for the next GET /release (or an hour, Exchange's longest Ping).
+    let (release_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let held = Arc::new(AtomicU64::new(0));
     loop {
         let (tcp, _) = match l.accept().await {
             Ok(x) => x,
@@ -212,18 +260,36 @@ async fn backend(listen: SocketAddr) -> Result<()> {
             }
         };
         let _ = tcp.set_nodelay(true);
-        let body = body.clone();
+        let (body, release_tx, held) = (body.clone(), release_tx.clone(), held.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let body = body.clone();
+                let (body, release_tx, held) = (body.clone(), release_tx.clone(), held.clone());
                 async move {
-                    let hold = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("hold="))).and_then(|s| s.parse::<u64>().ok());
+                    if req.uri().path() == "/release" {
+                        let n = held.load(Ordering::Relaxed);
+                        let _ = release_tx.send(());
+                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(format!("released {n}\n")))));
+                    }
+                    let hold = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("hold="))).map(str::to_string);
+                    // Subscribed before the body is read: a release sent after the request
+                    // arrived reaches it.
+                    let mut rx = release_tx.subscribe();
                     // Read the request body whole before answering, as Exchange does.
                     let _ = req.into_body().collect().await;
-                    if let Some(s) = hold {
-                        tokio::time::sleep(Duration::from_secs(s)).await;
+                    match hold.as_deref() {
+                        Some("release") => {
+                            held.fetch_add(1, Ordering::Relaxed);
+                            let _ = tokio::time::timeout(Duration::from_secs(3600), rx.recv()).await;
+                            held.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        Some(s) => {
+                            if let Ok(s) = s.parse::<u64>() {
+                                tokio::time::sleep(Duration::from_secs(s)).await;
+                            }
+                        }
+                        None => {}
                     }
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                    Ok(hyper::Response::new(Full::new(body)))
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
@@ -267,6 +333,13 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 async fn connect(a: &RunArgs, cfg: Arc<rustls::ClientConfig>) -> Result<Sender> {
     let tcp = tokio::net::TcpStream::connect(a.target).await?;
     let _ = tcp.set_nodelay(true);
+    if a.plain {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return Ok(sender);
+    }
     let name = ServerName::try_from(a.server_name.clone())?;
     let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
@@ -428,4 +501,128 @@ async fn run(a: RunArgs) -> Result<()> {
         total.first_error.unwrap_or_default(),
     );
     Ok(())
+}
+
+/// Held Pings (see `Cmd::Hold`). Prints `held N ramp_s S` when every request is sent, then
+/// one JSON line: how many were opened, refused, answered before the release (none should
+/// be) and answered 200 after it.
+async fn hold(h: HoldArgs) -> Result<()> {
+    let ra = RunArgs {
+        target: h.target,
+        server_name: h.server_name.clone(),
+        ca: h.ca.clone(),
+        devices: h.devices.clone(),
+        users: h.users,
+        connections: h.connections,
+        seconds: h.seconds,
+        warmup_seconds: 0.0,
+        handshake_per_request: false,
+        per_connection: 1,
+        rate: None,
+        path: h.path.clone(),
+        threads: h.threads,
+        plain: false,
+    };
+    let cfgs = client_configs(&ra)?;
+    let ra = Arc::new(ra);
+    let released = Arc::new(AtomicBool::new(false));
+    let early = Arc::new(AtomicU64::new(0));
+    let sem = Arc::new(tokio::sync::Semaphore::new(h.parallel.max(1)));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(h.connections.max(1));
+    for i in 0..h.connections {
+        let (ra, cfg, sem, released, early, sent_tx) = (ra.clone(), cfgs[i % cfgs.len()].clone(), sem.clone(), released.clone(), early.clone(), sent_tx.clone());
+        let user = i % cfgs.len();
+        tasks.spawn(async move {
+            let permit = sem.acquire_owned().await;
+            let mut s = match connect(&ra, cfg).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = sent_tx.send(Err(format!("connect: {e:#}"))).await;
+                    return Err(format!("connect: {e:#}"));
+                }
+            };
+            if let Err(e) = s.ready().await {
+                let _ = sent_tx.send(Err(format!("ready: {e}"))).await;
+                return Err(format!("ready: {e}"));
+            }
+            let req = hyper::Request::post(format!("{}{user}", ra.path))
+                .header(hyper::header::HOST, ra.server_name.as_str())
+                .body(Full::new(Bytes::from_static(b"<wbxml/>")))
+                .map_err(|e| e.to_string())?;
+            let resp = s.send_request(req);
+            drop(permit);
+            let _ = sent_tx.send(Ok(())).await;
+            drop(sent_tx);
+            let r = async {
+                let resp = resp.await?;
+                let st = resp.status().as_u16();
+                resp.into_body().collect().await?;
+                Ok::<u16, hyper::Error>(st)
+            }
+            .await;
+            if !released.load(Ordering::SeqCst) {
+                early.fetch_add(1, Ordering::Relaxed);
+            }
+            match r {
+                Ok(200) => Ok(()),
+                Ok(st) => Err(format!("HTTP {st}")),
+                Err(e) => Err(format!("request: {e}")),
+            }
+        });
+    }
+    drop(sent_tx);
+    let (mut sent, mut refused, mut first_error) = (0u64, 0u64, None);
+    while let Some(r) = sent_rx.recv().await {
+        match r {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                refused += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let ramp = t0.elapsed().as_secs_f64();
+    println!("held {sent} ramp_s {ramp:.1}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tokio::time::sleep(Duration::from_secs_f64(h.seconds)).await;
+    let early_before_release = early.load(Ordering::SeqCst);
+    released.store(true, Ordering::SeqCst);
+    let backend_held = release(h.release).await.unwrap_or_else(|e| format!("release failed: {e:#}"));
+    let (mut answered, mut failed) = (0u64, 0u64);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(h.answer_seconds);
+    while let Ok(Some(r)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
+        match r {
+            Ok(Ok(())) => answered += 1,
+            Ok(Err(e)) => {
+                failed += 1;
+                if !e.starts_with("connect") && !e.starts_with("ready") {
+                    first_error.get_or_insert(e);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    let unanswered = tasks.len();
+    println!(
+        "{{\"connections\":{},\"held\":{sent},\"refused\":{refused},\"ramp_seconds\":{ramp:.1},\"answered_before_release\":{early_before_release},\"backend\":{:?},\"answered_200\":{answered},\"failed\":{failed},\"unanswered\":{unanswered},\"first_error\":{:?}}}",
+        h.connections,
+        backend_held.trim(),
+        first_error.unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn release(addr: SocketAddr) -> Result<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut s, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let resp = s.send_request(hyper::Request::get("/release").header(hyper::header::HOST, "backend").body(Full::new(Bytes::new()))?).await?;
+    let b = resp.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&b).into_owned())
 }
