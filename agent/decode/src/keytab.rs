@@ -216,3 +216,65 @@ fn ticket_facts(p: &EncTicketPart, captured: Timestamp, out: &mut DecryptedTicke
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kcd_krb5::view::{BodyView, MessageView};
+
+    const KEYTAB: &[u8] = include_bytes!("../../../captures/krb5/samba-lab/domain.keytab");
+
+    /// The AP-REQ of ok_http_krb5_http.pcap's request (a raw krb5 GSS token), as tshark
+    /// extracted the header (`-T fields -e http.authorization`).
+    fn ap_req() -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = include_str!("../assets/ok_http_krb5_authorization.b64").trim();
+        let tok = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+        let start = tok.iter().position(|&b| b == 0x6e).expect("AP-REQ");
+        tok[start..].to_vec()
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let k = Keytab::parse(KEYTAB).expect("keytab");
+        let shown = format!("{k:?}");
+        assert!(!shown.is_empty() && shown.contains("redacted"));
+        for e in &k.entries {
+            let hex: String = e.key.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            assert!(!shown.contains(&hex) && !format!("{e:?}").contains(&hex));
+        }
+    }
+
+    /// Every byte of the AP-REQ changed in turn, and every truncation: counted, never a
+    /// panic, and a changed ciphertext never opens (the integrity check).
+    #[test]
+    fn damaged_ap_reqs_are_counted_not_fatal() {
+        let k = Keytab::parse(KEYTAB).expect("keytab");
+        let ap = ap_req();
+        let open = |b: &[u8], stats: &mut KeytabStats| {
+            let v = MessageView::parse(b).ok()?;
+            let BodyView::ApReq(a) = v.body else { return None };
+            Some(k.ap_req(&a, ApReqUse::Service, Timestamp(0), stats))
+        };
+        let mut stats = KeytabStats::default();
+        let good = open(&ap, &mut stats).expect("opens");
+        assert_eq!(good.client.as_deref(), Some("alice@LAB.TEST"));
+        assert!(good.error.is_none());
+        let mut stats = KeytabStats::default();
+        let mut opened = 0;
+        for i in 0..ap.len() {
+            let mut b = ap.clone();
+            b[i] ^= 0x41;
+            if let Some(d) = open(&b, &mut stats) {
+                if d.client.is_some() && d.authenticator_client.is_some() {
+                    opened += 1;
+                }
+            }
+            let _ = open(&ap[..i], &mut stats);
+        }
+        // Only changes outside the two ciphertexts (tags of fields nobody checks, the
+        // sname) can leave both readable.
+        assert!(opened < ap.len() / 4, "{opened} of {}", ap.len());
+        assert!(stats.tickets_not_in_keytab + stats.decode_failures > 0);
+    }
+}
