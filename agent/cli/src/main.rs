@@ -209,6 +209,20 @@ pub(crate) struct Limits {
     /// IP datagrams being reassembled from fragments at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_fragment_sets: usize,
+    /// MIT keytab (Exchange's, the gateway's, `samba-tool domain exportkeytab`'s): tickets
+    /// on the wire (port 88 and HTTP Negotiate) are decrypted to tell whether their key is
+    /// in it, whose they are, their times and PAC. Keys are never shown.
+    #[arg(long, value_name = "FILE", value_parser = load_keytab)]
+    keytab: Option<Arc<kcd_decode::keytab::Keytab>>,
+}
+
+fn load_keytab(path: &str) -> Result<Arc<kcd_decode::keytab::Keytab>, String> {
+    let raw = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let k = kcd_decode::keytab::Keytab::parse(&raw).map_err(|e| format!("{path}: {e}"))?;
+    if k.is_empty() {
+        return Err(format!("{path} holds no keys"));
+    }
+    Ok(Arc::new(k))
 }
 
 impl Limits {
@@ -229,6 +243,7 @@ impl Limits {
             request_timeout_ns: s(self.request_timeout),
             max_fragment_sets: self.max_fragment_sets,
             fragment_timeout_ns: s(30),
+            keytab: self.keytab.clone(),
             ..Config::default()
         }
     }

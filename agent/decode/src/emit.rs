@@ -43,6 +43,8 @@ impl<'a> Ctx<'a> {
 /// Shared by the UDP and TCP paths: what an event needs besides its context.
 pub(crate) struct Emit<'s, S: Sink + ?Sized> {
     pub(crate) max_record: usize,
+    /// With --keytab: the keys that open tickets.
+    pub(crate) keytab: Option<&'s crate::keytab::Keytab>,
     pub(crate) stats: &'s mut Stats,
     pub(crate) sources: &'s [Arc<str>],
     pub(crate) sink: &'s mut S,

@@ -11,6 +11,7 @@
 mod emit;
 pub mod flow;
 pub mod http;
+pub mod keytab;
 pub mod krb5;
 pub mod net;
 mod stats;
@@ -85,6 +86,8 @@ pub struct Config {
     pub request_timeout_ns: i64,
     pub max_fragment_sets: usize,
     pub fragment_timeout_ns: i64,
+    /// With --keytab: tickets on the wire (port 88 and HTTP Negotiate) are opened with it.
+    pub keytab: Option<Arc<keytab::Keytab>>,
 }
 
 /// TCP connections tracked at once by default: half the capacity of a 65,536-bucket table,
@@ -116,6 +119,7 @@ impl Default for Config {
             request_timeout_ns: 30 * SECOND,
             max_fragment_sets: 1024,
             fragment_timeout_ns: 30 * SECOND,
+            keytab: None,
         }
     }
 }
@@ -403,6 +407,7 @@ impl Decoder {
         };
         let mut emit = Emit {
             max_record: self.cfg.max_krb5_record,
+            keytab: self.cfg.keytab.as_deref(),
             stats: &mut self.stats,
             sources: &self.sources,
             sink,

@@ -28,6 +28,8 @@ pub struct Stats {
     pub tls_handshakes: u64,
     pub http_transactions: u64,
     pub crl_fetches: u64,
+    /// With --keytab: tickets opened, not opened, and failures to read them.
+    pub keytab: crate::keytab::KeytabStats,
 }
 
 impl Stats {
@@ -89,6 +91,13 @@ impl Stats {
                     x.push_str(&format!(
                         "; {} TLS handshakes, {} HTTP transactions ({} CRL fetches)",
                         self.tls_handshakes, self.http_transactions, self.crl_fetches
+                    ));
+                }
+                let k = &self.keytab;
+                if k.tickets_decrypted + k.tickets_not_in_keytab + k.decode_failures > 0 {
+                    x.push_str(&format!(
+                        "; keytab: {} tickets decrypted, {} in no key of the keytab, {} decryption failures",
+                        k.tickets_decrypted, k.tickets_not_in_keytab, k.decode_failures
                     ));
                 }
                 x

@@ -203,6 +203,7 @@ impl Decoder {
         };
         let mut emit = Emit {
             max_record: self.cfg.max_krb5_record,
+            keytab: self.cfg.keytab.as_deref(),
             stats: &mut self.stats,
             sources: &self.sources,
             sink,
@@ -341,6 +342,7 @@ impl Decoder {
         let mut repeats = flow.repeats.take();
         let mut emit = Emit {
             max_record: self.cfg.max_krb5_record,
+            keytab: self.cfg.keytab.as_deref(),
             stats: &mut self.stats,
             sources: &self.sources,
             sink,

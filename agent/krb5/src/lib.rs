@@ -17,6 +17,7 @@ pub mod edata;
 pub mod flags;
 pub mod frame;
 pub mod gss;
+pub mod pac;
 mod message;
 mod time;
 pub mod view;

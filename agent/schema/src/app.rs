@@ -231,9 +231,71 @@ pub struct ApReqSummary {
     pub kvno: Option<i64>,
     /// Size of the AP-REQ in bytes (large PACs make headers too big for some servers).
     pub size: u32,
-    /// With --keytab: whether the keytab holds a key of this kvno and etype.
+    /// With --keytab: whether a key of the keytab decrypts the ticket (a key of the right
+    /// kvno and etype that fails the integrity check is not the ticket's key).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub key_in_keytab: Option<bool>,
+    /// The first 8 bytes of the authenticator's ciphertext, in hex: the same token sent
+    /// twice has the same value (a replay), a fresh one never does.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub authenticator_id: Option<String>,
+    /// With --keytab: what the decrypted ticket and authenticator say.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decrypted: Option<DecryptedTicket>,
+}
+
+/// A ticket (and its authenticator, in an AP-REQ) opened with a keytab key. Keys, session
+/// keys and checksums are never kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DecryptedTicket {
+    /// Whether a keytab key decrypted the ticket.
+    pub key_in_keytab: bool,
+    /// The keytab entry whose key did ("EXCHANGE$@LAB.TEST"), with its kvno and etype.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_principal: Option<String>,
+    /// The ticket's client, "name@REALM" (EncTicketPart cname and crealm).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub authtime: Option<crate::Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub endtime: Option<crate::Timestamp>,
+    /// The ticket's endtime was past at capture time.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expired: Option<bool>,
+    /// The authenticator's ctime (and cusec), and that time minus the capture time in
+    /// seconds: the client's clock against the capture point's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub authenticator_time: Option<crate::Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub clock_skew_seconds: Option<i64>,
+    /// The authenticator's client, which must be the ticket's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub authenticator_client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pac: Option<PacFacts>,
+    /// Why the ticket or the authenticator could not be read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// What a ticket's PAC (MS-PAC) says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PacFacts {
+    pub size: u32,
+    /// PAC_CLIENT_INFO's name.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub logon_name: Option<String>,
+    /// UPN_DNS_INFO's UPN, DNS domain and (extended form) SAM account name.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub upn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dns_domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sam_name: Option<String>,
+    /// KERB_VALIDATION_INFO's GroupCount.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub group_count: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -181,7 +181,10 @@ impl EventBatch {
     }
 
     pub fn push(&mut self, e: &Event<'_>) {
-        if matches!(e.event_type, EventType::Gateway | EventType::Kcd | EventType::Finding) {
+        // A ticket opened with --keytab is rare and nested: as JSON, like the gateway's events.
+        if matches!(e.event_type, EventType::Gateway | EventType::Kcd | EventType::Finding)
+            || e.krb5.as_ref().is_some_and(|k| k.decrypted.is_some())
+        {
             if let Ok(j) = serde_json::to_string(e) {
                 let json = Some(self.put(&j));
                 self.events.push(Packed {
@@ -447,6 +450,7 @@ impl EventBatch {
             ticket: self.tickets.get(k.ticket as usize).map(|t| self.unticket(t)),
             enc_part: k.enc_part,
             armored: k.armored,
+            decrypted: None,
             error: self.errors.get(k.error as usize).map(|x| KrbErrorInfo {
                 code: x.code,
                 stime: x.stime,

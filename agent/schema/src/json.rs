@@ -518,6 +518,9 @@ fn krb5(out: &mut Vec<u8>, k: &Krb5<'_>) {
     if k.armored {
         o.key(",\"armored\":").extend_from_slice(b"true");
     }
+    if let Some(d) = &k.decrypted {
+        nested(o.key(",\"decrypted\":"), d);
+    }
     if let Some(e) = &k.error {
         error(o.key(",\"error\":"), e);
     }

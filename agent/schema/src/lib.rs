@@ -27,7 +27,7 @@ mod json_schema;
 mod text;
 mod time;
 pub use app::{
-    ApReqSummary, AuthKind, Authorization, CertProblem, Crl, CrlProblem, Eas, EasQueryForm, Http,
+    ApReqSummary, AuthKind, Authorization, CertProblem, Crl, CrlProblem, DecryptedTicket, Eas, PacFacts, EasQueryForm, Http,
     Side, Tls, TlsAlert, TlsOutcome, X509,
 };
 pub use batch::EventBatch;
@@ -739,6 +739,10 @@ pub struct Krb5<'a> {
     /// content is inside FAST's encrypted reply.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub armored: bool,
+    /// With --keytab: the message's ticket (a TGS-REP's, or the one a TGS-REQ presents)
+    /// opened with a keytab key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decrypted: Option<DecryptedTicket>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     pub error: Option<KrbErrorInfo<'a>>,
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]

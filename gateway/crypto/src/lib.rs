@@ -11,6 +11,8 @@
 //! it has the AES profile but neither RC4-HMAC nor the HMAC-MD5 checksum, and ignores the
 //! iteration count of s2kparams. Keys are zeroed on drop and never printed.
 
+pub mod keytab;
+
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit, KeyIvInit};
 use aes::{Aes128, Aes256};
 use cts::{Decrypt, Encrypt};

@@ -11,8 +11,8 @@
 
 pub mod config;
 pub mod error;
-pub mod keytab;
-pub mod pac;
+pub use kcd_crypto::keytab;
+pub use kcd_krb5::pac;
 pub mod proto;
 pub mod transport;
 

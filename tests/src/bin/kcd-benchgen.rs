@@ -5,6 +5,16 @@
 //!
 //!     kcd-benchgen --flood tcp-connections|udp-clients|ooo-one-flow|ooo-many-flows OUT.pcap [N]
 //!
+//!     kcd-benchgen --mixed OUT.pcap [PACKETS]
+//!
+//! `--mixed` (PACKETS, default 1,000,000) is the whole path of a gateway host: the Kerberos
+//! exchanges above, TLS handshakes with client certificates (captures/tls), CRL fetches
+//! (captures/http/crl-fetches.pcap) and ActiveSync requests, with Negotiate tokens and
+//! without (captures/http/eas.pcap, captures/krb5/samba-lab/*_http.pcap). Every TCP
+//! connection of those captures is replayed as recorded (sequence numbers, flags,
+//! payloads), re-addressed to one of 30,000 devices and a fresh client port, so that every
+//! flow is distinct.
+//!
 //! The floods are the incidents the replay must survive at full speed: `tcp-connections`,
 //! N (1,000,000) connections to port 88 that each send a SYN and one AS-REQ segment and
 //! are never answered (a dead KDC, clients retrying from new ports); `udp-clients`, N
@@ -25,7 +35,7 @@ use std::io::{BufWriter, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use etherparse::PacketBuilder;
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use kcd_tests::pcap::real_exchanges;
 
 const MSS: usize = 1460;
@@ -116,6 +126,9 @@ impl<W: Write> Writer<W> {
         }
         if flags.contains('P') {
             b = b.psh();
+        }
+        if flags.contains('R') {
+            b = b.rst();
         }
         let mut buf = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut buf, payload).unwrap();
@@ -231,8 +244,151 @@ fn flood(kind: &str, out_path: &str, n: Option<u64>) {
     eprintln!("{out_path}: {kind} flood, {} packets", w.packets);
 }
 
+/// One packet of a recorded TCP connection, without its addresses.
+struct Seg {
+    gap_us: u64,
+    from_client: bool,
+    seq: u32,
+    ack: u32,
+    flags: String,
+    payload: Vec<u8>,
+}
+
+struct Conn {
+    server_port: u16,
+    segs: Vec<Seg>,
+}
+
+/// The TCP connections of a capture (Ethernet, IPv4), in the order they start; the client
+/// is the side that sent the SYN.
+fn connections(path: &Path) -> Vec<Conn> {
+    use pcap_parser::traits::PcapReaderIterator;
+    let file = File::open(path).unwrap();
+    let mut r = pcap_parser::LegacyPcapReader::new(65_536, file).unwrap();
+    let mut by_key: Vec<((u16, u16), Conn, u64)> = Vec::new();
+    loop {
+        match r.next() {
+            Ok((off, block)) => {
+                if let pcap_parser::PcapBlockOwned::Legacy(b) = block {
+                    let ts = u64::from(b.ts_sec) * 1_000_000 + u64::from(b.ts_usec);
+                    if let Ok(p) = SlicedPacket::from_ethernet(b.data) {
+                        if let Some(TransportSlice::Tcp(t)) = &p.transport {
+                            let (sp, dp) = (t.source_port(), t.destination_port());
+                            let key = (sp.min(dp), sp.max(dp));
+                            if t.syn() && !t.ack() {
+                                by_key.push((key, Conn { server_port: dp, segs: Vec::new() }, ts));
+                            }
+                            if let Some((_, c, last)) = by_key.iter_mut().rev().find(|(k, _, _)| *k == key) {
+                                let mut flags = String::new();
+                                for (on, f) in [(t.syn(), 'S'), (t.ack(), 'A'), (t.fin(), 'F'), (t.psh(), 'P'), (t.rst(), 'R')] {
+                                    if on {
+                                        flags.push(f);
+                                    }
+                                }
+                                c.segs.push(Seg {
+                                    // Idle time in the lab (a person typing) is not traffic.
+                                    gap_us: ts.saturating_sub(*last).min(2_000),
+                                    from_client: dp == c.server_port,
+                                    seq: t.sequence_number(),
+                                    ack: t.acknowledgment_number(),
+                                    flags,
+                                    payload: t.payload().to_vec(),
+                                });
+                                *last = ts;
+                            }
+                        }
+                    }
+                }
+                r.consume(off);
+            }
+            Err(pcap_parser::PcapError::Eof) => break,
+            Err(pcap_parser::PcapError::Incomplete(_)) => r.refill().unwrap(),
+            Err(e) => panic!("{}: {e:?}", path.display()),
+        }
+    }
+    by_key.into_iter().map(|(_, c, _)| c).filter(|c| !c.segs.is_empty()).collect()
+}
+
+fn mixed(out_path: &str, target: u64) {
+    let root = kcd_tests::repo_root().join("captures");
+    let real = real_exchanges(&root.join("krb5"));
+    let load = |files: &[&str]| -> Vec<Conn> { files.iter().flat_map(|f| connections(&root.join(f))).collect() };
+    let tls = load(&["tls/tls12-client-certs.pcap", "tls/tls13.pcap"]);
+    let crl = load(&["http/crl-fetches.pcap"]);
+    let mut eas = load(&["http/eas.pcap"]);
+    for e in std::fs::read_dir(root.join("krb5/samba-lab")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with("_http.pcap") && !name.starts_with("ok_http.") {
+            eas.extend(connections(&e.path()));
+        }
+    }
+    eas.retain(|c| c.server_port == 80);
+    assert!(!tls.is_empty() && !crl.is_empty() && !eas.is_empty(), "captures missing");
+    const DEVICES: u64 = 30_000;
+    let gateway = (Ipv4Addr::new(10, 201, 0, 1), 0);
+    let cdp = (Ipv4Addr::new(10, 202, 0, 1), 0);
+    let exchange = (Ipv4Addr::new(10, 203, 0, 1), 0);
+    let mut rng = Rng(0x6d69_7865_645f_6263);
+    let mut w = Writer {
+        out: BufWriter::with_capacity(1 << 20, File::create(Path::new(out_path)).unwrap()),
+        ts_us: 1_795_400_000_000_000,
+        packets: 0,
+        messages: 0,
+    };
+    w.header();
+    let mut counts = [0u64; 4];
+    let mut flows = 0u64;
+    while w.packets < target {
+        let device = rng.below(DEVICES);
+        let ip = Ipv4Addr::new(10, 128 + (device >> 16) as u8, (device >> 8) as u8, device as u8);
+        // A fresh port per flow of a device: no two flows share a 4-tuple.
+        let port = 1024 + ((flows / DEVICES) % 60_000) as u16 + (device % 7) as u16;
+        flows += 1;
+        let c = (ip, port);
+        let kind = rng.below(100);
+        let (conns, server, k) = match kind {
+            0..40 => {
+                let (req, rep) = &real[rng.below(real.len() as u64) as usize];
+                let s = (KDCS[rng.below(KDCS.len() as u64) as usize], 88);
+                if req.len() + rep.len() > 1400 || rng.below(2) == 0 {
+                    w.tcp_exchange(c, s, req, rep, &mut rng);
+                } else {
+                    w.udp(c, s, req, 7);
+                    w.udp(s, c, rep, 350);
+                    w.messages += 2;
+                }
+                counts[0] += 1;
+                continue;
+            }
+            40..70 => (&tls, gateway, 1),
+            70..80 => (&crl, cdp, 2),
+            _ => (&eas, exchange, 3),
+        };
+        let conn = &conns[rng.below(conns.len() as u64) as usize];
+        let s = (server.0, conn.server_port);
+        for seg in &conn.segs {
+            let (from, to) = if seg.from_client { (c, s) } else { (s, c) };
+            w.tcp(from, to, seg.seq, seg.ack, &seg.flags, &seg.payload, seg.gap_us.max(1));
+        }
+        counts[k] += 1;
+    }
+    w.out.flush().unwrap();
+    eprintln!(
+        "{out_path}: {} packets: {} Kerberos exchanges ({} messages), {} TLS connections, {} CRL fetch connections, {} ActiveSync connections, from {DEVICES} device addresses",
+        w.packets, counts[0], w.messages, counts[1], counts[2], counts[3]
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--mixed") {
+        let Some(out) = args.get(2) else {
+            eprintln!("usage: kcd-benchgen --mixed OUT.pcap [PACKETS]");
+            std::process::exit(2);
+        };
+        mixed(out, args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1_000_000));
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--flood") {
         let (Some(kind), Some(out)) = (args.get(2), args.get(3)) else {
             eprintln!("usage: kcd-benchgen --flood KIND OUT.pcap [N]");

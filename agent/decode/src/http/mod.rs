@@ -12,10 +12,11 @@ use kcd_krb5::gss::{classify, GssToken, Inner};
 use kcd_krb5::view::{BodyView, MessageView};
 use kcd_schema::{
     ApReqSummary, AuthKind, Authorization, AnomalyLayer, Crl, CrlProblem, Eas, EasQueryForm,
-    EncryptionType, EventType, Http, Timestamp,
+    EncryptionType, EventType, Http, TicketId, Timestamp,
 };
 
 use crate::emit::{Ctx, Emit};
+use crate::keytab::{ApReqUse, Keytab, KeytabStats};
 use crate::Sink;
 
 /// Headers kept per message for the event; the rest are read and dropped.
@@ -247,7 +248,7 @@ impl HttpConn {
             let used = end - before;
             b = &b[used.min(b.len())..];
             let head = std::mem::take(&mut self.dirs[d].head);
-            let ok = if d == 0 { self.request_head(&head[..end], ctx) } else { self.response_head(&head[..end], ctx) };
+            let ok = if d == 0 { self.request_head(&head[..end], ctx, emit.keytab, &mut emit.stats.keytab) } else { self.response_head(&head[..end], ctx) };
             if let Err(why) = ok {
                 emit.anomaly(ctx, AnomalyLayer::Http, "http_malformed", why.clone());
                 self.lose(emit, ctx, &why);
@@ -265,7 +266,7 @@ impl HttpConn {
         }
     }
 
-    fn request_head(&mut self, head: &[u8], ctx: &Ctx<'_>) -> Result<(), String> {
+    fn request_head(&mut self, head: &[u8], ctx: &Ctx<'_>, keytab: Option<&Keytab>, ks: &mut KeytabStats) -> Result<(), String> {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(head) {
@@ -292,7 +293,7 @@ impl HttpConn {
             } else if name.eq_ignore_ascii_case("user-agent") {
                 http.http_user_agent = Some(clip(v.trim()));
             } else if name.eq_ignore_ascii_case("authorization") {
-                http.authorization = Some(authorization(v.trim()));
+                http.authorization = Some(authorization_with(v.trim(), keytab.map(|k| (k, ctx.ts, &mut *ks))));
             } else if name.eq_ignore_ascii_case("ms-asprotocolversion") {
                 eas_version = Some(clip(v.trim()));
             } else if name.eq_ignore_ascii_case("content-length") {
@@ -522,6 +523,11 @@ fn clip(s: &str) -> String {
 /// The kind of an Authorization credential and, for Kerberos, what its AP-REQ shows. The
 /// credential itself goes nowhere.
 pub fn authorization(v: &str) -> Authorization {
+    authorization_with(v, None)
+}
+
+/// As `authorization`, opening a Kerberos ticket and authenticator with the keytab.
+pub fn authorization_with(v: &str, keytab: Option<(&Keytab, Timestamp, &mut KeytabStats)>) -> Authorization {
     let (scheme, token) = v.split_once(' ').map_or((v, ""), |(a, b)| (a, b.trim()));
     let mut a = Authorization { kind: AuthKind::Other, scheme: clip(scheme), token_bytes: None, ntlm_message: None, kerberos: None };
     let bytes = base64::engine::general_purpose::STANDARD.decode(token.as_bytes()).ok();
@@ -537,12 +543,12 @@ pub fn authorization(v: &str) -> Authorization {
     match classify(&b) {
         GssToken::Krb5 { ap_req } => {
             a.kind = AuthKind::Kerberos;
-            a.kerberos = ap_req_summary(ap_req);
+            a.kerberos = ap_req_summary(ap_req, keytab);
         }
         GssToken::Spnego { inner } => {
             a.kind = AuthKind::Spnego;
             match inner {
-                Some(Inner::Krb5 { ap_req }) => a.kerberos = ap_req_summary(ap_req),
+                Some(Inner::Krb5 { ap_req }) => a.kerberos = ap_req_summary(ap_req, keytab),
                 Some(Inner::Ntlm { message }) => {
                     a.kind = AuthKind::Ntlm;
                     a.ntlm_message = message;
@@ -559,17 +565,20 @@ pub fn authorization(v: &str) -> Authorization {
     a
 }
 
-fn ap_req_summary(ap: &[u8]) -> Option<ApReqSummary> {
+fn ap_req_summary(ap: &[u8], keytab: Option<(&Keytab, Timestamp, &mut KeytabStats)>) -> Option<ApReqSummary> {
     let v = MessageView::parse(ap).ok()?;
     let BodyView::ApReq(r) = v.body else { return None };
     let t = r.ticket;
+    let decrypted = keytab.map(|(k, ts, stats)| k.ap_req(&r, ApReqUse::Service, ts, stats));
     Some(ApReqSummary {
+        key_in_keytab: decrypted.as_ref().map(|d| d.key_in_keytab),
+        authenticator_id: r.authenticator.and_then(|a| TicketId::of(a.cipher)).map(|i| i.to_string()),
+        decrypted,
         ticket_server: t.and_then(|t| t.sname).map(|n| n.display()),
         realm: t.and_then(|t| t.realm).map(|r| String::from_utf8_lossy(r).into_owned()),
         etype: t.and_then(|t| t.enc_part).map(|e| EncryptionType(e.etype)),
         kvno: t.and_then(|t| t.enc_part).and_then(|e| e.kvno),
         size: u32::try_from(ap.len()).unwrap_or(u32::MAX),
-        key_in_keytab: None,
     })
 }
 

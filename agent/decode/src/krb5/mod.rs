@@ -2,14 +2,15 @@
 
 pub mod parse;
 
-use kcd_krb5::view::{MessageView, NotKerberos};
-use kcd_krb5::MessageType;
+use kcd_krb5::view::{BodyView, MessageView, NotKerberos};
+use kcd_krb5::{MessageType, PaDataType};
 use std::borrow::Cow;
 
 use kcd_krb5::frame::FrameEvent;
-use kcd_schema::{AnomalyLayer, Direction, EventType, Krb5, RequestRef, Timestamp};
+use kcd_schema::{AnomalyLayer, DecryptedTicket, Direction, EventType, Krb5, RequestRef, Timestamp};
 
 use crate::emit::{Ctx, Emit};
+use crate::keytab::{ApReqUse, Keytab, KeytabStats};
 use crate::Sink;
 
 /// A request waiting for its reply.
@@ -56,6 +57,25 @@ pub fn decode<'a>(
         kind: view.kind,
         error_code: out.error.as_ref().map(|e| e.code.0),
     })
+}
+
+/// The message's ticket opened with the keytab: a KDC reply's new ticket, the ticket (and
+/// authenticator) a TGS-REQ presents in PA-TGS-REQ, an AP-REQ's.
+pub fn decrypt(bytes: &[u8], kt: &Keytab, captured: Timestamp, stats: &mut KeytabStats) -> Option<DecryptedTicket> {
+    let v = MessageView::parse(bytes).ok()?;
+    match &v.body {
+        BodyView::KdcRep(r) => r.ticket.map(|t| kt.ticket(&t, captured, stats)),
+        BodyView::KdcReq(r) => {
+            let pa = r.padata.iter().find(|p| PaDataType(p.padata_type) == PaDataType::PA_TGS_REQ)?;
+            let inner = MessageView::parse(pa.value).ok()?;
+            match &inner.body {
+                BodyView::ApReq(a) => Some(kt.ap_req(a, ApReqUse::TgsReq, captured, stats)),
+                _ => None,
+            }
+        }
+        BodyView::ApReq(a) => Some(kt.ap_req(a, ApReqUse::Service, captured, stats)),
+        _ => None,
+    }
 }
 
 /// Requests waiting on one UDP 4-tuple or one TCP connection. Bounded: a client that
@@ -158,6 +178,9 @@ impl<S: Sink + ?Sized> Emit<'_, S> {
             Role::Other => {}
         }
         k.direction = Some(ctx.direction);
+        if let Some(kt) = self.keytab {
+            k.decrypted = decrypt(bytes, kt, ctx.ts, &mut self.stats.keytab);
+        }
         self.sink.event(&e);
     }
 

@@ -5,12 +5,17 @@
 //! its PAC names the account ("alice", domain "LAB.TEST"). Untrusted bytes: every offset is
 //! checked.
 
-use kcd_krb5::asn1::{AuthorizationData, EncTicketPart};
+use crate::asn1::{AuthorizationData, EncTicketPart};
 
 const AD_IF_RELEVANT: i32 = 1;
 const AD_WIN2K_PAC: i32 = 128;
 const PAC_LOGON_INFO: u32 = 1;
 const PAC_UPN_DNS_INFO: u32 = 12;
+const PAC_CLIENT_INFO: u32 = 10;
+/// GroupCount in KERB_VALIDATION_INFO: the headers and referent (20), six FILETIMEs (48),
+/// six RPC_UNICODE_STRINGs (48), LogonCount and BadPasswordCount (4), UserId and
+/// PrimaryGroupId (8).
+const LOGON_INFO_GROUP_COUNT_OFFSET: usize = 16 + 4 + 48 + 48 + 4 + 8;
 /// MS-SAMR 2.2.1.12 USER_ACCOUNT codes: "sensitive and cannot be delegated".
 const USER_NOT_DELEGATED: u32 = 0x0000_4000;
 /// KERB_VALIDATION_INFO (MS-PAC 2.5) in NDR: common and private type headers (16 bytes),
@@ -29,12 +34,13 @@ pub struct PacNames {
     pub sam_name: Option<String>,
 }
 
-fn pac_bytes(ad: &AuthorizationData) -> Option<Vec<u8>> {
+/// The PAC's bytes in authorization data, looked for inside AD-IF-RELEVANT.
+pub fn pac_bytes(ad: &AuthorizationData) -> Option<Vec<u8>> {
     for e in ad {
         match e.r#type {
             AD_WIN2K_PAC => return Some(e.data.to_vec()),
             AD_IF_RELEVANT => {
-                if let Ok(inner) = kcd_krb5::decode::<AuthorizationData>(&e.data) {
+                if let Ok(inner) = crate::decode::<AuthorizationData>(&e.data) {
                     if let Some(p) = pac_bytes(&inner) {
                         return Some(p);
                     }
@@ -96,6 +102,21 @@ pub fn user_account_control(pac: &[u8]) -> Option<u32> {
 pub fn ticket_not_delegated(t: &EncTicketPart) -> Option<bool> {
     let uac = user_account_control(&pac_bytes(t.authorization_data.as_ref()?)?)?;
     Some(uac & USER_NOT_DELEGATED != 0)
+}
+
+/// The number of groups (GroupCount) in the PAC's logon information.
+pub fn group_count(pac: &[u8]) -> Option<u32> {
+    let b = pac_buffer(pac, PAC_LOGON_INFO)?;
+    if b.get(..4)? != [1, 0x10, 8, 0] {
+        return None;
+    }
+    u32le(b, LOGON_INFO_GROUP_COUNT_OFFSET)
+}
+
+/// The client name of PAC_CLIENT_INFO (MS-PAC 2.7): the logon name the KDC put in the PAC.
+pub fn client_info_name(pac: &[u8]) -> Option<String> {
+    let b = pac_buffer(pac, PAC_CLIENT_INFO)?;
+    utf16(b, 10, u16le(b, 8)?)
 }
 
 /// Reads UPN_DNS_INFO from a PAC.

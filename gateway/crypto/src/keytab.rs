@@ -125,7 +125,7 @@ mod tests {
         assert!(e.iter().all(|x| x.realm == "EXAMPLE.COM" && x.components == ["svc"] && x.kvno == 1 && x.name_type == 1));
         assert_eq!(e.iter().map(|x| x.etype).collect::<Vec<_>>(), [18, 17, 23]);
         // Independent check: the keys are what string-to-key makes of the password.
-        use kcd_crypto::{Etype, Key};
+        use crate::{Etype, Key};
         for x in &e {
             let et = Etype::from_number(x.etype).expect("known etype");
             let salt: &[u8] = if x.etype == 23 { b"" } else { b"EXAMPLE.COMsvc" };
