@@ -298,6 +298,8 @@ fn same_bytes_as_serde_on_application_events() {
                     kvno: Some(2),
                     size: 1400,
                     key_in_keytab: Some(false),
+                    authenticator_id: Some(s.into()),
+                    decrypted: Some(Default::default()),
                 }),
             }),
             latency_us: Some(-1),
