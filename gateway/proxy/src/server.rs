@@ -931,3 +931,30 @@ impl EventSink for NdjsonSocket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_kerberos;
+    use std::path::Path;
+
+    fn kcd(password: &'static str, spn: &str, dcs: &str) -> kcd_client::Config {
+        let text = format!(
+            "[service_account]\nuser = \"svc_awseg\"\npassword_file = \"pw\"\n[kcd]\ntarget_spn = \"{spn}\"\n[[domain]]\nrealm = \"LAB.TEST\"\ndomain_controllers = [{dcs}]\n"
+        );
+        let read = move |_: &Path| Ok(password.as_bytes().to_vec());
+        match kcd_client::Config::parse(&text, Path::new("."), &read, &|_| None) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_tickets_only_when_kerberos_is_unchanged() {
+        let base = kcd("pw-1", "HTTP/exchange.lab.test", "\"10.0.0.2\"");
+        assert!(same_kerberos(&base, &kcd("pw-1", "HTTP/exchange.lab.test", "\"10.0.0.2\"")));
+        // the password (redacted in Debug) still counts
+        assert!(!same_kerberos(&base, &kcd("pw-2", "HTTP/exchange.lab.test", "\"10.0.0.2\"")));
+        assert!(!same_kerberos(&base, &kcd("pw-1", "HTTP/mail.lab.test", "\"10.0.0.2\"")));
+        assert!(!same_kerberos(&base, &kcd("pw-1", "HTTP/exchange.lab.test", "\"10.0.0.2\", \"10.0.0.3\"")));
+    }
+}
