@@ -33,6 +33,9 @@ timeout_ms = 3000                      # per KDC, before the next one is tried
 [[domain]]                             # one per domain; the first holds the service account
 realm = "LAB.TEST"                     # in UPPERCASE
 domain_controllers = ["dc1.lab.test", "10.88.0.3:88"]
+# [[domain]]                           # a trusted realm: users whose UPN ends in @other.test
+# realm = "OTHER.TEST"                 # get cross-realm S4U2Self through its KDCs
+# domain_controllers = ["dc1.other.test"]
 "#;
 
 #[derive(Debug, Deserialize)]

@@ -477,9 +477,59 @@ fn handshake_refused(app: &App, slot: &Mutex<Verdict>, peer: SocketAddr, label: 
     app.emit(g, Some(peer));
 }
 
-/// The body of the device's request on its way to Exchange: counted against the limit and
-/// timed between frames (hyper has no body timeout); trailers are dropped.
+/// How much of a body is read before Exchange is contacted. A body that ends within it (every
+/// ActiveSync command but large attachments: Sync, Ping, FolderSync bodies are a few KB of
+/// WBXML) goes out whole with its exact Content-Length, so a body that stalls or grows over
+/// the limit is refused (408, 413) before Exchange sees anything. A longer body is streamed
+/// (it is never buffered whole); if it then stalls or crosses the limit, the upstream
+/// request is aborted mid-body, which Exchange (or Apache) sees as a truncated request that
+/// it cannot complete.
+pub const READ_AHEAD: u64 = 64 * 1024;
+
+/// What the read-ahead got: the whole body, or its start and the rest still to stream.
+enum ReadAhead {
+    Whole(Bytes),
+    Started(std::collections::VecDeque<Bytes>, u64, Incoming),
+    Refused(Reason, u16, String),
+}
+
+/// Reads up to `min(READ_AHEAD, limit)` bytes of the body (each frame within `idle`).
+async fn read_ahead(mut body: Incoming, limit: u64, idle: Duration) -> ReadAhead {
+    let ahead = READ_AHEAD.min(limit);
+    let mut parts: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+    let mut seen = 0u64;
+    while seen <= ahead {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return ReadAhead::Refused(Reason::BodyTimeout, 408, format!("the device stopped sending its body after {seen} bytes; nothing was forwarded")),
+            Ok(None) => {
+                let mut whole = Vec::with_capacity(seen as usize);
+                for p in parts {
+                    whole.extend_from_slice(&p);
+                }
+                return ReadAhead::Whole(Bytes::from(whole));
+            }
+            Ok(Some(Err(e))) => return ReadAhead::Refused(Reason::BadBody, 400, format!("the device's body cannot be read after {seen} bytes: {}", error_chain(&e))),
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    seen += d.len() as u64;
+                    if seen > limit {
+                        return ReadAhead::Refused(Reason::BodyTooLarge, 413, format!("the body went over limits.body_bytes ({limit}); nothing was forwarded"));
+                    }
+                    parts.push_back(d);
+                }
+            }
+        }
+    }
+    ReadAhead::Started(parts, seen, body)
+}
+
+/// The body of the device's request on its way to Exchange, past the read-ahead: its start
+/// first, then the rest counted against the limit and timed between frames (hyper has no
+/// body timeout); trailers are dropped.
 struct Guarded {
+    prefix: std::collections::VecDeque<Bytes>,
+    /// The Content-Length the device declared, kept so that the upstream request has it too.
+    declared: Option<u64>,
     inner: Incoming,
     limit: u64,
     seen: u64,
@@ -500,6 +550,9 @@ impl Body for Guarded {
     type Error = BoxError;
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(d) = this.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => {
@@ -537,10 +590,13 @@ impl Body for Guarded {
         }
     }
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.prefix.is_empty() && self.inner.is_end_stream()
     }
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.declared {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.seen) + self.prefix.iter().map(|b| b.len() as u64).sum::<u64>()),
+            None => self.inner.size_hint(),
+        }
     }
 }
 
@@ -706,16 +762,25 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
     drop(token);
     let flag = Arc::new(AtomicU8::new(0));
     let why = Arc::new(Mutex::new(String::new()));
-    let guarded = Guarded {
-        why: why.clone(),
-        inner: body,
-        limit: gen.cfg.limits.body_bytes,
-        seen: 0,
-        idle: gen.cfg.limits.body_idle_timeout,
-        timer: Box::pin(tokio::time::sleep(gen.cfg.limits.body_idle_timeout)),
-        flag: flag.clone(),
+    let declared = body.size_hint().exact();
+    let limits = &gen.cfg.limits;
+    let up_body: ProxyBody = match read_ahead(body, limits.body_bytes, limits.body_idle_timeout).await {
+        ReadAhead::Refused(reason, status, detail) => return refuse(g, Refusal::new(reason, detail), &v, status),
+        ReadAhead::Whole(b) => Full::new(b).map_err(|e| match e {}).boxed(),
+        ReadAhead::Started(prefix, seen, rest) => Guarded {
+            prefix,
+            declared,
+            inner: rest,
+            limit: limits.body_bytes,
+            seen,
+            idle: limits.body_idle_timeout,
+            timer: Box::pin(tokio::time::sleep(limits.body_idle_timeout)),
+            flag: flag.clone(),
+            why: why.clone(),
+        }
+        .boxed(),
     };
-    let up = Request::from_parts(parts, guarded.boxed());
+    let up = Request::from_parts(parts, up_body);
     let _poll = q.is_long_poll().then(|| {
         app.metrics.long_polls.inc();
         LongPoll(app.metrics.clone())
