@@ -16,17 +16,6 @@ typedef uint8_t __u8;
 typedef uint16_t __u16;
 typedef uint32_t __u32;
 typedef uint64_t __u64;
-/* Key of the TLS flow map: one direction of a TCP connection on no watched port whose
- * first payload looked like a TLS ClientHello (both directions are entered). */
-struct kcd_flow_key {
-    __u8 saddr[16];
-    __u8 daddr[16];
-    __u16 sport;     /* network order, as in the packet */
-    __u16 dport;
-    __u8 family;     /* 4 or 6 */
-    __u8 pad[3];
-};
-
 #endif
 
 #define KCD_CHUNK_SMALL 256
