@@ -102,11 +102,13 @@ struct Cache<V> {
     map: HashMap<CacheKey, V>,
     order: VecDeque<CacheKey>,
     cap: usize,
+    /// Entries pushed out by newer ones: a cache too small for the devices shows here first.
+    evicted: u64,
 }
 
 impl<V> Cache<V> {
     fn new(cap: usize) -> Self {
-        Self { map: HashMap::new(), order: VecDeque::new(), cap }
+        Self { map: HashMap::new(), order: VecDeque::new(), cap, evicted: 0 }
     }
 
     fn insert(&mut self, k: CacheKey, v: V) {
@@ -116,7 +118,9 @@ impl<V> Cache<V> {
         while self.map.len() > self.cap {
             match self.order.pop_front() {
                 Some(old) => {
-                    self.map.remove(&old);
+                    if self.map.remove(&old).is_some() {
+                        self.evicted += 1;
+                    }
                 }
                 None => break,
             }
@@ -214,6 +218,11 @@ impl KcdClient {
     /// Service tickets held.
     pub fn cached_tickets(&self) -> usize {
         self.cache.lock().map(|c| c.map.len()).unwrap_or(0)
+    }
+
+    /// Service tickets pushed out of the full cache since this client started.
+    pub fn evicted_tickets(&self) -> u64 {
+        self.cache.lock().map(|c| c.evicted).unwrap_or(0)
     }
 
     /// Our clock as the KDC sees it: local time plus the adopted offset.
@@ -968,6 +977,36 @@ mod tests {
         // The newest stay.
         assert_eq!(c.map.get(&("user9999@lab.test".to_string(), "HTTP/x".to_string())), Some(&9999));
         assert!(!c.map.contains_key(&("user0@lab.test".to_string(), "HTTP/x".to_string())));
+        assert_eq!(c.evicted, 9_900);
+    }
+
+    /// 100,000 distinct users through a cache of the default size: it stays at its cap, every
+    /// eviction is counted, and its memory is flat: the second 50,000 users allocate nothing
+    /// more than the first did.
+    #[test]
+    fn a_hundred_thousand_users_keep_the_cache_at_its_cap() {
+        // The table's allocation is its bucket count; `capacity()` is 7/8 of it less the
+        // tombstones of removed entries, so the power of two above capacity * 8/7 is it.
+        fn buckets(c: &Cache<u32>) -> usize {
+            (c.map.capacity() * 8 / 7).next_power_of_two()
+        }
+        let cap = 10_000;
+        let mut c = Cache::new(cap);
+        let mut at_half = (0, 0);
+        for i in 0..100_000u32 {
+            c.insert((format!("user{i}@lab.test"), "HTTP/exchange.lab.test".into()), i);
+            assert!(c.map.len() <= cap);
+            if i == 49_999 {
+                at_half = (buckets(&c), c.order.capacity());
+            }
+        }
+        assert_eq!(c.map.len(), cap);
+        assert_eq!(c.order.len(), cap);
+        assert_eq!(c.evicted, 90_000);
+        assert_eq!((buckets(&c), c.order.capacity()), at_half);
+        // At most 4 buckets per entry: under churn a table more than half full doubles once
+        // to reclaim its tombstones, and stays there.
+        assert!(at_half.0 <= 4 * cap, "{at_half:?}");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub long_polls: Gauge,
     pub ticket_cache: Gauge,
+    /// Evictions by the current delegation client (it starts again at 0 when a reload changes
+    /// the Kerberos settings), read when /metrics is asked.
+    pub ticket_cache_evicted: Gauge,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub crl_age: Family<UrlLabels, Gauge<i64, AtomicI64>>,
@@ -62,6 +65,7 @@ impl Metrics {
             open_connections: Gauge::default(),
             long_polls: Gauge::default(),
             ticket_cache: Gauge::default(),
+            ticket_cache_evicted: Gauge::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             crl_age: Family::default(),
@@ -78,6 +82,7 @@ impl Metrics {
             r.register("open_connections", "Device connections open", m.open_connections.clone());
             r.register("long_polls", "Ping and Sync requests held by Exchange now", m.long_polls.clone());
             r.register("ticket_cache_size", "Service tickets held", m.ticket_cache.clone());
+            r.register("ticket_cache_evicted", "Service tickets pushed out of the full cache by newer ones", m.ticket_cache_evicted.clone());
             r.register("ticket_cache_hits", "Tokens made from a cached ticket", m.cache_hits.clone());
             r.register("ticket_cache_misses", "Tokens that needed S4U exchanges", m.cache_misses.clone());
             r.register("crl_age_seconds", "Age of the CRL held, since its thisUpdate", m.crl_age.clone());

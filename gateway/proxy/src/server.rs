@@ -55,6 +55,10 @@ pub trait Tickets: Send + Sync {
     fn token<'a>(&'a self, user: &'a str) -> Pin<Box<dyn Future<Output = Result<Token, KcdError>> + Send + 'a>>;
     /// Service tickets held (for the metric).
     fn held(&self) -> usize;
+    /// Service tickets evicted from the full cache (for the metric).
+    fn evicted(&self) -> u64 {
+        0
+    }
 }
 
 impl Tickets for KcdClient {
@@ -67,6 +71,9 @@ impl Tickets for KcdClient {
     }
     fn held(&self) -> usize {
         self.cached_tickets()
+    }
+    fn evicted(&self) -> u64 {
+        self.evicted_tickets()
     }
 }
 
@@ -886,7 +893,9 @@ fn admin(app: &App, path: &str) -> Response<Full<Bytes>> {
     let (status, body) = match path {
         "/healthz" => (200, "ok\n".to_string()),
         "/metrics" => {
-            app.metrics.ticket_cache.set(app.gen.load().kcd.held() as i64);
+            let kcd = &app.gen.load().kcd;
+            app.metrics.ticket_cache.set(kcd.held() as i64);
+            app.metrics.ticket_cache_evicted.set(i64::try_from(kcd.evicted()).unwrap_or(i64::MAX));
             (200, app.metrics.encode())
         }
         "/readyz" => {
