@@ -116,8 +116,16 @@ impl Generation {
 
 /// Runs the gateway until SIGTERM (or SIGINT).
 pub async fn run(path: PathBuf, events: Arc<dyn EventSink>) -> Result<(), String> {
+    run_with_metrics(path, events, Vec::new()).await
+}
+
+/// As `run`, with more metrics on the admin listener (the event outputs' counters).
+pub async fn run_with_metrics(path: PathBuf, events: Arc<dyn EventSink>, extra: Vec<Box<dyn prometheus_client::collector::Collector>>) -> Result<(), String> {
     let cfg = GatewayConfig::load(&path).map_err(err)?;
     let metrics = Arc::new(Metrics::new());
+    for c in extra {
+        metrics.register_collector(c);
+    }
     let fetcher = Fetcher::new(cfg.crl.clone(), cfg.anchor_info.clone(), metrics.clone());
     let listen = cfg.listen;
     let admin = cfg.admin;
