@@ -88,7 +88,8 @@ pub fn run(a: GatewayArgs) -> Result<ExitCode> {
                 (true, None) => anyhow::bail!("--bulk and --hec ship an --events FILE: give one"),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-            let r = rt.block_on(kcd_gateway::server::run(config, events));
+            let extra: Vec<Box<dyn prometheus_client::collector::Collector>> = shippers.iter().map(|s| Box::new(s.metrics()) as _).collect();
+            let r = rt.block_on(kcd_gateway::server::run_with_metrics(config, events, extra));
             // The gateway has stopped writing: the shippers get --ship-drain-seconds to finish.
             let shipped = shippers.is_none_or(|s| s.finish(false));
             match r {

@@ -337,6 +337,11 @@ pub(crate) fn checkpoint_path(spool: &Path, name: &str) -> PathBuf {
 }
 
 impl Shippers {
+    /// The outputs' counters, for the gateway's /metrics.
+    pub(crate) fn metrics(&self) -> kcd_export::outputs::ship::ShipMetrics {
+        kcd_export::outputs::ship::ShipMetrics(self.threads.iter().map(|(n, c, _)| (n.clone(), c.clone())).collect())
+    }
+
     /// Tells the outputs that nothing more will be written, waits for them to ship the rest
     /// (or to give up) and prints their counters. False when one failed.
     pub(crate) fn finish(self, quiet: bool) -> bool {

@@ -111,6 +111,12 @@ impl Metrics {
         self.crl_errors.get_or_create(&UrlLabels { url: url.into() }).inc();
     }
 
+    pub fn register_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.register_collector(c);
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut s = String::new();
         if let Ok(r) = self.registry.lock() {

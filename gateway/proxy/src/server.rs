@@ -164,6 +164,11 @@ impl Generation {
 
 /// Runs the gateway until SIGTERM (or SIGINT); SIGHUP reloads the configuration.
 pub async fn run(path: PathBuf, events: Arc<dyn EventSink>) -> Result<(), String> {
+    run_with_metrics(path, events, Vec::new()).await
+}
+
+/// As `run`, with more metrics on the admin listener (the event outputs' counters).
+pub async fn run_with_metrics(path: PathBuf, events: Arc<dyn EventSink>, extra: Vec<Box<dyn prometheus_client::collector::Collector>>) -> Result<(), String> {
     let cfg = GatewayConfig::load(&path).map_err(err)?;
     let listen = cfg.listen;
     let listener = TcpListener::bind(listen).await.map_err(|e| format!("listen.address {listen}: {e}"))?;
@@ -197,6 +202,9 @@ pub async fn serve(
     mut control: tokio::sync::mpsc::Receiver<Control>,
 ) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
+    for c in extra {
+        metrics.register_collector(c);
+    }
     let fetcher = Fetcher::new(cfg.crl.clone(), cfg.anchor_info.clone(), metrics.clone());
     let listen = listener.local_addr().map_err(err)?;
     let admin = cfg.admin;

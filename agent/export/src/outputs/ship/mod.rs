@@ -130,6 +130,35 @@ impl ShipCounters {
     }
 }
 
+/// The counters of every output as Prometheus counters (`..._ship_events_sent_total{output="bulk"}`
+/// and so on), read at each scrape.
+#[derive(Debug, Clone, Default)]
+pub struct ShipMetrics(pub Vec<(String, Arc<ShipCounters>)>);
+
+impl prometheus_client::collector::Collector for ShipMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        type Pick = fn(&ShipCounters) -> &AtomicU64;
+        let all: [(&str, &str, Pick); 6] = [
+            ("ship_events_sent", "Events the receiver stored (or already had)", |c| &c.sent),
+            ("ship_events_duplicate", "Events the receiver already had (bulk 409)", |c| &c.duplicates),
+            ("ship_events_retried", "Events sent again after a failed attempt", |c| &c.retried),
+            ("ship_events_rejected", "Events the receiver refused for good", |c| &c.rejected),
+            ("ship_requests_failed", "Requests that failed as a whole", |c| &c.failed_requests),
+            ("ship_spool_gaps", "Checkpoints whose spool file was gone (events lost)", |c| &c.gaps),
+        ];
+        for (name, help, pick) in all {
+            let mut m = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+            for (output, c) in &self.0 {
+                let labels = [("output", output.as_str())];
+                ConstCounter::new(pick(c).load(Ordering::Relaxed)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn add(c: &AtomicU64, n: usize) {
     c.fetch_add(n as u64, Ordering::Relaxed);
 }
@@ -328,5 +357,40 @@ async fn run_async(cfg: &ShipConfig, counters: &ShipCounters, when: &StopWhen) -
         }
         batch.clear();
         bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counters_are_prometheus_counters_labelled_by_output() {
+        let bulk = Arc::new(ShipCounters::default());
+        bulk.sent.store(5, Ordering::Relaxed);
+        bulk.rejected.store(2, Ordering::Relaxed);
+        let hec = Arc::new(ShipCounters::default());
+        hec.retried.store(7, Ordering::Relaxed);
+        let mut r = prometheus_client::registry::Registry::with_prefix("kcdscope_gateway");
+        r.register_collector(Box::new(ShipMetrics(vec![("bulk".into(), bulk), ("hec".into(), hec)])));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).expect("encodes");
+        for want in [
+            "# TYPE kcdscope_gateway_ship_events_sent counter",
+            "kcdscope_gateway_ship_events_sent_total{output=\"bulk\"} 5",
+            "kcdscope_gateway_ship_events_sent_total{output=\"hec\"} 0",
+            "kcdscope_gateway_ship_events_rejected_total{output=\"bulk\"} 2",
+            "kcdscope_gateway_ship_events_retried_total{output=\"hec\"} 7",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let mut c = ShipConfig::new(Kind::Hec, hyper::Uri::from_static("http://h:8088/services/collector/event"), Path::new("s"), PathBuf::from("c"));
+        c.authorization = Some(Secret::new("Splunk 1234-secret-token".into()));
+        let d = format!("{c:?}");
+        assert!(!d.contains("1234-secret-token") && d.contains("Secret(hidden)"), "{d}");
     }
 }
