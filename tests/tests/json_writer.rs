@@ -299,7 +299,12 @@ fn same_bytes_as_serde_on_application_events() {
                     size: 1400,
                     key_in_keytab: Some(false),
                     authenticator_id: Some(s.into()),
-                    decrypted: Some(Default::default()),
+                    decrypted: Some(kcd_schema::DecryptedTicket {
+                        client: Some(s.into()),
+                        error: Some(s.into()),
+                        pac: Some(kcd_schema::PacFacts { size: 1, upn: Some(s.into()), ..Default::default() }),
+                        ..Default::default()
+                    }),
                 }),
             }),
             latency_us: Some(-1),

@@ -252,6 +252,8 @@ pub fn device_label(d: &DeviceState) -> String {
 
 /// CRL URLs whose fetch went wrong, kept to explain the devices that fail after it.
 pub(crate) const CRL_TROUBLE_KEPT: usize = 1024;
+/// Accepted Kerberos tokens remembered to recognise their replays.
+pub(crate) const ACCEPTED_TOKENS_KEPT: usize = 4096;
 /// CDP URLs of a device certificate remembered.
 const CDP_KEPT: usize = 4;
 
@@ -402,6 +404,25 @@ impl Correlator {
             }
             (Some(_), Some(s)) => format!("{} {} answered {s}", h.http_method, h.url),
             _ => String::new(),
+        };
+        let token = h.authorization.as_ref().and_then(|a| a.kerberos.as_ref()).and_then(|k| k.authenticator_id.as_deref());
+        let mut replay_of = None;
+        if let (Some(id), Some(status)) = (token, h.status) {
+            if (200..300).contains(&status) {
+                self.accepted_tokens.put(id.to_string(), e.frame);
+                while self.accepted_tokens.len() > ACCEPTED_TOKENS_KEPT {
+                    self.accepted_tokens.pop_lru();
+                }
+            } else if status == 401 {
+                replay_of = self.accepted_tokens.peek(id).copied();
+            }
+        }
+        let detail = match replay_of {
+            Some(f) => format!(
+                "{detail}; the same Kerberos token (authenticator {}) was accepted before (frame {f}): this is a replayed token, which the server's replay cache refuses; the client (or a proxy) must not resend a used Negotiate header",
+                token.unwrap_or("")
+            ),
+            None => detail,
         };
         let detail = match skew {
             Some(o) => format!(

@@ -280,6 +280,9 @@ pub struct Correlator {
     devices: device::Devices,
     /// CRL URLs whose last fetch went wrong: how a device's unknown_ca alert is explained.
     crl_trouble: lru::LruCache<String, (&'static Rule, Timestamp), foldhash::fast::RandomState>,
+    /// Authenticator ids of Kerberos tokens a server accepted, and the frame: the same
+    /// token refused later is a replay, not a key or SPN problem.
+    accepted_tokens: lru::LruCache<String, u64, foldhash::fast::RandomState>,
     findings: FindingSet,
     /// Findings of KDCs evicted from the table, kept.
     retired: Vec<Finding>,
@@ -340,6 +343,7 @@ impl Correlator {
             impersonating: Map::default(),
             devices: device::Devices::new(max_devices),
             crl_trouble: lru::LruCache::unbounded_with_hasher(Default::default()),
+            accepted_tokens: lru::LruCache::unbounded_with_hasher(Default::default()),
             findings,
             retired: Vec::new(),
             stats: Stats::default(),

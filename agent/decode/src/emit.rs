@@ -45,6 +45,7 @@ pub(crate) struct Emit<'s, S: Sink + ?Sized> {
     pub(crate) max_record: usize,
     /// With --keytab: the keys that open tickets.
     pub(crate) keytab: Option<&'s crate::keytab::Keytab>,
+    pub(crate) certs: &'s mut crate::x509::CertCache,
     pub(crate) stats: &'s mut Stats,
     pub(crate) sources: &'s [Arc<str>],
     pub(crate) sink: &'s mut S,

@@ -170,6 +170,7 @@ pub struct Decoder {
     next_sweep: Option<Timestamp>,
     /// The latest capture time seen: how long a connection at the end of the capture had.
     clock: Option<Timestamp>,
+    certs: x509::CertCache,
 }
 
 impl Decoder {
@@ -187,6 +188,7 @@ impl Decoder {
             stats: Stats::default(),
             next_sweep: None,
             clock: None,
+            certs: x509::CertCache::default(),
         }
     }
 
@@ -408,6 +410,7 @@ impl Decoder {
         let mut emit = Emit {
             max_record: self.cfg.max_krb5_record,
             keytab: self.cfg.keytab.as_deref(),
+            certs: &mut self.certs,
             stats: &mut self.stats,
             sources: &self.sources,
             sink,

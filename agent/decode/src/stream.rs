@@ -204,6 +204,7 @@ impl Decoder {
         let mut emit = Emit {
             max_record: self.cfg.max_krb5_record,
             keytab: self.cfg.keytab.as_deref(),
+            certs: &mut self.certs,
             stats: &mut self.stats,
             sources: &self.sources,
             sink,
@@ -343,6 +344,7 @@ impl Decoder {
         let mut emit = Emit {
             max_record: self.cfg.max_krb5_record,
             keytab: self.cfg.keytab.as_deref(),
+            certs: &mut self.certs,
             stats: &mut self.stats,
             sources: &self.sources,
             sink,

@@ -332,7 +332,7 @@ impl TlsConn {
                     .cert_chain
                     .iter()
                     .take(MAX_CHAIN)
-                    .map(|raw| crate::x509::certificate(raw.data, ctx.ts, client))
+                    .map(|raw| emit.certs.certificate(raw.data, ctx.ts, client))
                     .collect();
                 if client {
                     self.tls.client_certificate_empty = chain.is_empty();

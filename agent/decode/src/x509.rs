@@ -37,19 +37,86 @@ pub fn rfc3339(secs: i64) -> String {
 /// A certificate of a handshake; `client`: a device certificate, which gets the device
 /// checks besides validity.
 pub fn certificate(der: &[u8], at: Timestamp, client: bool) -> X509 {
+    let (mut x, validity) = timeless(der, client);
+    at_time(&mut x, validity, at);
+    x
+}
+
+/// Certificates held for reuse: a gateway's server chain comes in every handshake and a
+/// device sends the same certificate on every connection, and reading one (names to RFC
+/// 4514 text above all) costs more than the rest of its connection. Keyed by the DER
+/// itself (compared on a hit), so only identical bytes share a result.
+pub struct CertCache {
+    entries: crate::Lru<u64, Cached>,
+    hasher: foldhash::fast::RandomState,
+}
+
+struct Cached {
+    der: Box<[u8]>,
+    client: bool,
+    x509: X509,
+    validity: Option<(i64, i64)>,
+}
+
+/// Distinct certificates kept (about 3 KB each with their text).
+pub const CERT_CACHE: usize = 512;
+
+impl Default for CertCache {
+    fn default() -> Self {
+        Self { entries: crate::lru(), hasher: foldhash::fast::RandomState::default() }
+    }
+}
+
+impl CertCache {
+    pub fn certificate(&mut self, der: &[u8], at: Timestamp, client: bool) -> X509 {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one((der, client));
+        if let Some(c) = self.entries.get(&key) {
+            if *c.der == *der && c.client == client {
+                let mut x = c.x509.clone();
+                at_time(&mut x, c.validity, at);
+                return x;
+            }
+        }
+        let (x509, validity) = timeless(der, client);
+        let mut x = x509.clone();
+        at_time(&mut x, validity, at);
+        self.entries.put(key, Cached { der: der.into(), client, x509, validity });
+        while self.entries.len() > CERT_CACHE {
+            self.entries.pop_lru();
+        }
+        x
+    }
+}
+
+/// The checks that depend on the capture time, after the others.
+fn at_time(x: &mut X509, validity: Option<(i64, i64)>, at: Timestamp) {
+    let Some((not_before, not_after)) = validity else { return };
+    let now = at.secs();
+    if now > not_after {
+        x.problems.push(CertProblem::ExpiredAtCapture);
+    }
+    if now < not_before {
+        x.problems.push(CertProblem::NotYetValidAtCapture);
+    }
+}
+
+/// Everything but the capture-time checks, and the validity period for them.
+fn timeless(der: &[u8], client: bool) -> (X509, Option<(i64, i64)>) {
     let c = match CertInfo::parse(der) {
         Ok(c) => c,
         Err(e) => {
             let (sha256, sha1) = kcd_cert::fingerprints(der);
-            return X509 {
+            let x = X509 {
                 sha256: hex_lower(&sha256),
                 sha1: hex_lower(&sha1),
                 malformed: Some(e.to_string()),
                 ..X509::default()
             };
+            return (x, None);
         }
     };
-    let now = at.secs();
+    let validity = Some((c.not_before, c.not_after));
     let mut problems = Vec::new();
     if client {
         if c.upns.is_empty() && c.emails.is_empty() {
@@ -65,12 +132,6 @@ pub fn certificate(der: &[u8], at: Timestamp, client: bool) -> X509 {
             problems.push(if ldap { CertProblem::LdapOnlyCdp } else { CertProblem::NoHttpCdp });
         }
     }
-    if now > c.not_after {
-        problems.push(CertProblem::ExpiredAtCapture);
-    }
-    if now < c.not_before {
-        problems.push(CertProblem::NotYetValidAtCapture);
-    }
     let eku = c
         .eku
         .as_deref()
@@ -78,7 +139,7 @@ pub fn certificate(der: &[u8], at: Timestamp, client: bool) -> X509 {
         .iter()
         .map(|o| EKU_NAMES.iter().find(|(k, _)| k == o).map_or_else(|| o.clone(), |(_, n)| (*n).to_string()))
         .collect();
-    X509 {
+    let x = X509 {
         serial: c.serial_hex(),
         not_before: rfc3339(c.not_before),
         not_after: rfc3339(c.not_after),
@@ -100,7 +161,8 @@ pub fn certificate(der: &[u8], at: Timestamp, client: bool) -> X509 {
         malformed: None,
         subject: c.subject,
         issuer: c.issuer,
-    }
+    };
+    (x, validity)
 }
 
 pub fn is_http(u: &str) -> bool {
