@@ -188,11 +188,12 @@ pub async fn run_with_metrics(path: PathBuf, events: Arc<dyn EventSink>, extra: 
             }
         }
     });
-    serve(path, cfg, listener, events, None, rx).await
+    serve(path, cfg, listener, events, None, rx, extra).await
 }
 
 /// Runs the gateway of `cfg` (read from `path`, read again on reload) on `listener` until
-/// told to stop (or the control channel closes). `tickets`: None for the delegation client.
+/// told to stop (or the control channel closes). `tickets`: None for the delegation client;
+/// `extra`: more metrics for the admin listener (the event outputs' counters).
 pub async fn serve(
     path: PathBuf,
     cfg: GatewayConfig,
@@ -200,6 +201,7 @@ pub async fn serve(
     events: Arc<dyn EventSink>,
     tickets: Option<Arc<dyn Tickets>>,
     mut control: tokio::sync::mpsc::Receiver<Control>,
+    extra: Vec<Box<dyn prometheus_client::collector::Collector>>,
 ) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     for c in extra {

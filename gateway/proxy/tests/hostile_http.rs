@@ -426,7 +426,7 @@ domain_controllers = ["127.0.0.1:1"]
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         self._stop = tx;
         let events: Arc<dyn kcd_client::EventSink> = self.events.clone();
-        tokio::spawn(kcd_gateway::server::serve(path, cfg, gw_l, events, Some(Arc::new(FixedTicket)), rx));
+        tokio::spawn(kcd_gateway::server::serve(path, cfg, gw_l, events, Some(Arc::new(FixedTicket)), rx, Vec::new()));
         // Until the CRL is in: a plain request answered 200.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
