@@ -1408,3 +1408,54 @@ async fn hostile_certificates() {
     assert_eq!(a.status(), Some(200), "{}", a.text);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// testssl.sh (Debian package) against the gateway's listener: TLS 1.2 and 1.3 only, no
+/// cipher of the weak categories, no renegotiation, no session resumption (neither tickets
+/// nor IDs). tests/run installs testssl.sh and runs this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testssl.sh (Debian package testssl.sh; tests/run installs it)"]
+async fn testssl_scan() {
+    let gw = Gw::start("").await;
+    let json = gw.dir.join("testssl.json");
+    let target = gw.addr.to_string();
+    let j = json.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("testssl")
+            .args(["--quiet", "--color", "0", "--warnings", "off", "--ip", "one", "-p", "-s", "-S", "-R", "--jsonfile"])
+            .arg(&j)
+            .arg(&target)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("testssl runs (apt-get install testssl.sh)");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|_| panic!("no JSON from testssl: {}", String::from_utf8_lossy(&out.stdout)));
+    let findings: Vec<Value> = serde_json::from_str(&text).expect("testssl JSON");
+    let get = |id: &str| findings.iter().find(|f| f["id"] == id).and_then(|f| f["finding"].as_str()).unwrap_or("(absent)").to_string();
+    for f in &findings {
+        eprintln!("testssl {}: {} [{}]", f["id"].as_str().unwrap_or(""), f["finding"].as_str().unwrap_or(""), f["severity"].as_str().unwrap_or(""));
+    }
+    let mut failures = Vec::new();
+    let mut want = |id: &str, ok: fn(&str) -> bool| {
+        let v = get(id);
+        if !ok(&v) {
+            failures.push(format!("{id}: {v}"));
+        }
+    };
+    for id in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        want(id, |v| v.starts_with("not offered"));
+    }
+    want("TLS1_2", |v| v.starts_with("offered"));
+    want("TLS1_3", |v| v.starts_with("offered"));
+    for id in ["cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW", "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"] {
+        want(id, |v| v.starts_with("not offered"));
+    }
+    // testssl cannot start a handshake past a required client certificate, so it cannot try
+    // a client-initiated renegotiation; rustls implements none (it only sends the empty
+    // renegotiation_info of RFC 5746, which testssl reports as secure_renego "supported").
+    want("secure_client_renego", |v| v.contains("not vulnerable") || v.contains("client x509-based authentication prevents"));
+    want("sessionresumption_ticket", |v| v.to_lowercase().starts_with("no") || v.contains("not supported"));
+    want("TLS_session_ticket", |v| v.to_lowercase().starts_with("no"));
+    want("sessionresumption_ID", |v| v.to_lowercase().starts_with("no") || v.contains("not supported"));
+    assert!(failures.is_empty(), "testssl findings:\n{}", failures.join("\n"));
+}
