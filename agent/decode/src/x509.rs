@@ -48,8 +48,34 @@ pub fn certificate(der: &[u8], at: Timestamp, client: bool) -> X509 {
 /// itself (compared on a hit), so only identical bytes share a result.
 pub struct CertCache {
     entries: crate::Lru<u64, Cached>,
+    /// CRLs the same way: every device's fetch of a CDP brings the same CRL until the CA
+    /// publishes the next one.
+    crls: crate::Lru<u64, CachedCrl>,
     hasher: foldhash::fast::RandomState,
 }
+
+/// What a CRL says, without the capture-time checks; `None`: not a CRL.
+pub type CrlFacts = Option<CrlSummary>;
+
+#[derive(Clone)]
+pub struct CrlSummary {
+    pub issuer: String,
+    pub this_update: i64,
+    pub next_update: Option<i64>,
+    pub number: Option<u128>,
+    pub delta_base: Option<u128>,
+    pub revoked: u64,
+}
+
+struct CachedCrl {
+    der: Box<[u8]>,
+    facts: CrlFacts,
+}
+
+/// Distinct CRLs kept, and the largest kept: a large CRL costs more to hold than to
+/// read again relative to its reading, and a capture seldom has many distinct ones.
+pub const CRL_CACHE: usize = 32;
+pub const CRL_CACHE_MAX_BYTES: usize = 256 * 1024;
 
 struct Cached {
     der: Box<[u8]>,
@@ -63,7 +89,7 @@ pub const CERT_CACHE: usize = 512;
 
 impl Default for CertCache {
     fn default() -> Self {
-        Self { entries: crate::lru(), hasher: foldhash::fast::RandomState::default() }
+        Self { entries: crate::lru(), crls: crate::lru(), hasher: foldhash::fast::RandomState::default() }
     }
 }
 
@@ -87,6 +113,38 @@ impl CertCache {
         }
         x
     }
+
+    /// A CRL's facts (`der`: the body, PEM already removed).
+    pub fn crl(&mut self, der: &[u8]) -> CrlFacts {
+        use std::hash::BuildHasher;
+        if der.len() > CRL_CACHE_MAX_BYTES {
+            return crl_facts(der);
+        }
+        let key = self.hasher.hash_one(der);
+        if let Some(c) = self.crls.get(&key) {
+            if *c.der == *der {
+                return c.facts.clone();
+            }
+        }
+        let facts = crl_facts(der);
+        self.crls.put(key, CachedCrl { der: der.into(), facts: facts.clone() });
+        while self.crls.len() > CRL_CACHE {
+            self.crls.pop_lru();
+        }
+        facts
+    }
+}
+
+fn crl_facts(der: &[u8]) -> CrlFacts {
+    let p = kcd_cert::CrlInfo::parse(der).ok()?;
+    Some(CrlSummary {
+        issuer: p.issuer,
+        this_update: p.this_update,
+        next_update: p.next_update,
+        number: p.number,
+        delta_base: p.delta_base,
+        revoked: p.entries.len() as u64,
+    })
 }
 
 /// The checks that depend on the capture time, after the others.
@@ -168,4 +226,33 @@ fn timeless(der: &[u8], client: bool) -> (X509, Option<(i64, i64)>) {
 pub fn is_http(u: &str) -> bool {
     let l = u.get(..8).unwrap_or(u).to_ascii_lowercase();
     l.starts_with("http://") || l.starts_with("https://")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cert/tests/pki/crl").join(name);
+        std::fs::read(p).expect("test CRL")
+    }
+
+    /// The facts of a CRL read again and from the cache are what `openssl crl -text` says
+    /// (issuing.crl: CRL number 3, 2 revoked; issuing+.crl: delta on base 3, number 4, 2
+    /// revoked), and two CRLs of one issuer are not confused.
+    #[test]
+    fn cached_crls_keep_their_own_facts() {
+        let mut cache = CertCache::default();
+        let base = read("issuing.crl");
+        let delta = read("issuing+.crl");
+        for _ in 0..3 {
+            let b = cache.crl(&base).expect("a CRL");
+            assert_eq!((b.number, b.delta_base, b.revoked), (Some(3), None, 2));
+            assert_eq!(b.issuer, "CN=Lab Issuing CA");
+            let d = cache.crl(&delta).expect("a CRL");
+            assert_eq!((d.number, d.delta_base, d.revoked), (Some(4), Some(3), 2));
+        }
+        assert!(cache.crl(&base[..base.len() - 1]).is_none());
+        assert!(cache.crl(b"not a CRL").is_none());
+    }
 }

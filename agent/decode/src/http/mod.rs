@@ -408,8 +408,8 @@ impl HttpConn {
         if let Some(r) = r {
             tx.http.length = Some(r.body.total);
             let der = (!r.body.cut && !r.body.kept.is_empty()).then(|| kcd_cert::crl_der(&r.body.kept));
-            let parsed = der.as_deref().map(kcd_cert::CrlInfo::parse);
-            let is_crl = tx.crl_url || r.crl_type || matches!(parsed, Some(Ok(_)));
+            let parsed = der.as_deref().map(|d| emit.certs.crl(d));
+            let is_crl = tx.crl_url || r.crl_type || matches!(parsed, Some(Some(_)));
             if is_crl {
                 crl = Some(crl_event(&tx, parsed, ctx.ts));
             }
@@ -453,7 +453,7 @@ impl HttpConn {
     }
 }
 
-fn crl_event(tx: &Tx, parsed: Option<Result<kcd_cert::CrlInfo, kcd_cert::CertError>>, at: Timestamp) -> Crl {
+fn crl_event(tx: &Tx, parsed: Option<crate::x509::CrlFacts>, at: Timestamp) -> Crl {
     let h = &tx.http;
     let url = match &h.hostname {
         Some(host) if h.url.starts_with('/') => format!("http://{host}{}", h.url),
@@ -472,15 +472,15 @@ fn crl_event(tx: &Tx, parsed: Option<Result<kcd_cert::CrlInfo, kcd_cert::CertErr
         return c;
     }
     match parsed {
-        Some(Ok(p)) => {
+        Some(Some(p)) => {
             let now = at.secs();
-            c.issuer = Some(p.issuer.clone());
+            c.issuer = Some(p.issuer);
             c.this_update = Some(crate::x509::rfc3339(p.this_update));
             c.next_update = p.next_update.map(crate::x509::rfc3339);
             c.crl_number = p.number.map(|n| format!("{n:02X}"));
-            c.delta = p.is_delta();
+            c.delta = p.delta_base.is_some();
             c.base_crl_number = p.delta_base.map(|n| format!("{n:02X}"));
-            c.revoked_count = Some(p.entries.len() as u64);
+            c.revoked_count = Some(p.revoked);
             if p.next_update.is_some_and(|n| n < now) {
                 c.problems.push(CrlProblem::ExpiredAtCapture);
             }
