@@ -491,6 +491,11 @@ impl Model {
                 self.view = TABS[if k == Key::Tab { (i + 1) % n } else { (i + n - 1) % n }];
                 Cmd::None
             }
+            // The tab bar numbers the views; the digits jump to them, as in htop and k9s.
+            Key::Char(c @ '1'..='9') if usize::from(c as u8 - b'1') < TABS.len() => {
+                self.view = TABS[usize::from(c as u8 - b'1')];
+                Cmd::None
+            }
             Key::Esc => {
                 match self.view {
                     View::Detail | View::Help => self.view = self.back,

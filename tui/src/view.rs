@@ -449,7 +449,7 @@ fn draw_events(m: &Model, f: &mut Frame, area: Rect, th: &Theme) {
 }
 
 pub const HELP: &[(&str, &str)] = &[
-    ("Tab / Shift-Tab", "next / previous view: Devices, KDCs, Findings, Events"),
+    ("Tab / Shift-Tab, 1-4", "next / previous view, or straight to one: 1 Devices, 2 KDCs, 3 Findings, 4 Events"),
     ("Up Down j k PgUp PgDn Home", "move the selection"),
     ("Enter", "Devices: the device's story; Findings: the devices it concerns"),
     ("Esc", "back; clears the filter"),

@@ -216,3 +216,28 @@ fn a_live_capture_shows_its_counters_and_drops_in_the_header() {
         assert!((0..w).all(|x| b[(x, 2)].fg != Color::Red));
     }
 }
+
+/// The tab bar numbers the views; pressing the number written beside a name shows that
+/// view, from anywhere but a prompt, where a digit is text.
+#[test]
+fn the_digits_in_the_tab_bar_switch_views() {
+    let mut m = model(120, 40, true);
+    let bar = text(&draw(&m)).lines().find(|l| l.contains("Devices") && l.contains("Events")).unwrap().to_string();
+    let mut seen = 0;
+    for (name, view) in [("Devices", View::Devices), ("KDCs", View::Kdcs), ("Findings", View::Findings), ("Events", View::Events)] {
+        let at = bar.find(name).unwrap_or_else(|| panic!("{name} not in {bar}"));
+        let digit = bar[..at].trim_end().chars().last().unwrap();
+        assert!(digit.is_ascii_digit(), "{name} has no number in {bar}");
+        for from in [&[][..], &[Key::Char('?')][..], &[Key::Char('1'), Key::Enter][..]] {
+            keys(&mut m, from);
+            keys(&mut m, &[Key::Char(digit)]);
+            assert_eq!(m.view, view, "{digit} after {from:?}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
+    // In the filter prompt the digits are the filter's text.
+    keys(&mut m, &[Key::Char('1'), Key::Char('/'), Key::Char('3')]);
+    assert_eq!(m.view, View::Devices);
+    assert_eq!(m.filter_text, "3");
+}
