@@ -18,7 +18,7 @@ pub mod transport;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -111,6 +111,13 @@ impl<V> Cache<V> {
         Self { map: HashMap::new(), order: VecDeque::new(), cap, evicted: 0 }
     }
 
+    /// A rare event (an account renamed): the linear scan keeps `order` free of stale keys.
+    fn remove(&mut self, k: &CacheKey) {
+        if self.map.remove(k).is_some() {
+            self.order.retain(|o| o != k);
+        }
+    }
+
     fn insert(&mut self, k: CacheKey, v: V) {
         if self.map.insert(k.clone(), v).is_none() {
             self.order.push_back(k);
@@ -155,7 +162,22 @@ pub struct KcdClient {
     /// Per user realm, the cross-realm TGT (krbtgt/USER-REALM@SERVICE-REALM) of the service
     /// account: one per realm, not one per user.
     cross: Mutex<HashMap<String, Arc<Creds>>>,
+    /// What the service realm's KDC does with an enterprise name in S4U2Self: ENTERPRISE_*.
+    enterprise: AtomicU8,
+    /// UPN -> account name, from the PACs of earlier S4U2Self tickets, for a KDC that keeps
+    /// enterprise names: the next ticket of that user is asked for under the account name
+    /// at once. Bounded like the ticket cache.
+    accounts: Mutex<Cache<String>>,
 }
+
+/// Not yet seen: the enterprise name is sent first.
+const ENTERPRISE_UNKNOWN: u8 = 0;
+/// The KDC answers S4U2Self for an enterprise name with the account's own name (MIT).
+const ENTERPRISE_CANONICALISED: u8 = 1;
+/// The KDC keeps the enterprise name in the ticket (Samba's Heimdal KDC copies the
+/// requested name for a TGS-REQ whatever the canonicalize option says), so the target
+/// would see "alice\@lab.test@LAB.TEST": users are asked for under their account name.
+const ENTERPRISE_KEPT: u8 = 2;
 
 /// What the KDC said to one request.
 enum Answer {
@@ -197,6 +219,8 @@ impl KcdClient {
             frame: AtomicU64::new(0),
             preferred: Mutex::new(HashMap::new()),
             cross: Mutex::new(HashMap::new()),
+            enterprise: AtomicU8::new(ENTERPRISE_UNKNOWN),
+            accounts: Mutex::new(Cache::new(cap)),
         }
     }
 
@@ -223,6 +247,16 @@ impl KcdClient {
     /// Service tickets pushed out of the full cache since this client started.
     pub fn evicted_tickets(&self) -> u64 {
         self.cache.lock().map(|c| c.evicted).unwrap_or(0)
+    }
+
+    /// UPNs whose account name is remembered (for a KDC that keeps enterprise names).
+    pub fn known_account_names(&self) -> usize {
+        self.accounts.lock().map(|c| c.map.len()).unwrap_or(0)
+    }
+
+    /// Account names pushed out of that full table since this client started.
+    pub fn evicted_account_names(&self) -> u64 {
+        self.accounts.lock().map(|c| c.evicted).unwrap_or(0)
     }
 
     /// Our clock as the KDC sees it: local time plus the adopted offset.
@@ -495,26 +529,12 @@ impl KcdClient {
         let me = self.service_principal();
 
         let user_realm = self.cfg.user_realm(user).to_string();
-        let (mut evidence, mut kdc) = if user_realm == realm {
-            self.s4u2self(&mut tgt, user, spn, &proto::user_principal(user)).await?
-        } else {
-            self.s4u2self_cross(&mut tgt, user, spn, &proto::user_principal(user), &user_realm).await?
+        let by_account = if user_realm == realm { self.s4u2self_by_account(&mut tgt, user, spn, &realm).await? } else { None };
+        let (evidence, kdc) = match by_account {
+            Some(x) => x,
+            None if user_realm == realm => self.s4u2self_enterprise(&mut tgt, user, spn, &realm).await?,
+            None => self.s4u2self_cross(&mut tgt, user, spn, &proto::user_principal(user), &user_realm).await?,
         };
-        if evidence.client.name_type == proto::NT_ENTERPRISE && user_realm == realm {
-            // The KDC kept the enterprise name: ask again under the account name the PAC
-            // gives, so that the target sees "alice@LAB.TEST" as it would from a login.
-            if let Some(name) = self.pac_account(&evidence).filter(|n| n.1 == realm) {
-                let detail = format!("the KDC did not canonicalise {user}; its PAC names {}@{}", name.0, name.1);
-                self.kcd_event(Gateway {
-                    user: Some(Cow::Borrowed(user)),
-                    spn: Some(Cow::Borrowed(spn)),
-                    kdc: Some(Cow::Borrowed(&kdc)),
-                    detail: Some(Cow::Owned(detail)),
-                    ..Gateway::new(KcdStep::S4u2self, "canonicalised")
-                });
-                (evidence, kdc) = self.s4u2self(&mut tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[name.0.as_str()])).await?;
-            }
-        }
         let forwardable = evidence.forwardable();
         self.kcd_event(Gateway {
             user: Some(Cow::Borrowed(user)),
@@ -563,6 +583,101 @@ impl KcdClient {
                 Ok(c)
             }
         }
+    }
+
+    /// S4U2Self under the user's account name, for a KDC known to keep enterprise names:
+    /// the name its PAC gave for this UPN before, else the UPN's name part when its suffix
+    /// is the realm. The ticket is kept only when its PAC's own UPN (not one the KDC
+    /// constructed) is the user's: then it is the account the enterprise name names. None:
+    /// ask under the enterprise name.
+    async fn s4u2self_by_account(&self, tgt: &mut Arc<Creds>, user: &str, spn: &str, realm: &str) -> Result<Option<(Creds, String)>, KcdError> {
+        if self.enterprise.load(Ordering::Relaxed) != ENTERPRISE_KEPT {
+            return Ok(None);
+        }
+        let key = (user.to_lowercase(), realm.to_string());
+        let remembered = self.accounts.lock().ok().and_then(|c| c.map.get(&key).cloned());
+        let (account, source) = match remembered {
+            Some(a) => (a, "the PAC of an earlier ticket"),
+            None => match user.rsplit_once('@') {
+                Some((name, suffix)) if suffix.eq_ignore_ascii_case(realm) => (name.to_string(), "the UPN's name part"),
+                _ => return Ok(None),
+            },
+        };
+        let event = |outcome: &'static str, kdc: Option<&str>, detail: String| {
+            self.kcd_event(Gateway {
+                user: Some(Cow::Borrowed(user)),
+                spn: Some(Cow::Borrowed(spn)),
+                kdc: kdc.map(Cow::Borrowed),
+                detail: Some(Cow::Owned(detail)),
+                ..Gateway::new(KcdStep::S4u2self, outcome)
+            })
+        };
+        let forget = || {
+            if let Ok(mut c) = self.accounts.lock() {
+                c.remove(&key);
+            }
+        };
+        match self.s4u2self(tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[account.as_str()])).await {
+            Ok((evidence, kdc)) => {
+                let names = self.pac_names(&evidence);
+                if names.as_ref().is_some_and(|n| n.upn.eq_ignore_ascii_case(user) && !n.upn_constructed) {
+                    event(
+                        "account_name",
+                        Some(&kdc),
+                        format!("asked for {user} under the account name {account}@{realm} (from {source}): this KDC keeps enterprise names in S4U2Self tickets; the PAC's UPN confirms the account"),
+                    );
+                    return Ok(Some((evidence, kdc)));
+                }
+                forget();
+                let said = match names {
+                    Some(n) if n.upn_constructed => format!("has no UPN of its own (the KDC made {})", n.upn),
+                    Some(n) => format!("has the UPN {}", n.upn),
+                    None => "has no UPN in its PAC".to_string(),
+                };
+                event("account_name_other", Some(&kdc), format!("the account {account}@{realm} (from {source}) {said}, not {user}: asking under the enterprise name"));
+                Ok(None)
+            }
+            Err(KcdError::Kdc { kdc, code, .. }) => {
+                forget();
+                event(
+                    "account_name_refused",
+                    Some(&kdc),
+                    format!("the KDC refused the account name {account}@{realm} (from {source}) with error {}: asking under the enterprise name", code.0),
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// S4U2Self under the enterprise name; when the KDC keeps it, asked once more under the
+    /// account name the PAC gives, so that the target sees "alice@LAB.TEST" as it would
+    /// from a login, and that name is remembered for the next tickets.
+    async fn s4u2self_enterprise(&self, tgt: &mut Arc<Creds>, user: &str, spn: &str, realm: &str) -> Result<(Creds, String), KcdError> {
+        let (evidence, kdc) = self.s4u2self(tgt, user, spn, &proto::user_principal(user)).await?;
+        if evidence.client.name_type != proto::NT_ENTERPRISE {
+            if user.contains('@') {
+                self.enterprise.store(ENTERPRISE_CANONICALISED, Ordering::Relaxed);
+            }
+            return Ok((evidence, kdc));
+        }
+        self.enterprise.store(ENTERPRISE_KEPT, Ordering::Relaxed);
+        let Some(name) = self.pac_account(&evidence).filter(|n| n.1 == realm) else {
+            return Ok((evidence, kdc));
+        };
+        let detail = format!("the KDC did not canonicalise {user}; its PAC names {}@{}", name.0, name.1);
+        self.kcd_event(Gateway {
+            user: Some(Cow::Borrowed(user)),
+            spn: Some(Cow::Borrowed(spn)),
+            kdc: Some(Cow::Borrowed(&kdc)),
+            detail: Some(Cow::Owned(detail)),
+            ..Gateway::new(KcdStep::S4u2self, "canonicalised")
+        });
+        let r = self.s4u2self(tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[name.0.as_str()])).await?;
+        if let Ok(mut c) = self.accounts.lock() {
+            c.insert((user.to_lowercase(), realm.to_string()), name.0);
+        }
+        Ok(r)
     }
 
     /// One S4U2Self exchange; a TGT the KDC no longer takes (expired, or the account's
@@ -738,9 +853,13 @@ impl KcdClient {
         kcd_krb5::decode(proto::outer_tlv(&plain)?).ok()
     }
 
+    fn pac_names(&self, t: &Creds) -> Option<pac::PacNames> {
+        pac::ticket_names(&self.ticket_part(t)?)
+    }
+
     /// The account name and realm in the PAC of a ticket made for the service account.
     fn pac_account(&self, t: &Creds) -> Option<(String, String)> {
-        let names = pac::ticket_names(&self.ticket_part(t)?)?;
+        let names = self.pac_names(t)?;
         Some((names.sam_name?, names.dns_domain.to_uppercase()))
     }
 
