@@ -156,9 +156,10 @@ pub struct KcdClient {
     /// The last authenticator time handed out, in microseconds: each token gets a later one.
     last_us: AtomicI64,
     frame: AtomicU64,
-    /// Per realm, the KDC that answered last: asked first next time, so that a dead first
-    /// domain controller costs one timeout, not one per request.
-    preferred: Mutex<HashMap<String, String>>,
+    /// Per realm, the KDC that answered last and since when (or since the first KDC was
+    /// last tried again): asked first next time, so that a dead first domain controller
+    /// costs one timeout per `retry_first`, not one per request.
+    preferred: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// Per user realm, the cross-realm TGT (krbtgt/USER-REALM@SERVICE-REALM) of the service
     /// account: one per realm, not one per user.
     cross: Mutex<HashMap<String, Arc<Creds>>>,
@@ -911,7 +912,21 @@ impl KcdClient {
             return Err(KcdError::Config { key: "domain".into(), problem: format!("no domain controllers for realm {realm}") });
         };
         let mut ordered: Vec<String> = names.to_vec();
-        if let Some(p) = self.preferred.lock().ok().and_then(|m| m.get(realm).cloned()) {
+        let preferred = match self.preferred.lock() {
+            Ok(mut m) => match m.get_mut(realm) {
+                // After a fail-over the configured order comes back now and then, so that
+                // the first KDC is used again once it is back; the clock restarts here so
+                // that one request, not all those in flight, pays if it is still down.
+                Some((p, since)) if Some(&*p) != names.first() && since.elapsed() >= self.cfg.retry_first => {
+                    *since = std::time::Instant::now();
+                    None
+                }
+                Some((p, _)) => Some(p.clone()),
+                None => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(p) = preferred {
             if let Some(i) = ordered.iter().position(|n| *n == p) {
                 let first = ordered.remove(i);
                 ordered.insert(0, first);
@@ -929,8 +944,8 @@ impl KcdClient {
                 .await;
             let reply = r.map_err(|attempts| KcdError::Unreachable { step, attempts })?;
             if let Ok(mut m) = self.preferred.lock() {
-                if m.get(realm) != Some(&reply.kdc) {
-                    m.insert(realm.to_string(), reply.kdc.clone());
+                if m.get(realm).map(|p| &p.0) != Some(&reply.kdc) {
+                    m.insert(realm.to_string(), (reply.kdc.clone(), std::time::Instant::now()));
                 }
             }
             let answer = match kcd_krb5::decode_message(&reply.bytes) {
