@@ -597,7 +597,7 @@ impl KcdClient {
         }
         let key = (user.to_lowercase(), realm.to_string());
         let remembered = self.accounts.lock().ok().and_then(|c| c.map.get(&key).cloned());
-        let (account, source) = match remembered {
+        let (mut account, mut source) = match remembered {
             Some(a) => (a, "the PAC of an earlier ticket"),
             None => match user.rsplit_once('@') {
                 Some((name, suffix)) if suffix.eq_ignore_ascii_case(realm) => (name.to_string(), "the UPN's name part"),
@@ -618,37 +618,59 @@ impl KcdClient {
                 c.remove(&key);
             }
         };
-        match self.s4u2self(tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[account.as_str()])).await {
-            Ok((evidence, kdc)) => {
-                let names = self.pac_names(&evidence);
-                if names.as_ref().is_some_and(|n| n.upn.eq_ignore_ascii_case(user) && !n.upn_constructed) {
+        for round in 0..2 {
+            let (evidence, kdc) = match self.s4u2self(tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[account.as_str()])).await {
+                Ok(x) => x,
+                Err(KcdError::Kdc { kdc, code, .. }) => {
+                    forget();
                     event(
-                        "account_name",
+                        "account_name_refused",
                         Some(&kdc),
-                        format!("asked for {user} under the account name {account}@{realm} (from {source}): this KDC keeps enterprise names in S4U2Self tickets; the PAC's UPN confirms the account"),
+                        format!("the KDC refused the account name {account}@{realm} (from {source}) with error {}: asking under the enterprise name", code.0),
                     );
-                    return Ok(Some((evidence, kdc)));
+                    return Ok(None);
                 }
-                forget();
-                let said = match names {
-                    Some(n) if n.upn_constructed => format!("has no UPN of its own (the KDC made {})", n.upn),
-                    Some(n) => format!("has the UPN {}", n.upn),
-                    None => "has no UPN in its PAC".to_string(),
-                };
-                event("account_name_other", Some(&kdc), format!("the account {account}@{realm} (from {source}) {said}, not {user}: asking under the enterprise name"));
-                Ok(None)
-            }
-            Err(KcdError::Kdc { kdc, code, .. }) => {
-                forget();
-                event(
-                    "account_name_refused",
-                    Some(&kdc),
-                    format!("the KDC refused the account name {account}@{realm} (from {source}) with error {}: asking under the enterprise name", code.0),
-                );
-                Ok(None)
-            }
-            Err(e) => Err(e),
+                Err(e) => return Err(e),
+            };
+            let names = self.pac_names(&evidence);
+            let said = match &names {
+                Some(n) if n.upn_constructed => format!("has no UPN of its own (the KDC made {})", n.upn),
+                Some(n) if !n.upn.eq_ignore_ascii_case(user) => format!("has the UPN {}", n.upn),
+                Some(n) => match &n.sam_name {
+                    // Found by its UPN under another account name (Samba looks a name up as
+                    // a UPN first): the ticket names what was asked, not the account.
+                    Some(sam) if !sam.eq_ignore_ascii_case(&account) => {
+                        if round == 0 {
+                            event(
+                                "account_name_other",
+                                Some(&kdc),
+                                format!("{account}@{realm} (from {source}) found {user}'s account by its UPN, whose account name is {sam}: asking under {sam}"),
+                            );
+                            if let Ok(mut c) = self.accounts.lock() {
+                                c.insert(key.clone(), sam.clone());
+                            }
+                            account = sam.clone();
+                            source = "the PAC of the ticket just issued";
+                            continue;
+                        }
+                        format!("is named {sam}")
+                    }
+                    _ => {
+                        event(
+                            "account_name",
+                            Some(&kdc),
+                            format!("asked for {user} under the account name {account}@{realm} (from {source}): this KDC keeps enterprise names in S4U2Self tickets; the PAC's UPN confirms the account"),
+                        );
+                        return Ok(Some((evidence, kdc)));
+                    }
+                },
+                None => "has no UPN in its PAC".to_string(),
+            };
+            forget();
+            event("account_name_other", Some(&kdc), format!("the account {account}@{realm} (from {source}) {said}, not {user}: asking under the enterprise name"));
+            return Ok(None);
         }
+        Ok(None)
     }
 
     /// S4U2Self under the enterprise name; when the KDC keeps it, asked once more under the
@@ -1141,6 +1163,21 @@ mod tests {
         // At most 4 buckets per entry: under churn a table more than half full doubles once
         // to reclaim its tombstones, and stays there.
         assert!(at_half.0 <= 4 * cap, "{at_half:?}");
+    }
+
+    #[test]
+    fn a_forgotten_account_name_leaves_no_stale_order() {
+        let mut c = Cache::new(3);
+        for round in 0..1000 {
+            let k = ("alice@lab.test".to_string(), "LAB.TEST".to_string());
+            c.insert(k.clone(), format!("alice{round}"));
+            c.remove(&k);
+        }
+        assert!(c.map.is_empty() && c.order.is_empty(), "{} {}", c.map.len(), c.order.len());
+        for i in 0..5 {
+            c.insert((format!("u{i}@lab.test"), "LAB.TEST".into()), format!("u{i}"));
+        }
+        assert_eq!((c.map.len(), c.order.len(), c.evicted), (3, 3, 2));
     }
 
     #[test]
