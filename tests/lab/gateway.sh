@@ -262,8 +262,12 @@ publish() {
 
 start_daemons() {
     log "starting samba in $NS_DC"
+    # KCD_LAB_SAMBA_LOG_LEVEL (e.g. "1 kerberos:3"): the KDC logs every request it serves
+    # to $SMB/log/samba.log, a count of its own for the benchmark
+    local level=()
+    [ -n "${KCD_LAB_SAMBA_LOG_LEVEL:-}" ] && level=(--option="log level = $KCD_LAB_SAMBA_LOG_LEVEL" --option="max log size = 0")
     daemon_start "$NS_DC" "$RUN/samba.pid" "$LOGS/samba.stdout" \
-        env KRB5_CONFIG="$SMB/private/krb5.conf" samba -F -M prefork -s "$SMBCONF"
+        env KRB5_CONFIG="$SMB/private/krb5.conf" samba -F -M prefork -s "$SMBCONF" "${level[@]}"
     wait_port "$NS_DC" udp 88 60 "$RUN/samba.pid"
     wait_port "$NS_DC" tcp 88 60 "$RUN/samba.pid"
     silent_kdc_start "$NS_DC" "$DEAD_ADDR" "$RUN/silent.pid" "$LOGS/silent.log"
@@ -315,6 +319,7 @@ LAB_KDC_ADDR=$KDC_ADDR
 LAB_DEAD_ADDR=$DEAD_ADDR
 LAB_KDC_FORWARD_ADDR=$FWD_ADDR
 LAB_KDC_FORWARD_LOG=$LOGS/kdcfwd.log
+LAB_SAMBA_LOG=$SMB/log/samba.log
 LAB_EXCHANGE_ADDR=$EXCHANGE_ADDR
 LAB_EXCHANGE_HOST=$EXCHANGE_HOST
 LAB_CRL_ADDR=$CRL_ADDR

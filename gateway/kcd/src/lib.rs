@@ -169,6 +169,9 @@ pub struct KcdClient {
     /// enterprise names: the next ticket of that user is asked for under the account name
     /// at once. Bounded like the ticket cache.
     accounts: Mutex<Cache<String>>,
+    /// Held by the user whose S4U2Self is to teach `enterprise`; others asked meanwhile wait
+    /// for that answer (a bounded time) instead of each paying the second S4U2Self.
+    learning: tokio::sync::Mutex<()>,
 }
 
 /// Not yet seen: the enterprise name is sent first.
@@ -222,6 +225,7 @@ impl KcdClient {
             cross: Mutex::new(HashMap::new()),
             enterprise: AtomicU8::new(ENTERPRISE_UNKNOWN),
             accounts: Mutex::new(Cache::new(cap)),
+            learning: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -530,11 +534,19 @@ impl KcdClient {
         let me = self.service_principal();
 
         let user_realm = self.cfg.user_realm(user).to_string();
-        let by_account = if user_realm == realm { self.s4u2self_by_account(&mut tgt, user, spn, &realm).await? } else { None };
-        let (evidence, kdc) = match by_account {
-            Some(x) => x,
-            None if user_realm == realm => self.s4u2self_enterprise(&mut tgt, user, spn, &realm).await?,
-            None => self.s4u2self_cross(&mut tgt, user, spn, &proto::user_principal(user), &user_realm).await?,
+        let (evidence, kdc) = if user_realm == realm {
+            // Until the KDC's way with enterprise names is known, the first user's answer
+            // teaches it while the others wait (at most LEARNING_WAIT, so that a KDC outage
+            // does not queue every device behind one).
+            let unknown = || self.enterprise.load(Ordering::Relaxed) == ENTERPRISE_UNKNOWN;
+            let gate = if user.contains('@') && unknown() { tokio::time::timeout(LEARNING_WAIT, self.learning.lock()).await.ok() } else { None };
+            let _gate = gate.filter(|_| unknown());
+            match self.s4u2self_by_account(&mut tgt, user, spn, &realm).await? {
+                Some(x) => x,
+                None => self.s4u2self_enterprise(&mut tgt, user, spn, &realm).await?,
+            }
+        } else {
+            self.s4u2self_cross(&mut tgt, user, spn, &proto::user_principal(user), &user_realm).await?
         };
         let forwardable = evidence.forwardable();
         self.kcd_event(Gateway {
@@ -1068,6 +1080,10 @@ impl KcdClient {
         }
     }
 }
+
+/// The longest a user waits for the first user's S4U2Self to show what the KDC does with
+/// enterprise names.
+const LEARNING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many SPNs the delegation history remembers a user for.
 const MAX_DELEGATED_SPNS: usize = 1024;
