@@ -13,6 +13,8 @@
 #                                                    eth0 10.89.0.4 crl.lab.test (Apache: base and
 #                                                                   delta CRLs; /iis/ answers 404 for '+')
 #                                                    eth0 10.89.0.9 a KDC that never answers
+#                                                    eth0 10.89.0.5 the same Samba KDC again, through
+#                                                                   a forwarder (kdc-forward-start/stop)
 #
 # DIR/lab.env says where everything is. The device PKI (tests/lab/gateway-pki.sh) is made
 # afresh by every `up`.
@@ -31,6 +33,7 @@ KDC_ADDR=$NET.2
 EXCHANGE_ADDR=$NET.3
 CRL_ADDR=$NET.4
 DEAD_ADDR=$NET.9
+FWD_ADDR=$NET.5
 REALM=LAB.TEST
 DNSDOMAIN=lab.test
 EXCHANGE_HOST=exchange.$DNSDOMAIN
@@ -64,7 +67,7 @@ net_up() {
         ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 2>/dev/null || true
     done
     ip -n "$NS_GW" addr add "$GW_ADDR/24" dev "$IFACE"
-    for a in "$KDC_ADDR" "$EXCHANGE_ADDR" "$CRL_ADDR" "$DEAD_ADDR"; do
+    for a in "$KDC_ADDR" "$EXCHANGE_ADDR" "$CRL_ADDR" "$DEAD_ADDR" "$FWD_ADDR"; do
         ip -n "$NS_DC" addr add "$a/24" dev "$IFACE"
     done
     ip -n "$NS_GW" link set "$IFACE" up
@@ -259,8 +262,12 @@ publish() {
 
 start_daemons() {
     log "starting samba in $NS_DC"
+    # KCD_LAB_SAMBA_LOG_LEVEL (e.g. "1 kerberos:3"): the KDC logs every request it serves
+    # to $SMB/log/samba.log, a count of its own for the benchmark
+    local level=()
+    [ -n "${KCD_LAB_SAMBA_LOG_LEVEL:-}" ] && level=(--option="log level = $KCD_LAB_SAMBA_LOG_LEVEL" --option="max log size = 0")
     daemon_start "$NS_DC" "$RUN/samba.pid" "$LOGS/samba.stdout" \
-        env KRB5_CONFIG="$SMB/private/krb5.conf" samba -F -M prefork -s "$SMBCONF"
+        env KRB5_CONFIG="$SMB/private/krb5.conf" samba -F -M prefork -s "$SMBCONF" "${level[@]}"
     wait_port "$NS_DC" udp 88 60 "$RUN/samba.pid"
     wait_port "$NS_DC" tcp 88 60 "$RUN/samba.pid"
     silent_kdc_start "$NS_DC" "$DEAD_ADDR" "$RUN/silent.pid" "$LOGS/silent.log"
@@ -281,7 +288,7 @@ start_daemons() {
 
 stop_daemons() {
     local p
-    for p in crl badkey apache silent samba; do daemon_stop "$RUN/$p.pid"; done
+    for p in kdcfwd crl badkey apache silent samba; do daemon_stop "$RUN/$p.pid"; done
 }
 
 cmd_up() {
@@ -310,6 +317,9 @@ LAB_NS_DC=$NS_DC
 LAB_GW_ADDR=$GW_ADDR
 LAB_KDC_ADDR=$KDC_ADDR
 LAB_DEAD_ADDR=$DEAD_ADDR
+LAB_KDC_FORWARD_ADDR=$FWD_ADDR
+LAB_KDC_FORWARD_LOG=$LOGS/kdcfwd.log
+LAB_SAMBA_LOG=$SMB/log/samba.log
 LAB_EXCHANGE_ADDR=$EXCHANGE_ADDR
 LAB_EXCHANGE_HOST=$EXCHANGE_HOST
 LAB_CRL_ADDR=$CRL_ADDR
@@ -354,5 +364,12 @@ case ${1:-} in
         daemon_start "$NS_DC" "$RUN/apache.pid" "$LOGS/apache.stdout" \
             env KRB5_CONFIG="$D/krb5.conf" KRB5RCACHEDIR="$AP/rcache" apache2 -f "$AP/httpd.conf" -DFOREGROUND
         wait_listen "$NS_DC" tcp "$EXCHANGE_ADDR" 80 20 || die "Exchange Apache" ;;
-    *) die "usage: gateway.sh up|down|publish|publish-short|crl-stop|crl-start|exchange-stop|exchange-start DIR" ;;
+    # a second address of the one Samba KDC (a forwarder process), to be killed and started
+    # again: both addresses reach the same Samba process
+    kdc-forward-start)
+        [ $# = 2 ] || die "kdc-forward-start DIR"; set_paths "$2"
+        daemon_start "$NS_DC" "$RUN/kdcfwd.pid" "$LOGS/kdcfwd.log" /usr/bin/python3 -u "$HERE/kdc-forward.py" "$FWD_ADDR" "$KDC_ADDR"
+        wait_listen "$NS_DC" tcp "$FWD_ADDR" 88 10 && wait_listen "$NS_DC" udp "$FWD_ADDR" 88 10 || die "KDC forwarder" ;;
+    kdc-forward-stop) [ $# = 2 ] || die "kdc-forward-stop DIR"; set_paths "$2"; daemon_stop "$RUN/kdcfwd.pid" ;;
+    *) die "usage: gateway.sh up|down|publish|publish-short|crl-stop|crl-start|exchange-stop|exchange-start|kdc-forward-start|kdc-forward-stop DIR" ;;
 esac

@@ -25,6 +25,8 @@ const USER_NOT_DELEGATED: u32 = 0x0000_4000;
 /// the LogonDomainId pointer (4) and Reserved1 (8): UserAccountControl is next.
 const LOGON_INFO_UAC_OFFSET: usize = 16 + 4 + 48 + 48 + 4 + 20 + 16 + 16 + 4 + 8;
 const UPN_DNS_FLAG_SAM_NAME_AND_SID: u32 = 2;
+/// MS-PAC 2.10: the account has no userPrincipalName; the KDC made one of name@dns-domain.
+const UPN_DNS_FLAG_CONSTRUCTED: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PacNames {
@@ -32,6 +34,9 @@ pub struct PacNames {
     pub dns_domain: String,
     /// Present when the KDC writes the extended UPN_DNS_INFO (Windows 2022, Samba 4.15+).
     pub sam_name: Option<String>,
+    /// The account has no UPN of its own: `upn` is the KDC's sam-name@dns-domain, which
+    /// another account's own UPN may equal.
+    pub upn_constructed: bool,
 }
 
 /// The PAC's bytes in authorization data, looked for inside AD-IF-RELEVANT.
@@ -130,7 +135,7 @@ pub fn upn_dns_info(pac: &[u8]) -> Option<PacNames> {
     } else {
         None
     };
-    Some(PacNames { upn, dns_domain, sam_name })
+    Some(PacNames { upn, dns_domain, sam_name, upn_constructed: flags & UPN_DNS_FLAG_CONSTRUCTED != 0 })
 }
 
 /// The names in a decrypted ticket's PAC, if it carries one.
@@ -175,8 +180,9 @@ mod tests {
     #[test]
     fn reads_the_sam_name_when_flagged() {
         let n = upn_dns_info(&pac(2, "alice")).expect("names");
-        assert_eq!(n, PacNames { upn: "alice@lab.test".into(), dns_domain: "LAB.TEST".into(), sam_name: Some("alice".into()) });
+        assert_eq!(n, PacNames { upn: "alice@lab.test".into(), dns_domain: "LAB.TEST".into(), sam_name: Some("alice".into()), upn_constructed: false });
         assert_eq!(upn_dns_info(&pac(0, "alice")).and_then(|n| n.sam_name), None);
+        assert_eq!(upn_dns_info(&pac(3, "alice")).map(|n| (n.upn_constructed, n.sam_name)), Some((true, Some("alice".into()))));
     }
 
     #[test]

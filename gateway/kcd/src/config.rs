@@ -29,6 +29,7 @@ cache_size = 10000                     # service tickets kept, one per (user, SP
 [kdc]
 transport = "udp"                      # "udp": TCP when a reply is too big; "tcp": TCP only
 timeout_ms = 3000                      # per KDC, before the next one is tried
+retry_first_seconds = 60               # after a fail-over, the first KDC is tried again this often
 
 [[domain]]                             # one per domain; the first holds the service account
 realm = "LAB.TEST"                     # in UPPERCASE
@@ -81,11 +82,13 @@ struct KdcFile {
     transport: TransportMode,
     #[serde(default = "default_timeout")]
     timeout_ms: u64,
+    #[serde(default = "default_retry_first")]
+    retry_first_seconds: u64,
 }
 
 impl Default for KdcFile {
     fn default() -> Self {
-        Self { transport: TransportMode::default(), timeout_ms: default_timeout() }
+        Self { transport: TransportMode::default(), timeout_ms: default_timeout(), retry_first_seconds: default_retry_first() }
     }
 }
 
@@ -107,6 +110,9 @@ fn default_renew() -> i64 {
 }
 fn default_timeout() -> u64 {
     3000
+}
+fn default_retry_first() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -169,6 +175,9 @@ pub struct Config {
     pub renew_before: Duration,
     pub transport: TransportMode,
     pub timeout: Duration,
+    /// After a fail-over, how long the KDC that answered is asked first before the realm's
+    /// first KDC is tried again (one request per period pays for it while it is still down).
+    pub retry_first: Duration,
     pub domains: Vec<Domain>,
 }
 
@@ -329,6 +338,9 @@ impl Config {
         if !(1..=120_000).contains(&f.kdc.timeout_ms) {
             return Err(bad("kdc.timeout_ms", format!("{} is outside 1..=120000", f.kdc.timeout_ms)));
         }
+        if !(1..=86_400).contains(&f.kdc.retry_first_seconds) {
+            return Err(bad("kdc.retry_first_seconds", format!("{} is outside 1..=86400", f.kdc.retry_first_seconds)));
+        }
         Ok(Config {
             enabled: k.enabled,
             service_name,
@@ -341,6 +353,7 @@ impl Config {
             renew_before: Duration::from_secs(k.renew_before_seconds as u64),
             transport: f.kdc.transport,
             timeout: Duration::from_millis(f.kdc.timeout_ms),
+            retry_first: Duration::from_secs(f.kdc.retry_first_seconds),
             domains,
         })
     }

@@ -18,7 +18,7 @@ pub mod transport;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -111,6 +111,13 @@ impl<V> Cache<V> {
         Self { map: HashMap::new(), order: VecDeque::new(), cap, evicted: 0 }
     }
 
+    /// A rare event (an account renamed): the linear scan keeps `order` free of stale keys.
+    fn remove(&mut self, k: &CacheKey) {
+        if self.map.remove(k).is_some() {
+            self.order.retain(|o| o != k);
+        }
+    }
+
     fn insert(&mut self, k: CacheKey, v: V) {
         if self.map.insert(k.clone(), v).is_none() {
             self.order.push_back(k);
@@ -149,13 +156,32 @@ pub struct KcdClient {
     /// The last authenticator time handed out, in microseconds: each token gets a later one.
     last_us: AtomicI64,
     frame: AtomicU64,
-    /// Per realm, the KDC that answered last: asked first next time, so that a dead first
-    /// domain controller costs one timeout, not one per request.
-    preferred: Mutex<HashMap<String, String>>,
+    /// Per realm, the KDC that answered last and since when (or since the first KDC was
+    /// last tried again): asked first next time, so that a dead first domain controller
+    /// costs one timeout per `retry_first`, not one per request.
+    preferred: Mutex<HashMap<String, (String, std::time::Instant)>>,
     /// Per user realm, the cross-realm TGT (krbtgt/USER-REALM@SERVICE-REALM) of the service
     /// account: one per realm, not one per user.
     cross: Mutex<HashMap<String, Arc<Creds>>>,
+    /// What the service realm's KDC does with an enterprise name in S4U2Self: ENTERPRISE_*.
+    enterprise: AtomicU8,
+    /// UPN -> account name, from the PACs of earlier S4U2Self tickets, for a KDC that keeps
+    /// enterprise names: the next ticket of that user is asked for under the account name
+    /// at once. Bounded like the ticket cache.
+    accounts: Mutex<Cache<String>>,
+    /// Held by the user whose S4U2Self is to teach `enterprise`; others asked meanwhile wait
+    /// for that answer (a bounded time) instead of each paying the second S4U2Self.
+    learning: tokio::sync::Mutex<()>,
 }
+
+/// Not yet seen: the enterprise name is sent first.
+const ENTERPRISE_UNKNOWN: u8 = 0;
+/// The KDC answers S4U2Self for an enterprise name with the account's own name (MIT).
+const ENTERPRISE_CANONICALISED: u8 = 1;
+/// The KDC keeps the enterprise name in the ticket (Samba's Heimdal KDC copies the
+/// requested name for a TGS-REQ whatever the canonicalize option says), so the target
+/// would see "alice\@lab.test@LAB.TEST": users are asked for under their account name.
+const ENTERPRISE_KEPT: u8 = 2;
 
 /// What the KDC said to one request.
 enum Answer {
@@ -197,6 +223,9 @@ impl KcdClient {
             frame: AtomicU64::new(0),
             preferred: Mutex::new(HashMap::new()),
             cross: Mutex::new(HashMap::new()),
+            enterprise: AtomicU8::new(ENTERPRISE_UNKNOWN),
+            accounts: Mutex::new(Cache::new(cap)),
+            learning: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -223,6 +252,16 @@ impl KcdClient {
     /// Service tickets pushed out of the full cache since this client started.
     pub fn evicted_tickets(&self) -> u64 {
         self.cache.lock().map(|c| c.evicted).unwrap_or(0)
+    }
+
+    /// UPNs whose account name is remembered (for a KDC that keeps enterprise names).
+    pub fn known_account_names(&self) -> usize {
+        self.accounts.lock().map(|c| c.map.len()).unwrap_or(0)
+    }
+
+    /// Account names pushed out of that full table since this client started.
+    pub fn evicted_account_names(&self) -> u64 {
+        self.accounts.lock().map(|c| c.evicted).unwrap_or(0)
     }
 
     /// Our clock as the KDC sees it: local time plus the adopted offset.
@@ -495,26 +534,20 @@ impl KcdClient {
         let me = self.service_principal();
 
         let user_realm = self.cfg.user_realm(user).to_string();
-        let (mut evidence, mut kdc) = if user_realm == realm {
-            self.s4u2self(&mut tgt, user, spn, &proto::user_principal(user)).await?
+        let (evidence, kdc) = if user_realm == realm {
+            // Until the KDC's way with enterprise names is known, the first user's answer
+            // teaches it while the others wait (at most LEARNING_WAIT, so that a KDC outage
+            // does not queue every device behind one).
+            let unknown = || self.enterprise.load(Ordering::Relaxed) == ENTERPRISE_UNKNOWN;
+            let gate = if user.contains('@') && unknown() { tokio::time::timeout(LEARNING_WAIT, self.learning.lock()).await.ok() } else { None };
+            let _gate = gate.filter(|_| unknown());
+            match self.s4u2self_by_account(&mut tgt, user, spn, &realm).await? {
+                Some(x) => x,
+                None => self.s4u2self_enterprise(&mut tgt, user, spn, &realm).await?,
+            }
         } else {
             self.s4u2self_cross(&mut tgt, user, spn, &proto::user_principal(user), &user_realm).await?
         };
-        if evidence.client.name_type == proto::NT_ENTERPRISE && user_realm == realm {
-            // The KDC kept the enterprise name: ask again under the account name the PAC
-            // gives, so that the target sees "alice@LAB.TEST" as it would from a login.
-            if let Some(name) = self.pac_account(&evidence).filter(|n| n.1 == realm) {
-                let detail = format!("the KDC did not canonicalise {user}; its PAC names {}@{}", name.0, name.1);
-                self.kcd_event(Gateway {
-                    user: Some(Cow::Borrowed(user)),
-                    spn: Some(Cow::Borrowed(spn)),
-                    kdc: Some(Cow::Borrowed(&kdc)),
-                    detail: Some(Cow::Owned(detail)),
-                    ..Gateway::new(KcdStep::S4u2self, "canonicalised")
-                });
-                (evidence, kdc) = self.s4u2self(&mut tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[name.0.as_str()])).await?;
-            }
-        }
         let forwardable = evidence.forwardable();
         self.kcd_event(Gateway {
             user: Some(Cow::Borrowed(user)),
@@ -563,6 +596,123 @@ impl KcdClient {
                 Ok(c)
             }
         }
+    }
+
+    /// S4U2Self under the user's account name, for a KDC known to keep enterprise names:
+    /// the name its PAC gave for this UPN before, else the UPN's name part when its suffix
+    /// is the realm. The ticket is kept only when its PAC's own UPN (not one the KDC
+    /// constructed) is the user's: then it is the account the enterprise name names. None:
+    /// ask under the enterprise name.
+    async fn s4u2self_by_account(&self, tgt: &mut Arc<Creds>, user: &str, spn: &str, realm: &str) -> Result<Option<(Creds, String)>, KcdError> {
+        if self.enterprise.load(Ordering::Relaxed) != ENTERPRISE_KEPT {
+            return Ok(None);
+        }
+        let key = (user.to_lowercase(), realm.to_string());
+        let remembered = self.accounts.lock().ok().and_then(|c| c.map.get(&key).cloned());
+        let (mut account, mut source) = match remembered {
+            Some(a) => (a, "the PAC of an earlier ticket"),
+            None => match user.rsplit_once('@') {
+                Some((name, suffix)) if suffix.eq_ignore_ascii_case(realm) => (name.to_string(), "the UPN's name part"),
+                _ => return Ok(None),
+            },
+        };
+        let event = |outcome: &'static str, kdc: Option<&str>, detail: String| {
+            self.kcd_event(Gateway {
+                user: Some(Cow::Borrowed(user)),
+                spn: Some(Cow::Borrowed(spn)),
+                kdc: kdc.map(Cow::Borrowed),
+                detail: Some(Cow::Owned(detail)),
+                ..Gateway::new(KcdStep::S4u2self, outcome)
+            })
+        };
+        let forget = || {
+            if let Ok(mut c) = self.accounts.lock() {
+                c.remove(&key);
+            }
+        };
+        for round in 0..2 {
+            let (evidence, kdc) = match self.s4u2self(tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[account.as_str()])).await {
+                Ok(x) => x,
+                Err(KcdError::Kdc { kdc, code, .. }) => {
+                    forget();
+                    event(
+                        "account_name_refused",
+                        Some(&kdc),
+                        format!("the KDC refused the account name {account}@{realm} (from {source}) with error {}: asking under the enterprise name", code.0),
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let names = self.pac_names(&evidence);
+            let said = match &names {
+                Some(n) if n.upn_constructed => format!("has no UPN of its own (the KDC made {})", n.upn),
+                Some(n) if !n.upn.eq_ignore_ascii_case(user) => format!("has the UPN {}", n.upn),
+                Some(n) => match &n.sam_name {
+                    // Found by its UPN under another account name (Samba looks a name up as
+                    // a UPN first): the ticket names what was asked, not the account.
+                    Some(sam) if !sam.eq_ignore_ascii_case(&account) => {
+                        if round == 0 {
+                            event(
+                                "account_name_other",
+                                Some(&kdc),
+                                format!("{account}@{realm} (from {source}) found {user}'s account by its UPN, whose account name is {sam}: asking under {sam}"),
+                            );
+                            if let Ok(mut c) = self.accounts.lock() {
+                                c.insert(key.clone(), sam.clone());
+                            }
+                            account = sam.clone();
+                            source = "the PAC of the ticket just issued";
+                            continue;
+                        }
+                        format!("is named {sam}")
+                    }
+                    _ => {
+                        event(
+                            "account_name",
+                            Some(&kdc),
+                            format!("asked for {user} under the account name {account}@{realm} (from {source}): this KDC keeps enterprise names in S4U2Self tickets; the PAC's UPN confirms the account"),
+                        );
+                        return Ok(Some((evidence, kdc)));
+                    }
+                },
+                None => "has no UPN in its PAC".to_string(),
+            };
+            forget();
+            event("account_name_other", Some(&kdc), format!("the account {account}@{realm} (from {source}) {said}, not {user}: asking under the enterprise name"));
+            return Ok(None);
+        }
+        Ok(None)
+    }
+
+    /// S4U2Self under the enterprise name; when the KDC keeps it, asked once more under the
+    /// account name the PAC gives, so that the target sees "alice@LAB.TEST" as it would
+    /// from a login, and that name is remembered for the next tickets.
+    async fn s4u2self_enterprise(&self, tgt: &mut Arc<Creds>, user: &str, spn: &str, realm: &str) -> Result<(Creds, String), KcdError> {
+        let (evidence, kdc) = self.s4u2self(tgt, user, spn, &proto::user_principal(user)).await?;
+        if evidence.client.name_type != proto::NT_ENTERPRISE {
+            if user.contains('@') {
+                self.enterprise.store(ENTERPRISE_CANONICALISED, Ordering::Relaxed);
+            }
+            return Ok((evidence, kdc));
+        }
+        self.enterprise.store(ENTERPRISE_KEPT, Ordering::Relaxed);
+        let Some(name) = self.pac_account(&evidence).filter(|n| n.1 == realm) else {
+            return Ok((evidence, kdc));
+        };
+        let detail = format!("the KDC did not canonicalise {user}; its PAC names {}@{}", name.0, name.1);
+        self.kcd_event(Gateway {
+            user: Some(Cow::Borrowed(user)),
+            spn: Some(Cow::Borrowed(spn)),
+            kdc: Some(Cow::Borrowed(&kdc)),
+            detail: Some(Cow::Owned(detail)),
+            ..Gateway::new(KcdStep::S4u2self, "canonicalised")
+        });
+        let r = self.s4u2self(tgt, user, spn, &PrincipalName::new(proto::NT_PRINCIPAL, &[name.0.as_str()])).await?;
+        if let Ok(mut c) = self.accounts.lock() {
+            c.insert((user.to_lowercase(), realm.to_string()), name.0);
+        }
+        Ok(r)
     }
 
     /// One S4U2Self exchange; a TGT the KDC no longer takes (expired, or the account's
@@ -738,9 +888,13 @@ impl KcdClient {
         kcd_krb5::decode(proto::outer_tlv(&plain)?).ok()
     }
 
+    fn pac_names(&self, t: &Creds) -> Option<pac::PacNames> {
+        pac::ticket_names(&self.ticket_part(t)?)
+    }
+
     /// The account name and realm in the PAC of a ticket made for the service account.
     fn pac_account(&self, t: &Creds) -> Option<(String, String)> {
-        let names = pac::ticket_names(&self.ticket_part(t)?)?;
+        let names = self.pac_names(t)?;
         Some((names.sam_name?, names.dns_domain.to_uppercase()))
     }
 
@@ -792,7 +946,21 @@ impl KcdClient {
             return Err(KcdError::Config { key: "domain".into(), problem: format!("no domain controllers for realm {realm}") });
         };
         let mut ordered: Vec<String> = names.to_vec();
-        if let Some(p) = self.preferred.lock().ok().and_then(|m| m.get(realm).cloned()) {
+        let preferred = match self.preferred.lock() {
+            Ok(mut m) => match m.get_mut(realm) {
+                // After a fail-over the configured order comes back now and then, so that
+                // the first KDC is used again once it is back; the clock restarts here so
+                // that one request, not all those in flight, pays if it is still down.
+                Some((p, since)) if Some(&*p) != names.first() && since.elapsed() >= self.cfg.retry_first => {
+                    *since = std::time::Instant::now();
+                    None
+                }
+                Some((p, _)) => Some(p.clone()),
+                None => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(p) = preferred {
             if let Some(i) = ordered.iter().position(|n| *n == p) {
                 let first = ordered.remove(i);
                 ordered.insert(0, first);
@@ -810,8 +978,8 @@ impl KcdClient {
                 .await;
             let reply = r.map_err(|attempts| KcdError::Unreachable { step, attempts })?;
             if let Ok(mut m) = self.preferred.lock() {
-                if m.get(realm) != Some(&reply.kdc) {
-                    m.insert(realm.to_string(), reply.kdc.clone());
+                if m.get(realm).map(|p| &p.0) != Some(&reply.kdc) {
+                    m.insert(realm.to_string(), (reply.kdc.clone(), std::time::Instant::now()));
                 }
             }
             let answer = match kcd_krb5::decode_message(&reply.bytes) {
@@ -913,6 +1081,10 @@ impl KcdClient {
     }
 }
 
+/// The longest a user waits for the first user's S4U2Self to show what the KDC does with
+/// enterprise names.
+const LEARNING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How many SPNs the delegation history remembers a user for.
 const MAX_DELEGATED_SPNS: usize = 1024;
 
@@ -1007,6 +1179,21 @@ mod tests {
         // At most 4 buckets per entry: under churn a table more than half full doubles once
         // to reclaim its tombstones, and stays there.
         assert!(at_half.0 <= 4 * cap, "{at_half:?}");
+    }
+
+    #[test]
+    fn a_forgotten_account_name_leaves_no_stale_order() {
+        let mut c = Cache::new(3);
+        for round in 0..1000 {
+            let k = ("alice@lab.test".to_string(), "LAB.TEST".to_string());
+            c.insert(k.clone(), format!("alice{round}"));
+            c.remove(&k);
+        }
+        assert!(c.map.is_empty() && c.order.is_empty(), "{} {}", c.map.len(), c.order.len());
+        for i in 0..5 {
+            c.insert((format!("u{i}@lab.test"), "LAB.TEST".into()), format!("u{i}"));
+        }
+        assert_eq!((c.map.len(), c.order.len(), c.evicted), (3, 3, 2));
     }
 
     #[test]

@@ -51,6 +51,7 @@ fn each_mistake_names_its_key() {
         ("domain_controllers = [\"dc1.lab.test\", \"10.88.0.3:88\"]", "domain_controllers = [\"tcp/dc1\"]", "domain[0].domain_controllers", "tcp/dc1"),
         ("target_spn = \"HTTP/exchange.lab.test\"", "target_spn = \"exchange\"", "kcd.target_spn", "service principal name"),
         ("timeout_ms = 3000", "timeout_ms = 0", "kdc.timeout_ms", "outside"),
+        ("retry_first_seconds = 60", "retry_first_seconds = 0", "kdc.retry_first_seconds", "outside"),
         ("token = \"spnego\"", "token = \"ntlm\"", "config", "ntlm"),
         ("transport = \"udp\"", "transport = \"udp\"\nretries = 3", "config", "retries"),
         ("password_file = \"/etc/kcdscope/svc_awseg.password\"", "password_file = \"missing.password\"", "service_account.password_file", "/etc/kcdscope/missing.password"),

@@ -421,20 +421,157 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
         let (app, verdict) = (svc_app.clone(), verdict.clone());
         async move { Ok::<_, Infallible>(handle(app, verdict, peer, req).await) }
     });
-    let conn = b.serve_connection(TokioIo::new(tls), svc);
+    let io = HeadWatch::new(tls);
+    let after = io.clone();
+    let conn = b.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended");
-        // The header timeout also ends an idle keep-alive connection: a refusal only when
-        // the connection never brought a request.
-        if !(e.is_timeout() && served.load(Ordering::Relaxed) > 0) {
+        // The header timeout also ends an idle keep-alive connection, which is no refusal;
+        // a head begun (bytes since the last answer) or never sent on a new connection is.
+        let head_begun = after.read_since_write() > 0 || served.load(Ordering::Relaxed) == 0;
+        if e.is_timeout() && head_begun {
+            let id = app.request_id();
+            let sent = after.answer_timeout(&id, lim.header_read_timeout).await;
+            header_timeout(&app, &conn_verdict, peer, &id, sent, lim.header_read_timeout);
+        } else if !e.is_timeout() {
             connection_error(&app, &conn_verdict, peer, &e);
         }
     }
 }
 
+/// The device's TLS stream as hyper reads and writes it, kept reachable after hyper gives
+/// up on it: hyper closes a connection whose head does not arrive within
+/// header_read_timeout without a word, and the gateway answers 408 on the same stream.
+/// Counts the bytes read since the last write, which tell a head begun from an idle
+/// keep-alive connection.
+struct HeadWatch<T>(Arc<Mutex<Watched<T>>>);
+
+struct Watched<T> {
+    io: T,
+    read_since_write: u64,
+}
+
+impl<T> Clone for HeadWatch<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> HeadWatch<T> {
+    fn new(io: T) -> Self {
+        Self(Arc::new(Mutex::new(Watched { io, read_since_write: 0 })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watched<T>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_since_write(&self) -> u64 {
+        self.lock().read_since_write
+    }
+
+    /// Writes `408 Request Timeout` and closes (TLS close_notify), then reads what the
+    /// device still sends for a moment so that closing does not reset the connection
+    /// before the answer is read. Whether the answer went out.
+    async fn answer_timeout(&self, id: &str, waited: Duration) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = format!(
+            "408 Request Timeout\nreason: header_timeout\nthe request head did not arrive within {} ms\nrequest id: {id}\n",
+            waited.as_millis()
+        );
+        let head = format!(
+            "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nx-request-id: {id}\r\n\r\n",
+            body.len()
+        );
+        let mut me = self.clone();
+        let sent = tokio::time::timeout(Duration::from_secs(2), async {
+            me.write_all(head.as_bytes()).await?;
+            me.write_all(body.as_bytes()).await?;
+            me.shutdown().await
+        })
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if sent {
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut left = 64 * 1024usize;
+                while left > 0 {
+                    match me.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            })
+            .await;
+        }
+        sent
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for HeadWatch<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = buf.filled().len();
+        let r = Pin::new(&mut g.io).poll_read(cx, buf);
+        g.read_since_write += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for HeadWatch<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = Pin::new(&mut g.io).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            g.read_since_write = 0;
+        }
+        r
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = Pin::new(&mut g.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            g.read_since_write = 0;
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Pin::new(&mut g.io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Pin::new(&mut g.io).poll_shutdown(cx)
+    }
+}
+
+/// No complete head within limits.header_read_timeout_ms: answered 408 (like a body that
+/// stalls) and said in an event.
+fn header_timeout(app: &App, v: &Verdict, peer: SocketAddr, id: &str, sent: bool, waited: Duration) {
+    let reason = Reason::HeaderTimeout;
+    app.metrics.request("refused", reason.label());
+    let mut g = Gateway::new(KcdStep::Request, "refused");
+    g.status = sent.then_some(408);
+    g.reason = Some(reason.label().into());
+    g.request_id = Some(id.to_string().into());
+    g.detail = Some(
+        format!(
+            "the request head did not arrive within {} ms (limits.header_read_timeout_ms); {}",
+            waited.as_millis(),
+            if sent { "answered 408 and closed" } else { "408 could not be sent (the device stopped reading); closed" }
+        )
+        .into(),
+    );
+    g.certificate = cert_object(v, None);
+    g.device = Some(Box::new(GatewayDevice { address: Some(peer.to_string()), ..Default::default() }));
+    app.emit(g, Some(peer));
+}
+
 /// A request hyper refused before our service saw it: a head it cannot parse (hyper answers
-/// 400, 414 or 431 itself) or no complete head within limits.header_read_timeout_ms (hyper
-/// closes without an answer). Said in an event, like every other refusal; a device that
+/// 400, 414 or 431 itself). Said in an event, like every other refusal; a device that
 /// merely went away is not.
 fn connection_error(app: &App, v: &Verdict, peer: SocketAddr, e: &hyper::Error) {
     let msg = e.to_string();
@@ -447,8 +584,6 @@ fn connection_error(app: &App, v: &Verdict, peer: SocketAddr, e: &hyper::Error) 
     } else if e.is_parse() {
         // hyper answers nothing to an HTTP/2 preface (h2 prior knowledge).
         (Reason::BadRequest, (!msg.contains("HTTP2")).then_some(400))
-    } else if e.is_timeout() {
-        (Reason::HeaderTimeout, None)
     } else {
         return;
     };

@@ -1122,8 +1122,8 @@ async fn slowness_and_pipelining() {
         }
     };
 
-    // Header drip (slowloris): a header line every 300 ms; closed by the header read
-    // timeout (1 s) whatever keeps arriving, no answer (hyper sends none), an event.
+    // Header drip (slowloris): a header line every 300 ms; answered 408 and closed at the
+    // header read timeout (1 s) whatever keeps arriving, and an event saying why.
     let (n, inc, _) = gw.counts();
     let ne = gw.request_events().len();
     let mut pieces = vec![(b"POST /Microsoft-Server-ActiveSync?Cmd=Sync HTTP/1.1\r\n".to_vec(), Duration::ZERO)];
@@ -1132,18 +1132,33 @@ async fn slowness_and_pipelining() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let evs = gw.request_events_since(ne);
     check(
-        "header drip: closed within the header read timeout, event header_timeout, backend read nothing",
-        a.closed && a.took < Duration::from_secs(5) && a.status().is_none() && gw.counts().0 == n && gw.counts().1 == inc
-            && evs.len() == 1 && evs[0]["reason"] == "header_timeout",
+        "header drip: 408 at the header read timeout, closed, event header_timeout (408, why), backend read nothing",
+        a.closed && a.took < Duration::from_secs(5) && a.status() == Some(408) && a.statuses().len() == 1
+            && a.text.contains("reason: header_timeout") && gw.counts().0 == n && gw.counts().1 == inc
+            && evs.len() == 1 && evs[0]["reason"] == "header_timeout" && evs[0]["status"] == 408
+            && evs[0]["detail"].as_str().is_some_and(|d| d.contains("did not arrive within 1000 ms") && d.contains("answered 408")),
         format!("{:?} {:?} {evs:?}", a.took, a.text),
     );
 
-    // A connection that sends nothing after TLS: the same timeout and event.
+    // A connection that sends nothing after TLS: the same timeout, 408 and event (read
+    // until the gateway closes: no second answer).
     let ne = gw.request_events().len();
-    let a = gw.send_timed(&gw.alice, &[], Duration::from_secs(5), 1).await;
+    let a = gw.send_timed(&gw.alice, &[], Duration::from_secs(5), 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let evs = gw.request_events_since(ne);
-    check("silent after TLS: closed by the header read timeout, event header_timeout", a.closed && a.took < Duration::from_secs(3) && evs.len() == 1 && evs[0]["reason"] == "header_timeout", format!("{:?} {evs:?}", a.took));
+    check("silent after TLS: 408 at the header read timeout, event header_timeout", a.closed && a.took < Duration::from_secs(3) && a.statuses() == [408] && evs.len() == 1 && evs[0]["reason"] == "header_timeout" && evs[0]["status"] == 408, format!("{:?} {:?} {evs:?}", a.took, a.text));
+
+    // An idle keep-alive connection after a request: closed at the header read timeout
+    // without a 408 (no request was begun) and without a refusal event.
+    let ne = gw.request_events().len();
+    let a = gw.send_timed(&gw.alice, &[(post("IDLE1", ""), Duration::ZERO)], Duration::from_secs(5), 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let evs = gw.request_events_since(ne);
+    check(
+        "idle keep-alive: one answer, then closed at the header read timeout without 408 or refusal event",
+        a.closed && a.statuses().len() == 1 && a.status() != Some(408) && evs.len() == 1 && evs[0]["outcome"] != "refused",
+        format!("{:?} {:?} {evs:?}", a.statuses(), a.text),
+    );
 
     // Body drip that stops: 408 after the body idle timeout (1 s); the backend completes
     // no request (the head had started on its way: bodies are streamed).
