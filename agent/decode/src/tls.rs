@@ -347,7 +347,7 @@ impl TlsConn {
                     .unparsed_ca
                     .iter()
                     .take(MAX_LIST)
-                    .map(|n| kcd_cert::name_string(n).unwrap_or_else(|_| "(unreadable name)".into()))
+                    .map(|n| emit.certs.name(n))
                     .collect();
             }
             _ => {}

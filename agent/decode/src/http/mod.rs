@@ -274,36 +274,39 @@ impl HttpConn {
             Ok(httparse::Status::Partial) => return Err("request head incomplete".into()),
             Err(e) => return Err(format!("request head: {e}")),
         }
-        let method = req.method.unwrap_or("").to_string();
         let url = clip(req.path.unwrap_or(""));
         let mut http = Http {
-            http_method: clip(&method),
+            http_method: clip(req.method.unwrap_or("")),
             url: url.clone(),
-            protocol: req.version.map(|v| format!("HTTP/1.{v}")),
+            protocol: req.version.map(|v| match v {
+                1 => "HTTP/1.1".to_string(),
+                v => format!("HTTP/1.{v}"),
+            }),
             request_frame: Some(ctx.frame),
             ..Http::default()
         };
         let mut framing = Framing::None;
         let mut eas_version = None;
         for h in req.headers.iter() {
-            let v = String::from_utf8_lossy(h.value);
+            // Only the headers read are turned into text.
+            let v = || String::from_utf8_lossy(h.value);
             let name = h.name;
             if name.eq_ignore_ascii_case("host") {
-                http.hostname = Some(clip(v.trim()));
+                http.hostname = Some(clip(v().trim()));
             } else if name.eq_ignore_ascii_case("user-agent") {
-                http.http_user_agent = Some(clip(v.trim()));
+                http.http_user_agent = Some(clip(v().trim()));
             } else if name.eq_ignore_ascii_case("authorization") {
-                http.authorization = Some(authorization_with(v.trim(), keytab.map(|k| (k, ctx.ts, &mut *ks))));
+                http.authorization = Some(authorization_with(v().trim(), keytab.map(|k| (k, ctx.ts, &mut *ks))));
             } else if name.eq_ignore_ascii_case("ms-asprotocolversion") {
-                eas_version = Some(clip(v.trim()));
+                eas_version = Some(clip(v().trim()));
             } else if name.eq_ignore_ascii_case("content-length") {
-                framing = content_length(&v)?;
-            } else if name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                framing = content_length(&v())?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") && v().to_ascii_lowercase().contains("chunked") {
                 framing = Framing::Chunked;
             }
         }
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let eas = path.to_ascii_lowercase().ends_with("/microsoft-server-activesync").then(|| {
+        let eas = ends_with_ignore_case(path, "/microsoft-server-activesync").then(|| {
             let q = eas::parse(query);
             Eas {
                 cmd: q.cmd,
@@ -314,7 +317,7 @@ impl HttpConn {
                 query_form: if q.encoded { EasQueryForm::Base64 } else { EasQueryForm::Plain },
             }
         });
-        let crl_url = path.to_ascii_lowercase().ends_with(".crl");
+        let crl_url = ends_with_ignore_case(path, ".crl");
         let tx = Tx { http, eas, crl_url, ts: ctx.ts };
         self.request = Some((tx, Body::new(framing, false)));
         Ok(())
@@ -339,17 +342,17 @@ impl HttpConn {
         let mut content_type = None;
         let mut schemes = Vec::new();
         for h in resp.headers.iter() {
-            let v = String::from_utf8_lossy(h.value);
+            let v = || String::from_utf8_lossy(h.value);
             if h.name.eq_ignore_ascii_case("content-length") {
                 if framing != Framing::Chunked {
-                    framing = content_length(&v)?;
+                    framing = content_length(&v())?;
                 }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") && v().to_ascii_lowercase().contains("chunked") {
                 framing = Framing::Chunked;
             } else if h.name.eq_ignore_ascii_case("content-type") {
-                content_type = Some(clip(v.trim()));
+                content_type = Some(clip(v().trim()));
             } else if h.name.eq_ignore_ascii_case("www-authenticate") && schemes.len() < MAX_SCHEMES {
-                if let Some(s) = v.split_whitespace().next() {
+                if let Some(s) = v().split_whitespace().next() {
                     schemes.push(clip(s.trim_end_matches(',')));
                 }
             }
@@ -493,6 +496,10 @@ fn crl_event(tx: &Tx, parsed: Option<crate::x509::CrlFacts>, at: Timestamp) -> C
         _ => c.problems.push(CrlProblem::Unparseable),
     }
     c
+}
+
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 fn content_length(v: &str) -> Result<Framing, String> {
