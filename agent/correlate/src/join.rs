@@ -382,7 +382,10 @@ impl Correlator {
                 }
             }
             Some(413) => Some(&catalogue::HTTP_BODY_TOO_LARGE),
-            _ if key_unknown => Some(&catalogue::EXCHANGE_TICKET_KEY_UNKNOWN),
+            // Unanswered, the ticket may still be what stopped it. Any other answer means
+            // Exchange opened the ticket: the keytab given is not the one Exchange uses,
+            // which says nothing against Exchange.
+            None if key_unknown => Some(&catalogue::EXCHANGE_TICKET_KEY_UNKNOWN),
             _ => None,
         };
         // A KDC whose clock is 5 minutes or more off this host's makes tickets a server
