@@ -45,11 +45,11 @@ impl Spare {
     fn keep(&mut self, app: StreamApp, cfg: &Config) {
         match app {
             StreamApp::Tls(mut t) if self.tls.len() < SPARE_KEPT => {
-                *t = TlsConn::new(cfg.max_tls_handshake);
+                t.reset(cfg.max_tls_handshake);
                 self.tls.push(t);
             }
             StreamApp::Http(mut h) if self.http.len() < SPARE_KEPT => {
-                *h = HttpConn::new(http_limits(cfg));
+                h.reset(http_limits(cfg));
                 self.http.push(h);
             }
             _ => {}

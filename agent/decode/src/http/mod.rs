@@ -179,6 +179,16 @@ impl HttpConn {
         HttpConn { dirs: Default::default(), request: None, pending: VecDeque::new(), response: None, lost: false, limits }
     }
 
+    /// As new, keeping the pipeline queue's allocation (a few requests' worth: over
+    /// 1 KiB, which glibc's malloc serves only after consolidating its free lists).
+    pub(crate) fn reset(&mut self, limits: Limits) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.clear();
+        pending.shrink_to(4);
+        *self = HttpConn::new(limits);
+        self.pending = pending;
+    }
+
     pub fn capacity(&self) -> usize {
         self.dirs.iter().map(|d| d.head.capacity()).sum::<usize>()
             + self.response.as_ref().map_or(0, |r| r.body.kept.capacity() + r.body.line.capacity())
