@@ -29,6 +29,8 @@ pub(crate) enum StreamApp {
 /// allocating one per connection cost more than reading its handshake. At most
 /// `SPARE_KEPT` of each.
 #[derive(Default)]
+// The boxes are what is reused: `StreamApp` holds its states boxed.
+#[allow(clippy::vec_box)]
 pub(crate) struct Spare {
     tls: Vec<Box<TlsConn>>,
     http: Vec<Box<HttpConn>>,
