@@ -246,3 +246,29 @@ fn a_replayed_token_has_the_same_authenticator_id() {
     let o = ap_reqs(&other);
     assert_ne!(o[0].2["authenticator_id"].as_str(), Some(ids[0].1.as_str()));
 }
+
+/// A ticket Exchange accepted cannot be in a key Exchange lacks: with a keytab that is not
+/// Exchange's (the wrong-password EXCHANGE$ key), a request Apache answered 200
+/// (ok_http_http, REMOTE_USER=alice@LAB.TEST in CHECKS.txt) gives no
+/// exchange.ticket_key_unknown, although the ticket does not open with that keytab. In
+/// http_refused_http the finding rests on the 401 alone, not on the 200 before it.
+#[test]
+fn a_ticket_exchange_accepted_is_not_blamed_on_its_key() {
+    let pcap = lab().join("ok_http_http.pcap");
+    let (events, stats) = replay_json(std::slice::from_ref(&pcap), cfg("wrong-exchange.keytab"));
+    let reqs = ap_reqs(&events);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!((reqs[0].1, &reqs[0].2["key_in_keytab"]), (Some(200), &Value::Bool(false)));
+    assert_eq!(stats.keytab.tickets_not_in_keytab, 1);
+    let (_, findings) = replay_diagnosed(std::slice::from_ref(&pcap), cfg("wrong-exchange.keytab"), kcd_correlate::Config::default());
+    assert!(!findings.iter().any(|f| f.id == "exchange.ticket_key_unknown"), "{findings:?}");
+
+    let pcap = lab().join("http_refused_http.pcap");
+    let (events, _) = replay_json(std::slice::from_ref(&pcap), cfg("wrong-exchange.keytab"));
+    let refused: Vec<u64> = ap_reqs(&events).iter().filter(|r| r.1 == Some(401)).map(|r| r.0).collect();
+    assert_eq!(refused.len(), 1);
+    let (_, findings) = replay_diagnosed(std::slice::from_ref(&pcap), cfg("wrong-exchange.keytab"), kcd_correlate::Config::default());
+    let f = findings.iter().find(|f| f.id == "exchange.ticket_key_unknown").expect("ticket_key_unknown for the 401");
+    assert_eq!(f.count, 1, "{f:?}");
+    assert!(f.explanation.contains("answered 401") && !f.explanation.contains("answered 200"), "{f:?}");
+}

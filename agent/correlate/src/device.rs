@@ -129,13 +129,12 @@ impl Devices {
     pub fn observe(&mut self, o: Observation<'_>, at: Timestamp, ev: Ev) -> Option<Box<str>> {
         let id = o.device_id.filter(|s| !s.is_empty()).map(|s| format!("id:{s}"));
         let fp = o.fingerprint.filter(|s| !s.is_empty()).map(|s| format!("fp:{}", s.to_ascii_lowercase()));
-        let ip = o.address.map(|a| format!("ip:{a}"));
         // The strongest name known finds the device. An address never joins a device known
         // by its DeviceId or certificate: addresses are shared behind NAT and reused, and a
         // handshake without a certificate from the same address is not that device.
         let found = [&id, &fp].into_iter().flatten().find_map(|n| self.aliases.get(n.as_str()).cloned()).or_else(|| {
-            match (&id, &fp, &ip) {
-                (None, None, Some(ip)) => Some(ip.as_str().into()),
+            match (&id, &fp, o.address) {
+                (None, None, Some(a)) => Some(format!("ip:{a}").into()),
                 _ => None,
             }
         });

@@ -171,12 +171,30 @@ pub struct Decoder {
     /// The latest capture time seen: how long a connection at the end of the capture had.
     clock: Option<Timestamp>,
     certs: x509::CertCache,
+    /// Per port, the protocols configured on it (bits: `PORT_KRB5`, `PORT_TLS`,
+    /// `PORT_HTTP`): every packet asks, and scanning the three lists cost 3% of a replay.
+    ports: Box<[u8]>,
+    /// Connection states of closed flows, kept for the next connections (see `Spare`).
+    spare: stream::Spare,
 }
+
+const PORT_KRB5: u8 = 1;
+const PORT_TLS: u8 = 2;
+const PORT_HTTP: u8 = 4;
+const PORT_BITS: [(u8, Protocol); 3] = [(PORT_KRB5, Protocol::Krb5), (PORT_TLS, Protocol::Tls), (PORT_HTTP, Protocol::Http)];
 
 impl Decoder {
     pub fn new(cfg: Config) -> Self {
         let defrag = Defragmenter::new(cfg.max_fragment_sets, cfg.fragment_timeout_ns);
+        let mut ports = vec![0u8; 1 << 16].into_boxed_slice();
+        for (list, bit) in [(&cfg.krb5_ports, PORT_KRB5), (&cfg.tls_ports, PORT_TLS), (&cfg.http_ports, PORT_HTTP)] {
+            for &p in list {
+                ports[usize::from(p)] |= bit;
+            }
+        }
         Self {
+            ports,
+            spare: stream::Spare::default(),
             cfg,
             sources: Vec::new(),
             source: 0,
@@ -247,12 +265,16 @@ impl Decoder {
     /// The protocol a segment belongs to, and whether it travels to the server (the side
     /// whose port names the protocol).
     fn protocol(&self, src_port: u16, dst_port: u16) -> Option<(Protocol, bool)> {
-        let c = &self.cfg;
-        for (ports, p) in [(&c.krb5_ports, Protocol::Krb5), (&c.tls_ports, Protocol::Tls), (&c.http_ports, Protocol::Http)] {
-            if ports.contains(&dst_port) {
+        let at = |p: u16| self.ports.get(usize::from(p)).copied().unwrap_or(0);
+        let (src, dst) = (at(src_port), at(dst_port));
+        if src | dst == 0 {
+            return None;
+        }
+        for (bit, p) in PORT_BITS {
+            if dst & bit != 0 {
                 return Some((p, true));
             }
-            if ports.contains(&src_port) {
+            if src & bit != 0 {
                 return Some((p, false));
             }
         }

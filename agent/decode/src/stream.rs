@@ -24,19 +24,50 @@ pub(crate) enum StreamApp {
     Http(Box<HttpConn>),
 }
 
+/// TLS and HTTP connection states of closed flows, reset, for the next connections. Each
+/// is over the 1 KiB from which glibc's malloc first consolidates its free lists, and
+/// allocating one per connection cost more than reading its handshake. At most
+/// `SPARE_KEPT` of each.
+#[derive(Default)]
+// The boxes are what is reused: `StreamApp` holds its states boxed.
+#[allow(clippy::vec_box)]
+pub(crate) struct Spare {
+    tls: Vec<Box<TlsConn>>,
+    http: Vec<Box<HttpConn>>,
+}
+
+const SPARE_KEPT: usize = 64;
+
+fn http_limits(cfg: &Config) -> Limits {
+    Limits { max_header: cfg.max_http_header, max_body_kept: cfg.max_http_body_kept, max_pipeline: cfg.max_http_pipeline }
+}
+
+impl Spare {
+    /// Keeps a closed connection's state, emptied (what it held is freed now).
+    fn keep(&mut self, app: StreamApp, cfg: &Config) {
+        match app {
+            StreamApp::Tls(mut t) if self.tls.len() < SPARE_KEPT => {
+                t.reset(cfg.max_tls_handshake);
+                self.tls.push(t);
+            }
+            StreamApp::Http(mut h) if self.http.len() < SPARE_KEPT => {
+                h.reset(http_limits(cfg));
+                self.http.push(h);
+            }
+            _ => {}
+        }
+    }
+}
+
 impl StreamApp {
-    fn new(p: Protocol, cfg: &Config) -> Self {
+    fn new(p: Protocol, cfg: &Config, spare: &mut Spare) -> Self {
         match p {
             Protocol::Krb5 => Self::Krb5([
                 RecordFramer::new(cfg.max_krb5_record),
                 RecordFramer::new(cfg.max_krb5_record),
             ]),
-            Protocol::Tls => Self::Tls(Box::new(TlsConn::new(cfg.max_tls_handshake))),
-            Protocol::Http => Self::Http(Box::new(HttpConn::new(Limits {
-                max_header: cfg.max_http_header,
-                max_body_kept: cfg.max_http_body_kept,
-                max_pipeline: cfg.max_http_pipeline,
-            }))),
+            Protocol::Tls => Self::Tls(spare.tls.pop().unwrap_or_else(|| Box::new(TlsConn::new(cfg.max_tls_handshake)))),
+            Protocol::Http => Self::Http(spare.http.pop().unwrap_or_else(|| Box::new(HttpConn::new(http_limits(cfg))))),
         }
     }
 
@@ -170,7 +201,7 @@ impl Decoder {
                     client,
                     server,
                     dirs: Default::default(),
-                    app: StreamApp::new(protocol, &self.cfg),
+                    app: StreamApp::new(protocol, &self.cfg, &mut self.spare),
                     pending: PendingQueue::default(),
                     flow_id: key.community_id(),
                     first_seen: pkt.ts,
@@ -453,6 +484,7 @@ impl Decoder {
                 self.stats.requests_unanswered += 1;
             }
         }
+        self.spare.keep(flow.app, &self.cfg);
     }
 
     pub(crate) fn evict_oldest_flow<S: Sink + ?Sized>(

@@ -20,6 +20,8 @@ const MAX_RECORD: usize = 16_384 + 2_048;
 const MAX_CHAIN: usize = 8;
 /// Items kept of the ClientHello's lists.
 const MAX_LIST: usize = 64;
+/// Largest direction buffer a reused connection state keeps.
+const KEPT_BUFFER: usize = 16 * 1024;
 
 const HANDSHAKE: u8 = 22;
 const CHANGE_CIPHER_SPEC: u8 = 20;
@@ -79,6 +81,22 @@ impl TlsConn {
             done: false,
             tls13: false,
             max_handshake,
+        }
+    }
+
+    /// As new, keeping the direction buffers' allocations when they are small (a
+    /// certificate message spans records, and growing a buffer past 1 KiB makes glibc
+    /// consolidate its free lists).
+    pub(crate) fn reset(&mut self, max_handshake: usize) {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        *self = TlsConn::new(max_handshake);
+        for (old, new) in dirs.iter_mut().zip(self.dirs.iter_mut()) {
+            for (from, to) in [(&mut old.record, &mut new.record), (&mut old.handshake, &mut new.handshake)] {
+                if from.capacity() <= KEPT_BUFFER {
+                    from.clear();
+                    *to = std::mem::take(from);
+                }
+            }
         }
     }
 
@@ -281,7 +299,11 @@ impl TlsConn {
                 self.started = true;
                 let t = &mut self.tls;
                 t.client_version = Some(version_name(ch.version));
-                t.cipher_suites = ch.ciphers.iter().filter(|c| !is_grease(c.0)).take(MAX_LIST).map(|c| cipher_name(c.0)).collect();
+                // Sized first: grown by doubling, a list of 33 names or more passed 1 KiB
+                // in a reallocation.
+                let mut names = Vec::with_capacity(ch.ciphers.len().min(MAX_LIST));
+                names.extend(ch.ciphers.iter().filter(|c| !is_grease(c.0)).take(MAX_LIST).map(|c| cipher_name(c.0)));
+                t.cipher_suites = names;
                 if let Some(ext) = ch.ext {
                     if let Ok((_, exts)) = parse_tls_client_hello_extensions(ext) {
                         for e in exts {
@@ -347,7 +369,7 @@ impl TlsConn {
                     .unparsed_ca
                     .iter()
                     .take(MAX_LIST)
-                    .map(|n| kcd_cert::name_string(n).unwrap_or_else(|_| "(unreadable name)".into()))
+                    .map(|n| emit.certs.name(n))
                     .collect();
             }
             _ => {}

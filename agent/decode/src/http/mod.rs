@@ -179,6 +179,16 @@ impl HttpConn {
         HttpConn { dirs: Default::default(), request: None, pending: VecDeque::new(), response: None, lost: false, limits }
     }
 
+    /// As new, keeping the pipeline queue's allocation (a few requests' worth: over
+    /// 1 KiB, which glibc's malloc serves only after consolidating its free lists).
+    pub(crate) fn reset(&mut self, limits: Limits) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.clear();
+        pending.shrink_to(4);
+        *self = HttpConn::new(limits);
+        self.pending = pending;
+    }
+
     pub fn capacity(&self) -> usize {
         self.dirs.iter().map(|d| d.head.capacity()).sum::<usize>()
             + self.response.as_ref().map_or(0, |r| r.body.kept.capacity() + r.body.line.capacity())
@@ -228,7 +238,19 @@ impl HttpConn {
                 }
                 continue;
             }
-            // Headers: up to the empty line.
+            // Headers: up to the empty line. A head whole in this segment (the common case)
+            // is read where it lies; only an unfinished one is copied and held.
+            if self.dirs[d].head.is_empty() {
+                let window = &b[..b.len().min(self.limits.max_header + 4)];
+                if let Some(end) = find_end(window) {
+                    let (head, rest) = b.split_at(end);
+                    b = rest;
+                    if !self.head(d, head, emit, ctx) {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let dir = &mut self.dirs[d];
             let before = dir.head.len();
             let search_from = before.saturating_sub(3);
@@ -247,23 +269,31 @@ impl HttpConn {
             };
             let used = end - before;
             b = &b[used.min(b.len())..];
-            let head = std::mem::take(&mut self.dirs[d].head);
-            let ok = if d == 0 { self.request_head(&head[..end], ctx, emit.keytab, &mut emit.stats.keytab) } else { self.response_head(&head[..end], ctx) };
-            if let Err(why) = ok {
-                emit.anomaly(ctx, AnomalyLayer::Http, "http_malformed", why.clone());
-                self.lose(emit, ctx, &why);
+            let held = std::mem::take(&mut self.dirs[d].head);
+            if !self.head(d, &held[..end], emit, ctx) {
                 return;
             }
-            // A message without a body is complete with its head.
-            let no_body = if d == 0 {
-                self.request.as_ref().is_some_and(|r| r.1.framing == Framing::None)
-            } else {
-                self.response.as_ref().is_some_and(|r| r.body.framing == Framing::None)
-            };
-            if no_body {
-                self.message_done(d, emit, ctx);
-            }
         }
+    }
+
+    /// A message head, read; false when the connection is not decoded further.
+    fn head<S: Sink + ?Sized>(&mut self, d: usize, head: &[u8], emit: &mut Emit<'_, S>, ctx: &Ctx<'_>) -> bool {
+        let ok = if d == 0 { self.request_head(head, ctx, emit.keytab, &mut emit.stats.keytab) } else { self.response_head(head, ctx) };
+        if let Err(why) = ok {
+            emit.anomaly(ctx, AnomalyLayer::Http, "http_malformed", why.clone());
+            self.lose(emit, ctx, &why);
+            return false;
+        }
+        // A message without a body is complete with its head.
+        let no_body = if d == 0 {
+            self.request.as_ref().is_some_and(|r| r.1.framing == Framing::None)
+        } else {
+            self.response.as_ref().is_some_and(|r| r.body.framing == Framing::None)
+        };
+        if no_body {
+            self.message_done(d, emit, ctx);
+        }
+        true
     }
 
     fn request_head(&mut self, head: &[u8], ctx: &Ctx<'_>, keytab: Option<&Keytab>, ks: &mut KeytabStats) -> Result<(), String> {
@@ -274,36 +304,39 @@ impl HttpConn {
             Ok(httparse::Status::Partial) => return Err("request head incomplete".into()),
             Err(e) => return Err(format!("request head: {e}")),
         }
-        let method = req.method.unwrap_or("").to_string();
         let url = clip(req.path.unwrap_or(""));
         let mut http = Http {
-            http_method: clip(&method),
+            http_method: clip(req.method.unwrap_or("")),
             url: url.clone(),
-            protocol: req.version.map(|v| format!("HTTP/1.{v}")),
+            protocol: req.version.map(|v| match v {
+                1 => "HTTP/1.1".to_string(),
+                v => format!("HTTP/1.{v}"),
+            }),
             request_frame: Some(ctx.frame),
             ..Http::default()
         };
         let mut framing = Framing::None;
         let mut eas_version = None;
         for h in req.headers.iter() {
-            let v = String::from_utf8_lossy(h.value);
+            // Only the headers read are turned into text.
+            let v = || text(h.value);
             let name = h.name;
             if name.eq_ignore_ascii_case("host") {
-                http.hostname = Some(clip(v.trim()));
+                http.hostname = Some(clip(v().trim()));
             } else if name.eq_ignore_ascii_case("user-agent") {
-                http.http_user_agent = Some(clip(v.trim()));
+                http.http_user_agent = Some(clip(v().trim()));
             } else if name.eq_ignore_ascii_case("authorization") {
-                http.authorization = Some(authorization_with(v.trim(), keytab.map(|k| (k, ctx.ts, &mut *ks))));
+                http.authorization = Some(authorization_with(v().trim(), keytab.map(|k| (k, ctx.ts, &mut *ks))));
             } else if name.eq_ignore_ascii_case("ms-asprotocolversion") {
-                eas_version = Some(clip(v.trim()));
+                eas_version = Some(clip(v().trim()));
             } else if name.eq_ignore_ascii_case("content-length") {
-                framing = content_length(&v)?;
-            } else if name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                framing = content_length(&v())?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") && v().to_ascii_lowercase().contains("chunked") {
                 framing = Framing::Chunked;
             }
         }
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let eas = path.to_ascii_lowercase().ends_with("/microsoft-server-activesync").then(|| {
+        let eas = ends_with_ignore_case(path, "/microsoft-server-activesync").then(|| {
             let q = eas::parse(query);
             Eas {
                 cmd: q.cmd,
@@ -314,7 +347,7 @@ impl HttpConn {
                 query_form: if q.encoded { EasQueryForm::Base64 } else { EasQueryForm::Plain },
             }
         });
-        let crl_url = path.to_ascii_lowercase().ends_with(".crl");
+        let crl_url = ends_with_ignore_case(path, ".crl");
         let tx = Tx { http, eas, crl_url, ts: ctx.ts };
         self.request = Some((tx, Body::new(framing, false)));
         Ok(())
@@ -339,17 +372,17 @@ impl HttpConn {
         let mut content_type = None;
         let mut schemes = Vec::new();
         for h in resp.headers.iter() {
-            let v = String::from_utf8_lossy(h.value);
+            let v = || text(h.value);
             if h.name.eq_ignore_ascii_case("content-length") {
                 if framing != Framing::Chunked {
-                    framing = content_length(&v)?;
+                    framing = content_length(&v())?;
                 }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") && v().to_ascii_lowercase().contains("chunked") {
                 framing = Framing::Chunked;
             } else if h.name.eq_ignore_ascii_case("content-type") {
-                content_type = Some(clip(v.trim()));
+                content_type = Some(clip(v().trim()));
             } else if h.name.eq_ignore_ascii_case("www-authenticate") && schemes.len() < MAX_SCHEMES {
-                if let Some(s) = v.split_whitespace().next() {
+                if let Some(s) = v().split_whitespace().next() {
                     schemes.push(clip(s.trim_end_matches(',')));
                 }
             }
@@ -495,12 +528,25 @@ fn crl_event(tx: &Tx, parsed: Option<crate::x509::CrlFacts>, at: Timestamp) -> C
     c
 }
 
+/// Header bytes as text: `from_utf8` checks ASCII a word at a time where `from_utf8_lossy`
+/// goes byte by byte (a 2 KB Negotiate token each request).
+fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
 fn content_length(v: &str) -> Result<Framing, String> {
     v.trim().parse::<u64>().map(|n| if n == 0 { Framing::None } else { Framing::Length(n) }).map_err(|_| format!("Content-Length {:?} is not a number", clip(v)))
 }
 
 fn find_end(b: &[u8]) -> Option<usize> {
-    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    memchr::memmem::find(b, b"\r\n\r\n").map(|p| p + 4)
 }
 
 /// A request line starts with a method token; a status line with "HTTP/".
