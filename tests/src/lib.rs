@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use kcd_decode::{Config, Decoder};
 use serde_json::Value;
@@ -28,6 +30,31 @@ pub fn kcdscope_bin() -> PathBuf {
     let bin = dir.join(format!("kcdscope{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "{} is missing: run cargo build -p kcdscope first", bin.display());
     bin
+}
+
+/// A lab's `lab.env` (KEY=value lines written by its script) as a map.
+pub fn lab_env(lab: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(lab.join("lab.env")).expect("lab.env");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Stops a child still running: SIGTERM, up to 10 s to finish (a gateway drains), then
+/// SIGKILL. An exited child is left alone: its pid may belong to another process now.
+pub fn stop(c: &mut Child) {
+    if !matches!(c.try_wait(), Ok(None)) {
+        return;
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
 }
 
 pub mod oracle;

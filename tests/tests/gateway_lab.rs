@@ -27,19 +27,7 @@ struct Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for g in &mut self.gateways {
-            // Only a gateway still running (an exited one's pid may belong to someone else now).
-            if !matches!(g.try_wait(), Ok(None)) {
-                continue;
-            }
-            let _ = Command::new("kill").arg("-TERM").arg(g.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(g.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = g.kill();
-            let _ = g.wait();
-        }
+        self.gateways.iter_mut().for_each(kcd_tests::stop);
         if std::env::var_os("KCDGW_KEEP").is_none() {
             let _ = Command::new("bash").arg(self.script()).arg("down").arg(self.dir.join("lab")).status();
         }
@@ -87,13 +75,7 @@ impl Lab {
         let script = repo_root().join("tests/lab/gateway.sh");
         let st = Command::new("bash").arg(&script).arg("up").arg(dir.join("lab")).status().expect("bash runs");
         assert!(st.success(), "{} up failed", script.display());
-        let text = std::fs::read_to_string(dir.join("lab/lab.env")).expect("lab.env");
-        let env = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = kcd_tests::lab_env(&dir.join("lab"));
         Lab { dir, env, failures: Vec::new(), passed: 0, gateways: Vec::new() }
     }
 

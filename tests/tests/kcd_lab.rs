@@ -49,13 +49,7 @@ impl Lab {
         let script = repo_root().join("tests/lab").join(script);
         let st = Command::new("bash").arg(&script).arg("up").arg(dir.join("lab")).status().expect("bash runs");
         assert!(st.success(), "{} up failed", script.display());
-        let text = std::fs::read_to_string(dir.join("lab/lab.env")).expect("lab.env");
-        let env = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = kcd_tests::lab_env(&dir.join("lab"));
         Lab { script, dir, env, failures: Vec::new(), passed: 0 }
     }
 

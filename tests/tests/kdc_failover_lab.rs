@@ -32,17 +32,7 @@ struct Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            if matches!(c.try_wait(), Ok(None)) {
-                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
+        self.children.iter_mut().for_each(kcd_tests::stop);
         if std::env::var_os("KCDGW_KEEP").is_none() {
             let _ = Command::new("bash").arg(script()).arg("down").arg(self.dir.join("lab")).status();
         }
@@ -87,13 +77,7 @@ impl Lab {
         let dir = std::env::temp_dir().join("kcdscope-gateway-lab");
         std::fs::create_dir_all(dir.join("failover")).expect("scratch dir");
         lab_cmd("up", &dir);
-        let text = std::fs::read_to_string(dir.join("lab/lab.env")).expect("lab.env");
-        let env = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = kcd_tests::lab_env(&dir.join("lab"));
         Lab { dir, env, children: Vec::new() }
     }
 
