@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use anyhow::{bail, Context, Result};
 use kcd_export::outputs::file::{Fsync, Rotation};
 use kcd_export::outputs::ship::policy::{Backoff, BatchLimits};
-use kcd_export::outputs::ship::{Kind, Secret, ShipConfig, ShipCounters, StopWhen};
+use kcd_export::outputs::ship::{KafkaTarget, Kind, Secret, ShipConfig, ShipCounters, StopWhen};
 use kcd_export::outputs::syslog::{SyslogConfig, SyslogWriter, Transport};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -56,7 +56,7 @@ pub(crate) struct OutputArgs {
     fsync: FsyncArg,
 
     /// With -o: bound the file and its rotated files together to this many bytes (the
-    /// spool of --bulk/--hec): the oldest rotated files are deleted, and the events in them
+    /// spool of --bulk/--hec/--kafka): the oldest rotated files are deleted, and the events in them
     /// not yet shipped are counted as dropped. Rotates at an eighth of it unless
     /// --rotate-bytes says otherwise.
     #[arg(long, value_name = "BYTES", requires = "output")]
@@ -167,8 +167,8 @@ impl FilterArgs {
     }
 }
 
-/// The HTTP outputs, which ship the NDJSON file (the spool) from a checkpoint beside it
-/// (FILE.bulk.checkpoint, FILE.hec.checkpoint).
+/// The network outputs, which ship the NDJSON file (the spool) from a checkpoint beside it
+/// (FILE.bulk.checkpoint, FILE.hec.checkpoint, FILE.kafka.checkpoint).
 #[derive(Args, Clone)]
 pub(crate) struct ShipArgs {
     /// Ship the events to Elasticsearch/OpenSearch with `_bulk` (create, with the event's id):
@@ -189,6 +189,21 @@ pub(crate) struct ShipArgs {
     /// With --hec: a file holding the HEC token.
     #[arg(long, value_name = "FILE")]
     hec_token_file: Option<PathBuf>,
+
+    /// Ship the events to Kafka, to the bootstrap brokers HOST:PORT[,HOST:PORT...]. Each
+    /// record is keyed by the event's flow (Community ID) and goes to the partition Kafka's
+    /// default partitioner picks for that key, so a flow's events stay in order.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    kafka: Option<String>,
+
+    /// With --kafka: the topic (it must exist).
+    #[arg(long, value_name = "NAME", default_value = "kcdscope")]
+    kafka_topic: String,
+
+    /// With --kafka: connect over TLS; the CA certificates (PEM) the brokers' certificates
+    /// must chain to.
+    #[arg(long, value_name = "FILE")]
+    kafka_ca: Option<PathBuf>,
 
     /// With --hec: the events' sourcetype.
     #[arg(long, value_name = "NAME", default_value = "kcdscope")]
@@ -237,7 +252,7 @@ fn secret_file(p: &Path, what: &str) -> Result<String> {
 
 impl ShipArgs {
     pub(crate) fn any(&self) -> bool {
-        self.bulk.is_some() || self.hec.is_some()
+        self.bulk.is_some() || self.hec.is_some() || self.kafka.is_some()
     }
 
     /// The checkpoint files of the outputs asked for, beside `spool`.
@@ -248,6 +263,9 @@ impl ShipArgs {
         }
         if self.hec.is_some() {
             v.push(checkpoint_path(spool, "hec"));
+        }
+        if self.kafka.is_some() {
+            v.push(checkpoint_path(spool, "kafka"));
         }
         v
     }
@@ -309,6 +327,23 @@ impl ShipArgs {
             common(&mut c);
             out.push(c);
         }
+        if let Some(list) = &self.kafka {
+            let brokers: Vec<String> = list.split(',').map(str::trim).filter(|b| !b.is_empty()).map(str::to_string).collect();
+            if brokers.is_empty() || brokers.iter().any(|b| b.contains("://") || b.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())) {
+                bail!("--kafka {list}: expected HOST:PORT[,HOST:PORT...]");
+            }
+            if self.kafka_topic.is_empty() {
+                bail!("--kafka-topic: empty");
+            }
+            let mut c = ShipConfig::new(Kind::Kafka, hyper::Uri::default(), spool, checkpoint_path(spool, "kafka"));
+            c.kafka = Some(KafkaTarget { brokers, topic: self.kafka_topic.clone() });
+            common(&mut c);
+            c.tls = match &self.kafka_ca {
+                Some(ca) => Some(kcd_export::outputs::syslog::tls_config(ca)?),
+                None => None,
+            };
+            out.push(c);
+        }
         Ok(out)
     }
 
@@ -328,6 +363,16 @@ impl ShipArgs {
         }
         Ok(Shippers { threads, when })
     }
+}
+
+/// The outputs' warnings (retries, refusals) on standard error; the Kafka client's own
+/// informational lines (each new connection) are left out.
+pub(crate) fn log_to_stderr() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .try_init();
 }
 
 pub(crate) fn checkpoint_path(spool: &Path, name: &str) -> PathBuf {
@@ -393,9 +438,9 @@ pub(crate) struct ShipCommand {
 
 pub(crate) fn ship_command(a: ShipCommand) -> Result<std::process::ExitCode> {
     if !a.ship.any() {
-        bail!("ship: nothing to ship to (--bulk URL, --hec URL)");
+        bail!("ship: nothing to ship to (--bulk URL, --hec URL, --kafka BROKERS)");
     }
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    log_to_stderr();
     let stop = Arc::new(AtomicBool::new(false));
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

@@ -298,11 +298,14 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
 
     let filter = a.filter.filter();
     if a.ship.any() && a.output.is_none() {
-        anyhow::bail!("--bulk and --hec ship the -o FILE: give one");
+        anyhow::bail!("--bulk, --hec and --kafka ship the -o FILE: give one");
     }
     // The shippers follow -o as it grows; at the end they get --ship-drain-seconds to finish.
     let shippers = match &a.output {
-        Some(p) if a.ship.any() => Some(a.ship.start(p, Arc::new(AtomicBool::new(false)))?),
+        Some(p) if a.ship.any() => {
+            crate::outputs::log_to_stderr();
+            Some(a.ship.start(p, Arc::new(AtomicBool::new(false)))?)
+        }
         _ => None,
     };
     let mut decoder = Decoder::new(a.limits.config());

@@ -109,7 +109,10 @@ pub fn route(line: &[u8]) -> Route {
         .timestamp
         .or(e.at_timestamp)
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-        .map(|t| t.with_timezone(&Utc));
+        // Whole milliseconds, Kafka's precision: rskafka computes each record's offset from
+        // the batch's first timestamp on the exact times, truncating the difference, which
+        // puts a record 1 ms early when the first has more sub-millisecond digits.
+        .and_then(|t| DateTime::from_timestamp_millis(t.timestamp_millis()));
     match flow {
         Some(f) => Route { key: Some(f.as_bytes().to_vec()), hashed: f.as_bytes().to_vec(), time },
         None => {
@@ -127,9 +130,29 @@ const MAX_REQUEST_BYTES: usize = 900_000;
 /// hands the error back to the shipping loop, which counts it and backs off on its own.
 const CLIENT_RETRY_DEADLINE: Duration = Duration::from_secs(2);
 
+/// How old the partition count may be when a batch is routed: a topic given more
+/// partitions (or recreated by a restarted broker) is seen within this long, as Kafka's own
+/// producers see it on their metadata refresh. A flow's partition changes with the count,
+/// for us as for them.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(1);
+
 struct Conn {
     client: Client,
     partitions: Vec<Option<PartitionClient>>,
+    checked: std::time::Instant,
+}
+
+/// The number of partitions of `topic` (numbered 0 to N-1, as Kafka numbers them).
+async fn partitions(client: &Client, topic: &str) -> Result<usize, String> {
+    let topics = client.list_topics().await.map_err(|e| format!("listing the topics: {e}"))?;
+    let Some(t) = topics.iter().find(|x| x.name == topic) else {
+        return Err(format!("topic {topic:?} does not exist on the brokers"));
+    };
+    let n = t.partitions.len();
+    if n == 0 || !t.partitions.iter().copied().eq(0..n as i32) {
+        return Err(format!("topic {topic:?} has partitions {:?}, expected 0 to N-1", t.partitions));
+    }
+    Ok(n)
 }
 
 /// One Kafka output's connection and its state between attempts.
@@ -188,15 +211,8 @@ impl<'a> Kafka<'a> {
             b = b.tls_config(tls.clone());
         }
         let client = b.build().await.map_err(|e| format!("cannot reach the brokers {}: {e}", t.brokers.join(",")))?;
-        let topics = client.list_topics().await.map_err(|e| format!("listing the topics: {e}"))?;
-        let Some(topic) = topics.iter().find(|x| x.name == t.topic) else {
-            return Err(format!("topic {:?} does not exist on the brokers", t.topic));
-        };
-        let n = topic.partitions.len();
-        if n == 0 || !topic.partitions.iter().copied().eq(0..n as i32) {
-            return Err(format!("topic {:?} has partitions {:?}, expected 0 to N-1", t.topic, topic.partitions));
-        }
-        Ok(Conn { client, partitions: (0..n).map(|_| None).collect() })
+        let n = partitions(&client, &t.topic).await?;
+        Ok(Conn { client, partitions: (0..n).map(|_| None).collect(), checked: std::time::Instant::now() })
     }
 }
 
@@ -210,6 +226,13 @@ impl Deliver for Kafka<'_> {
     async fn deliver(&mut self, lines: &[&[u8]]) -> Outcomes {
         let timeout = self.cfg.timeout;
         let mut out: Outcomes = vec![(ItemOutcome::Retry, Some("not sent: an earlier request of this batch failed".into())); lines.len()];
+        if let Some(c) = self.conn.as_mut().filter(|c| c.checked.elapsed() >= METADATA_MAX_AGE) {
+            match tokio::time::timeout(timeout, partitions(&c.client, &self.target.topic)).await {
+                Ok(Ok(n)) if n == c.partitions.len() => c.checked = std::time::Instant::now(),
+                // Another count, an error, no answer: all afresh.
+                _ => self.conn = None,
+            }
+        }
         if self.conn.is_none() {
             match tokio::time::timeout(timeout, self.connect()).await {
                 Ok(Ok(c)) => self.conn = Some(c),
@@ -327,6 +350,8 @@ mod tests {
         assert_eq!(eve.key.as_deref(), Some(&b"1:hO+sN4H+MG5MY/8hIrXPqc4ZQz0="[..]));
         assert_eq!(eve.hashed, eve.key.clone().unwrap_or_default());
         assert_eq!(eve.time.map(|t| t.timestamp_millis()), Some(1709287200250));
+        let sub_ms = route(br#"{"timestamp":"2024-03-01T10:00:00.250999+00:00"}"#);
+        assert_eq!(sub_ms.time.map(|t| t.timestamp_subsec_nanos()), Some(250_000_000), "whole milliseconds");
         let ecs = route(br#"{"@timestamp":"2024-03-01T10:00:01Z","network":{"community_id":"1:abc="},"event":{"dataset":"kcdscope.krb5"}}"#);
         assert_eq!(ecs.key.as_deref(), Some(&b"1:abc="[..]));
         let finding = route(br#"{"timestamp":"2024-03-01T10:00:02Z","event_type":"finding"}"#);
