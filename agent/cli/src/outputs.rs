@@ -110,21 +110,17 @@ impl OutputArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub(crate) enum EventTypeArg {
-    Krb5,
-    Anomaly,
-    Finding,
-    Kcd,
-    Gateway,
-    Tls,
-    Http,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub(crate) enum SeverityArg {
     Info,
     Warning,
     Error,
+}
+
+/// `--event-types` names: the schema's own (`EventType::as_str`).
+fn event_type_parser() -> impl clap::builder::TypedValueParser<Value = kcd_schema::EventType> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(kcd_schema::EventType::ALL.map(kcd_schema::EventType::as_str))
+        .try_map(|s: String| kcd_schema::EventType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| format!("unknown event type {s}")))
 }
 
 /// Which events the outputs get (every output: standard output, -o, syslog, and so the
@@ -132,8 +128,8 @@ pub(crate) enum SeverityArg {
 #[derive(Args)]
 pub(crate) struct FilterArgs {
     /// Only events of these types (comma-separated).
-    #[arg(long, value_enum, value_name = "TYPE,...", value_delimiter = ',')]
-    event_types: Vec<EventTypeArg>,
+    #[arg(long, value_name = "TYPE,...", value_delimiter = ',', value_parser = event_type_parser())]
+    event_types: Vec<kcd_schema::EventType>,
 
     /// Leave out findings below this severity (events that are not findings are kept).
     #[arg(long, value_enum, value_name = "SEVERITY")]
@@ -142,22 +138,9 @@ pub(crate) struct FilterArgs {
 
 impl FilterArgs {
     pub(crate) fn filter(&self) -> kcd_export::filter::EventFilter {
-        use kcd_schema::{EventType as T, Severity as S};
+        use kcd_schema::Severity as S;
         kcd_export::filter::EventFilter {
-            types: (!self.event_types.is_empty()).then(|| {
-                self.event_types
-                    .iter()
-                    .map(|t| match t {
-                        EventTypeArg::Krb5 => T::Krb5,
-                        EventTypeArg::Anomaly => T::Anomaly,
-                        EventTypeArg::Finding => T::Finding,
-                        EventTypeArg::Kcd => T::Kcd,
-                        EventTypeArg::Gateway => T::Gateway,
-                        EventTypeArg::Tls => T::Tls,
-                        EventTypeArg::Http => T::Http,
-                    })
-                    .collect()
-            }),
+            types: (!self.event_types.is_empty()).then(|| self.event_types.clone()),
             min_severity: self.min_severity.map(|s| match s {
                 SeverityArg::Info => S::Info,
                 SeverityArg::Warning => S::Warning,
