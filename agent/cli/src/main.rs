@@ -321,6 +321,9 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         JsonFormat::Ecs => kcd_export::Format::Ecs,
     };
     let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()).with_format(format));
+    if args.outputs.file.given() && args.output.is_none() {
+        anyhow::bail!("--rotate-*, --fsync and --spool-max-bytes are of the -o FILE: give one");
+    }
     if args.outputs.ship.any() && args.output.is_none() {
         anyhow::bail!("--bulk, --hec and --kafka ship the -o FILE: give one");
     }

@@ -38,35 +38,67 @@ pub(crate) struct OutputArgs {
     #[arg(long, value_name = "FILE")]
     syslog_ca: Option<std::path::PathBuf>,
 
-    /// With -o: start a new file before the current one would pass this many bytes
-    /// (the old one becomes FILE.000001, FILE.000002...; a line is never split).
-    #[arg(long, value_name = "BYTES", requires = "output")]
-    rotate_bytes: Option<u64>,
-
-    /// With -o: start a new file when the current one is this many seconds old.
-    #[arg(long, value_name = "SECONDS", requires = "output")]
-    rotate_seconds: Option<u64>,
-
-    /// With -o and rotation: keep this many rotated files, deleting the oldest.
-    #[arg(long, value_name = "N", requires = "output")]
-    rotate_keep: Option<usize>,
-
-    /// With -o: when to fsync the file.
-    #[arg(long, value_enum, default_value = "rotate", requires = "output")]
-    fsync: FsyncArg,
-
-    /// With -o: bound the file and its rotated files together to this many bytes (the
-    /// spool of --bulk/--hec/--kafka): the oldest rotated files are deleted, and the events in them
-    /// not yet shipped are counted as dropped. Rotates at an eighth of it unless
-    /// --rotate-bytes says otherwise.
-    #[arg(long, value_name = "BYTES", requires = "output")]
-    spool_max_bytes: Option<u64>,
+    #[command(flatten)]
+    pub(crate) file: RotationArgs,
 
     #[command(flatten)]
     pub(crate) ship: ShipArgs,
 
     #[command(flatten)]
     pub(crate) filter: FilterArgs,
+}
+
+/// Rotation and fsync of the NDJSON file (replay's and watch's -o, the gateway's --events).
+#[derive(Args, Clone, Default)]
+pub(crate) struct RotationArgs {
+    /// Of the NDJSON file: start a new file before the current one would pass this many
+    /// bytes (the old one becomes FILE.000001, FILE.000002...; a line is never split).
+    #[arg(long, value_name = "BYTES")]
+    rotate_bytes: Option<u64>,
+
+    /// Of the NDJSON file: start a new file when the current one is this many seconds old.
+    #[arg(long, value_name = "SECONDS")]
+    rotate_seconds: Option<u64>,
+
+    /// Of the NDJSON file, with rotation: keep this many rotated files, deleting the oldest.
+    #[arg(long, value_name = "N")]
+    rotate_keep: Option<usize>,
+
+    /// Of the NDJSON file: when to fsync it (default: rotate).
+    #[arg(long, value_enum)]
+    fsync: Option<FsyncArg>,
+
+    /// Of the NDJSON file: bound it and its rotated files together to this many bytes (the
+    /// spool of --bulk/--hec/--kafka): the oldest rotated files are deleted, and the events
+    /// in them not yet shipped are counted as dropped. Rotates at an eighth of it unless
+    /// --rotate-bytes says otherwise.
+    #[arg(long, value_name = "BYTES")]
+    spool_max_bytes: Option<u64>,
+}
+
+impl RotationArgs {
+    /// Whether any option was given (they need a file to apply to).
+    pub(crate) fn given(&self) -> bool {
+        self.rotate_bytes.is_some() || self.rotate_seconds.is_some() || self.rotate_keep.is_some() || self.fsync.is_some() || self.spool_max_bytes.is_some()
+    }
+
+    /// The rotation of `spool`, which `ship`'s outputs read (their checkpoints are counted
+    /// against when the spool is bounded).
+    pub(crate) fn rotation(&self, spool: &Path, ship: &ShipArgs) -> Rotation {
+        Rotation {
+            max_bytes: self.rotate_bytes.or(self.spool_max_bytes.map(|m| (m / 8).max(4096))),
+            max_total_bytes: self.spool_max_bytes,
+            checkpoints: ship.checkpoints(spool),
+            max_age: self.rotate_seconds.map(Duration::from_secs),
+            keep: self.rotate_keep,
+            fsync: match self.fsync.unwrap_or(FsyncArg::Rotate) {
+                FsyncArg::Never => Fsync::Never,
+                FsyncArg::Rotate => Fsync::Rotate,
+                FsyncArg::Second => Fsync::Interval(Duration::from_secs(1)),
+                FsyncArg::Always => Fsync::Always,
+            },
+        }
+    }
 }
 
 impl OutputArgs {
@@ -93,19 +125,7 @@ impl OutputArgs {
     }
 
     pub(crate) fn rotation(&self, spool: &Path) -> Rotation {
-        Rotation {
-            max_bytes: self.rotate_bytes.or(self.spool_max_bytes.map(|m| (m / 8).max(4096))),
-            max_total_bytes: self.spool_max_bytes,
-            checkpoints: self.ship.checkpoints(spool),
-            max_age: self.rotate_seconds.map(Duration::from_secs),
-            keep: self.rotate_keep,
-            fsync: match self.fsync {
-                FsyncArg::Never => Fsync::Never,
-                FsyncArg::Rotate => Fsync::Rotate,
-                FsyncArg::Second => Fsync::Interval(Duration::from_secs(1)),
-                FsyncArg::Always => Fsync::Always,
-            },
-        }
+        self.file.rotation(spool, &self.ship)
     }
 }
 
