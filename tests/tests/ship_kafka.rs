@@ -385,3 +385,93 @@ fn watch_live_ships_its_rotated_output_to_kafka() {
     let [sent, _, _, rejected, _, gaps] = counters(&err);
     assert_eq!((sent, rejected, gaps), (want.len() as u64, 0, 0), "{err}");
 }
+
+/// `kcdscope gateway --events FILE`, rotated small and shipped to Kafka as the gateway runs:
+/// devices that do not speak TLS are refused at the handshake, each refusal an event; the
+/// consumer reads back every event of the rotated --events files. The gateway's
+/// certificate is made with openssl; no KDC or Exchange is reached (nothing gets that far).
+#[test]
+fn gateway_events_rotated_and_shipped_to_kafka() {
+    let dir = tmpdir("gateway");
+    let broker = Broker::start(&dir, free_port());
+    broker.create_topic("kcdscope", 2);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl is needed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"];
+    openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "server.key", "-out", "server.pem", "-subj", "/CN=gw.lab.test", "-addext", "subjectAltName=DNS:gw.lab.test"]].concat());
+    openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Device CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]].concat());
+    std::fs::write(dir.join("svc.password"), "unused: no KDC is reached\n").unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let config = format!(
+        r#"[listen]
+address = "127.0.0.1:{listen}"
+certificate = "server.pem"
+key = "server.key"
+handshake_timeout_ms = 3000
+[client_certificates]
+chain = "ca.pem"
+[exchange]
+url = "http://127.0.0.1:1"
+[admin]
+address = "127.0.0.1:{admin}"
+[service_account]
+user = "svc_awseg"
+password_file = "svc.password"
+[kcd]
+target_spn = "HTTP/exchange.lab.test"
+[[domain]]
+realm = "LAB.TEST"
+domain_controllers = ["127.0.0.1:1"]
+"#
+    );
+    std::fs::write(dir.join("gateway.toml"), config).unwrap();
+    let spool = dir.join("events.ndjson");
+    let err_path = dir.join("gateway.err");
+    let gw = Reaped(Some(
+        Command::new(kcdscope_bin())
+            .args(["gateway", "--config", "gateway.toml", "--events", "events.ndjson", "--rotate-bytes", "2048"])
+            .args(["--kafka", &broker.addr(), "--batch-linger-ms", "5", "--retry-max-seconds", "1"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", listen)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the gateway did not listen: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // That first connection was refused too (it sent nothing until closed: a timeout or an
+    // early EOF); the devices below send plain HTTP.
+    let devices = 40;
+    for _ in 0..devices {
+        let mut s = TcpStream::connect(("127.0.0.1", listen)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"GET /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw.lab.test\r\n\r\n");
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    let refused = || spool_lines(&spool).iter().filter(|l| l.contains("\"reason\":\"tls_handshake\"")).count();
+    let t0 = Instant::now();
+    while refused() < devices {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{} refusals written", refused());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut g = gw;
+    let mut c = g.0.take().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    assert!(c.wait().unwrap().success(), "{}", std::fs::read_to_string(&err_path).unwrap_or_default());
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    let want = spool_lines(&spool);
+    assert!(kcd_export::outputs::file::rotated_files(&spool).unwrap().len() >= 3, "--events rotated");
+    assert!(want.iter().all(|l| l.contains("\"event_type\":\"gateway\"")), "the gateway's events");
+    let (records, held) = broker.consume("kcdscope", want.len(), Duration::from_secs(30));
+    assert_eq!((records.len(), held), (want.len(), want.len() as u64), "every event of --events, once: {err}");
+    check_records(&records, &want);
+    let [sent, _, _, rejected, _, gaps] = counters(&err);
+    assert_eq!((sent, rejected, gaps), (want.len() as u64, 0, 0), "{err}");
+}
