@@ -163,6 +163,14 @@ impl Broker {
     }
 }
 
+/// One test at a time: the restart test leaves its broker's port free for 4 s, and a broker
+/// of another test started meanwhile could get it, and the first test's shipper with it.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kcd-kafka-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -218,6 +226,7 @@ fn check_records(records: &[Value], want: &[String]) {
 
 #[test]
 fn kafka_holds_every_event_of_the_file_output_keyed_and_ordered_by_flow() {
+    let _serial = serial();
     let dir = tmpdir("all");
     let broker = Broker::start(&dir, free_port());
     broker.create_topic("kcdscope", 3);
@@ -290,6 +299,7 @@ fn append(spool: &Path, lines: &[String]) {
 
 #[test]
 fn broker_stopped_then_restarted_loses_nothing() {
+    let _serial = serial();
     let dir = tmpdir("restart");
     let all = dir.join("all.ndjson");
     let out = Command::new(kcdscope_bin()).arg("replay").args(captures("")).args(["-o", all.to_str().unwrap(), "--count"]).output().unwrap();
@@ -333,6 +343,7 @@ fn broker_stopped_then_restarted_loses_nothing() {
 #[test]
 #[ignore = "needs root (live capture on loopback); tests/run runs it"]
 fn watch_live_ships_its_rotated_output_to_kafka() {
+    let _serial = serial();
     use std::net::UdpSocket;
     let dir = tmpdir("watch");
     let broker = Broker::start(&dir, free_port());
@@ -392,6 +403,7 @@ fn watch_live_ships_its_rotated_output_to_kafka() {
 /// certificate is made with openssl; no KDC or Exchange is reached (nothing gets that far).
 #[test]
 fn gateway_events_rotated_and_shipped_to_kafka() {
+    let _serial = serial();
     let dir = tmpdir("gateway");
     let broker = Broker::start(&dir, free_port());
     broker.create_topic("kcdscope", 2);

@@ -220,7 +220,24 @@ impl SpoolReader {
 
     fn open_at(&mut self, files: &[SpoolFile], start: &Start) -> io::Result<()> {
         let Some(f) = files.get(start.index) else { return Ok(()) };
-        let mut h = File::open(&f.path)?;
+        // The listed file is opened by its name, which the writer may have given to a new
+        // file since (the listed one renamed away by a rotation, or not yet recreated): the
+        // file with the listed inode is looked up again under its new name.
+        let same = |h: &File| h.metadata().is_ok_and(|m| ino(&m) == f.ino);
+        let mut h = match File::open(&f.path) {
+            Ok(h) if same(&h) => Some(h),
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if h.is_none() {
+            if let Some(g) = list(&self.path)?.into_iter().find(|g| g.ino == f.ino) {
+                h = Some(File::open(&g.path)?);
+            }
+        }
+        let Some(mut h) = h else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: gone while being opened", f.path.display())));
+        };
         h.seek(SeekFrom::Start(start.offset))?;
         let ck = Checkpoint { seq: f.seq, ino: f.ino, fingerprint: f.fingerprint, offset: start.offset };
         self.file = Some((h, ck));
