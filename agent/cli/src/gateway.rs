@@ -21,9 +21,12 @@ pub struct GatewayArgs {
     /// to the Unix stream socket at PATH with `unix:PATH`; repeatable.
     #[arg(long, value_name = "FILE")]
     events: Vec<PathBuf>,
-    /// --bulk/--hec ship the first --events FILE (the spool), as `replay -o` does.
+    /// --bulk/--hec/--kafka ship the first --events FILE (the spool), as `replay -o` does.
     #[command(flatten)]
     ship: crate::outputs::ShipArgs,
+    /// The --events files' rotation and fsync.
+    #[command(flatten)]
+    file: crate::outputs::RotationArgs,
 }
 
 #[derive(Subcommand)]
@@ -67,11 +70,9 @@ pub fn run(a: GatewayArgs) -> Result<ExitCode> {
             for p in &a.events {
                 match p.to_str().and_then(|s| s.strip_prefix("unix:")) {
                     Some(sock) => sinks.push(Arc::new(kcd_gateway::server::NdjsonSocket::new(sock.into()))),
+                    // Appended to, as before a restart; rotated as -o is.
                     None => sinks.push(Arc::new(kcd_gateway::server::NdjsonFile(Mutex::new(std::io::BufWriter::new(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(p)
+                        kcd_export::outputs::file::RotatingFile::append(p, a.file.rotation(p, &a.ship))
                             .with_context(|| format!("cannot open {}", p.display()))?,
                     ))))),
                 }
@@ -82,10 +83,13 @@ pub fn run(a: GatewayArgs) -> Result<ExitCode> {
                 _ => Arc::new(kcd_gateway::server::FanOut(sinks)),
             };
             let spool = a.events.iter().find(|p| !p.to_str().is_some_and(|s| s.starts_with("unix:")));
+            if a.file.given() && spool.is_none() {
+                anyhow::bail!("--rotate-*, --fsync and --spool-max-bytes are of an --events FILE: give one");
+            }
             let shippers = match (a.ship.any(), spool) {
                 (false, _) => None,
                 (true, Some(p)) => Some(a.ship.start(p, Arc::new(std::sync::atomic::AtomicBool::new(false)))?),
-                (true, None) => anyhow::bail!("--bulk and --hec ship an --events FILE: give one"),
+                (true, None) => anyhow::bail!("--bulk, --hec and --kafka ship an --events FILE: give one"),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
             let extra: Vec<Box<dyn prometheus_client::collector::Collector>> = shippers.iter().map(|s| Box::new(s.metrics()) as _).collect();

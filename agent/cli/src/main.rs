@@ -321,8 +321,11 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         JsonFormat::Ecs => kcd_export::Format::Ecs,
     };
     let mut json_out = args.json.then(|| NdjsonWriter::new(io::stdout()).with_format(format));
+    if args.outputs.file.given() && args.output.is_none() {
+        anyhow::bail!("--rotate-*, --fsync and --spool-max-bytes are of the -o FILE: give one");
+    }
     if args.outputs.ship.any() && args.output.is_none() {
-        anyhow::bail!("--bulk and --hec ship the -o FILE: give one");
+        anyhow::bail!("--bulk, --hec and --kafka ship the -o FILE: give one");
     }
     let mut file_out = match &args.output {
         Some(p) => {
@@ -348,7 +351,7 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         _ => None,
     };
     if shippers.is_some() {
-        let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+        outputs::log_to_stderr();
     }
     let mut syslog_out = args.outputs.syslog_writer(format)?;
     // Without an NDJSON destination on stdout, list messages for a person.

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use anyhow::{bail, Context, Result};
 use kcd_export::outputs::file::{Fsync, Rotation};
 use kcd_export::outputs::ship::policy::{Backoff, BatchLimits};
-use kcd_export::outputs::ship::{Kind, Secret, ShipConfig, ShipCounters, StopWhen};
+use kcd_export::outputs::ship::{KafkaTarget, Kind, Secret, ShipConfig, ShipCounters, StopWhen};
 use kcd_export::outputs::syslog::{SyslogConfig, SyslogWriter, Transport};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -38,35 +38,67 @@ pub(crate) struct OutputArgs {
     #[arg(long, value_name = "FILE")]
     syslog_ca: Option<std::path::PathBuf>,
 
-    /// With -o: start a new file before the current one would pass this many bytes
-    /// (the old one becomes FILE.000001, FILE.000002...; a line is never split).
-    #[arg(long, value_name = "BYTES", requires = "output")]
-    rotate_bytes: Option<u64>,
-
-    /// With -o: start a new file when the current one is this many seconds old.
-    #[arg(long, value_name = "SECONDS", requires = "output")]
-    rotate_seconds: Option<u64>,
-
-    /// With -o and rotation: keep this many rotated files, deleting the oldest.
-    #[arg(long, value_name = "N", requires = "output")]
-    rotate_keep: Option<usize>,
-
-    /// With -o: when to fsync the file.
-    #[arg(long, value_enum, default_value = "rotate", requires = "output")]
-    fsync: FsyncArg,
-
-    /// With -o: bound the file and its rotated files together to this many bytes (the
-    /// spool of --bulk/--hec): the oldest rotated files are deleted, and the events in them
-    /// not yet shipped are counted as dropped. Rotates at an eighth of it unless
-    /// --rotate-bytes says otherwise.
-    #[arg(long, value_name = "BYTES", requires = "output")]
-    spool_max_bytes: Option<u64>,
+    #[command(flatten)]
+    pub(crate) file: RotationArgs,
 
     #[command(flatten)]
     pub(crate) ship: ShipArgs,
 
     #[command(flatten)]
     pub(crate) filter: FilterArgs,
+}
+
+/// Rotation and fsync of the NDJSON file (replay's and watch's -o, the gateway's --events).
+#[derive(Args, Clone, Default)]
+pub(crate) struct RotationArgs {
+    /// Of the NDJSON file: start a new file before the current one would pass this many
+    /// bytes (the old one becomes FILE.000001, FILE.000002...; a line is never split).
+    #[arg(long, value_name = "BYTES")]
+    rotate_bytes: Option<u64>,
+
+    /// Of the NDJSON file: start a new file when the current one is this many seconds old.
+    #[arg(long, value_name = "SECONDS")]
+    rotate_seconds: Option<u64>,
+
+    /// Of the NDJSON file, with rotation: keep this many rotated files, deleting the oldest.
+    #[arg(long, value_name = "N")]
+    rotate_keep: Option<usize>,
+
+    /// Of the NDJSON file: when to fsync it (default: rotate).
+    #[arg(long, value_enum)]
+    fsync: Option<FsyncArg>,
+
+    /// Of the NDJSON file: bound it and its rotated files together to this many bytes (the
+    /// spool of --bulk/--hec/--kafka): the oldest rotated files are deleted, and the events
+    /// in them not yet shipped are counted as dropped. Rotates at an eighth of it unless
+    /// --rotate-bytes says otherwise.
+    #[arg(long, value_name = "BYTES")]
+    spool_max_bytes: Option<u64>,
+}
+
+impl RotationArgs {
+    /// Whether any option was given (they need a file to apply to).
+    pub(crate) fn given(&self) -> bool {
+        self.rotate_bytes.is_some() || self.rotate_seconds.is_some() || self.rotate_keep.is_some() || self.fsync.is_some() || self.spool_max_bytes.is_some()
+    }
+
+    /// The rotation of `spool`, which `ship`'s outputs read (their checkpoints are counted
+    /// against when the spool is bounded).
+    pub(crate) fn rotation(&self, spool: &Path, ship: &ShipArgs) -> Rotation {
+        Rotation {
+            max_bytes: self.rotate_bytes.or(self.spool_max_bytes.map(|m| (m / 8).max(4096))),
+            max_total_bytes: self.spool_max_bytes,
+            checkpoints: ship.checkpoints(spool),
+            max_age: self.rotate_seconds.map(Duration::from_secs),
+            keep: self.rotate_keep,
+            fsync: match self.fsync.unwrap_or(FsyncArg::Rotate) {
+                FsyncArg::Never => Fsync::Never,
+                FsyncArg::Rotate => Fsync::Rotate,
+                FsyncArg::Second => Fsync::Interval(Duration::from_secs(1)),
+                FsyncArg::Always => Fsync::Always,
+            },
+        }
+    }
 }
 
 impl OutputArgs {
@@ -93,31 +125,8 @@ impl OutputArgs {
     }
 
     pub(crate) fn rotation(&self, spool: &Path) -> Rotation {
-        Rotation {
-            max_bytes: self.rotate_bytes.or(self.spool_max_bytes.map(|m| (m / 8).max(4096))),
-            max_total_bytes: self.spool_max_bytes,
-            checkpoints: self.ship.checkpoints(spool),
-            max_age: self.rotate_seconds.map(Duration::from_secs),
-            keep: self.rotate_keep,
-            fsync: match self.fsync {
-                FsyncArg::Never => Fsync::Never,
-                FsyncArg::Rotate => Fsync::Rotate,
-                FsyncArg::Second => Fsync::Interval(Duration::from_secs(1)),
-                FsyncArg::Always => Fsync::Always,
-            },
-        }
+        self.file.rotation(spool, &self.ship)
     }
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub(crate) enum EventTypeArg {
-    Krb5,
-    Anomaly,
-    Finding,
-    Kcd,
-    Gateway,
-    Tls,
-    Http,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -127,13 +136,20 @@ pub(crate) enum SeverityArg {
     Error,
 }
 
+/// `--event-types` names: the schema's own (`EventType::as_str`).
+fn event_type_parser() -> impl clap::builder::TypedValueParser<Value = kcd_schema::EventType> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(kcd_schema::EventType::ALL.map(kcd_schema::EventType::as_str))
+        .try_map(|s: String| kcd_schema::EventType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| format!("unknown event type {s}")))
+}
+
 /// Which events the outputs get (every output: standard output, -o, syslog, and so the
 /// HTTP outputs that ship -o).
 #[derive(Args)]
 pub(crate) struct FilterArgs {
     /// Only events of these types (comma-separated).
-    #[arg(long, value_enum, value_name = "TYPE,...", value_delimiter = ',')]
-    event_types: Vec<EventTypeArg>,
+    #[arg(long, value_name = "TYPE,...", value_delimiter = ',', value_parser = event_type_parser())]
+    event_types: Vec<kcd_schema::EventType>,
 
     /// Leave out findings below this severity (events that are not findings are kept).
     #[arg(long, value_enum, value_name = "SEVERITY")]
@@ -142,22 +158,9 @@ pub(crate) struct FilterArgs {
 
 impl FilterArgs {
     pub(crate) fn filter(&self) -> kcd_export::filter::EventFilter {
-        use kcd_schema::{EventType as T, Severity as S};
+        use kcd_schema::Severity as S;
         kcd_export::filter::EventFilter {
-            types: (!self.event_types.is_empty()).then(|| {
-                self.event_types
-                    .iter()
-                    .map(|t| match t {
-                        EventTypeArg::Krb5 => T::Krb5,
-                        EventTypeArg::Anomaly => T::Anomaly,
-                        EventTypeArg::Finding => T::Finding,
-                        EventTypeArg::Kcd => T::Kcd,
-                        EventTypeArg::Gateway => T::Gateway,
-                        EventTypeArg::Tls => T::Tls,
-                        EventTypeArg::Http => T::Http,
-                    })
-                    .collect()
-            }),
+            types: (!self.event_types.is_empty()).then(|| self.event_types.clone()),
             min_severity: self.min_severity.map(|s| match s {
                 SeverityArg::Info => S::Info,
                 SeverityArg::Warning => S::Warning,
@@ -167,8 +170,8 @@ impl FilterArgs {
     }
 }
 
-/// The HTTP outputs, which ship the NDJSON file (the spool) from a checkpoint beside it
-/// (FILE.bulk.checkpoint, FILE.hec.checkpoint).
+/// The network outputs, which ship the NDJSON file (the spool) from a checkpoint beside it
+/// (FILE.bulk.checkpoint, FILE.hec.checkpoint, FILE.kafka.checkpoint).
 #[derive(Args, Clone)]
 pub(crate) struct ShipArgs {
     /// Ship the events to Elasticsearch/OpenSearch with `_bulk` (create, with the event's id):
@@ -189,6 +192,21 @@ pub(crate) struct ShipArgs {
     /// With --hec: a file holding the HEC token.
     #[arg(long, value_name = "FILE")]
     hec_token_file: Option<PathBuf>,
+
+    /// Ship the events to Kafka, to the bootstrap brokers HOST:PORT[,HOST:PORT...]. Each
+    /// record is keyed by the event's flow (Community ID) and goes to the partition Kafka's
+    /// default partitioner picks for that key, so a flow's events stay in order.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    kafka: Option<String>,
+
+    /// With --kafka: the topic (it must exist).
+    #[arg(long, value_name = "NAME", default_value = "kcdscope")]
+    kafka_topic: String,
+
+    /// With --kafka: connect over TLS; the CA certificates (PEM) the brokers' certificates
+    /// must chain to.
+    #[arg(long, value_name = "FILE")]
+    kafka_ca: Option<PathBuf>,
 
     /// With --hec: the events' sourcetype.
     #[arg(long, value_name = "NAME", default_value = "kcdscope")]
@@ -237,7 +255,7 @@ fn secret_file(p: &Path, what: &str) -> Result<String> {
 
 impl ShipArgs {
     pub(crate) fn any(&self) -> bool {
-        self.bulk.is_some() || self.hec.is_some()
+        self.bulk.is_some() || self.hec.is_some() || self.kafka.is_some()
     }
 
     /// The checkpoint files of the outputs asked for, beside `spool`.
@@ -248,6 +266,9 @@ impl ShipArgs {
         }
         if self.hec.is_some() {
             v.push(checkpoint_path(spool, "hec"));
+        }
+        if self.kafka.is_some() {
+            v.push(checkpoint_path(spool, "kafka"));
         }
         v
     }
@@ -309,6 +330,23 @@ impl ShipArgs {
             common(&mut c);
             out.push(c);
         }
+        if let Some(list) = &self.kafka {
+            let brokers: Vec<String> = list.split(',').map(str::trim).filter(|b| !b.is_empty()).map(str::to_string).collect();
+            if brokers.is_empty() || brokers.iter().any(|b| b.contains("://") || b.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())) {
+                bail!("--kafka {list}: expected HOST:PORT[,HOST:PORT...]");
+            }
+            if self.kafka_topic.is_empty() {
+                bail!("--kafka-topic: empty");
+            }
+            let mut c = ShipConfig::new(Kind::Kafka, hyper::Uri::default(), spool, checkpoint_path(spool, "kafka"));
+            c.kafka = Some(KafkaTarget { brokers, topic: self.kafka_topic.clone() });
+            common(&mut c);
+            c.tls = match &self.kafka_ca {
+                Some(ca) => Some(kcd_export::outputs::syslog::tls_config(ca)?),
+                None => None,
+            };
+            out.push(c);
+        }
         Ok(out)
     }
 
@@ -328,6 +366,16 @@ impl ShipArgs {
         }
         Ok(Shippers { threads, when })
     }
+}
+
+/// The outputs' warnings (retries, refusals) on standard error; the Kafka client's own
+/// informational lines (each new connection) are left out.
+pub(crate) fn log_to_stderr() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .try_init();
 }
 
 pub(crate) fn checkpoint_path(spool: &Path, name: &str) -> PathBuf {
@@ -393,9 +441,9 @@ pub(crate) struct ShipCommand {
 
 pub(crate) fn ship_command(a: ShipCommand) -> Result<std::process::ExitCode> {
     if !a.ship.any() {
-        bail!("ship: nothing to ship to (--bulk URL, --hec URL)");
+        bail!("ship: nothing to ship to (--bulk URL, --hec URL, --kafka BROKERS)");
     }
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    log_to_stderr();
     let stop = Arc::new(AtomicBool::new(false));
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

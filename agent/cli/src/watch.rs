@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufWriter, ErrorKind, IsTerminal, Read, Write};
+use std::io::{self, ErrorKind, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +78,9 @@ pub struct WatchArgs {
     quiet: bool,
     #[command(flatten)]
     ship: crate::outputs::ShipArgs,
+    /// -o's rotation and fsync.
+    #[command(flatten)]
+    file: crate::outputs::RotationArgs,
     #[command(flatten)]
     filter: crate::outputs::FilterArgs,
     #[command(flatten)]
@@ -272,11 +275,14 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
     };
     let mut json_out = a.json.then(|| Lines::new(io::stdout()));
     let out_path = tui_file.as_ref().map(|(p, _)| p.clone()).or_else(|| a.output.clone());
+    if a.file.given() && a.output.is_none() {
+        anyhow::bail!("--rotate-*, --fsync and --spool-max-bytes are of the -o FILE: give one");
+    }
     let mut file_out = match &out_path {
         // Appended to: a service restarted keeps what it wrote before.
-        Some(p) => Some(Lines::new(BufWriter::new(
-            std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("cannot open {}", p.display()))?,
-        ))),
+        Some(p) => Some(Lines::new(
+            kcd_export::outputs::file::RotatingFile::append(p, a.file.rotation(p, &a.ship)).with_context(|| format!("cannot open {}", p.display()))?,
+        )),
         None => None,
     };
     // Standard output is line-buffered: each message is shown as it is decoded.
@@ -298,11 +304,14 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
 
     let filter = a.filter.filter();
     if a.ship.any() && a.output.is_none() {
-        anyhow::bail!("--bulk and --hec ship the -o FILE: give one");
+        anyhow::bail!("--bulk, --hec and --kafka ship the -o FILE: give one");
     }
     // The shippers follow -o as it grows; at the end they get --ship-drain-seconds to finish.
     let shippers = match &a.output {
-        Some(p) if a.ship.any() => Some(a.ship.start(p, Arc::new(AtomicBool::new(false)))?),
+        Some(p) if a.ship.any() => {
+            crate::outputs::log_to_stderr();
+            Some(a.ship.start(p, Arc::new(AtomicBool::new(false)))?)
+        }
         _ => None,
     };
     let mut decoder = Decoder::new(a.limits.config());

@@ -72,19 +72,6 @@ fn split_user(s: &str) -> (String, Option<String>) {
     (s.to_string(), None)
 }
 
-/// `event_type` as written in the JSON.
-pub(crate) fn event_type_name(t: EventType) -> &'static str {
-    match t {
-        EventType::Krb5 => "krb5",
-        EventType::Anomaly => "anomaly",
-        EventType::Finding => "finding",
-        EventType::Kcd => "kcd",
-        EventType::Gateway => "gateway",
-        EventType::Tls => "tls",
-        EventType::Http => "http",
-    }
-}
-
 /// Elastic's numeric severities (as its detection rules use them: low 21, medium 47,
 /// high 73).
 fn severity_number(s: Severity) -> u8 {
@@ -114,7 +101,7 @@ pub fn event_id(e: &Event<'_>) -> String {
 /// `event` in ECS names.
 pub fn to_ecs(e: &Event<'_>) -> Value {
     let mut m = Map::new();
-    let ty = event_type_name(e.event_type);
+    let ty = e.event_type.as_str();
     let mut ts = String::with_capacity(30);
     e.timestamp.write_rfc3339(&mut ts);
     set(&mut m, "@timestamp", ts);

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use kcd_names::flags::Flags32;
 
 use crate::{
-    Anomaly, AnomalyLayer, Direction, EData, EncInfo, EncryptionType, ErrorCode, Event, EventType,
+    Anomaly, AnomalyLayer, Direction, EData, EncInfo, EncryptionType, ErrorCode, Event,
     ForUser, Krb5, KrbErrorInfo, MessageType, NameType, PaDataType, Principal, RequestRef,
     S4uX509User, TicketInfo, Timestamp, Transport,
 };
@@ -570,18 +570,7 @@ impl Event<'_> {
         let mut o = Obj::open(out);
         int(o.key(",\"schema_version\":"), crate::SCHEMA_VERSION);
         ts(o.key(",\"timestamp\":"), self.timestamp);
-        o.str(
-            ",\"event_type\":",
-            match self.event_type {
-                EventType::Krb5 => "krb5",
-                EventType::Anomaly => "anomaly",
-                EventType::Finding => "finding",
-                EventType::Kcd => "kcd",
-                EventType::Gateway => "gateway",
-                EventType::Tls => "tls",
-                EventType::Http => "http",
-            },
-        );
+        o.str(",\"event_type\":", self.event_type.as_str());
         o.opt_str(",\"pcap_file\":", &self.pcap_file);
         int(o.key(",\"frame\":"), self.frame);
         o.opt_str(",\"flow_id\":", &self.flow_id);
@@ -634,6 +623,19 @@ impl Event<'_> {
 #[cfg(test)]
 mod tests {
     use super::needs_escape;
+    use crate::EventType;
+
+    #[test]
+    fn event_type_names_are_those_serde_writes_and_reads() {
+        for t in EventType::ALL {
+            assert_eq!(serde_json::to_string(&t).ok(), Some(format!("\"{}\"", t.as_str())));
+            assert_eq!(serde_json::from_str::<EventType>(&format!("\"{}\"", t.as_str())).ok(), Some(t));
+        }
+        let mut names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EventType::ALL.len(), "every type once");
+    }
 
     #[test]
     fn escape_check_agrees_with_the_byte_by_byte_rule() {

@@ -96,6 +96,24 @@ pub enum EventType {
     Http,
 }
 
+impl EventType {
+    /// Every event type.
+    pub const ALL: [EventType; 7] = [Self::Krb5, Self::Anomaly, Self::Finding, Self::Kcd, Self::Gateway, Self::Tls, Self::Http];
+
+    /// Its name in the events (`event_type`), the one serde writes and reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Krb5 => "krb5",
+            Self::Anomaly => "anomaly",
+            Self::Finding => "finding",
+            Self::Kcd => "kcd",
+            Self::Gateway => "gateway",
+            Self::Tls => "tls",
+            Self::Http => "http",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Transport {
     #[serde(rename = "UDP")]

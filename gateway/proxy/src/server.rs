@@ -1077,11 +1077,10 @@ fn admin(app: &App, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// Events as NDJSON into a file, one line each, written as they happen.
-pub struct NdjsonFile(pub Mutex<std::io::BufWriter<std::fs::File>>);
+pub struct NdjsonFile<W = std::io::BufWriter<std::fs::File>>(pub Mutex<W>);
 
-impl EventSink for NdjsonFile {
+impl<W: std::io::Write + Send> EventSink for NdjsonFile<W> {
     fn event(&self, e: &Event<'_>) {
-        use std::io::Write;
         let mut line = Vec::with_capacity(512);
         e.write_json(&mut line);
         line.push(b'\n');
@@ -1090,7 +1089,6 @@ impl EventSink for NdjsonFile {
         }
     }
     fn flush(&self) -> std::io::Result<()> {
-        use std::io::Write;
         match self.0.lock() {
             Ok(mut f) => f.flush(),
             Err(_) => Ok(()),

@@ -112,7 +112,18 @@ impl RotatingFile {
     /// Opens `path` for appending (a restart continues the current file) when rotation is
     /// configured; otherwise creates it afresh, as `-o` always did.
     pub fn open(path: &Path, cfg: Rotation) -> io::Result<Self> {
-        let file = if cfg.rotates() {
+        let append = cfg.rotates();
+        Self::open_with(path, cfg, append)
+    }
+
+    /// Opens `path` for appending, rotating or not: a service restarted (watch, the
+    /// gateway) goes on after what it wrote before.
+    pub fn append(path: &Path, cfg: Rotation) -> io::Result<Self> {
+        Self::open_with(path, cfg, true)
+    }
+
+    fn open_with(path: &Path, cfg: Rotation, append: bool) -> io::Result<Self> {
+        let file = if append {
             OpenOptions::new().create(true).append(true).open(path)?
         } else {
             File::create(path)?

@@ -161,7 +161,7 @@ fn timestamp(out: &mut Vec<u8>, t: Timestamp) {
 pub fn format_message(out: &mut Vec<u8>, cfg: &SyslogConfig, pid: u32, e: &Event<'_>, json: &[u8]) {
     let (sev, sev_name) = severity_of(e);
     let pri = u32::from(cfg.facility) * 8 + u32::from(sev);
-    let ty = crate::ecs::event_type_name(e.event_type);
+    let ty = e.event_type.as_str();
     out.extend_from_slice(format!("<{pri}>1 ").as_bytes());
     timestamp(out, e.timestamp);
     out.extend_from_slice(format!(" {} {} {pid} {ty} [{}", cfg.hostname, cfg.app_name, cfg.sd_id).as_bytes());

@@ -1,5 +1,5 @@
-//! Network outputs that ship the spool (the NDJSON file output) to HTTP receivers:
-//! Elasticsearch/OpenSearch `_bulk` and Splunk HEC.
+//! Network outputs that ship the spool (the NDJSON file output) to HTTP receivers
+//! (Elasticsearch/OpenSearch `_bulk`, Splunk HEC) and to Kafka (`kafka`).
 //!
 //! Each output reads the spool from its own checkpoint, sends batches in spool order (so
 //! the order of each flow is kept), and saves the checkpoint after the receiver has
@@ -7,8 +7,11 @@
 //! not store (429, 5xx, no connection) is sent again after a capped, jittered backoff,
 //! before anything after it; one it refused for good (a bulk item's 400) is counted and
 //! logged, not sent forever. The pure rules are in `policy`, `wire` and `spool`; this is the
-//! loop around them.
+//! loop around them, the same for every output (`drive`); what differs is one attempt at
+//! delivering events (`Deliver`).
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod policy;
 pub mod spool;
 pub mod wire;
@@ -34,6 +37,16 @@ pub enum Kind {
     Bulk,
     /// Splunk HTTP Event Collector, `POST /services/collector/event`.
     Hec,
+    /// A Kafka topic (`ShipConfig::kafka`).
+    Kafka,
+}
+
+/// Where the Kafka output writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaTarget {
+    /// Bootstrap brokers, `HOST:PORT`.
+    pub brokers: Vec<String>,
+    pub topic: String,
 }
 
 /// A secret sent in the Authorization header: never shown.
@@ -57,9 +70,11 @@ pub struct ShipConfig {
     pub kind: Kind,
     /// The request URL: `http(s)://HOST:PORT/INDEX/_bulk` or `.../services/collector/event`.
     pub url: hyper::Uri,
+    /// The brokers and topic of `Kind::Kafka`.
+    pub kafka: Option<KafkaTarget>,
     /// The Authorization header's value (`Splunk TOKEN`, `ApiKey KEY`, `Basic ...`).
     pub authorization: Option<Secret>,
-    /// CA certificates for https://.
+    /// CA certificates for https:// (and for Kafka over TLS).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub spool: PathBuf,
     pub checkpoint: PathBuf,
@@ -76,6 +91,7 @@ impl ShipConfig {
         Self {
             kind,
             url,
+            kafka: None,
             authorization: None,
             tls: None,
             spool: spool.to_path_buf(),
@@ -87,6 +103,7 @@ impl ShipConfig {
             name: match kind {
                 Kind::Bulk => "bulk".into(),
                 Kind::Hec => "hec".into(),
+                Kind::Kafka => "kafka".into(),
             },
         }
     }
@@ -203,7 +220,7 @@ async fn post(client: &HttpClient, cfg: &ShipConfig, body: Vec<u8>) -> Result<(u
         hyper::header::CONTENT_TYPE,
         match cfg.kind {
             Kind::Bulk => "application/x-ndjson",
-            Kind::Hec => "application/json",
+            _ => "application/json",
         },
     );
     if let Some(a) = &cfg.authorization {
@@ -225,11 +242,49 @@ async fn post(client: &HttpClient, cfg: &ShipConfig, body: Vec<u8>) -> Result<(u
 /// Ships `cfg.spool` until `when` says stop; returns the last error met, if any.
 pub fn run(cfg: &ShipConfig, counters: &ShipCounters, when: &StopWhen) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run_async(cfg, counters, when))
+    match cfg.kind {
+        Kind::Bulk | Kind::Hec => rt.block_on(drive(cfg, counters, when, &mut Http { client: client(cfg)?, cfg })),
+        #[cfg(feature = "kafka")]
+        Kind::Kafka => rt.block_on(drive(cfg, counters, when, &mut kafka::Kafka::new(cfg)?)),
+        #[cfg(not(feature = "kafka"))]
+        Kind::Kafka => Err(std::io::Error::other("this kcdscope was built without the kafka feature")),
+    }
 }
 
-async fn run_async(cfg: &ShipConfig, counters: &ShipCounters, when: &StopWhen) -> std::io::Result<()> {
-    let client = client(cfg)?;
+/// One attempt at storing events at a receiver.
+trait Deliver {
+    /// Sends `lines` (in spool order) and tells, for each, how the receiver answered.
+    async fn deliver(&mut self, lines: &[&[u8]]) -> wire::Outcomes;
+}
+
+struct Http<'a> {
+    client: HttpClient,
+    cfg: &'a ShipConfig,
+}
+
+impl Deliver for Http<'_> {
+    async fn deliver(&mut self, lines: &[&[u8]]) -> wire::Outcomes {
+        let cfg = self.cfg;
+        let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 64).sum());
+        for l in lines {
+            match cfg.kind {
+                Kind::Hec => wire::hec_item(&mut body, l, &cfg.sourcetype),
+                _ => wire::bulk_item(&mut body, l),
+            }
+        }
+        match post(&self.client, cfg, body).await {
+            Ok((status, answer)) => match cfg.kind {
+                Kind::Hec => wire::hec_outcomes(status, &answer, lines.len()),
+                _ => wire::bulk_outcomes(status, &answer, lines.len()),
+            },
+            Err(e) => vec![(ItemOutcome::Retry, Some(e)); lines.len()],
+        }
+    }
+}
+
+/// The loop common to every output: batches from the spool, sent until each event has an
+/// answer, then the checkpoint.
+async fn drive(cfg: &ShipConfig, counters: &ShipCounters, when: &StopWhen, out: &mut impl Deliver) -> std::io::Result<()> {
     let mut reader = SpoolReader::new(&cfg.spool);
     let ck = spool::load_checkpoint(&cfg.checkpoint)?;
     reader.seek(ck.as_ref())?;
@@ -284,20 +339,10 @@ async fn run_async(cfg: &ShipConfig, counters: &ShipCounters, when: &StopWhen) -
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut attempt = 0u32;
         while !pending.is_empty() {
-            let mut body = Vec::with_capacity(bytes + pending.len() * 64);
-            for i in &pending {
-                match cfg.kind {
-                    Kind::Bulk => wire::bulk_item(&mut body, &batch[*i].0),
-                    Kind::Hec => wire::hec_item(&mut body, &batch[*i].0, &cfg.sourcetype),
-                }
-            }
-            let outcomes = match post(&client, cfg, body).await {
-                Ok((status, answer)) => match cfg.kind {
-                    Kind::Bulk => wire::bulk_outcomes(status, &answer, pending.len()),
-                    Kind::Hec => wire::hec_outcomes(status, &answer, pending.len()),
-                },
-                Err(e) => vec![(ItemOutcome::Retry, Some(e)); pending.len()],
-            };
+            let lines: Vec<&[u8]> = pending.iter().map(|i| batch[*i].0.as_slice()).collect();
+            let mut outcomes = out.deliver(&lines).await;
+            // An output that answered for fewer events: the rest is sent again.
+            outcomes.resize(pending.len(), (ItemOutcome::Retry, Some("no answer for this event".into())));
             let mut again = Vec::new();
             let mut why_retry = None;
             for (i, (o, why)) in pending.iter().zip(outcomes) {

@@ -99,8 +99,11 @@ pub fn locate(files: &[SpoolFile], ck: Option<&Checkpoint>) -> Option<Start> {
 }
 
 fn fingerprint_of(path: &Path) -> io::Result<u64> {
+    fingerprint_from(&mut File::open(path)?)
+}
+
+fn fingerprint_from(f: &mut File) -> io::Result<u64> {
     let mut head = [0u8; FINGERPRINT_BYTES];
-    let mut f = File::open(path)?;
     let mut n = 0;
     while n < head.len() {
         match f.read(&mut head[n..])? {
@@ -127,18 +130,42 @@ fn ino(_: &fs::Metadata) -> u64 {
 }
 
 /// The spool's files now: rotated ones by number, then the current one (numbered one more).
+///
+/// The writer renames the current file away at any moment. Read the directory first and
+/// then the current file, and the current file may be one rotation newer than the
+/// listing: numbered as the file it follows, which would be skipped. So the current file
+/// is opened first (its inode and first bytes from that one handle), the rotated files
+/// listed after, and the whole taken again if the opened file is among them (rotated in
+/// between).
 pub fn list(path: &Path) -> io::Result<Vec<SpoolFile>> {
-    let mut out = Vec::new();
-    let rotated = rotated_files(path)?;
-    let next = rotated.last().map_or(1, |(n, _)| n + 1);
-    let all = rotated.into_iter().chain(std::iter::once((next, path.to_path_buf())));
-    for (seq, p) in all {
-        // A file may go between the listing and here (deleted when the spool is full).
-        let Ok(m) = fs::metadata(&p) else { continue };
-        let Ok(fp) = fingerprint_of(&p) else { continue };
-        out.push(SpoolFile { seq, ino: ino(&m), fingerprint: fp, len: m.len(), path: p });
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let current = match File::open(path) {
+            Ok(mut f) => {
+                let m = f.metadata()?;
+                Some((ino(&m), fingerprint_from(&mut f)?, m.len()))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let rotated = rotated_files(path)?;
+        let next = rotated.last().map_or(1, |(n, _)| n + 1);
+        let mut out = Vec::with_capacity(rotated.len() + 1);
+        for (seq, p) in rotated {
+            // A file may go between the listing and here (deleted when the spool is full).
+            let Ok(m) = fs::metadata(&p) else { continue };
+            let Ok(fp) = fingerprint_of(&p) else { continue };
+            out.push(SpoolFile { seq, ino: ino(&m), fingerprint: fp, len: m.len(), path: p });
+        }
+        if let Some((ino, fingerprint, len)) = current {
+            if out.iter().any(|f| f.ino == ino) && tries < 100 {
+                continue;
+            }
+            out.push(SpoolFile { seq: next, ino, fingerprint, len, path: path.to_path_buf() });
+        }
+        return Ok(out);
     }
-    Ok(out)
 }
 
 pub fn load_checkpoint(path: &Path) -> io::Result<Option<Checkpoint>> {
@@ -193,7 +220,24 @@ impl SpoolReader {
 
     fn open_at(&mut self, files: &[SpoolFile], start: &Start) -> io::Result<()> {
         let Some(f) = files.get(start.index) else { return Ok(()) };
-        let mut h = File::open(&f.path)?;
+        // The listed file is opened by its name, which the writer may have given to a new
+        // file since (the listed one renamed away by a rotation, or not yet recreated): the
+        // file with the listed inode is looked up again under its new name.
+        let same = |h: &File| h.metadata().is_ok_and(|m| ino(&m) == f.ino);
+        let mut h = match File::open(&f.path) {
+            Ok(h) if same(&h) => Some(h),
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if h.is_none() {
+            if let Some(g) = list(&self.path)?.into_iter().find(|g| g.ino == f.ino) {
+                h = Some(File::open(&g.path)?);
+            }
+        }
+        let Some(mut h) = h else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: gone while being opened", f.path.display())));
+        };
         h.seek(SeekFrom::Start(start.offset))?;
         let ck = Checkpoint { seq: f.seq, ino: f.ino, fingerprint: f.fingerprint, offset: start.offset };
         self.file = Some((h, ck));
@@ -375,5 +419,34 @@ mod tests {
         assert!(rotated_files(&path).expect("list").len() > 5);
         assert_eq!(got, want);
         assert_eq!(r.gaps, 0);
+    }
+
+    #[test]
+    fn a_reader_following_a_writer_that_rotates_fast_misses_nothing() {
+        use crate::outputs::file::{RotatingFile, Rotation};
+        let path = tmp("fast");
+        let want: Vec<String> = (0..3000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "z".repeat(i % 90))).collect();
+        let w_path = path.clone();
+        let w_lines = want.clone();
+        // Files of a few lines each, written as fast as they come: the reader lists the
+        // spool while files are renamed away under it.
+        let writer = std::thread::spawn(move || {
+            let mut w = RotatingFile::open(&w_path, Rotation { max_bytes: Some(300), fsync: crate::outputs::file::Fsync::Never, ..Default::default() }).expect("open");
+            for l in &w_lines {
+                writeln!(w, "{l}").expect("write");
+            }
+        });
+        let mut r = SpoolReader::new(&path);
+        let mut got = Vec::new();
+        let t0 = std::time::Instant::now();
+        while got.len() < want.len() && t0.elapsed() < std::time::Duration::from_secs(60) {
+            match r.next_line().expect("read") {
+                Some(l) => got.push(String::from_utf8(l.bytes).expect("utf8")),
+                None => std::thread::yield_now(),
+            }
+        }
+        writer.join().expect("writer");
+        assert_eq!(r.gaps, 0);
+        assert!(got == want, "{} of {} lines, in order", got.len(), want.len());
     }
 }
