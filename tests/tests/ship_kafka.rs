@@ -528,3 +528,57 @@ fn sigkill_mid_shipping_resumes_from_the_checkpoint_at_least_once() {
     assert!(copies - want.len() <= 40, "{} duplicates: {err}", copies - want.len());
     eprintln!("killed at {}; {} events produced twice after the restart", at_kill.trim(), copies - want.len());
 }
+
+/// Events a second shipped to the broker (run with a release kcdscope: `cargo build
+/// --release -p kcdscope && KCDSCOPE_BIN=target/release/kcdscope cargo test -p kcd-tests
+/// --test ship_kafka -- --ignored --nocapture throughput`), on the same spool as the `_bulk`
+/// and HEC figures: the corpus's events 200 times, each copy's frames moved so that every
+/// event is distinct. The broker runs on the same two CPUs; what it holds is counted by the
+/// consumer from the partitions' high watermarks.
+#[test]
+#[ignore]
+fn throughput_to_the_kafka_broker() {
+    let _serial = serial();
+    let dir = tmpdir("throughput");
+    let base = dir.join("base.ndjson");
+    let out = Command::new(kcdscope_bin()).arg("replay").args(captures("")).args(["-o", base.to_str().unwrap(), "--count"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = spool_lines(&base);
+    let mut text = Vec::new();
+    for k in 0..200u64 {
+        for l in &lines {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let f = v["frame"].as_u64().unwrap_or(0);
+            v["frame"] = Value::from(f + k * 10_000_000);
+            serde_json::to_writer(&mut text, &v).unwrap();
+            text.push(b'\n');
+        }
+    }
+    let spool = dir.join("spool.ndjson");
+    std::fs::write(&spool, &text).unwrap();
+    let n = lines.len() * 200;
+    let broker = Broker::start(&dir, free_port());
+    broker.create_topic("kcdscope", 3);
+    let t0 = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%U %S"])
+        .arg(kcdscope_bin())
+        .arg("ship")
+        .arg(&spool)
+        .args(["--kafka", &broker.addr(), "--batch-events", "1000"])
+        .output()
+        .unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let cpu: f64 = err.lines().last().unwrap().split_whitespace().map(|x| x.parse::<f64>().unwrap()).sum();
+    let (_, held) = broker.consume("kcdscope", 0, Duration::from_secs(30));
+    assert_eq!(held, n as u64, "the broker holds every event once");
+    assert_eq!(counters(&err)[0], n as u64, "{err}");
+    eprintln!(
+        "kafka: {n} events ({} MB) in {wall:.2} s: {:.0} events/s; kcdscope used {cpu:.2} s of CPU ({:.0} events per CPU second)",
+        text.len() / 1_000_000,
+        n as f64 / wall,
+        n as f64 / cpu.max(0.001)
+    );
+}
