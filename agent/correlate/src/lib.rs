@@ -19,6 +19,7 @@ mod join;
 mod kerberos;
 mod output;
 mod state;
+mod tls;
 mod table;
 
 pub use config::{Config, Stats};
