@@ -15,6 +15,7 @@ pub use kcd_findings::{catalogue, s4u};
 mod config;
 mod device;
 mod findings;
+mod gateway;
 mod http;
 mod join;
 mod kerberos;
