@@ -8,8 +8,9 @@ use kcd_findings::catalogue::{self, Rule};
 use kcd_findings::device::{self as steps, Step};
 use kcd_schema::{Finding, Severity, SubjectKind, Timestamp};
 
-use crate::device::DeviceState;
+use crate::device::{DeviceState, Observation};
 use crate::state::Ev;
+use crate::state::PrincipalState;
 use crate::Correlator;
 
 /// Devices and users listed in a finding's facts, at most.
@@ -115,6 +116,23 @@ impl Correlator {
             SubjectKind::Principal => format!("Requests from {who} of user {subject} failed at {}{said}.", steps::step_of(rule).label()),
             _ => format!("Requests from {who} were refused at the {} step{said}.", steps::step_of(rule).label()),
         };
+    }
+
+    /// A device (EAS DeviceId, certificate fingerprint, address) presented `upn` at `at`:
+    /// the gateway's and TLS events call this; principals then list their devices.
+    pub fn observe_device(&mut self, device: &str, upn: &str, at: Timestamp) {
+        let o = Observation { device_id: Some(device), upn: Some(upn), ..Default::default() };
+        self.devices.observe(o, at, Ev { file: 0, frame: 0, flow: None });
+    }
+
+    /// Devices seen with a UPN naming this principal around the time it was active.
+    pub fn devices_of(&self, principal: &PrincipalState) -> Vec<&DeviceState> {
+        self.devices.for_principal(
+            &principal.name,
+            principal.first_seen,
+            principal.last_seen,
+            self.cfg.device_window_ns,
+        )
     }
 
     /// Every device, first seen first.

@@ -6,6 +6,11 @@
 //! Pure: no I/O, and time comes only from the events, so a replay gives the same findings
 //! every time. Memory is bounded: every table has a cap, ages out with capture time and
 //! counts what it evicts.
+//!
+//! Each source has its module: Kerberos in `kerberos/` (requests, replies, errors,
+//! RESPONSE_TOO_BIG, silence, names), TLS in `tls.rs`, HTTP (CRLs, Exchange) in `http.rs`,
+//! the gateway's events in `gateway.rs`; `join.rs` joins them per device. This file holds
+//! the core: the state, the dispatch, capture time and the bounds of the tables.
 
 use std::net::IpAddr;
 
@@ -21,8 +26,8 @@ mod join;
 mod kerberos;
 mod output;
 mod state;
-mod tls;
 mod table;
+mod tls;
 
 pub use config::{Config, Stats};
 pub use device::{upn_matches, DeviceCert, DeviceState, Failure};
@@ -35,7 +40,10 @@ pub use state::{
 
 use catalogue::Rule;
 use findings::{Agg, FindingSet};
-use kerberos::{ClientNote, Delegations, Impersonation, OutReq, ReqKey, TicketLink, TooBig, CLIENT_NOTES, IMPERSONATION_WINDOW_NS};
+use kerberos::{
+    ClientNote, Delegations, Impersonation, OutReq, ReqKey, TicketLink, TooBig, CLIENT_NOTES,
+    IMPERSONATION_WINDOW_NS,
+};
 use state::{Ev, FlowTag};
 
 pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -199,23 +207,6 @@ impl Correlator {
             EventType::Http => self.http_transaction(e),
             EventType::Finding => {}
         }
-    }
-
-    /// A device (EAS DeviceId, certificate fingerprint, address) presented `upn` at `at`:
-    /// the gateway's and TLS events call this; principals then list their devices.
-    pub fn observe_device(&mut self, device: &str, upn: &str, at: Timestamp) {
-        let o = device::Observation { device_id: Some(device), upn: Some(upn), ..Default::default() };
-        self.devices.observe(o, at, Ev { file: 0, frame: 0, flow: None });
-    }
-
-    /// Devices seen with a UPN naming this principal around the time it was active.
-    pub fn devices_of(&self, principal: &PrincipalState) -> Vec<&DeviceState> {
-        self.devices.for_principal(
-            &principal.name,
-            principal.first_seen,
-            principal.last_seen,
-            self.cfg.device_window_ns,
-        )
     }
 
     /// The capture is over: what still waits is decided as far as it can be.
