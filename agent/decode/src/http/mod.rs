@@ -3,6 +3,7 @@
 //! the connection, and kept only where they are read (a CRL), under a cap. One `http`
 //! event per transaction, with `eas` for an ActiveSync request and `crl` for a CRL fetch.
 
+mod crl;
 pub mod eas;
 
 use std::collections::VecDeque;
@@ -11,7 +12,7 @@ use base64::Engine as _;
 use kcd_krb5::gss::{classify, GssToken, Inner};
 use kcd_krb5::view::{BodyView, MessageView};
 use kcd_schema::{
-    ApReqSummary, AuthKind, Authorization, AnomalyLayer, Crl, CrlProblem, Eas, EasQueryForm,
+    ApReqSummary, AuthKind, Authorization, AnomalyLayer, Eas, EasQueryForm,
     EncryptionType, EventType, Http, TicketId, Timestamp,
 };
 
@@ -444,7 +445,7 @@ impl HttpConn {
             let parsed = der.as_deref().map(|d| emit.certs.crl(d));
             let is_crl = tx.crl_url || r.crl_type || matches!(parsed, Some(Some(_)));
             if is_crl {
-                crl = Some(crl_event(&tx, parsed, ctx.ts));
+                crl = Some(crl::crl_event(&tx, parsed, ctx.ts));
             }
         }
         if tx.http.malformed.is_none() {
@@ -484,48 +485,6 @@ impl HttpConn {
         }
         self.lost = true;
     }
-}
-
-fn crl_event(tx: &Tx, parsed: Option<crate::x509::CrlFacts>, at: Timestamp) -> Crl {
-    let h = &tx.http;
-    let url = match &h.hostname {
-        Some(host) if h.url.starts_with('/') => format!("http://{host}{}", h.url),
-        _ => h.url.clone(),
-    };
-    let mut c = Crl { url, ..Crl::default() };
-    let status = h.status.unwrap_or(0);
-    if status >= 400 {
-        let path = h.url.split('?').next().unwrap_or("");
-        let name = path.rsplit('/').next().unwrap_or("");
-        c.problems.push(if status == 404 && (name.contains('+') || name.to_ascii_lowercase().contains("%2b")) {
-            CrlProblem::NotFoundPlusName
-        } else {
-            CrlProblem::HttpError
-        });
-        return c;
-    }
-    match parsed {
-        Some(Some(p)) => {
-            let now = at.secs();
-            c.issuer = Some(p.issuer);
-            c.this_update = Some(crate::x509::rfc3339(p.this_update));
-            c.next_update = p.next_update.map(crate::x509::rfc3339);
-            c.crl_number = p.number.map(|n| format!("{n:02X}"));
-            c.delta = p.delta_base.is_some();
-            c.base_crl_number = p.delta_base.map(|n| format!("{n:02X}"));
-            c.revoked_count = Some(p.revoked);
-            if p.next_update.is_some_and(|n| n < now) {
-                c.problems.push(CrlProblem::ExpiredAtCapture);
-            }
-            if p.this_update > now {
-                c.problems.push(CrlProblem::NotYetValidAtCapture);
-            }
-        }
-        // No body to read: a HEAD, a 304, or no response at all.
-        _ if status == 0 || h.length == Some(0) || h.http_method.eq_ignore_ascii_case("HEAD") => {}
-        _ => c.problems.push(CrlProblem::Unparseable),
-    }
-    c
 }
 
 /// Header bytes as text: `from_utf8` checks ASCII a word at a time where `from_utf8_lossy`
