@@ -9,7 +9,7 @@ pub mod eas;
 
 use std::collections::VecDeque;
 
-use kcd_schema::{AnomalyLayer, Eas, EasQueryForm, EventType, Http, Timestamp};
+use kcd_schema::{AnomalyLayer, Eas, EventType, Http, Timestamp};
 
 use crate::emit::{Ctx, Emit};
 use crate::keytab::{Keytab, KeytabStats};
@@ -334,17 +334,7 @@ impl HttpConn {
             }
         }
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let eas = ends_with_ignore_case(path, "/microsoft-server-activesync").then(|| {
-            let q = eas::parse(query);
-            Eas {
-                cmd: q.cmd,
-                user: q.user,
-                device_id: q.device_id,
-                device_type: q.device_type,
-                protocol_version: eas_version,
-                query_form: if q.encoded { EasQueryForm::Base64 } else { EasQueryForm::Plain },
-            }
-        });
+        let eas = eas::request(path, query, eas_version);
         let crl_url = ends_with_ignore_case(path, ".crl");
         let tx = Tx { http, eas, crl_url, ts: ctx.ts };
         self.request = Some((tx, Body::new(framing, false)));
