@@ -1,18 +1,20 @@
-//! The device join: what the gateway's request events (and, from the wire, TLS handshakes
-//! and Exchange's HTTP) say about each device, and the findings a refused device raises.
+//! The device join: the findings a refused device raises, whoever saw it (the gateway's
+//! request events, gateway.rs; from the wire, TLS handshakes, tls.rs, and Exchange's
+//! HTTP, http.rs), and each device's verdict.
 //! Kerberos is joined by the device's user: the principal's own findings tell the
 //! S4U2Self and S4U2Proxy steps of devices the gateway's events do not cover.
 
 use kcd_findings::catalogue::{self, Rule};
 use kcd_findings::device::{self as steps, Step};
-use kcd_schema::{Event, Finding, KcdStep, Severity, SubjectKind, Timestamp};
+use kcd_schema::{Finding, Severity, SubjectKind, Timestamp};
 
-use crate::device::{parse_address, DeviceCert, DeviceState, Observation};
+use crate::device::{DeviceState, Observation};
 use crate::state::Ev;
+use crate::state::PrincipalState;
 use crate::Correlator;
 
 /// Devices and users listed in a finding's facts, at most.
-const LISTED: usize = 16;
+pub(crate) const LISTED: usize = 16;
 
 /// How a device stands, for the report and the UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -50,76 +52,6 @@ pub struct Verdict<'c> {
 }
 
 impl Correlator {
-    /// One request the gateway served or refused (`gateway.step` = request).
-    pub(crate) fn gateway_request(&mut self, e: &Event<'_>) {
-        let Some(g) = &e.gateway else { return };
-        if g.step != KcdStep::Request {
-            return;
-        }
-        let at = e.timestamp;
-        let ev = self.ev(e);
-        let dev = g.device.as_deref();
-        let cert = g.certificate.as_deref();
-        let upn = g.user.as_deref().or(cert.and_then(|c| c.upn.as_deref()));
-        let address = dev.and_then(|d| d.address.as_deref()).and_then(parse_address).or(e.src_ip);
-        let backend = g.backend.as_deref().and_then(|b| b.status);
-        let failure = g.reason.as_deref().map(|reason| {
-            let (step, rule) = match steps::gateway_reason(reason) {
-                Some((s, r)) => (s, Some(r)),
-                None => {
-                    // "kerberos": the delegation client named it; other refusals are about
-                    // one malformed request and name no set-up problem.
-                    let rule = g.finding.as_deref().and_then(catalogue::by_id);
-                    let step = match g.kcd.as_deref().and_then(|k| k.step) {
-                        Some(KcdStep::S4u2proxy) => Step::S4u2Proxy,
-                        Some(KcdStep::Login | KcdStep::S4u2self) => Step::S4u2Self,
-                        _ => rule.map_or(Step::Exchange, steps::step_of),
-                    };
-                    (step, rule)
-                }
-            };
-            (step, rule, reason.to_string(), g.detail.as_deref().unwrap_or("").to_string(), g.status)
-        });
-        // Exchange's own failures (5xx) passed through; EAS answers 449 and 451 by design.
-        let failure = failure.or_else(|| {
-            backend
-                .filter(|&s| s >= 500)
-                .map(|s| (Step::Exchange, None, format!("http_{s}"), format!("Exchange answered {s}"), Some(s)))
-        });
-        let ok = failure.is_none() && g.status.is_some_and(|s| s < 500);
-        let finding = failure.as_ref().and_then(|f| f.1.map(|r| (r, f.3.clone())));
-        let obs = Observation {
-            device_id: dev.and_then(|d| d.device_id.as_deref()),
-            device_type: dev.and_then(|d| d.device_type.as_deref()),
-            fingerprint: cert.map(|c| c.sha256.as_str()),
-            address,
-            upn,
-            cert: cert.map(|c| DeviceCert {
-                subject: c.subject.as_str().into(),
-                issuer: c.issuer.as_str().into(),
-                serial: c.serial.as_str().into(),
-                sha256: c.sha256.as_str().into(),
-                upn: c.upn.as_deref().map(Into::into),
-                not_after: Some(c.not_after),
-                revocation: c.revocation.as_deref().map(Into::into),
-                cdp: Vec::new(),
-            }),
-            cmd: dev.and_then(|d| d.cmd.as_deref()),
-            user_mismatch: dev.and_then(|d| d.user_mismatch.as_deref()),
-            ok,
-            request: true,
-            reached: None,
-            failure,
-            exchange_status: backend,
-        };
-        let Some(key) = self.devices.observe(obs, at, ev) else { return };
-        if let Some((rule, detail)) = finding {
-            let issuer = cert.map(|c| c.issuer.clone());
-            let server = g.spn.as_deref().map(str::to_string);
-            self.device_finding(&key, rule, &detail, issuer.as_deref(), server.as_deref(), at, ev);
-        }
-    }
-
     /// A device met a rule: the finding goes to what must be fixed. Certificate problems
     /// are the device's; CRL problems its CA's (one finding however many devices);
     /// Exchange's its server's; Kerberos ones the user's, as the wire diagnosis names them.
@@ -186,6 +118,23 @@ impl Correlator {
         };
     }
 
+    /// A device (EAS DeviceId, certificate fingerprint, address) presented `upn` at `at`:
+    /// the gateway's and TLS events call this; principals then list their devices.
+    pub fn observe_device(&mut self, device: &str, upn: &str, at: Timestamp) {
+        let o = Observation { device_id: Some(device), upn: Some(upn), ..Default::default() };
+        self.devices.observe(o, at, Ev { file: 0, frame: 0, flow: None });
+    }
+
+    /// Devices seen with a UPN naming this principal around the time it was active.
+    pub fn devices_of(&self, principal: &PrincipalState) -> Vec<&DeviceState> {
+        self.devices.for_principal(
+            &principal.name,
+            principal.first_seen,
+            principal.last_seen,
+            self.cfg.device_window_ns,
+        )
+    }
+
     /// Every device, first seen first.
     pub fn devices(&self) -> Vec<&DeviceState> {
         self.devices.all()
@@ -247,294 +196,5 @@ pub fn device_label(d: &DeviceState) -> String {
     match &d.upn {
         Some(u) if **u != *d.key => format!("{} ({u})", d.key),
         _ => d.key.to_string(),
-    }
-}
-
-/// CRL URLs whose fetch went wrong, kept to explain the devices that fail after it.
-pub(crate) const CRL_TROUBLE_KEPT: usize = 1024;
-/// Accepted Kerberos tokens remembered to recognise their replays.
-pub(crate) const ACCEPTED_TOKENS_KEPT: usize = 4096;
-/// CDP URLs of a device certificate remembered.
-const CDP_KEPT: usize = 4;
-
-impl Correlator {
-    /// A TLS handshake seen on the wire. Only handshakes where the server asked for a
-    /// client certificate, or the client sent one, are a device's; in TLS 1.3 both are
-    /// encrypted and the gateway's events tell the rest.
-    pub(crate) fn tls_handshake(&mut self, e: &Event<'_>) {
-        let Some(t) = &e.tls else { return };
-        let leaf = t.client_certificates.first();
-        if leaf.is_none() && !t.client_certificate_requested {
-            return;
-        }
-        let at = e.timestamp;
-        let ev = self.ev(e);
-        let upn = leaf.and_then(|c| c.san_upn.first().or(c.san_email.first())).map(String::as_str);
-        let cert = leaf.map(|c| DeviceCert {
-            subject: c.subject.as_str().into(),
-            issuer: c.issuer.as_str().into(),
-            serial: c.serial.as_str().into(),
-            sha256: c.sha256.as_str().into(),
-            upn: upn.map(Into::into),
-            not_after: None,
-            revocation: None,
-            cdp: c.cdp.iter().take(CDP_KEPT).map(|u| u.as_str().into()).collect(),
-        });
-        let issuer = leaf.map(|c| c.issuer.clone());
-        // The server's fatal alert refuses the device; a problem of the certificate itself
-        // says why when the alert is vague.
-        let server_alert = t.alert.as_ref().filter(|a| a.sender == kcd_schema::Side::Server).map(|a| a.description.as_str());
-        let problem = leaf.and_then(|c| {
-            use kcd_schema::CertProblem as P;
-            c.problems.iter().find_map(|p| match p {
-                P::ExpiredAtCapture => Some(&catalogue::CERT_EXPIRED),
-                P::NotYetValidAtCapture => Some(&catalogue::CERT_NOT_YET_VALID),
-                P::NoClientAuthEku => Some(&catalogue::CERT_NO_CLIENT_AUTH_EKU),
-                P::NoUpnOrEmail => Some(&catalogue::CERT_NO_UPN),
-                P::LdapOnlyCdp => Some(&catalogue::CRL_CDP_LDAP_ONLY),
-                P::NoHttpCdp => None,
-            })
-        });
-        let not_acceptable = match (leaf, t.acceptable_cas.is_empty()) {
-            (Some(c), false) => !t.acceptable_cas.iter().any(|a| names_equal(a, &c.issuer)),
-            _ => false,
-        };
-        let crl = leaf.and_then(|c| c.cdp.iter().find_map(|u| self.crl_trouble.peek(u.as_str()).copied()));
-        let rule: Option<&'static Rule> = match server_alert {
-            Some(a) => {
-                let by_alert = if leaf.is_none() || t.client_certificate_empty {
-                    Some(&catalogue::CERT_NOT_PRESENTED)
-                } else {
-                    steps::tls_alert(a)
-                };
-                // unknown_ca is also how gateways say "could not check revocation".
-                match (a, crl, problem) {
-                    ("unknown_ca", Some((r, _)), _) => Some(r),
-                    (_, _, Some(p)) if by_alert.is_none_or(|r| r.id == catalogue::CERT_INVALID.id || r.id == catalogue::CERT_ISSUER_NOT_TRUSTED.id) && !not_acceptable => Some(p),
-                    ("unknown_ca", _, _) if not_acceptable => Some(&catalogue::CERT_ISSUER_NOT_TRUSTED),
-                    _ => by_alert,
-                }
-            }
-            // Accepted by this server, but a certificate-to-Kerberos gateway that checks
-            // what DOMAIN.md lists (UPN, Client Authentication EKU, an HTTP CDP, validity)
-            // refuses it, during the handshake or at its first request.
-            None => problem,
-        };
-        let failure = rule.map(|r| {
-            let detail = match server_alert {
-                Some(a) => format!("the server refused the handshake with TLS alert {a}"),
-                None => {
-                    let p: Vec<&str> = leaf.map(|c| c.problems.iter().map(|p| p.as_str()).collect()).unwrap_or_default();
-                    format!("the server accepted the handshake, but the certificate is unfit for a device: {}", p.join(", "))
-                }
-            };
-            let detail = if not_acceptable && r.id == catalogue::CERT_ISSUER_NOT_TRUSTED.id {
-                format!("{detail}; the certificate's issuer is not among the CAs the server named as acceptable")
-            } else {
-                detail
-            };
-            (steps::step_of(r), Some(r), server_alert.unwrap_or("certificate").to_string(), detail, None)
-        });
-        // A TLS 1.2 handshake that completed passed the certificate and revocation checks.
-        let reached = match t.outcome {
-            kcd_schema::TlsOutcome::Established => Some(Step::Crl),
-            _ => Some(Step::Certificate),
-        };
-        let obs = Observation {
-            fingerprint: leaf.map(|c| c.sha256.as_str()),
-            address: e.src_ip,
-            upn,
-            cert,
-            request: false,
-            reached,
-            failure,
-            ..Default::default()
-        };
-        let Some(key) = self.devices.observe(obs, at, ev) else { return };
-        if let Some(r) = rule {
-            let detail = self.devices.get(&key).and_then(|d| d.failing.as_ref()).map(|f| f.detail.to_string()).unwrap_or_default();
-            self.device_finding(&key, r, &detail, issuer.as_deref(), t.sni.as_deref(), at, ev);
-        }
-    }
-
-    /// An HTTP transaction seen on the wire: a CRL fetch, or an ActiveSync request (on the
-    /// gateway's leg to Exchange, in the clear), or any request Exchange answered 401.
-    pub(crate) fn http_transaction(&mut self, e: &Event<'_>) {
-        let Some(h) = &e.http else { return };
-        let at = e.timestamp;
-        if let Some(c) = &e.crl {
-            self.crl_fetch(e, c, at);
-            return;
-        }
-        let ev = self.ev(e);
-        let server = h.hostname.clone().or_else(|| e.dest_ip.map(|a| a.to_string()));
-        let krb = h.authorization.as_ref().is_some_and(|a| {
-            matches!(a.kind, kcd_schema::AuthKind::Kerberos | kcd_schema::AuthKind::Spnego)
-        });
-        let key_unknown = h.authorization.as_ref().and_then(|a| a.kerberos.as_ref()).and_then(|k| k.key_in_keytab) == Some(false);
-        let rule: Option<&'static Rule> = match h.status {
-            Some(401) => {
-                let offered: Vec<&str> = h.www_authenticate.iter().map(String::as_str).collect();
-                if key_unknown {
-                    Some(&catalogue::EXCHANGE_TICKET_KEY_UNKNOWN)
-                } else {
-                    steps::exchange_401(&offered, krb)
-                }
-            }
-            Some(413) => Some(&catalogue::HTTP_BODY_TOO_LARGE),
-            // Unanswered, the ticket may still be what stopped it. Any other answer means
-            // Exchange opened the ticket: the keytab given is not the one Exchange uses,
-            // which says nothing against Exchange.
-            None if key_unknown => Some(&catalogue::EXCHANGE_TICKET_KEY_UNKNOWN),
-            _ => None,
-        };
-        // A KDC whose clock is 5 minutes or more off this host's makes tickets a server
-        // with the right time refuses (KRB_AP_ERR_SKEW inside the 401): the clock, not the
-        // server's set-up, is then the first thing to fix.
-        let skew = (rule.is_some_and(|r| r.id == catalogue::EXCHANGE_TICKET_REFUSED.id))
-            .then(|| {
-                self.kdcs
-                    .values()
-                    .filter(|k| k.offset.samples > 0)
-                    .map(|k| k.offset.worst())
-                    .filter(|o| o.abs() >= 300.0)
-                    .max_by(|a, b| a.abs().total_cmp(&b.abs()))
-            })
-            .flatten();
-        let detail = match (rule, h.status) {
-            (Some(r), Some(s)) if r.id == catalogue::EXCHANGE_NEGOTIATE_NOT_OFFERED.id => {
-                format!("{} {} answered {s} offering {}", h.http_method, h.url, if h.www_authenticate.is_empty() { "nothing".to_string() } else { h.www_authenticate.join(", ") })
-            }
-            (Some(_), Some(s)) => format!("{} {} answered {s}", h.http_method, h.url),
-            _ => String::new(),
-        };
-        let token = h.authorization.as_ref().and_then(|a| a.kerberos.as_ref()).and_then(|k| k.authenticator_id.as_deref());
-        let mut replay_of = None;
-        if let (Some(id), Some(status)) = (token, h.status) {
-            if (200..300).contains(&status) {
-                self.accepted_tokens.put(id.to_string(), e.frame);
-                while self.accepted_tokens.len() > ACCEPTED_TOKENS_KEPT {
-                    self.accepted_tokens.pop_lru();
-                }
-            } else if status == 401 {
-                replay_of = self.accepted_tokens.peek(id).copied();
-            }
-        }
-        let detail = match replay_of {
-            Some(f) => format!(
-                "{detail}; the same Kerberos token (authenticator {}) was accepted before (frame {f}): this is a replayed token, which the server's replay cache refuses; the client (or a proxy) must not resend a used Negotiate header",
-                token.unwrap_or("")
-            ),
-            None => detail,
-        };
-        let detail = match skew {
-            Some(o) => format!(
-                "{detail}; a KDC's clock is {:.0} s off this host's (krb.clock_skew): a server whose clock differs from the KDC's by 5 minutes or more refuses its tickets, so fix the clocks (NTP) before Exchange's settings",
-                o
-            ),
-            None => detail,
-        };
-        let Some(eas) = &e.eas else {
-            // Not a device's request: the finding is the server's alone.
-            if let Some(r) = rule {
-                let name = server.as_deref().unwrap_or("Exchange");
-                let a = self.findings.record(r, SubjectKind::Server, name, at, [ev]);
-                a.fact("detail", detail.as_str());
-                a.explanation = format!("Requests to {name} failed: {detail}.");
-            }
-            return;
-        };
-        let status = h.status;
-        let failure = match (rule, status) {
-            (Some(r), _) => Some((Step::Exchange, Some(r), status.map_or("no answer".into(), |s| format!("http_{s}")), detail.clone(), status)),
-            (None, Some(s)) if s >= 500 => Some((Step::Exchange, None, format!("http_{s}"), format!("Exchange answered {s}"), Some(s))),
-            _ => None,
-        };
-        // The first leg of a Negotiate handshake (401 without a token sent) is no failure.
-        let first_leg = status == Some(401) && rule.is_none();
-        let obs = Observation {
-            device_id: eas.device_id.as_deref(),
-            device_type: eas.device_type.as_deref(),
-            cmd: eas.cmd.as_deref(),
-            ok: failure.is_none() && status.is_some_and(|s| s < 500) && !first_leg,
-            request: !first_leg,
-            // The first leg of Negotiate proves nothing yet.
-            reached: (!first_leg).then_some(Step::Exchange),
-            failure,
-            exchange_status: status,
-            ..Default::default()
-        };
-        let Some(key) = self.devices.observe(obs, at, ev) else { return };
-        if let Some(r) = rule {
-            self.device_finding(&key, r, &detail, None, server.as_deref(), at, ev);
-        }
-    }
-
-    fn crl_fetch(&mut self, e: &Event<'_>, c: &kcd_schema::Crl, at: Timestamp) {
-        use kcd_schema::CrlProblem as P;
-        let rule: Option<&'static Rule> = c.problems.iter().find_map(|p| match p {
-            P::NotFoundPlusName => Some(&catalogue::CRL_DELTA_BLOCKED),
-            P::ExpiredAtCapture => Some(&catalogue::CRL_EXPIRED),
-            P::HttpError | P::Unparseable => Some(&catalogue::CRL_UNREACHABLE),
-            P::NotYetValidAtCapture => None,
-        });
-        let Some(r) = rule else {
-            // A good fetch clears the URL's trouble.
-            self.crl_trouble.pop(c.url.as_str());
-            return;
-        };
-        let ev = self.ev(e);
-        self.crl_trouble.put(c.url.clone(), (r, at));
-        while self.crl_trouble.len() > CRL_TROUBLE_KEPT {
-            self.crl_trouble.pop_lru();
-        }
-        // The CA when the CRL could be read; else the CDP server's URL.
-        let (kind, subject) = match &c.issuer {
-            Some(i) => (SubjectKind::Ca, i.clone()),
-            None => (SubjectKind::Server, c.url.clone()),
-        };
-        let status = e.http.as_ref().and_then(|h| h.status);
-        let detail = match (r.id, status) {
-            (id, Some(s)) if id != catalogue::CRL_EXPIRED.id => format!("{} answered HTTP {s}", c.url),
-            _ => match &c.next_update {
-                Some(n) => format!("{} expired at {n} (nextUpdate)", c.url),
-                None => c.url.clone(),
-            },
-        };
-        let a = self.findings.record(r, kind, &subject, at, [ev]);
-        a.fact_list("urls", &c.url, LISTED);
-        a.fact("detail", detail.as_str());
-        a.explanation = format!("The CRL at {detail}; devices whose certificates point there cannot be checked and are refused.");
-    }
-}
-
-/// Distinguished names compared as an administrator would: case and spacing after commas
-/// aside ("CN=Lab Issuing CA, O=Lab" and "CN=Lab Issuing CA,O=Lab").
-fn names_equal(a: &str, b: &str) -> bool {
-    // Part by part, without copies: every handshake compares its issuer with each
-    // acceptable CA.
-    let (mut x, mut y) = (a.split(',').map(str::trim), b.split(',').map(str::trim));
-    loop {
-        match (x.next(), y.next()) {
-            (None, None) => return true,
-            (Some(p), Some(q)) if p.eq_ignore_ascii_case(q) => {}
-            _ => return false,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_equal;
-
-    /// As the copying comparison was: case and spacing around commas aside, part by part.
-    #[test]
-    fn names_compare_as_an_administrator_would() {
-        assert!(names_equal("CN=Lab Issuing CA, O=Lab", "cn=lab issuing ca,O=LAB"));
-        assert!(names_equal("", ""));
-        assert!(!names_equal("CN=Lab Issuing CA, O=Lab", "CN=Lab Issuing CA"));
-        assert!(!names_equal("CN=Lab Issuing CA", "CN=Lab Issuing CA, O=Lab"));
-        assert!(!names_equal("CN=Lab Issuing CA", "CN=Lab  Issuing CA"));
-        assert!(!names_equal("CN=A,O=B", "O=B,CN=A"));
     }
 }

@@ -4,7 +4,8 @@
 use kcd_schema::{Finding, SubjectKind};
 
 use crate::state::{self, Kdc, PrincipalState, Step};
-use crate::{capitalise, catalogue, findings, offset_words, Client, Correlator, SECOND};
+use crate::kerberos::offset_words;
+use crate::{capitalise, catalogue, findings, Client, Correlator, SECOND};
 
 impl Correlator {
     /// Findings so far, errors first. Decisions that need the whole picture (is a silent
@@ -136,7 +137,7 @@ impl Correlator {
             false => {
                 let mut m = self.clients.clone();
                 for &(key, at, note) in &self.client_notes {
-                    crate::apply_client_note(m.entry(key).or_insert_with(|| crate::state::ClientStats::new(at)), at, note);
+                    crate::kerberos::apply_client_note(m.entry(key).or_insert_with(|| crate::state::ClientStats::new(at)), at, note);
                 }
                 pending = m;
                 &pending

@@ -3,6 +3,7 @@
 //! MS-ASHTTP 2.2.1.1.1.1. DeviceId is the device's key in events.
 
 use base64::Engine as _;
+use kcd_schema::{Eas, EasQueryForm};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EasQuery {
@@ -22,6 +23,22 @@ impl EasQuery {
     pub fn is_long_poll(&self) -> bool {
         matches!(self.cmd.as_deref(), Some(c) if c.eq_ignore_ascii_case("Ping") || c.eq_ignore_ascii_case("Sync"))
     }
+}
+
+/// The `eas` part of an HTTP request's event when the path is ActiveSync's
+/// (`/Microsoft-Server-ActiveSync`), with the MS-ASProtocolVersion header's value.
+pub(super) fn request(path: &str, query: &str, protocol_version: Option<String>) -> Option<Eas> {
+    super::ends_with_ignore_case(path, "/microsoft-server-activesync").then(|| {
+        let q = parse(query);
+        Eas {
+            cmd: q.cmd,
+            user: q.user,
+            device_id: q.device_id,
+            device_type: q.device_type,
+            protocol_version,
+            query_form: if q.encoded { EasQueryForm::Base64 } else { EasQueryForm::Plain },
+        }
+    })
 }
 
 pub fn parse(query: &str) -> EasQuery {

@@ -3,21 +3,19 @@
 //! the connection, and kept only where they are read (a CRL), under a cap. One `http`
 //! event per transaction, with `eas` for an ActiveSync request and `crl` for a CRL fetch.
 
+mod auth;
+mod crl;
 pub mod eas;
 
 use std::collections::VecDeque;
 
-use base64::Engine as _;
-use kcd_krb5::gss::{classify, GssToken, Inner};
-use kcd_krb5::view::{BodyView, MessageView};
-use kcd_schema::{
-    ApReqSummary, AuthKind, Authorization, AnomalyLayer, Crl, CrlProblem, Eas, EasQueryForm,
-    EncryptionType, EventType, Http, TicketId, Timestamp,
-};
+use kcd_schema::{AnomalyLayer, Eas, EventType, Http, Timestamp};
 
 use crate::emit::{Ctx, Emit};
-use crate::keytab::{ApReqUse, Keytab, KeytabStats};
+use crate::keytab::{Keytab, KeytabStats};
 use crate::Sink;
+
+pub use auth::{authorization, authorization_with};
 
 /// Headers kept per message for the event; the rest are read and dropped.
 const MAX_FIELD: usize = 512;
@@ -336,17 +334,7 @@ impl HttpConn {
             }
         }
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        let eas = ends_with_ignore_case(path, "/microsoft-server-activesync").then(|| {
-            let q = eas::parse(query);
-            Eas {
-                cmd: q.cmd,
-                user: q.user,
-                device_id: q.device_id,
-                device_type: q.device_type,
-                protocol_version: eas_version,
-                query_form: if q.encoded { EasQueryForm::Base64 } else { EasQueryForm::Plain },
-            }
-        });
+        let eas = eas::request(path, query, eas_version);
         let crl_url = ends_with_ignore_case(path, ".crl");
         let tx = Tx { http, eas, crl_url, ts: ctx.ts };
         self.request = Some((tx, Body::new(framing, false)));
@@ -444,7 +432,7 @@ impl HttpConn {
             let parsed = der.as_deref().map(|d| emit.certs.crl(d));
             let is_crl = tx.crl_url || r.crl_type || matches!(parsed, Some(Some(_)));
             if is_crl {
-                crl = Some(crl_event(&tx, parsed, ctx.ts));
+                crl = Some(crl::crl_event(&tx, parsed, ctx.ts));
             }
         }
         if tx.http.malformed.is_none() {
@@ -486,48 +474,6 @@ impl HttpConn {
     }
 }
 
-fn crl_event(tx: &Tx, parsed: Option<crate::x509::CrlFacts>, at: Timestamp) -> Crl {
-    let h = &tx.http;
-    let url = match &h.hostname {
-        Some(host) if h.url.starts_with('/') => format!("http://{host}{}", h.url),
-        _ => h.url.clone(),
-    };
-    let mut c = Crl { url, ..Crl::default() };
-    let status = h.status.unwrap_or(0);
-    if status >= 400 {
-        let path = h.url.split('?').next().unwrap_or("");
-        let name = path.rsplit('/').next().unwrap_or("");
-        c.problems.push(if status == 404 && (name.contains('+') || name.to_ascii_lowercase().contains("%2b")) {
-            CrlProblem::NotFoundPlusName
-        } else {
-            CrlProblem::HttpError
-        });
-        return c;
-    }
-    match parsed {
-        Some(Some(p)) => {
-            let now = at.secs();
-            c.issuer = Some(p.issuer);
-            c.this_update = Some(crate::x509::rfc3339(p.this_update));
-            c.next_update = p.next_update.map(crate::x509::rfc3339);
-            c.crl_number = p.number.map(|n| format!("{n:02X}"));
-            c.delta = p.delta_base.is_some();
-            c.base_crl_number = p.delta_base.map(|n| format!("{n:02X}"));
-            c.revoked_count = Some(p.revoked);
-            if p.next_update.is_some_and(|n| n < now) {
-                c.problems.push(CrlProblem::ExpiredAtCapture);
-            }
-            if p.this_update > now {
-                c.problems.push(CrlProblem::NotYetValidAtCapture);
-            }
-        }
-        // No body to read: a HEAD, a 304, or no response at all.
-        _ if status == 0 || h.length == Some(0) || h.http_method.eq_ignore_ascii_case("HEAD") => {}
-        _ => c.problems.push(CrlProblem::Unparseable),
-    }
-    c
-}
-
 /// Header bytes as text: `from_utf8` checks ASCII a word at a time where `from_utf8_lossy`
 /// goes byte by byte (a 2 KB Negotiate token each request).
 fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -565,69 +511,6 @@ fn clip(s: &str) -> String {
     }
     s[..end].to_string()
 }
-
-/// The kind of an Authorization credential and, for Kerberos, what its AP-REQ shows. The
-/// credential itself goes nowhere.
-pub fn authorization(v: &str) -> Authorization {
-    authorization_with(v, None)
-}
-
-/// As `authorization`, opening a Kerberos ticket and authenticator with the keytab.
-pub fn authorization_with(v: &str, keytab: Option<(&Keytab, Timestamp, &mut KeytabStats)>) -> Authorization {
-    let (scheme, token) = v.split_once(' ').map_or((v, ""), |(a, b)| (a, b.trim()));
-    let mut a = Authorization { kind: AuthKind::Other, scheme: clip(scheme), token_bytes: None, ntlm_message: None, kerberos: None };
-    let bytes = base64::engine::general_purpose::STANDARD.decode(token.as_bytes()).ok();
-    a.token_bytes = bytes.as_ref().map(|b| u32::try_from(b.len()).unwrap_or(u32::MAX));
-    if scheme.eq_ignore_ascii_case("basic") {
-        a.kind = AuthKind::Basic;
-        return a;
-    }
-    if !(scheme.eq_ignore_ascii_case("negotiate") || scheme.eq_ignore_ascii_case("ntlm") || scheme.eq_ignore_ascii_case("kerberos")) {
-        return a;
-    }
-    let Some(b) = bytes else { return a };
-    match classify(&b) {
-        GssToken::Krb5 { ap_req } => {
-            a.kind = AuthKind::Kerberos;
-            a.kerberos = ap_req_summary(ap_req, keytab);
-        }
-        GssToken::Spnego { inner } => {
-            a.kind = AuthKind::Spnego;
-            match inner {
-                Some(Inner::Krb5 { ap_req }) => a.kerberos = ap_req_summary(ap_req, keytab),
-                Some(Inner::Ntlm { message }) => {
-                    a.kind = AuthKind::Ntlm;
-                    a.ntlm_message = message;
-                }
-                _ => {}
-            }
-        }
-        GssToken::Ntlm { message } => {
-            a.kind = AuthKind::Ntlm;
-            a.ntlm_message = message;
-        }
-        GssToken::Other => {}
-    }
-    a
-}
-
-fn ap_req_summary(ap: &[u8], keytab: Option<(&Keytab, Timestamp, &mut KeytabStats)>) -> Option<ApReqSummary> {
-    let v = MessageView::parse(ap).ok()?;
-    let BodyView::ApReq(r) = v.body else { return None };
-    let t = r.ticket;
-    let decrypted = keytab.map(|(k, ts, stats)| k.ap_req(&r, ApReqUse::Service, ts, stats));
-    Some(ApReqSummary {
-        key_in_keytab: decrypted.as_ref().map(|d| d.key_in_keytab),
-        authenticator_id: r.authenticator.and_then(|a| TicketId::of(a.cipher)).map(|i| i.to_string()),
-        decrypted,
-        ticket_server: t.and_then(|t| t.sname).map(|n| n.display()),
-        realm: t.and_then(|t| t.realm).map(|r| String::from_utf8_lossy(r).into_owned()),
-        etype: t.and_then(|t| t.enc_part).map(|e| EncryptionType(e.etype)),
-        kvno: t.and_then(|t| t.enc_part).and_then(|e| e.kvno),
-        size: u32::try_from(ap.len()).unwrap_or(u32::MAX),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,17 +543,5 @@ mod tests {
         let mut b = Body::new(Framing::Length(10), true);
         assert_eq!(b.feed(b"0123456789rest", 4), Ok((10, true)));
         assert!(b.cut && b.kept.is_empty() && b.total == 10);
-    }
-
-    #[test]
-    fn authorization_kinds_without_the_credential() {
-        let a = authorization("Basic YWxpY2U6c2VjcmV0");
-        assert_eq!((a.kind, a.token_bytes), (AuthKind::Basic, Some(12)));
-        let a = authorization("NTLM TlRMTVNTUAADAAAA");
-        assert_eq!((a.kind, a.ntlm_message), (AuthKind::Ntlm, Some(3)));
-        assert_eq!(authorization("Bearer abc.def").kind, AuthKind::Other);
-        assert_eq!(authorization("Negotiate !!!").kind, AuthKind::Other);
-        let shown = format!("{:?}", authorization("Basic YWxpY2U6c2VjcmV0"));
-        assert!(!shown.contains("YWxpY2U6c2VjcmV0") && !shown.contains("secret"));
     }
 }

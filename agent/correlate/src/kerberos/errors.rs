@@ -7,7 +7,8 @@ use kcd_schema::{ErrorCode, Krb5, KrbErrorInfo, SubjectKind};
 
 use crate::findings::Agg;
 use crate::state::Ev;
-use crate::{catalogue, describe_request, offset_words, s4u, Correlator, ErrCtx, ReqKind};
+use super::{describe_request, offset_words, ErrCtx, ReqKind};
+use crate::{catalogue, s4u, Correlator};
 
 impl Correlator {
     pub(crate) fn krb_error(&mut self, c: &ErrCtx<'_>, x: &KrbErrorInfo<'_>, k: &Krb5<'_>) {

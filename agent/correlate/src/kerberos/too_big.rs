@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use kcd_schema::{ErrorCode, Event, SubjectKind, Timestamp, Transport};
 
 use crate::state::{kdc_name, Ev};
-use crate::{catalogue, describe_request, Correlator, OutReq, OutReqSummary, ReqKey, Step, TooBig, Outcome};
+use super::{describe_request, OutReq, OutReqSummary, ReqKey, TooBig};
+use crate::{catalogue, Correlator, Outcome, Step};
 
 impl Correlator {
     #[allow(clippy::too_many_arguments)]
