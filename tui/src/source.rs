@@ -6,6 +6,7 @@
 //! is dropped and counted.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
@@ -352,9 +353,13 @@ fn events(path: PathBuf, follow: bool, diagnosis: kcd_correlate::Config, tx: Syn
             return;
         }
     };
+    let mut ino = file.metadata().map(|m| m.ino()).ok();
     let mut r = BufReader::new(file);
     let mut line: Vec<u8> = Vec::new();
     let mut skipped = 0u64;
+    // The file followed was rotated (its name is another file now): the old one is read to
+    // its end once more, for lines written before the rename, then the new one from its start.
+    let mut rotated = false;
     loop {
         let n: usize = r.by_ref().take((MAX_LINE + 1 - line.len().min(MAX_LINE)) as u64).read_until(b'\n', &mut line).unwrap_or_default();
         let complete = line.ends_with(b"\n");
@@ -391,6 +396,18 @@ fn events(path: PathBuf, follow: bool, diagnosis: kcd_correlate::Config, tx: Syn
                     }
                 }
                 return;
+            }
+            if rotated {
+                if let Ok(f) = std::fs::File::open(&path) {
+                    ino = f.metadata().map(|m| m.ino()).ok();
+                    r = BufReader::new(f);
+                }
+                rotated = false;
+                continue;
+            }
+            if ino.is_some() && std::fs::metadata(&path).map(|m| m.ino()).ok().is_some_and(|now| Some(now) != ino) {
+                rotated = true;
+                continue;
             }
             w.flush(false);
             w.controls();

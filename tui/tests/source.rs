@@ -96,7 +96,11 @@ fn an_event_file_read_whole_and_followed() {
         let (ctl, ctl_rx) = mpsc::channel::<Control>();
         let h = std::thread::spawn(move || source::run(src, tx, ctl_rx, Speed::Max));
         let mut last = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while let Ok(m) = rx.recv_timeout(Duration::from_secs(10)) {
+            if std::time::Instant::now() > deadline {
+                break;
+            }
             if let Msg::Snapshot(s) = m {
                 let stop = until(&s);
                 last = Some(s);
@@ -138,6 +142,27 @@ fn an_event_file_read_whole_and_followed() {
     let followed = devices_of(Source::Events { path: grow, follow: true, diagnosis: Default::default() }, &|s| s.devices.len() >= want);
     writer.join().unwrap();
     assert_eq!(followed, from_pcap);
+
+    // Followed across a rotation (`watch -o F --rotate-bytes N --tui`): lines appended to
+    // the file, the file renamed F.1, the rest written to a new F.
+    let rot = dir.join("rot.ndjson");
+    let third = lines.len() / 3;
+    std::fs::write(&rot, lines[..third].concat()).unwrap();
+    let (before, after) = (lines[third..2 * third].concat(), lines[2 * third..].concat());
+    let r = rot.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        std::thread::sleep(Duration::from_millis(500));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&r).unwrap();
+        f.write_all(&before).unwrap();
+        drop(f);
+        std::fs::rename(&r, r.with_extension("ndjson.1")).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&r, &after).unwrap();
+    });
+    let followed = devices_of(Source::Events { path: rot, follow: true, diagnosis: Default::default() }, &|s| s.devices.len() >= want);
+    writer.join().unwrap();
+    assert_eq!(followed, from_pcap, "every device, from both files");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
