@@ -439,7 +439,9 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
         let head_begun = after.read_since_write() > 0 || served.load(Ordering::Relaxed) == 0;
         if e.is_timeout() && head_begun {
             let id = app.request_id();
-            let sent = after.answer_timeout(&id, lim.header_read_timeout).await;
+            // Boxed: its 4 KiB read buffer would otherwise be part of every connection's
+            // task (measured: 5.0 KiB per held Ping, heaptrack), for a rare answer.
+            let sent = Box::pin(after.answer_timeout(&id, lim.header_read_timeout)).await;
             header_timeout(&app, &conn_verdict, peer, &id, sent, lim.header_read_timeout);
         } else if !e.is_timeout() {
             connection_error(&app, &conn_verdict, peer, &e);
