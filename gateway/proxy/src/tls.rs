@@ -1,10 +1,15 @@
 //! The device side's TLS: a `WebPkiClientVerifier` built without CRLs (chain, validity,
 //! Client Authentication EKU when present) wrapped in our own verifier, which then applies
-//! the EKU policy and checks revocation in our CRL index. One wrapper per connection, so
-//! that the reason for a refusal (and the verified certificate) reaches the event of that
-//! connection; resumption off, so that every connection is verified afresh.
+//! the EKU policy and checks revocation in our CRL index. The wrapper reports to the slot of
+//! the connection being handshaken, so that the reason for a refusal (and the verified
+//! certificate) reaches the event of that connection; resumption off, so that every
+//! connection is verified afresh.
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -121,13 +126,13 @@ impl Verifier {
         }
     }
 
-    /// A server configuration for one connection, with a verifier that reports to `slot`.
-    pub fn server_config(
-        self: &Arc<Self>,
-        certs: Arc<dyn rustls::server::ResolvesServerCert>,
-        slot: Arc<Mutex<Verdict>>,
-    ) -> Result<Arc<ServerConfig>, rustls::Error> {
-        let v = ConnVerifier { shared: self.clone(), slot };
+    /// The server configuration of every connection of this generation. Its verifier
+    /// reports each verdict to the slot of the connection whose handshake is being driven
+    /// (see [`Reporting`]): a configuration per connection would cost each held connection
+    /// its own copy (and every handshake the 256-entry session cache that rustls's builder
+    /// makes and ours replaces).
+    pub fn server_config(self: &Arc<Self>, certs: Arc<dyn rustls::server::ResolvesServerCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let v = ConnVerifier { shared: self.clone() };
         let mut c = ServerConfig::builder_with_provider(Arc::new(crate::provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(Arc::new(v))
@@ -137,6 +142,43 @@ impl Verifier {
         c.send_tls13_tickets = 0;
         c.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(c))
+    }
+}
+
+thread_local! {
+    /// The slot of the connection whose handshake this thread is polling, if any.
+    static SLOT: RefCell<Option<Arc<Mutex<Verdict>>>> = const { RefCell::new(None) };
+}
+
+/// A handshake whose certificate verdict goes to `slot`. rustls calls the verifier inside
+/// the handshake future's poll, on the polling thread, so the slot is made that thread's
+/// for the length of each poll. A verifier called outside one records nothing, and the
+/// connection then has no verified certificate: every request on it is refused (403).
+pub struct Reporting<F> {
+    slot: Arc<Mutex<Verdict>>,
+    inner: F,
+}
+
+impl<F> Reporting<F> {
+    pub fn new(slot: Arc<Mutex<Verdict>>, inner: F) -> Self {
+        Self { slot, inner }
+    }
+}
+
+impl<F: Future + Unpin> Future for Reporting<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        /// Puts the previous slot back even if the poll unwinds.
+        struct Restore(Option<Arc<Mutex<Verdict>>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let prev = self.0.take();
+                SLOT.with(|s| *s.borrow_mut() = prev);
+            }
+        }
+        let this = self.get_mut();
+        let _restore = Restore(SLOT.with(|s| s.replace(Some(this.slot.clone()))));
+        Pin::new(&mut this.inner).poll(cx)
     }
 }
 
@@ -150,7 +192,6 @@ pub fn now() -> i64 {
 #[derive(Debug)]
 struct ConnVerifier {
     shared: Arc<Verifier>,
-    slot: Arc<Mutex<Verdict>>,
 }
 
 impl ConnVerifier {
@@ -160,9 +201,11 @@ impl ConnVerifier {
         e
     }
     fn store(&self, v: Verdict) {
-        if let Ok(mut s) = self.slot.lock() {
-            *s = v;
-        }
+        SLOT.with(|s| {
+            if let Some(Ok(mut slot)) = s.borrow().as_ref().map(|m| m.lock()) {
+                *slot = v;
+            }
+        });
     }
 }
 
