@@ -39,6 +39,7 @@ ca = "/etc/kcdscope/exchange-ca.pem"          # https: the CA bundle that issued
 # server_name = "exchange.lab.test"           # https: the name its certificate must carry (default: the URL's host)
 connect_timeout_ms = 5000
 response_timeout_seconds = 3660               # above Exchange's maximum Ping heartbeat (3540 s)
+response_head_bytes = 4096                    # the largest response head Exchange may send (larger: 502); held per connection
 
 [crl]
 fail = "closed"                               # "closed": no valid CRL, no access; "open": let through, with an event
@@ -149,6 +150,8 @@ struct ExchangeFile {
     connect_timeout_ms: u64,
     #[serde(default = "d_response")]
     response_timeout_seconds: u64,
+    #[serde(default = "d_response_head")]
+    response_head_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -237,6 +240,10 @@ fn d_connect() -> u64 {
 fn d_response() -> u64 {
     3_660
 }
+/// One page, what nginx reads an upstream's head into by default (proxy_buffer_size).
+fn d_response_head() -> usize {
+    4096
+}
 fn d_crl_bytes() -> usize {
     20 << 20
 }
@@ -285,6 +292,11 @@ pub struct Exchange {
     pub server_name: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// The read buffer of each connection to Exchange, and so the largest response head
+    /// (a larger one is a 502 naming "message head is too large"). hyper's default, 8 KiB
+    /// growing with the reads, is held by every connection waiting on a held Ping;
+    /// ActiveSync's response heads are well under one page. Bodies stream through it.
+    pub response_head_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -515,6 +527,9 @@ impl GatewayConfig {
                 "must be within 3600..=86400: Exchange holds a Ping up to 3540 s".into(),
             ));
         }
+        if !(1024..=65_536).contains(&x.response_head_bytes) {
+            return Err(bad("exchange.response_head_bytes", "must be within 1024..=65536".into()));
+        }
         let exchange = Exchange {
             https,
             authority: format!("{host}:{port}"),
@@ -523,6 +538,7 @@ impl GatewayConfig {
             server_name,
             connect_timeout: Duration::from_millis(x.connect_timeout_ms),
             response_timeout: Duration::from_secs(x.response_timeout_seconds),
+            response_head_bytes: x.response_head_bytes,
         };
 
         let r = &f.crl;

@@ -49,12 +49,6 @@ pub struct Generation {
     scheme: &'static str,
 }
 
-/// The read buffer of each connection to Exchange, and so the largest response head it
-/// may send (a larger one is a 502 naming "message head is too large"). hyper's default,
-/// 8 KiB growing with the reads, is held by every connection waiting on a held Ping; one
-/// page is what nginx reads an upstream's head into by default (proxy_buffer_size), and
-/// ActiveSync's response heads are well under it. Bodies stream through it in pieces.
-const EXCHANGE_READ_BUFFER: usize = 4096;
 
 /// Where the forwarded request's ticket comes from: the delegation client (S4U2Self +
 /// S4U2Proxy against the configured KDCs). Tests of the HTTP path that need no KDC give one
@@ -156,7 +150,7 @@ impl Generation {
             .enable_http1()
             .wrap_connector(http);
         let upstream = Client::builder(TokioExecutor::new())
-            .http1_read_buf_exact_size(EXCHANGE_READ_BUFFER)
+            .http1_read_buf_exact_size(cfg.exchange.response_head_bytes)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())

@@ -244,6 +244,13 @@ fn configuration_errors_name_key_and_line() {
     let e = parse(&text.replace("first_fetch_wait_ms = 0", "first_fetch_wait_ms = 60001")).expect_err("too long");
     assert_eq!(e.key, "crl.first_fetch_wait_ms", "{e}");
     assert!(e.line.is_some(), "{e}");
+    // Exchange's response head: one page by default, a setting within 1 KiB..64 KiB.
+    assert_eq!(c.exchange.response_head_bytes, 4096);
+    let head = |n: &str| parse(&GOOD.replace("[exchange]", &format!("[exchange]\nresponse_head_bytes = {n}")));
+    assert_eq!(head("16384").expect("16 KiB").exchange.response_head_bytes, 16384);
+    for n in ["512", "65537"] {
+        assert_eq!(head(n).expect_err(n).key, "exchange.response_head_bytes");
+    }
     // The example parses as far as its files (which do not exist here).
     let e = parse(kcd_gateway::config::EXAMPLE).expect_err("files");
     assert!(e.problem.contains("svc_awseg.password") || e.key.starts_with("listen"), "{e}");
