@@ -542,7 +542,9 @@ impl Model {
                 Cmd::Control(Control::Speed(self.speed))
             }
             Key::Char('[') | Key::Char(']') if self.replay => {
-                let Some(pos) = self.snap.position else { return Cmd::None };
+                // Before the first event is shown (just after a seek back to the start) there
+                // is no position yet: step from the capture's start.
+                let Some(pos) = self.snap.position.or(self.snap.start) else { return Cmd::None };
                 let to = if k == Key::Char(']') { pos.0.saturating_add(STEP_NS) } else { pos.0.saturating_sub(STEP_NS) };
                 let to = self.snap.start.map_or(to, |s| to.max(s.0));
                 self.paused = true;
@@ -811,6 +813,10 @@ mod tests {
         assert!(m.paused);
         assert_eq!(m.update(Msg::Key(Key::Char(']'))), Cmd::Control(Control::Seek(Timestamp(1_040 * 1_000_000_000))));
         m.snap.position = Some(Timestamp(1_005 * 1_000_000_000));
+        assert_eq!(m.update(Msg::Key(Key::Char('['))), Cmd::Control(Control::Seek(Timestamp(1_000 * 1_000_000_000))));
+        // Back at the start nothing is shown yet (no position): ] still steps forward.
+        m.snap.position = None;
+        assert_eq!(m.update(Msg::Key(Key::Char(']'))), Cmd::Control(Control::Seek(Timestamp(1_010 * 1_000_000_000))));
         assert_eq!(m.update(Msg::Key(Key::Char('['))), Cmd::Control(Control::Seek(Timestamp(1_000 * 1_000_000_000))));
         assert_eq!(m.update(Msg::Key(Key::End)), Cmd::Control(Control::Live));
         assert!(!m.paused && m.follow);

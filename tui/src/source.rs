@@ -251,11 +251,13 @@ impl Sink for Worker {
         if e.anomaly.is_some() {
             self.counters.anomalies += 1;
         }
+        // Known before waiting, so a replay paused on its first event (a seek back to the
+        // start) already tells the UI where the capture starts.
+        self.start.get_or_insert(e.timestamp);
         self.wait_for(e.timestamp);
         if self.skip {
             return;
         }
-        self.start.get_or_insert(e.timestamp);
         self.position = Some(self.position.map_or(e.timestamp, |p| p.max(e.timestamp)));
         self.corr.event(e);
         if self.lines.len() >= EVENTS_KEPT {

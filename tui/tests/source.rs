@@ -68,6 +68,18 @@ fn a_seek_stops_there_paused() {
     assert_eq!(tail[0].0, tail[1].0, "paused: the position no longer moves");
 }
 
+#[test]
+fn a_seek_to_the_start_knows_the_start_before_showing_anything() {
+    let (_, all) = run(Speed::Max, None, |s| s.done);
+    let start = all.last().and_then(|x| x.2).unwrap();
+    // Paused on the first event, nothing shown yet: the UI needs the start to step on from.
+    let t0 = Instant::now();
+    let (_, seen) = run(Speed::X1, Some(Control::Seek(start)), |_| t0.elapsed() > Duration::from_millis(800));
+    let last = seen.last().unwrap();
+    assert_eq!(last.0, None, "nothing shown yet: {seen:?}");
+    assert_eq!(last.2, Some(start), "the start is known: {seen:?}");
+}
+
 /// An NDJSON event file (what `replay -o` writes) gives the devices the capture gives, and
 /// a followed file shows what is appended to it.
 #[test]
