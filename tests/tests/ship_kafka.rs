@@ -7,7 +7,9 @@
 //! broker binary taking Tansu's arguments. Apache Kafka itself cannot be installed here (no
 //! registry reachable from this machine carries it). This build of Tansu keeps its log in
 //! memory only: what it held is gone when it stops, so the restart test reads everything the
-//! broker acknowledged before it is stopped, and everything after it is back.
+//! broker acknowledged before it is stopped, and everything after it is back. Tansu has no
+//! TLS listener either: for `--kafka-ca`, nginx's stream module (tests/run installs
+//! libnginx-mod-stream) terminates TLS in front of it.
 //!
 //! What is checked is what the consumer read, against the file output (the spool): every
 //! event, byte for byte; each partition in the file's order; each record's key the event's
@@ -33,12 +35,13 @@ use serde_json::Value;
 /// fetch answers give them (this Tansu's ListOffsets answers the last batch's first offset
 /// instead, so `end_offsets` is not used).
 const CONSUMER: &str = r#"
-import json, sys, time
+import json, os, sys, time
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner import murmur2
 bootstrap, topic, want, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 deadline = time.time() + timeout
-c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+tls = {"security_protocol": "SSL", "ssl_cafile": os.environ["KCD_KAFKA_CA"]} if os.environ.get("KCD_KAFKA_CA") else {}
+c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **tls)
 parts = None
 while not parts and time.time() < deadline:
     parts = c.partitions_for_topic(topic)
@@ -69,13 +72,14 @@ print(json.dumps({"held": sum(c.highwater(TopicPartition(topic, p)) or 0 for p i
 
 /// Creates TOPIC with N partitions.
 const CREATE: &str = r#"
-import sys, time
+import os, sys, time
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 deadline = time.time() + 20
 while True:
     try:
-        a = KafkaAdminClient(bootstrap_servers=sys.argv[1])
+        tls = {"security_protocol": "SSL", "ssl_cafile": os.environ["KCD_KAFKA_CA"]} if os.environ.get("KCD_KAFKA_CA") else {}
+        a = KafkaAdminClient(bootstrap_servers=sys.argv[1], **tls)
         a.create_topics([NewTopic(sys.argv[2], int(sys.argv[3]), 1)])
         break
     except TopicAlreadyExistsError:
@@ -107,13 +111,37 @@ struct Broker {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// With TLS: nginx in front of the broker, and the CA its certificate chains to.
+    tls: Option<(Child, PathBuf)>,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((nginx, _)) = self.tls.as_mut() {
+            let _ = nginx.kill();
+            let _ = nginx.wait();
+        }
     }
+}
+
+/// Runs openssl in DIR.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is needed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA (NAME-ca.pem) and a certificate it signed for localhost (NAME.pem, NAME.key).
+fn ca_and_localhost_cert(dir: &Path, name: &str) -> PathBuf {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"];
+    let (ca, ca_key) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+    openssl(dir, &[&["req", "-x509"][..], &ec, &["-keyout", &ca_key, "-out", &ca, "-subj", &format!("/CN={name} CA"), "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]].concat());
+    let (key, csr, cert) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+    openssl(dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]].concat());
+    std::fs::write(dir.join(format!("{name}.ext")), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(dir, &["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-days", "30", "-out", &cert, "-extfile", &format!("{name}.ext")]);
+    dir.join(ca)
 }
 
 fn free_port() -> u16 {
@@ -131,7 +159,7 @@ impl Broker {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starts the broker");
-        let b = Broker { child, port, log };
+        let b = Broker { child, port, log, tls: None };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(t0.elapsed() < Duration::from_secs(15), "the broker did not listen: {}", std::fs::read_to_string(&b.log).unwrap_or_default());
@@ -140,12 +168,70 @@ impl Broker {
         b
     }
 
+    /// The broker behind TLS: Tansu has no TLS listener, so nginx's stream module (Debian's
+    /// libnginx-mod-stream) terminates TLS on 127.0.0.1:PORT in front of it, with a
+    /// certificate for localhost signed by a CA made here; the broker advertises
+    /// localhost:PORT, so every connection of every client (metadata, produce, fetch) goes
+    /// through TLS.
+    fn start_tls(dir: &Path, port: u16) -> Broker {
+        let inner = free_port();
+        let inner_url = format!("tcp://127.0.0.1:{inner}");
+        let advertised = format!("tcp://localhost:{port}");
+        let log = dir.join(format!("broker-{port}.log"));
+        let child = Command::new(broker_bin())
+            .args(["broker", "--listener-url", &inner_url, "--advertised-listener-url", &advertised, "--storage-engine", "memory://tansu/"])
+            .env_remove("STORAGE_ENGINE")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starts the broker");
+        let ca = ca_and_localhost_cert(dir, "broker");
+        let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
+        assert!(module.exists(), "nginx's stream module is needed: apt-get install nginx libnginx-mod-stream (tests/run installs them)");
+        let d = dir.display();
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "load_module {};\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nstream {{\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/broker.pem;\n    ssl_certificate_key {d}/broker.key;\n    proxy_pass 127.0.0.1:{inner};\n  }}\n}}\n",
+                module.display()
+            ),
+        )
+        .unwrap();
+        // One process (master_process off), so that killing it leaves no worker behind.
+        let nginx = Command::new("nginx")
+            .args(["-c", &dir.join("nginx.conf").display().to_string(), "-p", &d.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is needed");
+        let b = Broker { child, port, log, tls: Some((nginx, ca)) };
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", inner)).is_err() || TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "the broker or nginx did not listen: {} {}",
+                std::fs::read_to_string(&b.log).unwrap_or_default(),
+                std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b
+    }
+
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("localhost:{}", self.port),
+            None => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The clients' environment: the CA to trust when the broker is behind TLS.
+    fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        self.tls.iter().map(|(_, ca)| ("KCD_KAFKA_CA", ca.clone())).collect()
     }
 
     fn create_topic(&self, topic: &str, partitions: u32) {
-        let out = Command::new("python3").args(["-c", CREATE, &self.addr(), topic, &partitions.to_string()]).output().unwrap();
+        let out = Command::new("python3").args(["-c", CREATE, &self.addr(), topic, &partitions.to_string()]).envs(self.env()).output().unwrap();
         assert!(out.status.success(), "creating the topic: {}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -154,6 +240,7 @@ impl Broker {
     fn consume(&self, topic: &str, want: usize, timeout: Duration) -> (Vec<Value>, u64) {
         let out = Command::new("python3")
             .args(["-c", CONSUMER, &self.addr(), topic, &want.to_string(), &timeout.as_secs().to_string()])
+            .envs(self.env())
             .output()
             .unwrap();
         assert!(out.status.success(), "the consumer failed (pip install kafka-python): {}", String::from_utf8_lossy(&out.stderr));
@@ -270,11 +357,16 @@ impl Drop for Reaped {
 }
 
 fn ship(spool: &Path, brokers: &str) -> Reaped {
+    ship_with(spool, brokers, &[])
+}
+
+fn ship_with(spool: &Path, brokers: &str, more: &[&str]) -> Reaped {
     Reaped(Some(Command::new(kcdscope_bin())
         .arg("ship")
         .arg(spool)
         .arg("--follow")
         .args(["--kafka", brokers, "--retry-max-seconds", "1", "--batch-linger-ms", "5", "--batch-events", "40"])
+        .args(more)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -407,10 +499,7 @@ fn gateway_events_rotated_and_shipped_to_kafka() {
     let dir = tmpdir("gateway");
     let broker = Broker::start(&dir, free_port());
     broker.create_topic("kcdscope", 2);
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl is needed");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
+    let openssl = |args: &[&str]| openssl(&dir, args);
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"];
     openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "server.key", "-out", "server.pem", "-subj", "/CN=gw.lab.test", "-addext", "subjectAltName=DNS:gw.lab.test"]].concat());
     openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Device CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]].concat());
@@ -486,6 +575,48 @@ domain_controllers = ["127.0.0.1:1"]
     check_records(&records, &want);
     let [sent, _, _, rejected, _, gaps] = counters(&err);
     assert_eq!((sent, rejected, gaps), (want.len() as u64, 0, 0), "{err}");
+}
+
+/// `--kafka-ca`: the brokers reached over TLS (nginx terminating TLS in front of the broker,
+/// see `Broker::start_tls`), every event read back over TLS by kafka-python; a shipper given
+/// another CA delivers nothing and says why.
+#[test]
+fn kafka_over_tls_checks_the_brokers_certificate() {
+    let _serial = serial();
+    let dir = tmpdir("tls");
+    let broker = Broker::start_tls(&dir, free_port());
+    broker.create_topic("kcdscope", 2);
+    let ca = broker.tls.as_ref().map(|(_, ca)| ca.clone()).unwrap();
+    let other_ca = ca_and_localhost_cert(&dir, "other");
+    let spool = dir.join("events.ndjson");
+    let out = Command::new(kcdscope_bin()).arg("replay").args(captures("")).args(["-o", spool.to_str().unwrap(), "--count"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = spool_lines(&spool);
+
+    // Another CA: nothing delivered, the certificate named as the reason.
+    let wrong = ship_with(&spool, &broker.addr(), &["--kafka-ca", other_ca.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(4));
+    let err = term(wrong);
+    let [sent, ..] = counters(&err);
+    assert_eq!(sent, 0, "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "the refusal names the certificate: {err}");
+    let (none, held) = broker.consume("kcdscope", 1, Duration::from_secs(3));
+    assert_eq!((none.len(), held), (0, 0), "nothing reached the broker");
+
+    // The right CA: every event, once.
+    let right = ship_with(&spool, &broker.addr(), &["--kafka-ca", ca.to_str().unwrap()]);
+    let t0 = Instant::now();
+    let ck = spool.with_file_name("events.ndjson.kafka.checkpoint");
+    let end = format!("offset={}", std::fs::metadata(&spool).unwrap().len());
+    while !std::fs::read_to_string(&ck).is_ok_and(|c| c.contains(&end)) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "not all shipped over TLS");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = term(right);
+    let (records, held) = broker.consume("kcdscope", want.len(), Duration::from_secs(30));
+    assert_eq!((records.len(), held), (want.len(), want.len() as u64), "every event, once, over TLS: {err}");
+    check_records(&records, &want);
+    assert_eq!(counters(&err)[0], want.len() as u64, "{err}");
 }
 
 #[test]
