@@ -371,8 +371,13 @@ fn rsyslog_stopped_then_restarted_loses_nothing() {
     let before = received(&dir, "before", first.len());
     compare(first, &before, "before the outage");
     r.stop();
-    append(&spool, second);
-    std::thread::sleep(Duration::from_secs(3));
+    // One event alone first: written to the connection rsyslog closed, it would go in one
+    // write that succeeds (the kernel takes it; the collector's RST comes after), and be
+    // lost unless the shipper sees the close. Then the rest.
+    append(&spool, &second[..1]);
+    std::thread::sleep(Duration::from_secs(1));
+    append(&spool, &second[1..]);
+    std::thread::sleep(Duration::from_secs(2));
     let _r = Rsyslog::tcp(&dir, "after", port);
     let after = received(&dir, "after", second.len());
     let err = term(c);
