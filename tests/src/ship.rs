@@ -1,0 +1,128 @@
+//! Shared by the network outputs' tests (ship_kafka, syslog_rsyslog): the spool's lines, a
+//! child reaped when the test ends, and a gateway whose refusals make events.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The spool's lines, oldest file first.
+pub fn spool_lines(spool: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = kcd_export::outputs::file::rotated_files(spool).unwrap().into_iter().map(|(_, p)| p).collect();
+    files.push(spool.to_path_buf());
+    let mut out = Vec::new();
+    for f in files {
+        let t = std::fs::read_to_string(&f).unwrap();
+        out.extend(t.lines().filter(|l| !l.is_empty()).map(str::to_string));
+    }
+    out
+}
+
+/// A child killed when the test ends, passed or not.
+pub struct Reaped(pub Option<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `kcdscope gateway --events events.ndjson --rotate-bytes 2048 SHIP_ARGS...` in `dir`,
+/// its certificate made with openssl, no KDC or Exchange reachable (nothing gets that far).
+pub struct Gateway {
+    pub child: Reaped,
+    pub listen: u16,
+    pub admin: u16,
+    pub spool: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Gateway {
+    pub fn start(dir: &Path, ship_args: &[&str]) -> Gateway {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is needed");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"];
+        openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "server.key", "-out", "server.pem", "-subj", "/CN=gw.lab.test", "-addext", "subjectAltName=DNS:gw.lab.test"]].concat());
+        openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Device CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]].concat());
+        std::fs::write(dir.join("svc.password"), "unused: no KDC is reached\n").unwrap();
+        let (listen, admin) = (free_port(), free_port());
+        let config = format!(
+            r#"[listen]
+address = "127.0.0.1:{listen}"
+certificate = "server.pem"
+key = "server.key"
+handshake_timeout_ms = 3000
+[client_certificates]
+chain = "ca.pem"
+[exchange]
+url = "http://127.0.0.1:1"
+[admin]
+address = "127.0.0.1:{admin}"
+[service_account]
+user = "svc_awseg"
+password_file = "svc.password"
+[kcd]
+target_spn = "HTTP/exchange.lab.test"
+[[domain]]
+realm = "LAB.TEST"
+domain_controllers = ["127.0.0.1:1"]
+"#
+        );
+        std::fs::write(dir.join("gateway.toml"), config).unwrap();
+        let stderr = dir.join("gateway.err");
+        let child = Reaped(Some(
+            Command::new(crate::kcdscope_bin())
+                .args(["gateway", "--config", "gateway.toml", "--events", "events.ndjson", "--rotate-bytes", "2048"])
+                .args(ship_args)
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr).unwrap())
+                .spawn()
+                .unwrap(),
+        ));
+        let g = Gateway { child, listen, admin, spool: dir.join("events.ndjson"), stderr };
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", listen)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "the gateway did not listen: {}", std::fs::read_to_string(&g.stderr).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    /// `devices` that send plain HTTP, each refused at the handshake (an event each, and
+    /// one for the connection that saw the gateway listen); returns once --events holds
+    /// their refusals.
+    pub fn refuse(&self, devices: usize) {
+        for _ in 0..devices {
+            let mut s = TcpStream::connect(("127.0.0.1", self.listen)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"GET /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw.lab.test\r\n\r\n");
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+        }
+        let refused = || spool_lines(&self.spool).iter().filter(|l| l.contains("\"reason\":\"tls_handshake\"")).count();
+        let t0 = Instant::now();
+        while refused() < devices {
+            assert!(t0.elapsed() < Duration::from_secs(20), "{} refusals written", refused());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and its standard error once it exited successfully.
+    pub fn stop(mut self) -> String {
+        let mut c = self.child.0.take().unwrap();
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        assert!(c.wait().unwrap().success(), "{}", std::fs::read_to_string(&self.stderr).unwrap_or_default());
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+}
