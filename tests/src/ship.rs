@@ -31,6 +31,25 @@ impl Drop for Reaped {
     }
 }
 
+/// SIGTERM to a child whose standard error is piped: that standard error, once it exited
+/// successfully.
+pub fn term(mut r: Reaped) -> String {
+    let mut c = r.0.take().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    let mut err = String::new();
+    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(c.wait().unwrap().success(), "{err}");
+    err
+}
+
+/// Appends `lines` to the spool, as the agent writes them.
+pub fn append(spool: &Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(spool).unwrap();
+    let mut text = lines.join("\n");
+    text.push('\n');
+    f.write_all(text.as_bytes()).unwrap();
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

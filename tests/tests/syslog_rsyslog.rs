@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kcd_tests::ship::{spool_lines, Gateway, Reaped};
+use kcd_tests::ship::{append, spool_lines, term, Gateway, Reaped};
 use kcd_tests::{captures, kcdscope_bin};
 use serde_json::Value;
 
@@ -305,22 +305,6 @@ fn ship(spool: &Path, url: &str, follow: bool) -> Reaped {
             .spawn()
             .unwrap(),
     ))
-}
-
-fn term(mut r: Reaped) -> String {
-    let mut c = r.0.take().unwrap();
-    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-    let mut err = String::new();
-    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(c.wait().unwrap().success(), "{err}");
-    err
-}
-
-fn append(spool: &Path, lines: &[String]) {
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(spool).unwrap();
-    let mut text = lines.join("\n");
-    text.push('\n');
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// The corpus's events through `replay -o` (no collector), as the lines a spool holds.
