@@ -315,6 +315,30 @@ fn corpus_lines(dir: &Path) -> Vec<String> {
     spool_lines(&all)
 }
 
+/// Over UDP, an event larger than a datagram is refused for good: counted, logged, not sent
+/// again, and the events after it still go.
+#[test]
+fn an_event_too_large_for_udp_is_counted_and_the_rest_goes() {
+    let _s = serial();
+    let dir = tmpdir("udp-large");
+    let lines = corpus_lines(&dir);
+    let mut big: Value = serde_json::from_str(&lines[10]).unwrap();
+    big["pad"] = Value::from("x".repeat(70_000));
+    let mut spool_lines_in = lines[..10].to_vec();
+    spool_lines_in.push(serde_json::to_string(&big).unwrap());
+    spool_lines_in.extend_from_slice(&lines[10..20]);
+    let spool = dir.join("events.ndjson");
+    append(&spool, &spool_lines_in);
+    let r = Rsyslog::udp(&dir, "udp", free_port());
+    let out = Command::new(kcdscope_bin()).arg("ship").arg(&spool).args(["--syslog", &format!("udp://127.0.0.1:{}", r.port)]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let [sent, _, resent, rejected, _, _] = counters(&err);
+    assert_eq!((sent, resent, rejected), (20, 0, 1), "{err}");
+    assert!(err.contains("too large for a datagram"), "the reason is logged: {err}");
+    compare(&lines[..20], &received(&dir, "udp", 20), "UDP around a refused event");
+}
+
 /// rsyslog stopped while `ship --follow` is idle and the agent writes on, then started
 /// again on the same port: the events written meanwhile arrive once it is back, each once,
 /// in order, and the attempts in between are counted.
