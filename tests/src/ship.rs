@@ -145,3 +145,49 @@ domain_controllers = ["127.0.0.1:1"]
         std::fs::read_to_string(&self.stderr).unwrap()
     }
 }
+
+/// `kcdscope watch -i lo --backend pcap -o DIR/events.ndjson --rotate-bytes 8192 SHIP_ARGS...`
+/// (needs root) while real Kerberos messages (the UDP requests and replies of the captures)
+/// are sent over loopback between two sockets here, then SIGTERM. Returns the -o file, the
+/// command's standard error and the number of exchanges sent.
+pub fn watch_live(dir: &Path, ship_args: &[&str]) -> (PathBuf, String, usize) {
+    use std::net::UdpSocket;
+    let kdc = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = kdc.local_addr().unwrap().port();
+    // UDP messages only (a TCP record starts with its length, not an ASN.1 tag).
+    let exchanges: Vec<(Vec<u8>, Vec<u8>)> =
+        crate::pcap::real_exchanges(&crate::repo_root().join("captures/krb5")).into_iter().filter(|(q, _)| matches!(q.first(), Some(0x6a | 0x6c))).collect();
+    assert!(exchanges.len() >= 20, "{} UDP exchanges in the captures", exchanges.len());
+    let spool = dir.join("events.ndjson");
+    let err_path = dir.join("watch.err");
+    let mut watch = Reaped(Some(
+        Command::new(crate::kcdscope_bin())
+            .args(["watch", "-i", "lo", "--backend", "pcap", "--krb5-port", &port.to_string(), "-o"])
+            .arg(&spool)
+            .args(["--rotate-bytes", "8192"])
+            .args(ship_args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&err_path).unwrap_or_default().contains("kcdscope: watching") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "watch did not start: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    kdc.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = vec![0u8; 65536];
+    for (q, r) in &exchanges {
+        client.send_to(q, ("127.0.0.1", port)).unwrap();
+        let (_, from) = kdc.recv_from(&mut buf).unwrap();
+        kdc.send_to(r, from).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = watch.0.take().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    assert!(c.wait().unwrap().success(), "{}", std::fs::read_to_string(&err_path).unwrap_or_default());
+    (spool, std::fs::read_to_string(&err_path).unwrap(), exchanges.len())
+}

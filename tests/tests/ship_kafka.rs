@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kcd_tests::ship::{append, spool_lines, term, Gateway, Reaped};
+use kcd_tests::ship::{append, spool_lines, term, watch_live, Gateway, Reaped};
 use kcd_tests::{captures, kcdscope_bin};
 use serde_json::Value;
 
@@ -304,51 +304,13 @@ fn broker_stopped_then_restarted_loses_nothing() {
 #[ignore = "needs root (live capture on loopback); tests/run runs it"]
 fn watch_live_ships_its_rotated_output_to_kafka() {
     let _serial = serial();
-    use std::net::UdpSocket;
     let dir = tmpdir("watch");
     let broker = Broker::start(&dir, free_port());
     broker.create_topic("kcdscope", 2);
-    let kdc = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = kdc.local_addr().unwrap().port();
-    // UDP messages only (a TCP record starts with its length, not an ASN.1 tag).
-    let exchanges: Vec<(Vec<u8>, Vec<u8>)> =
-        kcd_tests::pcap::real_exchanges(&kcd_tests::repo_root().join("captures/krb5")).into_iter().filter(|(q, _)| matches!(q.first(), Some(0x6a | 0x6c))).collect();
-    assert!(exchanges.len() >= 20, "{} UDP exchanges in the captures", exchanges.len());
-    let spool = dir.join("events.ndjson");
-    let err_path = dir.join("watch.err");
-    let watch = Reaped(Some(
-        Command::new(kcdscope_bin())
-            .args(["watch", "-i", "lo", "--backend", "pcap", "--krb5-port", &port.to_string(), "-o"])
-            .arg(&spool)
-            .args(["--rotate-bytes", "8192", "--kafka", &broker.addr(), "--batch-linger-ms", "5", "--retry-max-seconds", "1"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(&err_path).unwrap_or_default().contains("kcdscope: watching") {
-        assert!(t0.elapsed() < Duration::from_secs(20), "watch did not start: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    kdc.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut buf = vec![0u8; 65536];
-    for (q, r) in &exchanges {
-        client.send_to(q, ("127.0.0.1", port)).unwrap();
-        let (_, from) = kdc.recv_from(&mut buf).unwrap();
-        kdc.send_to(r, from).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let mut w = watch;
-    let mut c = w.0.take().unwrap();
-    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-    assert!(c.wait().unwrap().success(), "{}", std::fs::read_to_string(&err_path).unwrap_or_default());
-    let err = std::fs::read_to_string(&err_path).unwrap();
+    let (spool, err, exchanges) = watch_live(&dir, &["--kafka", &broker.addr(), "--batch-linger-ms", "5", "--retry-max-seconds", "1"]);
     let want = spool_lines(&spool);
     let krb5 = want.iter().filter(|l| l.contains("\"event_type\":\"krb5\"")).count();
-    assert_eq!(krb5, 2 * exchanges.len(), "each message sent, decoded live once: {err}");
+    assert_eq!(krb5, 2 * exchanges, "each message sent, decoded live once: {err}");
     assert!(kcd_export::outputs::file::rotated_files(&spool).unwrap().len() >= 2, "-o rotated");
     let (records, held) = broker.consume("kcdscope", want.len(), Duration::from_secs(30));
     assert_eq!((records.len(), held), (want.len(), want.len() as u64), "every event of -o, once: {err}");

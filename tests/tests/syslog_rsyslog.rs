@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kcd_tests::ship::{append, spool_lines, term, Gateway, Reaped};
+use kcd_tests::ship::{append, spool_lines, term, watch_live, Gateway, Reaped};
 use kcd_tests::{captures, kcdscope_bin};
 use serde_json::Value;
 
@@ -481,6 +481,28 @@ fn gateway_events_rotated_and_shipped_to_rsyslog() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no syslog counter in /metrics: {metrics}"));
     assert!(shown >= devices as u64, "/metrics: {shown} sent");
+}
+
+/// `kcdscope watch` live on loopback (libpcap), its -o rotated small, shipped to rsyslog over
+/// TLS as it runs: real Kerberos messages decoded live, written, rotated and shipped;
+/// rsyslog receives every event of the rotated -o files. Needs root (capture): tests/run
+/// runs it.
+#[test]
+#[ignore = "needs root (live capture on loopback); tests/run runs it"]
+fn watch_live_ships_its_rotated_output_to_rsyslog() {
+    let _s = serial();
+    let dir = tmpdir("watch");
+    let r = Rsyslog::tls(&dir, "tls", free_port());
+    let ca = dir.join("ca.pem");
+    let url = format!("tls://localhost:{}", r.port);
+    let (spool, err, exchanges) = watch_live(&dir, &["--syslog", &url, "--syslog-ca", ca.to_str().unwrap(), "--batch-linger-ms", "5", "--retry-max-seconds", "1"]);
+    let want = spool_lines(&spool);
+    let krb5 = want.iter().filter(|l| l.contains("\"event_type\":\"krb5\"")).count();
+    assert_eq!(krb5, 2 * exchanges, "each message sent, decoded live once: {err}");
+    assert!(kcd_export::outputs::file::rotated_files(&spool).unwrap().len() >= 2, "-o rotated");
+    compare(&want, &received(&dir, "tls", want.len()), "watch's -o over TLS");
+    let [sent, _, _, rejected, _, gaps] = counters(&err);
+    assert_eq!((sent, rejected, gaps), (want.len() as u64, 0, 0), "{err}");
 }
 
 /// Events a second shipped to rsyslog over TCP (run with a release kcdscope: `cargo build
