@@ -59,6 +59,7 @@ pub fn stop(c: &mut Child) {
 
 pub mod oracle;
 pub mod pcap;
+pub mod ship;
 pub mod synth;
 
 /// Every capture file under captures/ (sorted), optionally only those under `sub`.

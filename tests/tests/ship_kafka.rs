@@ -19,12 +19,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kcd_tests::ship::{append, openssl, spool_lines, term, watch_live, Gateway, Reaped};
 use kcd_tests::{captures, kcdscope_bin};
 use serde_json::Value;
 
@@ -124,12 +124,6 @@ impl Drop for Broker {
             let _ = nginx.wait();
         }
     }
-}
-
-/// Runs openssl in DIR.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is needed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A CA (NAME-ca.pem) and a certificate it signed for localhost (NAME.pem, NAME.key).
@@ -265,18 +259,6 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-/// The spool's lines, oldest file first.
-fn spool_lines(spool: &Path) -> Vec<String> {
-    let mut files: Vec<PathBuf> = kcd_export::outputs::file::rotated_files(spool).unwrap().into_iter().map(|(_, p)| p).collect();
-    files.push(spool.to_path_buf());
-    let mut out = Vec::new();
-    for f in files {
-        let t = std::fs::read_to_string(&f).unwrap();
-        out.extend(t.lines().filter(|l| !l.is_empty()).map(str::to_string));
-    }
-    out
-}
-
 /// "kafka: N events sent (D already there), R resent, J rejected, F failed requests, G spool gaps".
 fn counters(stderr: &str) -> [u64; 6] {
     let line = stderr.lines().find(|l| l.contains("kafka: ")).unwrap_or_else(|| panic!("no kafka counters in {stderr}"));
@@ -344,18 +326,6 @@ fn kafka_holds_every_event_of_the_file_output_keyed_and_ordered_by_flow() {
     assert!(ck.contains(&format!("offset={}", std::fs::metadata(&spool).unwrap().len())), "{ck}");
 }
 
-/// A child killed when the test ends, passed or not.
-struct Reaped(Option<Child>);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn ship(spool: &Path, brokers: &str) -> Reaped {
     ship_with(spool, brokers, &[])
 }
@@ -371,22 +341,6 @@ fn ship_with(spool: &Path, brokers: &str, more: &[&str]) -> Reaped {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()))
-}
-
-fn term(mut r: Reaped) -> String {
-    let mut c = r.0.take().unwrap();
-    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-    let mut err = String::new();
-    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(c.wait().unwrap().success(), "{err}");
-    err
-}
-
-fn append(spool: &Path, lines: &[String]) {
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(spool).unwrap();
-    let mut text = lines.join("\n");
-    text.push('\n');
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 #[test]
@@ -440,51 +394,13 @@ fn broker_stopped_then_restarted_loses_nothing() {
 #[ignore = "needs root (live capture on loopback); tests/run runs it"]
 fn watch_live_ships_its_rotated_output_to_kafka() {
     let _serial = serial();
-    use std::net::UdpSocket;
     let dir = tmpdir("watch");
     let broker = Broker::start(&dir, free_port());
     broker.create_topic("kcdscope", 2);
-    let kdc = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = kdc.local_addr().unwrap().port();
-    // UDP messages only (a TCP record starts with its length, not an ASN.1 tag).
-    let exchanges: Vec<(Vec<u8>, Vec<u8>)> =
-        kcd_tests::pcap::real_exchanges(&kcd_tests::repo_root().join("captures/krb5")).into_iter().filter(|(q, _)| matches!(q.first(), Some(0x6a | 0x6c))).collect();
-    assert!(exchanges.len() >= 20, "{} UDP exchanges in the captures", exchanges.len());
-    let spool = dir.join("events.ndjson");
-    let err_path = dir.join("watch.err");
-    let watch = Reaped(Some(
-        Command::new(kcdscope_bin())
-            .args(["watch", "-i", "lo", "--backend", "pcap", "--krb5-port", &port.to_string(), "-o"])
-            .arg(&spool)
-            .args(["--rotate-bytes", "8192", "--kafka", &broker.addr(), "--batch-linger-ms", "5", "--retry-max-seconds", "1"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(&err_path).unwrap_or_default().contains("kcdscope: watching") {
-        assert!(t0.elapsed() < Duration::from_secs(20), "watch did not start: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    kdc.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut buf = vec![0u8; 65536];
-    for (q, r) in &exchanges {
-        client.send_to(q, ("127.0.0.1", port)).unwrap();
-        let (_, from) = kdc.recv_from(&mut buf).unwrap();
-        kdc.send_to(r, from).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let mut w = watch;
-    let mut c = w.0.take().unwrap();
-    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-    assert!(c.wait().unwrap().success(), "{}", std::fs::read_to_string(&err_path).unwrap_or_default());
-    let err = std::fs::read_to_string(&err_path).unwrap();
+    let (spool, err, exchanges) = watch_live(&dir, &["--kafka", &broker.addr(), "--batch-linger-ms", "5", "--retry-max-seconds", "1"]);
     let want = spool_lines(&spool);
     let krb5 = want.iter().filter(|l| l.contains("\"event_type\":\"krb5\"")).count();
-    assert_eq!(krb5, 2 * exchanges.len(), "each message sent, decoded live once: {err}");
+    assert_eq!(krb5, 2 * exchanges, "each message sent, decoded live once: {err}");
     assert!(kcd_export::outputs::file::rotated_files(&spool).unwrap().len() >= 2, "-o rotated");
     let (records, held) = broker.consume("kcdscope", want.len(), Duration::from_secs(30));
     assert_eq!((records.len(), held), (want.len(), want.len() as u64), "every event of -o, once: {err}");
@@ -503,74 +419,13 @@ fn gateway_events_rotated_and_shipped_to_kafka() {
     let dir = tmpdir("gateway");
     let broker = Broker::start(&dir, free_port());
     broker.create_topic("kcdscope", 2);
-    let openssl = |args: &[&str]| openssl(&dir, args);
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"];
-    openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "server.key", "-out", "server.pem", "-subj", "/CN=gw.lab.test", "-addext", "subjectAltName=DNS:gw.lab.test"]].concat());
-    openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=Device CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]].concat());
-    std::fs::write(dir.join("svc.password"), "unused: no KDC is reached\n").unwrap();
-    let (listen, admin) = (free_port(), free_port());
-    let config = format!(
-        r#"[listen]
-address = "127.0.0.1:{listen}"
-certificate = "server.pem"
-key = "server.key"
-handshake_timeout_ms = 3000
-[client_certificates]
-chain = "ca.pem"
-[exchange]
-url = "http://127.0.0.1:1"
-[admin]
-address = "127.0.0.1:{admin}"
-[service_account]
-user = "svc_awseg"
-password_file = "svc.password"
-[kcd]
-target_spn = "HTTP/exchange.lab.test"
-[[domain]]
-realm = "LAB.TEST"
-domain_controllers = ["127.0.0.1:1"]
-"#
-    );
-    std::fs::write(dir.join("gateway.toml"), config).unwrap();
-    let spool = dir.join("events.ndjson");
-    let err_path = dir.join("gateway.err");
-    let gw = Reaped(Some(
-        Command::new(kcdscope_bin())
-            .args(["gateway", "--config", "gateway.toml", "--events", "events.ndjson", "--rotate-bytes", "2048"])
-            .args(["--kafka", &broker.addr(), "--batch-linger-ms", "5", "--retry-max-seconds", "1"])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", listen)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the gateway did not listen: {}", std::fs::read_to_string(&err_path).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // That first connection was refused too (it sent nothing until closed: a timeout or an
-    // early EOF); the devices below send plain HTTP.
-    let devices = 40;
-    for _ in 0..devices {
-        let mut s = TcpStream::connect(("127.0.0.1", listen)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = s.write_all(b"GET /Microsoft-Server-ActiveSync HTTP/1.1\r\nHost: gw.lab.test\r\n\r\n");
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    }
-    let refused = || spool_lines(&spool).iter().filter(|l| l.contains("\"reason\":\"tls_handshake\"")).count();
-    let t0 = Instant::now();
-    while refused() < devices {
-        assert!(t0.elapsed() < Duration::from_secs(20), "{} refusals written", refused());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gw = Gateway::start(&dir, &["--kafka", &broker.addr(), "--batch-linger-ms", "5", "--retry-max-seconds", "1"]);
+    // The connection that saw the gateway listen was refused too (it sent nothing until
+    // closed: a timeout or an early EOF); the devices send plain HTTP.
+    gw.refuse(40);
     std::thread::sleep(Duration::from_millis(500));
-    let mut g = gw;
-    let mut c = g.0.take().unwrap();
-    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-    assert!(c.wait().unwrap().success(), "{}", std::fs::read_to_string(&err_path).unwrap_or_default());
-    let err = std::fs::read_to_string(&err_path).unwrap();
+    let spool = gw.spool.clone();
+    let err = gw.stop();
     let want = spool_lines(&spool);
     assert!(kcd_export::outputs::file::rotated_files(&spool).unwrap().len() >= 3, "--events rotated");
     assert!(want.iter().all(|l| l.contains("\"event_type\":\"gateway\"")), "the gateway's events");

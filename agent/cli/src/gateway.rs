@@ -21,7 +21,7 @@ pub struct GatewayArgs {
     /// to the Unix stream socket at PATH with `unix:PATH`; repeatable.
     #[arg(long, value_name = "FILE")]
     events: Vec<PathBuf>,
-    /// --bulk/--hec/--kafka ship the first --events FILE (the spool), as `replay -o` does.
+    /// --bulk/--hec/--kafka/--syslog ship the first --events FILE (the spool), as `replay -o` does.
     #[command(flatten)]
     ship: crate::outputs::ShipArgs,
     /// The --events files' rotation and fsync.
@@ -89,7 +89,7 @@ pub fn run(a: GatewayArgs) -> Result<ExitCode> {
             let shippers = match (a.ship.any(), spool) {
                 (false, _) => None,
                 (true, Some(p)) => Some(a.ship.start(p, Arc::new(std::sync::atomic::AtomicBool::new(false)))?),
-                (true, None) => anyhow::bail!("--bulk, --hec and --kafka ship an --events FILE: give one"),
+                (true, None) => anyhow::bail!("--bulk, --hec, --kafka and --syslog ship an --events FILE: give one"),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
             let extra: Vec<Box<dyn prometheus_client::collector::Collector>> = shippers.iter().map(|s| Box::new(s.metrics()) as _).collect();

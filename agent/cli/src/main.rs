@@ -56,7 +56,7 @@ enum Command {
     /// The gateway: device client certificates -> Kerberos constrained delegation -> Exchange.
     Gateway(gateway::GatewayArgs),
     /// Ship an NDJSON events file (the gateway's --events, watch -o) to Elasticsearch/
-    /// OpenSearch or Splunk HEC, from a checkpoint beside it.
+    /// OpenSearch, Splunk HEC, Kafka or syslog, from a checkpoint beside it.
     Ship(outputs::ShipCommand),
     /// Capture live (eBPF, or libpcap) and explain what happens as it happens.
     Watch(watch::WatchArgs),
@@ -325,7 +325,7 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         anyhow::bail!("--rotate-*, --fsync and --spool-max-bytes are of the -o FILE: give one");
     }
     if args.outputs.ship.any() && args.output.is_none() {
-        anyhow::bail!("--bulk, --hec and --kafka ship the -o FILE: give one");
+        anyhow::bail!("--bulk, --hec, --kafka and --syslog ship the -o FILE: give one");
     }
     let mut file_out = match &args.output {
         Some(p) => {
@@ -353,7 +353,6 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     if shippers.is_some() {
         outputs::log_to_stderr();
     }
-    let mut syslog_out = args.outputs.syslog_writer(format)?;
     // Without an NDJSON destination on stdout, list messages for a person.
     let mut text_out = (!args.json && !args.count && !args.report)
         .then(|| TextWriter::new(BufWriter::new(io::stdout())));
@@ -373,9 +372,6 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         }
         if let Some(f) = file_out.as_mut() {
             sinks.push(f);
-        }
-        if let Some(s) = syslog_out.as_mut() {
-            sinks.push(s);
         }
         if let Some(t) = text_out.as_mut() {
             sinks.push(t);
@@ -468,15 +464,6 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     if let Some(s) = shippers {
         if !s.finish(args.quiet) {
             failed = true;
-        }
-    }
-    if let Some(s) = syslog_out {
-        let why = s.last_error.clone().unwrap_or_default();
-        let c = s.finish().context("closing the syslog connection")?;
-        if c.dropped > 0 {
-            eprintln!("kcdscope: syslog: {} events sent, {} NOT delivered ({why}), {} resent after a reconnection", c.sent, c.dropped, c.retried);
-        } else if !args.quiet {
-            eprintln!("kcdscope: syslog: {} events sent, {} resent after a reconnection", c.sent, c.retried);
         }
     }
     if let Some(t) = text_out {

@@ -1,5 +1,5 @@
 //! Command-line options of the outputs: the NDJSON file's rotation and fsync (`-o FILE`),
-//! and syslog (`--syslog tcp://HOST:PORT`).
+//! and the network outputs that ship it (`--bulk`, `--hec`, `--kafka`, `--syslog`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use kcd_export::outputs::file::{Fsync, Rotation};
 use kcd_export::outputs::ship::policy::{Backoff, BatchLimits};
 use kcd_export::outputs::ship::{KafkaTarget, Kind, Secret, ShipConfig, ShipCounters, StopWhen};
-use kcd_export::outputs::syslog::{SyslogConfig, SyslogWriter, Transport};
+use kcd_export::outputs::syslog::{SyslogTarget, Transport};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum FsyncArg {
@@ -27,17 +27,6 @@ pub(crate) enum FsyncArg {
 
 #[derive(Args)]
 pub(crate) struct OutputArgs {
-    /// Also send every event to a syslog collector, as RFC 5424 messages: tcp://HOST:PORT
-    /// (octet-counted framing, RFC 6587), tls://HOST:PORT (RFC 5425; with --syslog-ca) or
-    /// udp://HOST:PORT. In the layout of --format.
-    #[arg(long, value_name = "URL")]
-    syslog: Option<String>,
-
-    /// With --syslog tls://: the CA certificates (PEM) the collector's certificate must
-    /// chain to; it must also carry HOST.
-    #[arg(long, value_name = "FILE")]
-    syslog_ca: Option<std::path::PathBuf>,
-
     #[command(flatten)]
     pub(crate) file: RotationArgs,
 
@@ -69,7 +58,7 @@ pub(crate) struct RotationArgs {
     fsync: Option<FsyncArg>,
 
     /// Of the NDJSON file: bound it and its rotated files together to this many bytes (the
-    /// spool of --bulk/--hec/--kafka): the oldest rotated files are deleted, and the events
+    /// spool of --bulk/--hec/--kafka/--syslog): the oldest rotated files are deleted, and the events
     /// in them not yet shipped are counted as dropped. Rotates at an eighth of it unless
     /// --rotate-bytes says otherwise.
     #[arg(long, value_name = "BYTES")]
@@ -102,28 +91,6 @@ impl RotationArgs {
 }
 
 impl OutputArgs {
-    pub(crate) fn syslog_writer(&self, format: kcd_export::Format) -> Result<Option<SyslogWriter>> {
-        let Some(url) = &self.syslog else { return Ok(None) };
-        let (transport, rest) = match url.split_once("://") {
-            Some(("tcp", r)) => (Transport::Tcp, r),
-            Some(("udp", r)) => (Transport::Udp, r),
-            Some(("tls", r)) => (Transport::Tls, r),
-            _ => bail!("--syslog {url}: expected tcp://, tls:// or udp://HOST:PORT"),
-        };
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(rest)
-            .with_context(|| format!("--syslog {url}: cannot resolve {rest}"))?
-            .next()
-            .with_context(|| format!("--syslog {url}: {rest} has no address"))?;
-        let mut cfg = SyslogConfig::new(addr, transport);
-        cfg.format = format;
-        if transport == Transport::Tls {
-            let Some(ca) = &self.syslog_ca else { bail!("--syslog {url}: --syslog-ca FILE is needed for TLS") };
-            let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h).trim_matches(['[', ']']);
-            cfg.tls = Some((kcd_export::outputs::syslog::tls_config(ca)?, host.to_string()));
-        }
-        SyslogWriter::connect(cfg).with_context(|| format!("--syslog {url}: cannot connect")).map(Some)
-    }
-
     pub(crate) fn rotation(&self, spool: &Path) -> Rotation {
         self.file.rotation(spool, &self.ship)
     }
@@ -143,8 +110,8 @@ fn event_type_parser() -> impl clap::builder::TypedValueParser<Value = kcd_schem
         .try_map(|s: String| kcd_schema::EventType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| format!("unknown event type {s}")))
 }
 
-/// Which events the outputs get (every output: standard output, -o, syslog, and so the
-/// HTTP outputs that ship -o).
+/// Which events the outputs get (standard output and -o, and so the network outputs that
+/// ship -o).
 #[derive(Args)]
 pub(crate) struct FilterArgs {
     /// Only events of these types (comma-separated).
@@ -171,7 +138,7 @@ impl FilterArgs {
 }
 
 /// The network outputs, which ship the NDJSON file (the spool) from a checkpoint beside it
-/// (FILE.bulk.checkpoint, FILE.hec.checkpoint, FILE.kafka.checkpoint).
+/// (FILE.bulk.checkpoint, FILE.hec.checkpoint, FILE.kafka.checkpoint, FILE.syslog.checkpoint).
 #[derive(Args, Clone)]
 pub(crate) struct ShipArgs {
     /// Ship the events to Elasticsearch/OpenSearch with `_bulk` (create, with the event's id):
@@ -207,6 +174,17 @@ pub(crate) struct ShipArgs {
     /// must chain to.
     #[arg(long, value_name = "FILE")]
     kafka_ca: Option<PathBuf>,
+
+    /// Ship the events to a syslog collector as RFC 5424 messages: tcp://HOST:PORT
+    /// (octet-counted framing, RFC 6587), tls://HOST:PORT (RFC 5425; with --syslog-ca) or
+    /// udp://HOST:PORT (one datagram per event).
+    #[arg(long, value_name = "URL")]
+    syslog: Option<String>,
+
+    /// With --syslog tls://: the CA certificates (PEM) the collector's certificate must
+    /// chain to; it must also carry HOST.
+    #[arg(long, value_name = "FILE")]
+    syslog_ca: Option<PathBuf>,
 
     /// With --hec: the events' sourcetype.
     #[arg(long, value_name = "NAME", default_value = "kcdscope")]
@@ -255,7 +233,7 @@ fn secret_file(p: &Path, what: &str) -> Result<String> {
 
 impl ShipArgs {
     pub(crate) fn any(&self) -> bool {
-        self.bulk.is_some() || self.hec.is_some() || self.kafka.is_some()
+        self.bulk.is_some() || self.hec.is_some() || self.kafka.is_some() || self.syslog.is_some()
     }
 
     /// The checkpoint files of the outputs asked for, beside `spool`.
@@ -269,6 +247,9 @@ impl ShipArgs {
         }
         if self.kafka.is_some() {
             v.push(checkpoint_path(spool, "kafka"));
+        }
+        if self.syslog.is_some() {
+            v.push(checkpoint_path(spool, "syslog"));
         }
         v
     }
@@ -344,6 +325,29 @@ impl ShipArgs {
             c.tls = match &self.kafka_ca {
                 Some(ca) => Some(kcd_export::outputs::syslog::tls_config(ca)?),
                 None => None,
+            };
+            out.push(c);
+        }
+        if let Some(url) = &self.syslog {
+            let (transport, rest) = match url.split_once("://") {
+                Some(("tcp", r)) => (Transport::Tcp, r),
+                Some(("udp", r)) => (Transport::Udp, r),
+                Some(("tls", r)) => (Transport::Tls, r),
+                _ => bail!("--syslog {url}: expected tcp://, tls:// or udp://HOST:PORT"),
+            };
+            let Some((host, port)) = rest.rsplit_once(':') else { bail!("--syslog {url}: expected HOST:PORT") };
+            let host = host.trim_matches(['[', ']']);
+            let Ok(port) = port.parse::<u16>() else { bail!("--syslog {url}: {port:?} is not a port") };
+            if host.is_empty() {
+                bail!("--syslog {url}: no host");
+            }
+            let mut c = ShipConfig::new(Kind::Syslog, hyper::Uri::default(), spool, checkpoint_path(spool, "syslog"));
+            c.syslog = Some(SyslogTarget::new(host, port, transport));
+            common(&mut c);
+            c.tls = match (transport, &self.syslog_ca) {
+                (Transport::Tls, Some(ca)) => Some(kcd_export::outputs::syslog::tls_config(ca)?),
+                (Transport::Tls, None) => bail!("--syslog {url}: --syslog-ca FILE is needed for TLS"),
+                _ => None,
             };
             out.push(c);
         }
@@ -441,7 +445,7 @@ pub(crate) struct ShipCommand {
 
 pub(crate) fn ship_command(a: ShipCommand) -> Result<std::process::ExitCode> {
     if !a.ship.any() {
-        bail!("ship: nothing to ship to (--bulk URL, --hec URL, --kafka BROKERS)");
+        bail!("ship: nothing to ship to (--bulk URL, --hec URL, --kafka BROKERS, --syslog URL)");
     }
     log_to_stderr();
     let stop = Arc::new(AtomicBool::new(false));

@@ -304,7 +304,7 @@ fn watch(a: WatchArgs) -> Result<ExitCode> {
 
     let filter = a.filter.filter();
     if a.ship.any() && a.output.is_none() {
-        anyhow::bail!("--bulk, --hec and --kafka ship the -o FILE: give one");
+        anyhow::bail!("--bulk, --hec, --kafka and --syslog ship the -o FILE: give one");
     }
     // The shippers follow -o as it grows; at the end they get --ship-drain-seconds to finish.
     let shippers = match &a.output {

@@ -299,3 +299,22 @@ fn colour_only_on_a_terminal() {
     assert!(plain.contains("ERROR   krb.response_too_big.tcp_blocked"), "{plain}");
     assert!(!plain.contains("\x1b[31m"), "{plain}");
 }
+
+#[test]
+fn syslog_ships_the_file_output_and_says_what_is_wrong_with_its_url() {
+    let cap = capture("krb5/mit-lab/a_kinit_kvno.pcap");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--syslog", "tcp://127.0.0.1:514"], "ship the -o FILE: give one"),
+        (&["-o", "x", "--syslog", "http://127.0.0.1:514"], "expected tcp://, tls:// or udp://HOST:PORT"),
+        (&["-o", "x", "--syslog", "tcp://127.0.0.1"], "expected HOST:PORT"),
+        (&["-o", "x", "--syslog", "udp://127.0.0.1:x"], "is not a port"),
+        (&["-o", "x", "--syslog", "tls://localhost:6514"], "--syslog-ca FILE is needed for TLS"),
+    ];
+    for (args, want) in cases {
+        let spool = tmp("syslog.ndjson");
+        let args: Vec<&str> = args.iter().map(|a| if *a == "x" { spool.to_str().unwrap_or("x") } else { a }).collect();
+        let o = kcdscope(&[&["replay", "--count", cap.as_str()][..], &args].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+}

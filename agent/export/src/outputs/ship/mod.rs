@@ -1,5 +1,6 @@
 //! Network outputs that ship the spool (the NDJSON file output) to HTTP receivers
-//! (Elasticsearch/OpenSearch `_bulk`, Splunk HEC) and to Kafka (`kafka`).
+//! (Elasticsearch/OpenSearch `_bulk`, Splunk HEC), to Kafka (`kafka`) and to a syslog
+//! collector (`syslog`).
 //!
 //! Each output reads the spool from its own checkpoint, sends batches in spool order (so
 //! the order of each flow is kept), and saves the checkpoint after the receiver has
@@ -14,6 +15,7 @@
 pub mod kafka;
 pub mod policy;
 pub mod spool;
+pub mod syslog;
 pub mod wire;
 
 use std::fmt;
@@ -39,6 +41,8 @@ pub enum Kind {
     Hec,
     /// A Kafka topic (`ShipConfig::kafka`).
     Kafka,
+    /// A syslog collector (`ShipConfig::syslog`).
+    Syslog,
 }
 
 /// Where the Kafka output writes.
@@ -72,9 +76,11 @@ pub struct ShipConfig {
     pub url: hyper::Uri,
     /// The brokers and topic of `Kind::Kafka`.
     pub kafka: Option<KafkaTarget>,
+    /// The collector of `Kind::Syslog`.
+    pub syslog: Option<crate::outputs::syslog::SyslogTarget>,
     /// The Authorization header's value (`Splunk TOKEN`, `ApiKey KEY`, `Basic ...`).
     pub authorization: Option<Secret>,
-    /// CA certificates for https:// (and for Kafka over TLS).
+    /// CA certificates for https:// (and for Kafka and syslog over TLS).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub spool: PathBuf,
     pub checkpoint: PathBuf,
@@ -92,6 +98,7 @@ impl ShipConfig {
             kind,
             url,
             kafka: None,
+            syslog: None,
             authorization: None,
             tls: None,
             spool: spool.to_path_buf(),
@@ -104,6 +111,7 @@ impl ShipConfig {
                 Kind::Bulk => "bulk".into(),
                 Kind::Hec => "hec".into(),
                 Kind::Kafka => "kafka".into(),
+                Kind::Syslog => "syslog".into(),
             },
         }
     }
@@ -248,6 +256,7 @@ pub fn run(cfg: &ShipConfig, counters: &ShipCounters, when: &StopWhen) -> std::i
         Kind::Kafka => rt.block_on(drive(cfg, counters, when, &mut kafka::Kafka::new(cfg)?)),
         #[cfg(not(feature = "kafka"))]
         Kind::Kafka => Err(std::io::Error::other("this kcdscope was built without the kafka feature")),
+        Kind::Syslog => rt.block_on(drive(cfg, counters, when, &mut syslog::Syslog::new(cfg)?)),
     }
 }
 
