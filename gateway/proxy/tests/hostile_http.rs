@@ -1164,6 +1164,28 @@ async fn slowness_and_pipelining() {
         format!("{:?} {:?} {evs:?}", a.statuses(), a.text),
     );
 
+    // Header drip on a keep-alive connection: the first request answered, then a second
+    // head begun and dripped. Answered 408 + close and said in an event, like a first head;
+    // the backend reads the first request and nothing of the second.
+    let (n, inc, _) = gw.counts();
+    let ne = gw.request_events().len();
+    let mut pieces = vec![
+        (post("KADRIP1", ""), Duration::ZERO),
+        (b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=KADRIP2&DeviceType=Test HTTP/1.1\r\n".to_vec(), Duration::from_millis(300)),
+    ];
+    pieces.extend((0..12).map(|i| (format!("X-Drip-{i}: x\r\n").into_bytes(), Duration::from_millis(300))));
+    let a = gw.send_timed(&gw.alice, &pieces, Duration::from_secs(8), 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let evs = gw.request_events_since(ne);
+    let second_seen = gw.rec.lock().expect("record").raw.iter().any(|r| r.windows(7).any(|w| w == b"KADRIP2"));
+    check(
+        "header drip on keep-alive: 200, then 408 header_timeout and closed; backend read the first request only",
+        a.closed && a.took < Duration::from_secs(5) && a.statuses() == [200, 408] && a.text.contains("reason: header_timeout")
+            && gw.counts().0 == n + 1 && gw.counts().1 == inc && !second_seen
+            && evs.len() == 2 && evs[0]["outcome"] != "refused" && evs[1]["reason"] == "header_timeout" && evs[1]["status"] == 408,
+        format!("{:?} {:?} {:?} second at backend: {second_seen} {evs:?}", a.took, a.statuses(), a.text),
+    );
+
     // Body drip that stops: 408 after the body idle timeout (1 s); the backend completes
     // no request (the head had started on its way: bodies are streamed).
     let (n, _, bad) = gw.counts();
