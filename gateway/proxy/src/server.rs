@@ -158,7 +158,21 @@ impl Generation {
         let realms = cfg.realms();
         let kcd: Arc<dyn Tickets> = match kcd {
             Some(t) => t,
-            None => Arc::new(KcdClient::new(cfg.kcd.clone(), events)),
+            None => {
+                let k = Arc::new(KcdClient::new(cfg.kcd.clone(), events));
+                // A new client (start, or a reload that changed the Kerberos settings) learns
+                // the KDC's way with enterprise names before the first device comes, so that
+                // the first user costs one S4U2Self like every other.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let probe = k.clone();
+                    rt.spawn(async move {
+                        if let Err(e) = probe.learn_enterprise_names().await {
+                            tracing::info!(error = %e, "the KDC's way with enterprise names not learnt at start; the first user will show it");
+                        }
+                    });
+                }
+                k
+            }
         };
         let scheme = if cfg.exchange.https { "https" } else { "http" };
         let tls = verifier.server_config(certs).map_err(|e| format!("TLS configuration: {e}"))?;
