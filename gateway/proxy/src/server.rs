@@ -432,13 +432,16 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
     let svc_app = app.clone();
     let served = Arc::new(AtomicU64::new(0));
     let svc_served = served.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        svc_served.fetch_add(1, Ordering::Relaxed);
-        let (app, verdict) = (svc_app.clone(), verdict.clone());
-        async move { Ok::<_, Infallible>(handle(app, verdict, peer, req).await) }
-    });
     let io = HeadWatch::new(tls);
     let after = io.clone();
+    let heads = io.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let index = svc_served.fetch_add(1, Ordering::Relaxed);
+        // hyper calls this once per head, in order: the scan's index is this request's.
+        let ambiguous = heads.ambiguous_head() == Some(index);
+        let (app, verdict) = (svc_app.clone(), verdict.clone());
+        async move { Ok::<_, Infallible>(handle(app, verdict, peer, req, ambiguous).await) }
+    });
     let conn = b.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended");
@@ -467,6 +470,7 @@ struct HeadWatch<T>(Arc<Mutex<Watched<T>>>);
 struct Watched<T> {
     io: T,
     read_since_write: u64,
+    scan: crate::framing::HeadScan,
 }
 
 impl<T> Clone for HeadWatch<T> {
@@ -477,7 +481,7 @@ impl<T> Clone for HeadWatch<T> {
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> HeadWatch<T> {
     fn new(io: T) -> Self {
-        Self(Arc::new(Mutex::new(Watched { io, read_since_write: 0 })))
+        Self(Arc::new(Mutex::new(Watched { io, read_since_write: 0, scan: Default::default() })))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Watched<T>> {
@@ -486,6 +490,12 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> HeadWatch<T> {
 
     fn read_since_write(&self) -> u64 {
         self.lock().read_since_write
+    }
+
+    /// The index of the first request head that carried both Content-Length and
+    /// Transfer-Encoding.
+    fn ambiguous_head(&self) -> Option<u64> {
+        self.lock().scan.ambiguous()
     }
 
     /// Writes `408 Request Timeout` and closes (TLS close_notify), then reads what the
@@ -531,7 +541,9 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for HeadWatch<T> {
         let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = buf.filled().len();
         let r = Pin::new(&mut g.io).poll_read(cx, buf);
-        g.read_since_write += (buf.filled().len() - before) as u64;
+        let new = &buf.filled()[before..];
+        g.read_since_write += new.len() as u64;
+        g.scan.feed(new);
         r
     }
 }
@@ -792,7 +804,7 @@ fn now_s() -> i64 {
     crate::tls::now()
 }
 
-async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Request<Incoming>, ambiguous: bool) -> Response<ProxyBody> {
     let t0 = Instant::now();
     let id = app.request_id();
     let gen = app.gen.load_full();
@@ -820,6 +832,14 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
         app.emit(g, Some(peer));
         answer(status, r.reason.label(), &id)
     };
+    if ambiguous {
+        // RFC 9112 6.1: refused, and the connection closed after the answer (hyper closes
+        // it after such a request in any case); its body is never read.
+        let detail = "the request has both Content-Length and Transfer-Encoding (RFC 9112 6.1): readers may frame it differently (request smuggling); answered 400 and closed";
+        let mut resp = refuse(g, Refusal::new(Reason::AmbiguousLength, detail), &verdict, 400);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     if app.draining.load(Ordering::Relaxed) {
         return refuse(g, Refusal::new(Reason::Draining, "the gateway is shutting down"), &verdict, 503);
     }
