@@ -48,6 +48,11 @@ impl HeadScan {
         self.ambiguous
     }
 
+    /// Whether a request head has begun and not ended: its bytes are held.
+    pub fn head_begun(&self) -> bool {
+        self.state == State::Head && !self.held.is_empty()
+    }
+
     /// Bytes as they were read from the device, in order.
     pub fn feed(&mut self, data: &[u8]) {
         let mut at = 0;
@@ -246,6 +251,14 @@ mod tests {
         assert!(every_split(sized.as_bytes()).iter().all(|a| a.is_none()));
         let chunked = format!("POST /1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{inner}\r\n0\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", inner.len());
         assert!(every_split(chunked.as_bytes()).iter().all(|a| a.is_none()));
+    }
+
+    #[test]
+    fn a_second_head_begun_in_the_same_read_as_the_first_request() {
+        let s = scan(&[b"POST /1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nokPOST /2 HTTP/1.1\r\nHo"]);
+        assert!(s.head_begun());
+        assert!(!scan(&[b"POST /1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"]).head_begun());
+        assert!(!scan(&[b"POST /1 HTTP/1.1\r\nContent-Length: 9\r\n\r\nok"]).head_begun());
     }
 
     #[test]

@@ -446,8 +446,9 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended");
         // The header timeout also ends an idle keep-alive connection, which is no refusal;
-        // a head begun (bytes since the last answer) or never sent on a new connection is.
-        let head_begun = after.read_since_write() > 0 || served.load(Ordering::Relaxed) == 0;
+        // a head begun (bytes since the last answer, or part of a head read with the last
+        // request) or never sent on a new connection is.
+        let head_begun = after.read_since_write() > 0 || after.head_begun() || served.load(Ordering::Relaxed) == 0;
         if e.is_timeout() && head_begun {
             let id = app.request_id();
             // Boxed: its 4 KiB read buffer would otherwise be part of every connection's
@@ -490,6 +491,10 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> HeadWatch<T> {
 
     fn read_since_write(&self) -> u64 {
         self.lock().read_since_write
+    }
+
+    fn head_begun(&self) -> bool {
+        self.lock().scan.head_begun()
     }
 
     /// The index of the first request head that carried both Content-Length and

@@ -1193,6 +1193,23 @@ async fn slowness_and_pipelining() {
         format!("{:?} {:?} {:?} second at backend: {second_seen} {evs:?}", a.took, a.statuses(), a.text),
     );
 
+    // The same, the second head begun in the very write of the first request (read with it,
+    // before the first answer) and never finished: 200, then 408 at the header timeout.
+    let (n, inc, _) = gw.counts();
+    let ne = gw.request_events().len();
+    let mut bytes = post("KAPART1", "");
+    bytes.extend_from_slice(b"POST /Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=KAPART2&DeviceType=Test HTTP/1.1\r\nHost: gw");
+    let a = gw.send_timed(&gw.alice, &[(bytes, Duration::ZERO)], Duration::from_secs(5), 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let evs = gw.request_events_since(ne);
+    let second_seen = gw.rec.lock().expect("record").raw.iter().any(|r| r.windows(7).any(|w| w == b"KAPART2"));
+    check(
+        "second head begun with the first request, never finished: 200, then 408 header_timeout; backend read the first request only",
+        a.statuses() == [200, 408] && gw.counts().0 == n + 1 && gw.counts().1 == inc && !second_seen
+            && evs.len() == 2 && evs[1]["reason"] == "header_timeout" && evs[1]["status"] == 408,
+        format!("{:?} {:?} second at backend: {second_seen} {evs:?}", a.statuses(), a.text),
+    );
+
     // Body drip that stops: 408 after the body idle timeout (1 s); the backend completes
     // no request (the head had started on its way: bodies are streamed).
     let (n, _, bad) = gw.counts();
