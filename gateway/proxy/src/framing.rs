@@ -9,8 +9,11 @@
 /// Bytes kept for one head (hyper's own read buffer is no larger); beyond it hyper refuses
 /// the head, and the scan stops.
 const MAX_HELD: usize = 64 * 1024;
-/// Header lines looked at per head; a head with more is refused by hyper (max_headers).
+/// Header lines looked at per head without allocating; a head with more is read again
+/// with room for MAX_HEADERS_ANY.
 const MAX_HEADERS: usize = 128;
+/// The most limits.max_headers allows; a head with more is refused by hyper.
+const MAX_HEADERS_ANY: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -37,7 +40,12 @@ pub struct HeadScan {
 
 impl Default for HeadScan {
     fn default() -> Self {
-        Self { state: State::Head, held: Vec::new(), heads: 0, ambiguous: None }
+        Self {
+            state: State::Head,
+            held: Vec::new(),
+            heads: 0,
+            ambiguous: None,
+        }
     }
 }
 
@@ -74,7 +82,11 @@ impl HeadScan {
                     // Parsed where it lies in the read; only an unfinished line is kept.
                     let end = data.len().min(at + MAX_HELD);
                     match step(self.state, &data[at..end]) {
-                        Parsed::Complete { used, next, ambiguous } => {
+                        Parsed::Complete {
+                            used,
+                            next,
+                            ambiguous,
+                        } => {
                             at += used;
                             self.moved(next, ambiguous);
                         }
@@ -92,7 +104,11 @@ impl HeadScan {
                     self.held.extend_from_slice(&data[at..at + take]);
                     match step(self.state, &self.held) {
                         // What was held did not parse alone: the end lies in this read.
-                        Parsed::Complete { used, next, ambiguous } => {
+                        Parsed::Complete {
+                            used,
+                            next,
+                            ambiguous,
+                        } => {
                             at += used.saturating_sub(before);
                             self.held = Vec::new();
                             self.moved(next, ambiguous);
@@ -127,7 +143,11 @@ impl HeadScan {
 
 enum Parsed {
     /// `ambiguous`: Some for a request head (whether it had both lengths).
-    Complete { used: usize, next: State, ambiguous: Option<bool> },
+    Complete {
+        used: usize,
+        next: State,
+        ambiguous: Option<bool>,
+    },
     Partial,
     Error,
 }
@@ -137,40 +157,24 @@ fn step(state: State, buf: &[u8]) -> Parsed {
     match state {
         State::Head => {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(buf) {
-                Ok(httparse::Status::Complete(used)) => {
-                    let has = |name: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
-                    let te = has("transfer-encoding");
-                    let lengths: Vec<&[u8]> = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")).map(|h| h.value).collect();
-                    // hyper closes the connection after a request with both: nothing after
-                    // it is a request.
-                    let ambiguous = te && !lengths.is_empty();
-                    let upgrade = req.method == Some("CONNECT") || has("upgrade");
-                    let next = if ambiguous || upgrade {
-                        State::Stopped
-                    } else if te {
-                        // hyper refuses a request whose last coding is not chunked.
-                        State::ChunkSize
-                    } else if lengths.is_empty() {
-                        State::Head
-                    } else {
-                        match content_length(&lengths) {
-                            Some(0) => State::Head,
-                            Some(n) => State::Body(n),
-                            None => State::Stopped,
-                        }
-                    };
-                    Parsed::Complete { used, next, ambiguous: Some(ambiguous) }
-                }
-                Ok(httparse::Status::Partial) => Parsed::Partial,
-                Err(_) => Parsed::Error,
+            match head(buf, &mut headers) {
+                Ok(p) => p,
+                Err(_) => head(buf, &mut vec![httparse::EMPTY_HEADER; MAX_HEADERS_ANY])
+                    .unwrap_or(Parsed::Error),
             }
         }
         State::ChunkSize => match httparse::parse_chunk_size(buf) {
-            Ok(httparse::Status::Complete((used, 0))) => Parsed::Complete { used, next: State::Trailers, ambiguous: None },
+            Ok(httparse::Status::Complete((used, 0))) => Parsed::Complete {
+                used,
+                next: State::Trailers,
+                ambiguous: None,
+            },
             Ok(httparse::Status::Complete((used, size))) => match size.checked_add(2) {
-                Some(n) => Parsed::Complete { used, next: State::ChunkData(n), ambiguous: None },
+                Some(n) => Parsed::Complete {
+                    used,
+                    next: State::ChunkData(n),
+                    ambiguous: None,
+                },
                 None => Parsed::Error,
             },
             Ok(httparse::Status::Partial) => Parsed::Partial,
@@ -179,12 +183,67 @@ fn step(state: State, buf: &[u8]) -> Parsed {
         State::Trailers => {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match httparse::parse_headers(buf, &mut headers) {
-                Ok(httparse::Status::Complete((used, _))) => Parsed::Complete { used, next: State::Head, ambiguous: None },
+                Ok(httparse::Status::Complete((used, _))) => Parsed::Complete {
+                    used,
+                    next: State::Head,
+                    ambiguous: None,
+                },
                 Ok(httparse::Status::Partial) => Parsed::Partial,
                 Err(_) => Parsed::Error,
             }
         }
         State::Body(_) | State::ChunkData(_) | State::Stopped => Parsed::Error,
+    }
+}
+
+/// A request head at the start of `buf`. Err only for more header lines than `headers`
+/// holds.
+fn head<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Parsed, httparse::Error> {
+    let mut req = httparse::Request::new(headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(used)) => {
+            let has = |name: &str| {
+                req.headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(name))
+            };
+            let te = has("transfer-encoding");
+            let lengths: Vec<&[u8]> = req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| h.value)
+                .collect();
+            // hyper closes the connection after a request with both: nothing after
+            // it is a request.
+            let ambiguous = te && !lengths.is_empty();
+            let upgrade = req.method == Some("CONNECT") || has("upgrade");
+            let next = if ambiguous || upgrade {
+                State::Stopped
+            } else if te {
+                // hyper refuses a request whose last coding is not chunked.
+                State::ChunkSize
+            } else if lengths.is_empty() {
+                State::Head
+            } else {
+                match content_length(&lengths) {
+                    Some(0) => State::Head,
+                    Some(n) => State::Body(n),
+                    None => State::Stopped,
+                }
+            };
+            Ok(Parsed::Complete {
+                used,
+                next,
+                ambiguous: Some(ambiguous),
+            })
+        }
+        Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => Err(httparse::Error::TooManyHeaders),
+        Err(_) => Ok(Parsed::Error),
     }
 }
 
@@ -262,9 +321,24 @@ mod tests {
     }
 
     #[test]
+    fn a_head_with_more_header_lines_than_the_first_try_holds() {
+        let many: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let stream = format!("POST / HTTP/1.1\r\n{many}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        assert_eq!(scan(&[stream.as_bytes()]).ambiguous(), Some(0));
+    }
+
+    #[test]
     fn one_length_or_the_other_is_no_finding() {
-        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"]).ambiguous(), None);
-        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"]).ambiguous(), None);
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"])
+                .ambiguous(),
+            None
+        );
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"])
+                .ambiguous(),
+            None
+        );
         assert_eq!(scan(&[b"GET / HTTP/1.1\r\n\r\n"]).ambiguous(), None);
     }
 
