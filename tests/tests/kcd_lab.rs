@@ -263,6 +263,30 @@ fn common(lab: &mut Lab, kdc: &str) {
         || "a secret leaked".into(),
     );
 
+    // The first user after a start: the client first learns what the KDC does with
+    // enterprise names from an S4U2Self for the service account itself (as the gateway does
+    // when it starts), so that the user's own costs one S4U2Self on either KDC: Samba keeps
+    // the enterprise name (the user is asked for under the account name at once), MIT does
+    // not hold the service account under one (it answers 6; the user's enterprise name is
+    // asked as before, one S4U2Self). Counted on the wire by tshark: the PA-FOR-USER name of
+    // each S4U2Self request.
+    let mut run = None;
+    let pcap = lab.captured("learn", |lab| run = Some(lab.kcd(&good, &["--user", &upn, "--url", &url, "--learn-enterprise-names"])));
+    let r = run.expect("kcd ran");
+    let names = s4u2self_names(&pcap);
+    let base = |n: &str| n.split('@').next().unwrap_or("").to_lowercase();
+    let for_user: Vec<&String> = names.iter().filter(|n| base(n) == base(&upn)).collect();
+    let for_svc = names.iter().filter(|n| base(n) == "svc_awseg").count();
+    let (learnt, user_name) = match lab.v("LAB_KIND").as_str() {
+        "samba" => ("enterprise_kept", base(&upn)),
+        _ => ("enterprise_unknown", upn.clone()),
+    };
+    lab.check(
+        &format!("first user after a start, KDC's way learnt first ({learnt}): HTTP 200, on the wire one S4U2Self for the service account and exactly one for {upn} (as {user_name})"),
+        r.code == 0 && http_200s(&r.stdout) == 1 && r.outcome("s4u2self", learnt) == 1 && for_svc == 1 && for_user.len() == 1 && *for_user[0] == user_name,
+        || format!("exit {} outcome {learnt}: {}, S4U2Self names on the wire {names:?}, stderr {}", r.code, r.outcome("s4u2self", learnt), r.stderr),
+    );
+
     // 50 callers at once for a user nobody asked for yet.
     let new_user = lab.v("LAB_USER_NEW_UPN");
     let r = lab.kcd(&good, &["--user", &new_user, "--url", &url, "--concurrent", "50", "--repeat", "1"]);
@@ -487,6 +511,18 @@ fn account_cases(lab: &mut Lab, kdc: &str) {
         r.code == 0 && r.stderr.contains("1 token in") && !r.stderr.contains("1 tokens"),
         || r.stderr.clone(),
     );
+}
+
+/// The user name of each S4U2Self request in a capture (PA-FOR-USER's, the first name
+/// tshark gives for it), in order.
+fn s4u2self_names(pcap: &Path) -> Vec<String> {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", "kerberos.msg_type == 12 && kerberos.padata_type == 129", "-T", "fields", "-e", "kerberos.KerberosString"])
+        .output()
+        .expect("tshark runs");
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split(',').next().unwrap_or("").to_string()).collect()
 }
 
 /// Lines a KDC logged since `from` (its log's line count before).

@@ -54,6 +54,10 @@ pub struct TokenArgs {
     /// Print no tokens, only the summary (for timing many tokens).
     #[arg(long)]
     quiet: bool,
+    /// First learn what the KDC does with enterprise names, as the gateway does when it
+    /// starts (one S4U2Self for the service account itself), and print it.
+    #[arg(long)]
+    learn_enterprise_names: bool,
 }
 
 pub fn run(cmd: KcdCommand) -> Result<ExitCode> {
@@ -121,6 +125,13 @@ fn token(a: TokenArgs) -> Result<ExitCode> {
         let mut tokens: Vec<Result<Token, KcdError>> = Vec::new();
         let mut first_latency = None;
         let mut last = None;
+        if a.learn_enterprise_names {
+            match client.learn_enterprise_names().await {
+                Ok(Some(true)) => println!("the KDC keeps enterprise names in S4U2Self tickets: users are asked for under their account names"),
+                Ok(_) => println!("the KDC canonicalises enterprise names in S4U2Self tickets: users are asked for under their UPNs"),
+                Err(e) => eprintln!("kcdscope: the KDC's way with enterprise names not learnt ({e}); the first user will show it"),
+            }
+        }
         for _ in 0..a.repeat {
             let t0 = Instant::now();
             let mut round = Vec::with_capacity(a.concurrent as usize);

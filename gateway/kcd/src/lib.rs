@@ -526,6 +526,72 @@ impl KcdClient {
         })
     }
 
+    /// Learns what the service realm's KDC does with an enterprise name in S4U2Self before
+    /// any user asks, so that the first user too costs one S4U2Self: an S4U2Self for the
+    /// service account itself under its enterprise name (`svc@REALM`), a name every KDC
+    /// holds. Samba's KDC keeps it in the ticket, MIT's answers with the account's own name.
+    /// Users who arrive meanwhile wait for the answer as they would for a user teaching it
+    /// (at most LEARNING_WAIT). On failure (no KDC yet, a KDC that refuses it) the first
+    /// user teaches it as before. The answer: whether the KDC keeps enterprise names; None
+    /// when it was known already.
+    pub async fn learn_enterprise_names(&self) -> Result<Option<bool>, KcdError> {
+        let known = || self.enterprise.load(Ordering::Relaxed) != ENTERPRISE_UNKNOWN;
+        if known() {
+            return Ok(None);
+        }
+        let _gate = self.learning.lock().await;
+        if known() {
+            return Ok(None);
+        }
+        let mut tgt = self.tgt(false).await?;
+        let realm = self.cfg.service_realm.clone();
+        let me = proto::enterprise_self(&self.service_principal(), &realm);
+        let name = format!("{}@{realm}", self.service_principal().display());
+        let spn = self.cfg.target_spn.clone();
+        let event = |outcome: &'static str, kdc: Option<&str>, detail: String| {
+            self.kcd_event(Gateway {
+                user: Some(Cow::Borrowed(&name)),
+                spn: Some(Cow::Borrowed(&spn)),
+                kdc: kdc.map(Cow::Borrowed),
+                detail: Some(Cow::Owned(detail)),
+                ..Gateway::new(KcdStep::S4u2self, outcome)
+            })
+        };
+        let (ticket, kdc) = match self.s4u2self(&mut tgt, &name, &spn, &me).await {
+            Ok(x) => x,
+            Err(e) => {
+                // MIT's KDC holds an enterprise name only as an alias in its database.
+                let kdc = match &e {
+                    KcdError::Kdc { kdc, .. } => Some(kdc.clone()),
+                    _ => None,
+                };
+                event(
+                    "enterprise_unknown",
+                    kdc.as_deref(),
+                    format!("asked for the service account as the enterprise name {name} to learn what the KDC does with enterprise names: {e}; the first user's S4U2Self will show it"),
+                );
+                return Err(e);
+            }
+        };
+        let kept = ticket.client.name_type == proto::NT_ENTERPRISE;
+        self.enterprise.store(if kept { ENTERPRISE_KEPT } else { ENTERPRISE_CANONICALISED }, Ordering::Relaxed);
+        let (outcome, does, then) = if kept {
+            ("enterprise_kept", "keeps", "users are asked for under their account names")
+        } else {
+            ("enterprise_canonicalised", "canonicalises", "users are asked for under their UPNs")
+        };
+        event(
+            outcome,
+            Some(&kdc),
+            format!(
+                "the KDC {does} enterprise names in S4U2Self tickets (asked for the service account as the enterprise name {name}, its ticket names {} of name-type {}): {then}",
+                ticket.client.display(),
+                ticket.client.name_type
+            ),
+        );
+        Ok(Some(kept))
+    }
+
     /// S4U2Self then S4U2Proxy.
     async fn s4u(&self, user: &str, spn: &str) -> Result<Creds, KcdError> {
         let mut tgt = self.tgt(false).await?;

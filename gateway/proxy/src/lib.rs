@@ -5,7 +5,7 @@
 //! `Authorization: Negotiate`.
 //!
 //! Decisions are plain functions over bytes and values (`config`, `identity`, `crl`,
-//! `normalize`, `eas`, `reason`); sockets, timers and files are in the thin shells
+//! `normalize`, `framing`, `eas`, `reason`); sockets, timers and files are in the thin shells
 //! (`tls`, `fetch`, `proxy`, `server`).
 
 #![forbid(unsafe_code)]
@@ -13,6 +13,7 @@
 pub mod config;
 pub mod crl;
 pub mod eas;
+pub mod framing;
 pub mod identity;
 pub mod normalize;
 pub mod reason;

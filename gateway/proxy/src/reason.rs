@@ -37,6 +37,9 @@ pub enum Reason {
     BodyTimeout,
     /// The device's body could not be read (chunked framing broken, connection ended early).
     BadBody,
+    /// Both Content-Length and Transfer-Encoding (RFC 9112 6.1): framed one way by hyper, it
+    /// might be framed another by a reader behind it.
+    AmbiguousLength,
     HeaderTooLarge,
     UriTooLong,
     /// No complete request head within limits.header_read_timeout_ms.
@@ -83,6 +86,7 @@ impl Reason {
             BodyTooLarge => "body_too_large",
             BodyTimeout => "body_timeout",
             BadBody => "bad_body",
+            AmbiguousLength => "ambiguous_length",
             HeaderTooLarge => "header_too_large",
             UriTooLong => "uri_too_long",
             HeaderTimeout => "header_timeout",
@@ -148,7 +152,7 @@ impl Reason {
     pub fn http_status(self) -> u16 {
         use Reason::*;
         match self {
-            BadRequest | BodyOnGet | BadBody => 400,
+            BadRequest | BodyOnGet | BadBody | AmbiguousLength => 400,
             UpgradeRefused => 400,
             BodyTooLarge => 413,
             BodyTimeout | HeaderTimeout => 408,

@@ -158,7 +158,21 @@ impl Generation {
         let realms = cfg.realms();
         let kcd: Arc<dyn Tickets> = match kcd {
             Some(t) => t,
-            None => Arc::new(KcdClient::new(cfg.kcd.clone(), events)),
+            None => {
+                let k = Arc::new(KcdClient::new(cfg.kcd.clone(), events));
+                // A new client (start, or a reload that changed the Kerberos settings) learns
+                // the KDC's way with enterprise names before the first device comes, so that
+                // the first user costs one S4U2Self like every other.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let probe = k.clone();
+                    rt.spawn(async move {
+                        if let Err(e) = probe.learn_enterprise_names().await {
+                            tracing::info!(error = %e, "the KDC's way with enterprise names not learnt at start; the first user will show it");
+                        }
+                    });
+                }
+                k
+            }
         };
         let scheme = if cfg.exchange.https { "https" } else { "http" };
         let tls = verifier.server_config(certs).map_err(|e| format!("TLS configuration: {e}"))?;
@@ -418,19 +432,23 @@ async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr,
     let svc_app = app.clone();
     let served = Arc::new(AtomicU64::new(0));
     let svc_served = served.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        svc_served.fetch_add(1, Ordering::Relaxed);
-        let (app, verdict) = (svc_app.clone(), verdict.clone());
-        async move { Ok::<_, Infallible>(handle(app, verdict, peer, req).await) }
-    });
     let io = HeadWatch::new(tls);
     let after = io.clone();
+    let heads = io.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let index = svc_served.fetch_add(1, Ordering::Relaxed);
+        // hyper calls this once per head, in order: the scan's index is this request's.
+        let ambiguous = heads.ambiguous_head() == Some(index);
+        let (app, verdict) = (svc_app.clone(), verdict.clone());
+        async move { Ok::<_, Infallible>(handle(app, verdict, peer, req, ambiguous).await) }
+    });
     let conn = b.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended");
         // The header timeout also ends an idle keep-alive connection, which is no refusal;
-        // a head begun (bytes since the last answer) or never sent on a new connection is.
-        let head_begun = after.read_since_write() > 0 || served.load(Ordering::Relaxed) == 0;
+        // a head begun (bytes since the last answer, or part of a head read with the last
+        // request) or never sent on a new connection is.
+        let head_begun = after.read_since_write() > 0 || after.head_begun() || served.load(Ordering::Relaxed) == 0;
         if e.is_timeout() && head_begun {
             let id = app.request_id();
             // Boxed: its 4 KiB read buffer would otherwise be part of every connection's
@@ -453,6 +471,7 @@ struct HeadWatch<T>(Arc<Mutex<Watched<T>>>);
 struct Watched<T> {
     io: T,
     read_since_write: u64,
+    scan: crate::framing::HeadScan,
 }
 
 impl<T> Clone for HeadWatch<T> {
@@ -463,7 +482,7 @@ impl<T> Clone for HeadWatch<T> {
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> HeadWatch<T> {
     fn new(io: T) -> Self {
-        Self(Arc::new(Mutex::new(Watched { io, read_since_write: 0 })))
+        Self(Arc::new(Mutex::new(Watched { io, read_since_write: 0, scan: Default::default() })))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Watched<T>> {
@@ -472,6 +491,16 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> HeadWatch<T> {
 
     fn read_since_write(&self) -> u64 {
         self.lock().read_since_write
+    }
+
+    fn head_begun(&self) -> bool {
+        self.lock().scan.head_begun()
+    }
+
+    /// The index of the first request head that carried both Content-Length and
+    /// Transfer-Encoding.
+    fn ambiguous_head(&self) -> Option<u64> {
+        self.lock().scan.ambiguous()
     }
 
     /// Writes `408 Request Timeout` and closes (TLS close_notify), then reads what the
@@ -517,7 +546,9 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for HeadWatch<T> {
         let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = buf.filled().len();
         let r = Pin::new(&mut g.io).poll_read(cx, buf);
-        g.read_since_write += (buf.filled().len() - before) as u64;
+        let new = &buf.filled()[before..];
+        g.read_since_write += new.len() as u64;
+        g.scan.feed(new);
         r
     }
 }
@@ -778,7 +809,7 @@ fn now_s() -> i64 {
     crate::tls::now()
 }
 
-async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Request<Incoming>, ambiguous: bool) -> Response<ProxyBody> {
     let t0 = Instant::now();
     let id = app.request_id();
     let gen = app.gen.load_full();
@@ -806,6 +837,14 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
         app.emit(g, Some(peer));
         answer(status, r.reason.label(), &id)
     };
+    if ambiguous {
+        // RFC 9112 6.1: refused, and the connection closed after the answer (hyper closes
+        // it after such a request in any case); its body is never read.
+        let detail = "the request has both Content-Length and Transfer-Encoding (RFC 9112 6.1): readers may frame it differently (request smuggling); answered 400 and closed";
+        let mut resp = refuse(g, Refusal::new(Reason::AmbiguousLength, detail), &verdict, 400);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     if app.draining.load(Ordering::Relaxed) {
         return refuse(g, Refusal::new(Reason::Draining, "the gateway is shutting down"), &verdict, 503);
     }
