@@ -140,6 +140,13 @@ domain_controllers = ["127.0.0.1:1"]
         }
     }
 
+    /// Asserts that `lines` (its --events) are the gateway's own: its refusals and its
+    /// delegation client's events (kcd and krb5: it asks the KDC as soon as it starts).
+    pub fn assert_own_events(lines: &[String]) {
+        let other = lines.iter().find(|l| !["gateway", "kcd", "krb5"].iter().any(|t| l.contains(&format!("\"event_type\":\"{t}\""))));
+        assert!(other.is_none(), "the gateway's events, not {other:?}");
+    }
+
     /// SIGTERM, and its standard error once it exited successfully.
     pub fn stop(mut self) -> String {
         let mut c = self.child.0.take().unwrap();

@@ -470,7 +470,7 @@ fn gateway_events_rotated_and_shipped_to_rsyslog() {
     let err = gw.stop();
     let want = spool_lines(&spool);
     assert!(kcd_export::outputs::file::rotated_files(&spool).unwrap().len() >= 3, "--events rotated");
-    assert!(want.iter().all(|l| l.contains("\"event_type\":\"gateway\"")), "the gateway's events");
+    Gateway::assert_own_events(&want);
     compare(&want, &received(&dir, "tcp", want.len()), "the gateway's events");
     let [sent, _, _, rejected, _, gaps] = counters(&err);
     assert_eq!((sent, rejected, gaps), (want.len() as u64, 0, 0), "{err}");
