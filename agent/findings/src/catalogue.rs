@@ -121,6 +121,8 @@ rules! {
         "Exchange does not offer Kerberos (no Negotiate in WWW-Authenticate): on the ActiveSync virtual directory enable Windows Authentication with providers Negotiate and NTLM (Negotiate first), anonymous off.";
     EXCHANGE_UNREACHABLE = "exchange.unreachable", Error,
         "The gateway cannot reach Exchange: check the email server host setting, DNS, the firewall to Exchange's port and that IIS runs; with https, that Exchange's certificate carries the configured name and chains to the configured CA bundle.";
+    EXCHANGE_BAD_RESPONSE = "exchange.bad_response", Error,
+        "Exchange answered with a response the gateway cannot read: a response head larger than the gateway's exchange.response_head_bytes (raise it, up to 65536; ActiveSync's heads are under 1 KiB, so look first for what adds headers: a module or a load balancer in front of IIS) or not HTTP/1.1 at all (check that the gateway's Exchange URL names IIS's port and scheme).";
     EXCHANGE_TIMEOUT = "exchange.timeout", Warning,
         "Exchange did not answer in time: check its load and the timeouts (Ping and Sync are held up to 59 minutes, every timeout on that path must be longer).";
     HTTP_BODY_TOO_LARGE = "http.body_too_large", Warning,

@@ -56,6 +56,7 @@ pub fn gateway_reason(label: &str) -> Option<(Step, &'static Rule)> {
         "kdc_unreachable" => (S4u2Self, &c::KDC_UNREACHABLE),
         "body_too_large" => (Exchange, &c::HTTP_BODY_TOO_LARGE),
         "exchange_unreachable" => (Exchange, &c::EXCHANGE_UNREACHABLE),
+        "exchange_bad_response" => (Exchange, &c::EXCHANGE_BAD_RESPONSE),
         "exchange_timeout" => (Exchange, &c::EXCHANGE_TIMEOUT),
         "exchange_refused_ticket" => (Exchange, &c::EXCHANGE_TICKET_REFUSED),
         _ => return None,
@@ -126,7 +127,7 @@ mod tests {
             "no_upn", "two_upns", "upn_not_mapped", "revoked", "crl_missing", "crl_unreachable", "cdp_ldap_only",
             "crl_expired", "crl_bad_signature", "crl_wrong_issuer", "crl_base_mismatch", "crl_number_regressed",
             "crl_delta_blocked", "kdc_unreachable", "body_too_large", "exchange_unreachable", "exchange_timeout",
-            "exchange_refused_ticket",
+            "exchange_bad_response", "exchange_refused_ticket",
         ] {
             let (step, rule) = gateway_reason(l).unwrap_or_else(|| panic!("{l}"));
             assert!(c::by_id(rule.id).is_some(), "{l}");

@@ -51,6 +51,9 @@ pub enum Reason {
     Kerberos,
     KdcUnreachable,
     ExchangeUnreachable,
+    /// Exchange answered, but not with an HTTP/1.1 response the gateway can read (a head
+    /// over exchange.response_head_bytes, a status line that is not HTTP).
+    ExchangeBadResponse,
     ExchangeTimeout,
     ExchangeRefusedTicket,
     Draining,
@@ -96,6 +99,7 @@ impl Reason {
             Kerberos => "kerberos",
             KdcUnreachable => "kdc_unreachable",
             ExchangeUnreachable => "exchange_unreachable",
+            ExchangeBadResponse => "exchange_bad_response",
             ExchangeTimeout => "exchange_timeout",
             ExchangeRefusedTicket => "exchange_refused_ticket",
             Draining => "draining",
@@ -163,7 +167,7 @@ impl Reason {
             PathRefused => 404,
             Kerberos | ExchangeRefusedTicket => 502,
             KdcUnreachable | ExchangeTimeout => 504,
-            ExchangeUnreachable => 502,
+            ExchangeUnreachable | ExchangeBadResponse => 502,
             Draining => 503,
             _ => 403,
         }
@@ -226,5 +230,7 @@ mod tests {
         assert_eq!(Reason::KdcUnreachable.http_status(), 504);
         assert_eq!(Reason::ExchangeUnreachable.http_status(), 502);
         assert_eq!(Reason::ExchangeRefusedTicket.finding(), Some("exchange.ticket_refused"));
+        assert_eq!(Reason::ExchangeBadResponse.http_status(), 502);
+        assert_eq!(Reason::ExchangeBadResponse.finding(), Some("exchange.bad_response"));
     }
 }

@@ -996,6 +996,20 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
                     let d = why.lock().map(|w| w.clone()).unwrap_or_default();
                     (Reason::BadBody, 400, format!("the device's body cannot be read: {d}"))
                 }
+                // Exchange answered, but not readably: reachable, so /readyz is left alone.
+                _ if hyper_parse_error(&e).is_some_and(|h| h.is_parse_too_large()) => (
+                    Reason::ExchangeBadResponse,
+                    502,
+                    format!(
+                        "Exchange at {}: its response head is larger than exchange.response_head_bytes ({}): {}",
+                        gen.cfg.exchange.authority,
+                        gen.cfg.exchange.response_head_bytes,
+                        error_chain(&e)
+                    ),
+                ),
+                _ if hyper_parse_error(&e).is_some() => {
+                    (Reason::ExchangeBadResponse, 502, format!("Exchange at {}: {}", gen.cfg.exchange.authority, error_chain(&e)))
+                }
                 _ => {
                     app.exchange_failed.store(now_s(), Ordering::Relaxed);
                     (Reason::ExchangeUnreachable, 502, format!("Exchange at {}: {}", gen.cfg.exchange.authority, error_chain(&e)))
@@ -1043,6 +1057,19 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
         rp.headers.insert(HeaderName::from_static("x-request-id"), h);
     }
     Response::from_parts(rp, rb.map_err(|e| Box::new(e) as BoxError).boxed())
+}
+
+/// hyper's parse error under the pool's, when what Exchange sent was not a response hyper
+/// could read (as opposed to no answer at all).
+fn hyper_parse_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            return h.is_parse().then_some(h);
+        }
+        cur = c.source();
+    }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -1332,7 +1332,13 @@ async fn slowness_and_pipelining() {
     let evs = gw.request_events_since(ne);
     check(
         "a 5 KiB response head from Exchange: 502 and an event naming the head",
-        a.status() == Some(502) && evs.iter().any(|e| e["status"] == 502 && e["detail"].as_str().is_some_and(|d| d.contains("message head is too large"))),
+        a.status() == Some(502)
+            && evs.iter().any(|e| {
+                e["status"] == 502
+                    && e["reason"] == "exchange_bad_response"
+                    && e["finding"] == "exchange.bad_response"
+                    && e["detail"].as_str().is_some_and(|d| d.contains("message head is too large") && d.contains("exchange.response_head_bytes (4096)"))
+            }),
         format!("{:?} {evs:?}", a.text),
     );
 
