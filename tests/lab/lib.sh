@@ -62,15 +62,29 @@ alive() {
     [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
 }
 
-# daemon_stop PIDFILE : stop by that pid (and its session) only.
+# session_alive SID : a process of that session (daemon_start's setsid) other than a zombie.
+session_alive() {
+    local out
+    # No pipeline: under `set -o pipefail` an early exit of the reader could fail it spuriously.
+    out=$(ps -o stat= -s "$1" 2>/dev/null || true)
+    awk 'NF && $1 !~ /^Z/ { f = 1 } END { exit !f }' <<<"$out"
+}
+
+# daemon_stop PIDFILE : stop by that pid (and its session) only. Waits for the whole session,
+# not the leader alone: Samba's leader is a zombie within 50 ms of SIGTERM while its prefork
+# workers still run and hold port 88, and a daemon started again then cannot bind it (the
+# lab's KDC restart then served from the dying workers for a moment, and then from nothing).
 daemon_stop() {
     local pid
     [ -f "$1" ] || return 0
     pid=$(cat "$1")
-    if [ -n "$pid" ] && alive "$pid"; then
+    if [ -n "$pid" ] && { alive "$pid" || session_alive "$pid"; }; then
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
-        alive "$pid" && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+        for _ in $(seq 1 50); do { alive "$pid" || session_alive "$pid"; } || break; sleep 0.1; done
+        if alive "$pid" || session_alive "$pid"; then
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+            for _ in $(seq 1 20); do session_alive "$pid" || break; sleep 0.1; done
+        fi
     fi
     wait "$pid" 2>/dev/null || true
     rm -f "$1"
