@@ -146,6 +146,10 @@ struct RunArgs {
     /// proxies' added latency is measured against.
     #[arg(long)]
     plain: bool,
+    /// Requests slower than this many milliseconds are reported on standard error, counted
+    /// per 100 ms of the run: whether a tail is one stall or spread out, and when.
+    #[arg(long)]
+    slow_ms: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -309,7 +313,13 @@ fn client_configs(a: &RunArgs) -> Result<Vec<Arc<rustls::ClientConfig>>> {
         bail!("{}: {} certificates and {} keys", a.devices.display(), certs.len(), keys.len());
     }
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // What phones offer first (rustls's own default now leads with P-384, which no phone does).
+    {
+        use rustls::crypto::ring::kx_group;
+        provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    }
+    let provider = Arc::new(provider);
     let roots = Arc::new(roots);
     certs
         .into_iter()
@@ -367,11 +377,13 @@ struct Tally {
     errors: u64,
     handshakes: u64,
     first_error: Option<String>,
+    /// (100 ms window since the measuring began, latency in microseconds), bounded
+    slow: Vec<(u64, u64)>,
 }
 
 impl Tally {
     fn new() -> Result<Tally> {
-        Ok(Tally { hist: Histogram::new_with_bounds(1, 600_000_000, 3)?, ok: 0, non_200: 0, errors: 0, handshakes: 0, first_error: None })
+        Ok(Tally { hist: Histogram::new_with_bounds(1, 600_000_000, 3)?, ok: 0, non_200: 0, errors: 0, handshakes: 0, first_error: None, slow: Vec::new() })
     }
     fn add(&mut self, o: Tally) -> Result<()> {
         self.hist.add(&o.hist).map_err(|e| anyhow!("{e:?}"))?;
@@ -379,6 +391,7 @@ impl Tally {
         self.non_200 += o.non_200;
         self.errors += o.errors;
         self.handshakes += o.handshakes;
+        self.slow.extend(o.slow.into_iter().take(100_000usize.saturating_sub(self.slow.len())));
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
@@ -394,6 +407,12 @@ async fn slot(a: Arc<RunArgs>, cfgs: Arc<Vec<Arc<rustls::ClientConfig>>>, idx: u
     let mut user = idx % n;
     let mut conn: Option<Sender> = None;
     let mut on_conn = 0u64;
+    // Slot i's first connection is cut short by i/connections of --per-connection, so that
+    // the connections move on one after another, as independent devices would. Without it
+    // an open loop sends every slot at the same rate and all of them handshake within one
+    // interval: 64 handshakes in a burst, whose queue then dominated p99 and p99.9.
+    let stagger = (u128::from(a.per_connection) * idx as u128 / a.connections.max(1) as u128) as u64;
+    let mut budget = a.per_connection.saturating_sub(stagger).max(1);
     let interval = a.rate.map(|r| Duration::from_secs_f64(a.connections as f64 / r.max(0.001)));
     // Open loop: the slots start spread over one interval.
     let mut planned = Instant::now() + interval.map(|i| i.mul_f64(idx as f64 / a.connections.max(1) as f64)).unwrap_or_default();
@@ -402,12 +421,15 @@ async fn slot(a: Arc<RunArgs>, cfgs: Arc<Vec<Arc<rustls::ClientConfig>>>, idx: u
             tokio::time::sleep_until(planned.into()).await;
         }
         let start = if interval.is_some() { planned } else { Instant::now() };
-        if a.handshake_per_request || on_conn >= a.per_connection {
+        if a.handshake_per_request || on_conn >= budget {
             conn = None;
         }
         if conn.is_none() {
             if on_conn > 0 || a.handshake_per_request {
                 user = (user + a.connections) % n;
+            }
+            if on_conn >= budget {
+                budget = a.per_connection;
             }
             on_conn = 0;
             match connect(&a, cfgs[user].clone()).await {
@@ -439,6 +461,9 @@ async fn slot(a: Arc<RunArgs>, cfgs: Arc<Vec<Arc<rustls::ClientConfig>>>, idx: u
                     t.ok += 1;
                     let us = done.saturating_duration_since(start).as_micros().clamp(1, 600_000_000) as u64;
                     let _ = t.hist.record(us);
+                    if a.slow_ms.is_some_and(|ms| us >= ms * 1000) && t.slow.len() < 100_000 {
+                        t.slow.push(((start - measure_from).as_millis() as u64 / 100, us));
+                    }
                 }
                 Ok(st) => {
                     t.non_200 += 1;
@@ -467,6 +492,8 @@ async fn run(a: RunArgs) -> Result<()> {
     let sent = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let measure_from = t0 + Duration::from_secs_f64(a.warmup_seconds);
+    // (the system's uptime then: to find a slow moment in system-wide traces)
+    let up0: f64 = std::fs::read_to_string("/proc/uptime").ok().and_then(|u| u.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
     let tasks: Vec<_> = (0..a.connections.max(1))
         .map(|i| tokio::spawn(slot(a.clone(), cfgs.clone(), i, measure_from, stop.clone(), sent.clone())))
         .collect();
@@ -476,6 +503,17 @@ async fn run(a: RunArgs) -> Result<()> {
     let mut total = Tally::new()?;
     for t in tasks {
         total.add(t.await??)?;
+    }
+    if a.slow_ms.is_some() {
+        let mut w: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
+        for (win, us) in &total.slow {
+            let e = w.entry(*win).or_default();
+            e.0 += 1;
+            e.1 = e.1.max(*us);
+        }
+        for (win, (n, worst)) in w {
+            eprintln!("slow: {} t={:.1}s uptime={:.1}s n={n} worst_ms={:.1}", a.target, win as f64 / 10.0, up0 + a.warmup_seconds + win as f64 / 10.0, worst as f64 / 1000.0);
+        }
     }
     let h = &total.hist;
     let mode = match (a.handshake_per_request, a.rate) {
@@ -522,6 +560,7 @@ async fn hold(h: HoldArgs) -> Result<()> {
         path: h.path.clone(),
         threads: h.threads,
         plain: false,
+        slow_ms: None,
     };
     let cfgs = client_configs(&ra)?;
     let ra = Arc::new(ra);
