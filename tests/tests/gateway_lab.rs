@@ -475,6 +475,8 @@ fn the_gateway_between_real_peers() {
     let e = lab.last_request("main.ndjson");
     let s4u_after = lab.events("main.ndjson").iter().filter(|e| e["event_type"] == "krb5").count();
     lab.check("alice again: 200 from the ticket cache, no KDC message", r.status == 200 && e["kcd"]["cache_hit"] == true && s4u_after == s4u_before, || format!("{} {e} {s4u_before} {s4u_after}", r.status));
+    let tokens: Vec<String> = lab.events("main.ndjson").iter().filter(|e| e["event_type"] == "kcd" && e["gateway"]["step"] == "token" && e["gateway"]["user"] == "alice@lab.test").map(|e| e["gateway"]["outcome"].to_string()).collect();
+    lab.check("alice: one token event (issued), none for the cache hit (the request's event tells it)", tokens == ["\"issued\""], || format!("{tokens:?}"));
     eprintln!("latency through curl (handshake included): cold {:?}, warm {:?}", cold, warm);
 
     // A device's own credentials and forwarding headers never reach Exchange.

@@ -288,9 +288,22 @@ impl KcdClient {
     /// A token for `user` (a UPN such as "alice@lab.test") to `spn` (the configured target
     /// SPN when None).
     pub async fn token(&self, user: &str, spn: Option<&str>) -> Result<Token, KcdError> {
+        self.token_reported(user, spn, true).await
+    }
+
+    /// As `token`, for a caller whose own event tells each use (the gateway's request event
+    /// carries `kcd.cache_hit`): a token from the cache writes no `token` event, one that
+    /// cost a KDC exchange or failed does. (At 20,000 requests a second the cache hits were
+    /// half the events written and a tenth of the gateway's CPU.)
+    pub async fn token_for_request(&self, user: &str) -> Result<Token, KcdError> {
+        self.token_reported(user, None, false).await
+    }
+
+    async fn token_reported(&self, user: &str, spn: Option<&str>, report_hits: bool) -> Result<Token, KcdError> {
         let spn = spn.unwrap_or(&self.cfg.target_spn).to_string();
         let r = self.token_inner(user, &spn).await;
         let (outcome, detail, finding) = match &r {
+            Ok(t) if t.cached && !report_hits => return r,
             Ok(t) if t.cached => ("cache_hit", None, None),
             Ok(_) => ("issued", None, None),
             Err(e) => ("failed", Some(Cow::Owned(e.to_string())), Some(Cow::Borrowed(e.finding_id()))),

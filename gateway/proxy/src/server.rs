@@ -69,7 +69,7 @@ impl Tickets for KcdClient {
         // fetched, while `handle` lives as long as the request, an hour for a held Ping (hyper
         // keeps room for it with every connection). Measured with heaptrack under 2,000 held
         // Pings: inline it made the request's future about 5.9 KiB.
-        Box::pin(KcdClient::token(self, user, None))
+        Box::pin(KcdClient::token_for_request(self, user))
     }
     fn held(&self) -> usize {
         self.cached_tickets()
