@@ -441,11 +441,9 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
 }
 
 pub fn hex_upper(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push_str(&format!("{x:02X}"));
-    }
-    s
+    // (the gateway writes a certificate's serial and fingerprint with every request: one
+    // format! per byte was 1.5% of its CPU)
+    hex::encode_upper(b)
 }
 
 /// A DER TLV header at the start of `b`: (header length, content length).
