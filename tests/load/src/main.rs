@@ -377,13 +377,14 @@ struct Tally {
     errors: u64,
     handshakes: u64,
     first_error: Option<String>,
-    /// (100 ms window since the measuring began, latency in microseconds), bounded
-    slow: Vec<(u64, u64)>,
+    /// --slow-ms: per 100 ms window since the measuring began, the slow requests and the
+    /// worst latency (µs); as many entries as the run has windows
+    slow: std::collections::BTreeMap<u64, (u64, u64)>,
 }
 
 impl Tally {
     fn new() -> Result<Tally> {
-        Ok(Tally { hist: Histogram::new_with_bounds(1, 600_000_000, 3)?, ok: 0, non_200: 0, errors: 0, handshakes: 0, first_error: None, slow: Vec::new() })
+        Ok(Tally { hist: Histogram::new_with_bounds(1, 600_000_000, 3)?, ok: 0, non_200: 0, errors: 0, handshakes: 0, first_error: None, slow: Default::default() })
     }
     fn add(&mut self, o: Tally) -> Result<()> {
         self.hist.add(&o.hist).map_err(|e| anyhow!("{e:?}"))?;
@@ -391,7 +392,11 @@ impl Tally {
         self.non_200 += o.non_200;
         self.errors += o.errors;
         self.handshakes += o.handshakes;
-        self.slow.extend(o.slow.into_iter().take(100_000usize.saturating_sub(self.slow.len())));
+        for (win, (n, worst)) in o.slow {
+            let e = self.slow.entry(win).or_default();
+            e.0 += n;
+            e.1 = e.1.max(worst);
+        }
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
@@ -461,8 +466,10 @@ async fn slot(a: Arc<RunArgs>, cfgs: Arc<Vec<Arc<rustls::ClientConfig>>>, idx: u
                     t.ok += 1;
                     let us = done.saturating_duration_since(start).as_micros().clamp(1, 600_000_000) as u64;
                     let _ = t.hist.record(us);
-                    if a.slow_ms.is_some_and(|ms| us >= ms * 1000) && t.slow.len() < 100_000 {
-                        t.slow.push(((start - measure_from).as_millis() as u64 / 100, us));
+                    if a.slow_ms.is_some_and(|ms| us >= ms * 1000) {
+                        let e = t.slow.entry((start - measure_from).as_millis() as u64 / 100).or_default();
+                        e.0 += 1;
+                        e.1 = e.1.max(us);
                     }
                 }
                 Ok(st) => {
@@ -505,14 +512,8 @@ async fn run(a: RunArgs) -> Result<()> {
         total.add(t.await??)?;
     }
     if a.slow_ms.is_some() {
-        let mut w: std::collections::BTreeMap<u64, (u64, u64)> = Default::default();
-        for (win, us) in &total.slow {
-            let e = w.entry(*win).or_default();
-            e.0 += 1;
-            e.1 = e.1.max(*us);
-        }
-        for (win, (n, worst)) in w {
-            eprintln!("slow: {} t={:.1}s uptime={:.1}s n={n} worst_ms={:.1}", a.target, win as f64 / 10.0, up0 + a.warmup_seconds + win as f64 / 10.0, worst as f64 / 1000.0);
+        for (win, (n, worst)) in &total.slow {
+            eprintln!("slow: {} t={:.1}s uptime={:.1}s n={n} worst_ms={:.1}", a.target, *win as f64 / 10.0, up0 + a.warmup_seconds + *win as f64 / 10.0, *worst as f64 / 1000.0);
         }
     }
     let h = &total.hist;
