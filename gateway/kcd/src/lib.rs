@@ -18,7 +18,7 @@ pub mod transport;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -169,6 +169,10 @@ pub struct KcdClient {
     /// enterprise names: the next ticket of that user is asked for under the account name
     /// at once. Bounded like the ticket cache.
     accounts: Mutex<Cache<String>>,
+    /// The KDC's PACs carry no UPN (MIT's KDC without a PAC-issuing database module), so a
+    /// ticket asked for under an account name can never be confirmed as the user's: every
+    /// user is asked for under the enterprise name at once, not twice.
+    no_pac_upn: AtomicBool,
     /// Held by the user whose S4U2Self is to teach `enterprise`; others asked meanwhile wait
     /// for that answer (a bounded time) instead of each paying the second S4U2Self.
     learning: tokio::sync::Mutex<()>,
@@ -225,6 +229,7 @@ impl KcdClient {
             cross: Mutex::new(HashMap::new()),
             enterprise: AtomicU8::new(ENTERPRISE_UNKNOWN),
             accounts: Mutex::new(Cache::new(cap)),
+            no_pac_upn: AtomicBool::new(false),
             learning: tokio::sync::Mutex::new(()),
         }
     }
@@ -587,8 +592,11 @@ impl KcdClient {
             }
         };
         let kept = ticket.client.name_type == proto::NT_ENTERPRISE;
-        self.enterprise.store(if kept { ENTERPRISE_KEPT } else { ENTERPRISE_CANONICALISED }, Ordering::Relaxed);
-        let (outcome, does, then) = if kept {
+        let no_upn = kept && self.note_pac_without_upn(&ticket);
+        self.enterprise.store(if kept { ENTERPRISE_KEPT } else { ENTERPRISE_CANONICALISED }, Ordering::Release);
+        let (outcome, does, then) = if no_upn {
+            ("enterprise_kept", "keeps", "its PACs carry no UPN to confirm an account name by, so users are asked for under their enterprise names")
+        } else if kept {
             ("enterprise_kept", "keeps", "users are asked for under their account names")
         } else {
             ("enterprise_canonicalised", "canonicalises", "users are asked for under their UPNs")
@@ -683,7 +691,7 @@ impl KcdClient {
     /// constructed) is the user's: then it is the account the enterprise name names. None:
     /// ask under the enterprise name.
     async fn s4u2self_by_account(&self, tgt: &mut Arc<Creds>, user: &str, spn: &str, realm: &str) -> Result<Option<(Creds, String)>, KcdError> {
-        if self.enterprise.load(Ordering::Relaxed) != ENTERPRISE_KEPT {
+        if self.enterprise.load(Ordering::Acquire) != ENTERPRISE_KEPT || self.no_pac_upn.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let key = (user.to_lowercase(), realm.to_string());
@@ -755,7 +763,10 @@ impl KcdClient {
                         return Ok(Some((evidence, kdc)));
                     }
                 },
-                None => "has no UPN in its PAC".to_string(),
+                None => {
+                    self.note_pac_without_upn(&evidence);
+                    "has no UPN in its PAC (this KDC's PACs carry none, so no account name can be confirmed: users are asked for under their enterprise names from now on)".to_string()
+                }
             };
             forget();
             event("account_name_other", Some(&kdc), format!("the account {account}@{realm} (from {source}) {said}, not {user}: asking under the enterprise name"));
@@ -775,7 +786,10 @@ impl KcdClient {
             }
             return Ok((evidence, kdc));
         }
-        self.enterprise.store(ENTERPRISE_KEPT, Ordering::Relaxed);
+        // (before KEPT is seen: the users waiting for this answer then go straight to
+        // their enterprise names when no account name could be confirmed)
+        self.note_pac_without_upn(&evidence);
+        self.enterprise.store(ENTERPRISE_KEPT, Ordering::Release);
         let Some(name) = self.pac_account(&evidence).filter(|n| n.1 == realm) else {
             return Ok((evidence, kdc));
         };
@@ -969,6 +983,15 @@ impl KcdClient {
 
     fn pac_names(&self, t: &Creds) -> Option<pac::PacNames> {
         pac::ticket_names(&self.ticket_part(t)?)
+    }
+
+    /// Remembers a KDC whose S4U2Self ticket has no UPN in its PAC; true if this one has none.
+    fn note_pac_without_upn(&self, t: &Creds) -> bool {
+        let none = self.pac_names(t).is_none();
+        if none {
+            self.no_pac_upn.store(true, Ordering::Relaxed);
+        }
+        none
     }
 
     /// The account name and realm in the PAC of a ticket made for the service account.
