@@ -208,7 +208,8 @@ ns_leftover_pids() {
 
 # lab_write_apache AP KEYTAB HOST ADDR LAB: Apache + mod_auth_gssapi as the lab's Exchange
 # (HOST, listening on ADDR:80), configuration and logs under AP, a CGI at
-# /Microsoft-Server-ActiveSync and /whoami that echoes REMOTE_USER. Both labs use it.
+# /Microsoft-Server-ActiveSync and /whoami that echoes REMOTE_USER, a static page at
+# /Microsoft-Server-ActiveSync/default.eas. Both labs use it.
 lab_write_apache() {
     local AP=$1 keytab=$2 host=$3 addr=$4 lab=$5
     mkdir -p "$AP/run" "$AP/logs" "$AP/cgi" "$AP/rcache" "$AP/htdocs"
@@ -261,6 +262,9 @@ LogFormat "%h %l %u %t \"%r\" %>s %b \"%{Authorization}i\"" kcd
 CustomLog "$AP/logs/access.log" kcd
 DocumentRoot "$AP/htdocs"
 TypesConfig /dev/null
+# (before the CGI: a static answer, authenticated all the same and logged with its user,
+# for load tests, where a process per request would be the bottleneck)
+Alias /Microsoft-Server-ActiveSync/default.eas "$AP/htdocs/index.html"
 ScriptAlias /Microsoft-Server-ActiveSync "$AP/cgi/whoami"
 ScriptAlias /whoami "$AP/cgi/whoami"
 <Directory "$AP/cgi">

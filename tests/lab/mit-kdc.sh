@@ -39,7 +39,10 @@
 #
 # Environment: KCDMIT_CASES=REGEX records only the cases whose name matches;
 #              KCDMIT_KEEP=1 keeps the work directory (traces, client output, KDC logs);
-#              KCDMIT_KEEP_ON_FAILURE=1 leaves daemons and namespaces of a failed `up`.
+#              KCDMIT_KEEP_ON_FAILURE=1 leaves daemons and namespaces of a failed `up`;
+#              KCDMIT_LOAD_USERS=N gives the LDAP database N more users, loaduser0..N-1 with
+#              UPNs loaduser0@lab.test.. (aliases, as alice's), no keys (S4U2Self needs none),
+#              under ou=load (bulk-loaded before slapd starts: 100,000 take about 4 s).
 set -u
 set -o pipefail
 
@@ -301,7 +304,7 @@ argsfile $W/ldap/slapd.args
 modulepath /usr/lib/ldap
 moduleload back_mdb
 database mdb
-maxsize 67108864
+maxsize 1073741824
 suffix "$BASEDN"
 rootdn "$LDAP_ADMIN"
 rootpw $LDAP_PW
@@ -313,7 +316,7 @@ EOF
         mkdir -p "$W/ldap/db-other"
         cat >>"$W/ldap/slapd.conf" <<EOF
 database mdb
-maxsize 67108864
+maxsize 1073741824
 suffix "$OBASEDN"
 directory $W/ldap/db-other
 access to * by dn.exact="$LDAP_ADMIN" manage by * none
@@ -322,7 +325,15 @@ index krbPrincipalName eq,pres,sub
 EOF
     fi
     printf 'dn: %s\nobjectClass: dcObject\nobjectClass: organization\ndc: lab\no: lab\n' "$BASEDN" >"$W/ldap/base.ldif"
-    slapadd -f "$W/ldap/slapd.conf" -l "$W/ldap/base.ldif" >"$W/log/slapadd.log" 2>&1 \
+    if [ "${KCDMIT_LOAD_USERS:-0}" -gt 0 ]; then
+        # (the realm's subtree is all of $BASEDN: the KDC finds them outside its container)
+        awk -v n="$KCDMIT_LOAD_USERS" -v base="$BASEDN" -v realm="$REALM" -v dom="$DNSDOMAIN" 'BEGIN {
+            printf "\ndn: ou=load,%s\nobjectClass: organizationalUnit\nou: load\n", base
+            for (i = 0; i < n; i++)
+                printf "\ndn: krbPrincipalName=loaduser%d@%s,ou=load,%s\nobjectClass: krbPrincipal\nobjectClass: krbPrincipalAux\nobjectClass: krbTicketPolicyAux\nkrbPrincipalName: loaduser%d@%s\nkrbPrincipalName: loaduser%d@%s@%s\nkrbCanonicalName: loaduser%d@%s\nkrbTicketFlags: 0\n", i, realm, base, i, realm, i, dom, realm, i, realm
+        }' >>"$W/ldap/base.ldif"
+    fi
+    slapadd -q -f "$W/ldap/slapd.conf" -l "$W/ldap/base.ldif" >"$W/log/slapadd.log" 2>&1 \
         || { cat "$W/log/slapadd.log" >&2; lab_die "slapadd failed"; }
     if [ -n "$EXTRA_ADDRS" ]; then
         printf 'dn: %s\nobjectClass: dcObject\nobjectClass: organization\ndc: other\no: other\n' "$OBASEDN" \

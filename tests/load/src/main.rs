@@ -132,6 +132,11 @@ struct RunArgs {
     /// A new TLS handshake for every request.
     #[arg(long)]
     handshake_per_request: bool,
+    /// Every user once: one request each, on its own handshake, users taken in order by
+    /// whichever connection is free; the run ends after the last user (--seconds is then a
+    /// time limit). For runs whose judges count per user (the KDC's log, the backend's).
+    #[arg(long)]
+    each_user_once: bool,
     /// Keep-alive: requests on a connection before it moves on to the next user.
     #[arg(long, default_value_t = 100)]
     per_connection: u64,
@@ -406,7 +411,7 @@ impl Tally {
 
 /// One connection slot: requests one after the other, each to be sent at `interval` after
 /// the previous plan (open loop) or as soon as the previous one is answered (closed loop).
-async fn slot(a: Arc<RunArgs>, cfgs: Arc<Vec<Arc<rustls::ClientConfig>>>, idx: usize, measure_from: Instant, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Result<Tally> {
+async fn slot(a: Arc<RunArgs>, cfgs: Arc<Vec<Arc<rustls::ClientConfig>>>, idx: usize, measure_from: Instant, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, next_user: Arc<AtomicU64>) -> Result<Tally> {
     let mut t = Tally::new()?;
     let n = cfgs.len();
     let mut user = idx % n;
@@ -426,11 +431,17 @@ async fn slot(a: Arc<RunArgs>, cfgs: Arc<Vec<Arc<rustls::ClientConfig>>>, idx: u
             tokio::time::sleep_until(planned.into()).await;
         }
         let start = if interval.is_some() { planned } else { Instant::now() };
-        if a.handshake_per_request || on_conn >= budget {
+        if a.handshake_per_request || a.each_user_once || on_conn >= budget {
             conn = None;
         }
+        if a.each_user_once {
+            user = next_user.fetch_add(1, Ordering::Relaxed) as usize;
+            if user >= n {
+                break;
+            }
+        }
         if conn.is_none() {
-            if on_conn > 0 || a.handshake_per_request {
+            if !a.each_user_once && (on_conn > 0 || a.handshake_per_request) {
                 user = (user + a.connections) % n;
             }
             if on_conn >= budget {
@@ -497,14 +508,22 @@ async fn run(a: RunArgs) -> Result<()> {
     let a = Arc::new(a);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
+    let next_user = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let measure_from = t0 + Duration::from_secs_f64(a.warmup_seconds);
     // (the system's uptime then: to find a slow moment in system-wide traces)
     let up0: f64 = std::fs::read_to_string("/proc/uptime").ok().and_then(|u| u.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
     let tasks: Vec<_> = (0..a.connections.max(1))
-        .map(|i| tokio::spawn(slot(a.clone(), cfgs.clone(), i, measure_from, stop.clone(), sent.clone())))
+        .map(|i| tokio::spawn(slot(a.clone(), cfgs.clone(), i, measure_from, stop.clone(), sent.clone(), next_user.clone())))
         .collect();
-    tokio::time::sleep_until((measure_from + Duration::from_secs_f64(a.seconds)).into()).await;
+    let deadline = measure_from + Duration::from_secs_f64(a.seconds);
+    if a.each_user_once {
+        while Instant::now() < deadline && !tasks.iter().all(|t| t.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let wall = measure_from.elapsed().as_secs_f64();
     let mut total = Tally::new()?;
@@ -517,7 +536,7 @@ async fn run(a: RunArgs) -> Result<()> {
         }
     }
     let h = &total.hist;
-    let mode = match (a.handshake_per_request, a.rate) {
+    let mode = match (a.handshake_per_request || a.each_user_once, a.rate) {
         (true, None) => "handshake-per-request closed-loop".to_string(),
         (false, None) => "keep-alive closed-loop".to_string(),
         (true, Some(r)) => format!("handshake-per-request open-loop {r}/s"),
@@ -556,6 +575,7 @@ async fn hold(h: HoldArgs) -> Result<()> {
         seconds: h.seconds,
         warmup_seconds: 0.0,
         handshake_per_request: false,
+        each_user_once: false,
         per_connection: 1,
         rate: None,
         path: h.path.clone(),
