@@ -302,6 +302,24 @@ fn memory_stays_bounded_under_a_flood_and_evictions_are_counted() {
     assert!(unknown.iter().any(|x| x.subject.name == "(other principals)"));
 }
 
+// The gateway's start-up probe (S4U2Self for its own account under its enterprise name)
+// refused by MIT's KDC with 6, as recorded against the MIT lab: no finding; a user's 6 in the
+// same capture still is one.
+#[test]
+fn the_gateways_enterprise_name_probe_is_no_finding() {
+    let mut c = Cap::default();
+    let mut probe = s4u2self("svc@R.TEST", "svc", 1);
+    probe["for_user"]["user"]["name_type"] = json!("NT-ENTERPRISE");
+    let r = c.req(0, GW, DC1, "UDP", probe);
+    c.rep(1, DC1, GW, "UDP", error(6, json!({"e_text": "UNKNOWN_S4U2SELF_PRINCIPAL"})), r, 0);
+    let r = c.req(10, GW, DC1, "UDP", s4u2self("nobody@r.test", "svc", 2));
+    c.rep(11, DC1, GW, "UDP", error(6, json!({"e_text": "UNKNOWN_S4U2SELF_PRINCIPAL"})), r, 10);
+    let (_, f) = c.run(Config::default());
+    let unknown: Vec<(String, String)> = ids(&f).into_iter().filter(|(id, _)| id == "krb.principal_unknown").collect();
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(unknown[0].1.starts_with("nobody@"), "{unknown:?}");
+}
+
 #[test]
 fn same_events_same_findings() {
     let mut c = Cap::default();

@@ -75,6 +75,13 @@ impl Correlator {
                 }
                 a.fact_list("principals", c.who.or(c.cname).unwrap_or("?"), 8);
             }
+            // The gateway's probe at start: S4U2Self for its own account under its enterprise
+            // name, to learn what the KDC does with enterprise names. MIT's KDC holds those
+            // only as aliases and answers 6: no one's failure (the gateway's own event says
+            // enterprise_unknown), and an ERROR saying the KDC "does not know" the service
+            // account would send an administrator after an account that works.
+            ErrorCode::KDC_ERR_C_PRINCIPAL_UNKNOWN
+                if c.kind == ReqKind::S4u2Self && c.who.zip(c.via).is_some_and(|(w, v)| w.eq_ignore_ascii_case(v)) => {}
             ErrorCode::KDC_ERR_C_PRINCIPAL_UNKNOWN => {
                 let name = c.who.or(c.cname).unwrap_or("?");
                 let a = self.finding(&catalogue::PRINCIPAL_UNKNOWN, SubjectKind::Principal, name, c.at, evs);
