@@ -32,13 +32,6 @@ pub enum Transport {
     Tls,
 }
 
-/// rustls on *ring*, as the gateway (aws-lc-rs needs cmake); the constructor is deprecated
-/// for lacking post-quantum key exchange, which syslog collectors do not need.
-#[allow(deprecated)]
-fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
-
 /// A TLS client configuration trusting the CA certificates in `ca_pem` (PEM file).
 pub fn tls_config(ca_pem: &std::path::Path) -> io::Result<std::sync::Arc<rustls::ClientConfig>> {
     use rustls_pki_types::pem::PemObject;
@@ -48,7 +41,7 @@ pub fn tls_config(ca_pem: &std::path::Path) -> io::Result<std::sync::Arc<rustls:
         let c = c.map_err(|e| io::Error::other(format!("{}: {e}", ca_pem.display())))?;
         roots.add(c).map_err(|e| io::Error::other(format!("{}: {e}", ca_pem.display())))?;
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider()))
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(super::provider()))
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_root_certificates(roots)

@@ -201,15 +201,10 @@ pub struct StopWhen {
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-#[allow(deprecated)]
-fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
-
 fn client(cfg: &ShipConfig) -> std::io::Result<HttpClient> {
     let tls = match &cfg.tls {
         Some(t) => (**t).clone(),
-        None => rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        None => rustls::ClientConfig::builder_with_provider(Arc::new(crate::outputs::provider()))
             .with_safe_default_protocol_versions()
             .map_err(std::io::Error::other)?
             .with_root_certificates(rustls::RootCertStore::empty())
