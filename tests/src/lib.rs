@@ -32,6 +32,17 @@ pub fn kcdscope_bin() -> PathBuf {
     bin
 }
 
+/// The load client (`kcd-load`) built beside kcdscope (`cargo test --workspace` builds it),
+/// or KCD_LOAD_BIN.
+pub fn kcd_load_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KCD_LOAD_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = kcdscope_bin().with_file_name(format!("kcd-load{}", std::env::consts::EXE_SUFFIX));
+    assert!(p.exists(), "{} is missing: cargo build -p kcd-load", p.display());
+    p
+}
+
 /// A lab's `lab.env` (KEY=value lines written by its script) as a map.
 pub fn lab_env(lab: &Path) -> HashMap<String, String> {
     let text = std::fs::read_to_string(lab.join("lab.env")).expect("lab.env");

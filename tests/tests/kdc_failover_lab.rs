@@ -48,16 +48,6 @@ fn lab_cmd(what: &str, dir: &Path) {
     assert!(st.success(), "gateway.sh {what} failed");
 }
 
-/// The load client built beside kcdscope (`cargo test --workspace` builds it), or KCD_LOAD_BIN.
-fn load_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KCD_LOAD_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = kcdscope_bin().with_file_name("kcd-load");
-    assert!(p.exists(), "{} is missing: cargo build -p kcd-load", p.display());
-    p
-}
-
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
@@ -121,7 +111,7 @@ impl Lab {
         }
         let pki = self.work().join("pki");
         let _ = std::fs::remove_dir_all(&pki);
-        let st = Command::new(load_bin())
+        let st = Command::new(kcd_tests::kcd_load_bin())
             .args(["pki", "--dir"])
             .arg(&pki)
             .args(["--devices", &USERS.to_string(), "--crl-entries", "10", "--cdp", "http://crl.lab.test/load/crl.der"])
@@ -210,7 +200,7 @@ fn the_first_kdc_killed_during_load_and_back() {
     // Cold users at RATE a second for SECONDS: every request a new user and handshake.
     let load = Command::new("ip")
         .args(["netns", "exec", NS])
-        .arg(load_bin())
+        .arg(kcd_tests::kcd_load_bin())
         .args(["run", "--target", "127.0.0.1:9621", "--ca", "pki/ca.pem", "--devices", "pki/devices.pem"])
         .args(["--users", &USERS.to_string(), "--threads", "1", "--connections", "4", "--handshake-per-request"])
         .args(["--rate", &RATE.to_string(), "--seconds", &SECONDS.to_string()])

@@ -47,16 +47,6 @@ fn script() -> PathBuf {
     repo_root().join("tests/lab/mit-kdc.sh")
 }
 
-/// The load client built beside kcdscope (`cargo test --workspace` builds it), or KCD_LOAD_BIN.
-fn load_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KCD_LOAD_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = kcdscope_bin().with_file_name("kcd-load");
-    assert!(p.exists(), "{} is missing: cargo build -p kcd-load", p.display());
-    p
-}
-
 impl Lab {
     fn v(&self, k: &str) -> String {
         self.env.get(k).cloned().unwrap_or_else(|| panic!("lab.env has no {k}"))
@@ -134,7 +124,7 @@ fn a_hundred_thousand_users_against_mit() {
     let mut lab = Lab { dir, env, children: Vec::new() };
     eprintln!("lab up with {USERS} users in {:.0} s", t0.elapsed().as_secs_f64());
 
-    let st = Command::new(load_bin())
+    let st = Command::new(kcd_tests::kcd_load_bin())
         .args(["pki", "--dir", "pki", "--devices", &USERS.to_string(), "--crl-entries", "1000", "--cdp", "http://127.0.0.1:8090/crl.der"])
         .current_dir(&lab.dir)
         .stdout(Stdio::null())
@@ -207,7 +197,7 @@ domain_controllers = ["{kdc}"]
 
     let mut load = lab
         .in_ns()
-        .arg(load_bin())
+        .arg(kcd_tests::kcd_load_bin())
         .args(["run", "--target", "127.0.0.1:9631", "--ca", "pki/ca.pem", "--devices", "pki/devices.pem", "--each-user-once"])
         .args(["--users", &USERS.to_string(), "--connections", &CONNECTIONS.to_string(), "--seconds", "1800", "--threads", "1"])
         .args(["--path", "/Microsoft-Server-ActiveSync/default.eas?Cmd=Sync&DeviceType=Load&DeviceId=LOAD"])
