@@ -325,6 +325,7 @@ index krbPrincipalName eq,pres,sub
 EOF
     fi
     printf 'dn: %s\nobjectClass: dcObject\nobjectClass: organization\ndc: lab\no: lab\n' "$BASEDN" >"$W/ldap/base.ldif"
+    case ${KCDMIT_LOAD_USERS:-0} in *[!0-9]*) lab_die "KCDMIT_LOAD_USERS must be a number of users, not '$KCDMIT_LOAD_USERS'" ;; esac
     if [ "${KCDMIT_LOAD_USERS:-0}" -gt 0 ]; then
         # (the realm's subtree is all of $BASEDN: the KDC finds them outside its container)
         awk -v n="$KCDMIT_LOAD_USERS" -v base="$BASEDN" -v realm="$REALM" -v dom="$DNSDOMAIN" 'BEGIN {

@@ -171,7 +171,8 @@ pub struct KcdClient {
     accounts: Mutex<Cache<String>>,
     /// The KDC's PACs carry no UPN (MIT's KDC without a PAC-issuing database module), so a
     /// ticket asked for under an account name can never be confirmed as the user's: every
-    /// user is asked for under the enterprise name at once, not twice.
+    /// user is asked for under the enterprise name at once, not twice. Set from each
+    /// enterprise-name ticket that can be read, so that one with a UPN clears it.
     no_pac_upn: AtomicBool,
     /// Held by the user whose S4U2Self is to teach `enterprise`; others asked meanwhile wait
     /// for that answer (a bounded time) instead of each paying the second S4U2Self.
@@ -592,7 +593,7 @@ impl KcdClient {
             }
         };
         let kept = ticket.client.name_type == proto::NT_ENTERPRISE;
-        let no_upn = kept && self.note_pac_without_upn(&ticket);
+        let no_upn = kept && self.note_pac_without_upn(&ticket) == Some(true);
         self.enterprise.store(if kept { ENTERPRISE_KEPT } else { ENTERPRISE_CANONICALISED }, Ordering::Release);
         let (outcome, does, then) = if no_upn {
             ("enterprise_kept", "keeps", "its PACs carry no UPN to confirm an account name by, so users are asked for under their enterprise names")
@@ -763,10 +764,10 @@ impl KcdClient {
                         return Ok(Some((evidence, kdc)));
                     }
                 },
-                None => {
-                    self.note_pac_without_upn(&evidence);
-                    "has no UPN in its PAC (this KDC's PACs carry none, so no account name can be confirmed: users are asked for under their enterprise names from now on)".to_string()
-                }
+                None => match self.note_pac_without_upn(&evidence) {
+                    Some(true) => "has no UPN in its PAC (this KDC's PACs carry none, so no account name can be confirmed: users are asked for under their enterprise names from now on)".to_string(),
+                    _ => "has no PAC that could be read".to_string(),
+                },
             };
             forget();
             event("account_name_other", Some(&kdc), format!("the account {account}@{realm} (from {source}) {said}, not {user}: asking under the enterprise name"));
@@ -985,13 +986,14 @@ impl KcdClient {
         pac::ticket_names(&self.ticket_part(t)?)
     }
 
-    /// Remembers a KDC whose S4U2Self ticket has no UPN in its PAC; true if this one has none.
-    fn note_pac_without_upn(&self, t: &Creds) -> bool {
-        let none = self.pac_names(t).is_none();
-        if none {
-            self.no_pac_upn.store(true, Ordering::Relaxed);
-        }
-        none
+    /// Whether the KDC's S4U2Self tickets carry a UPN in their PAC, as this one shows:
+    /// Some(true) when it has none. A ticket that cannot be decrypted (a keytab without its
+    /// etype, a password changed under a live TGT) says nothing about the KDC and changes
+    /// nothing; one with a UPN clears what an earlier one taught.
+    fn note_pac_without_upn(&self, t: &Creds) -> Option<bool> {
+        let none = pac::ticket_names(&self.ticket_part(t)?).is_none();
+        self.no_pac_upn.store(none, Ordering::Relaxed);
+        Some(none)
     }
 
     /// The account name and realm in the PAC of a ticket made for the service account.
