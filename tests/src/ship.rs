@@ -7,16 +7,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The spool's lines, oldest file first.
+/// The spool's lines, oldest file first. Read again when a file went missing meanwhile: a
+/// writer still running renames the current file before it creates the next one.
 pub fn spool_lines(spool: &Path) -> Vec<String> {
-    let mut files: Vec<PathBuf> = kcd_export::outputs::file::rotated_files(spool).unwrap().into_iter().map(|(_, p)| p).collect();
-    files.push(spool.to_path_buf());
-    let mut out = Vec::new();
-    for f in files {
-        let t = std::fs::read_to_string(&f).unwrap();
-        out.extend(t.lines().filter(|l| !l.is_empty()).map(str::to_string));
+    for _ in 0..100 {
+        let mut files: Vec<PathBuf> = kcd_export::outputs::file::rotated_files(spool).unwrap().into_iter().map(|(_, p)| p).collect();
+        files.push(spool.to_path_buf());
+        let texts: Result<Vec<String>, _> = files.iter().map(std::fs::read_to_string).collect();
+        match texts {
+            Ok(t) => return t.iter().flat_map(|t| t.lines().filter(|l| !l.is_empty()).map(str::to_string)).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{}: {e}", spool.display()),
+        }
     }
-    out
+    panic!("{}: files kept going missing while read", spool.display())
 }
 
 /// A child killed when the test ends, passed or not.
