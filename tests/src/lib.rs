@@ -43,6 +43,8 @@ pub fn kcd_load_bin() -> PathBuf {
     p
 }
 
+pub use lab::Lab;
+
 /// A lab's `lab.env` (KEY=value lines written by its script) as a map.
 pub fn lab_env(lab: &Path) -> HashMap<String, String> {
     let text = std::fs::read_to_string(lab.join("lab.env")).expect("lab.env");
@@ -68,6 +70,7 @@ pub fn stop(c: &mut Child) {
     let _ = c.wait();
 }
 
+pub mod lab;
 pub mod oracle;
 pub mod pcap;
 pub mod ship;

@@ -6,33 +6,21 @@
 //!
 //! Needs root (network namespaces): `tests/run` runs it.
 
-use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kcd_tests::{kcdscope_bin, repo_root};
+use kcd_tests::kcdscope_bin;
 use serde_json::Value;
 
 const NS: &str = "kcdgw-gw";
 
-struct Lab {
-    dir: PathBuf,
-    env: HashMap<String, String>,
-    failures: Vec<String>,
-    passed: usize,
-    gateways: Vec<Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.gateways.iter_mut().for_each(kcd_tests::stop);
-        if std::env::var_os("KCDGW_KEEP").is_none() {
-            let _ = Command::new("bash").arg(self.script()).arg("down").arg(self.dir.join("lab")).status();
-        }
-    }
-}
+kcd_tests::lab_steps!(
+    /// The lab (`kcd_tests::Lab`: taken down when dropped, unless KCDGW_KEEP is set; its
+    /// `children` are the gateways started) and this test's steps in it.
+    Lab
+);
 
 struct Curl {
     status: u16,
@@ -72,34 +60,11 @@ impl Lab {
         // The provisioned domain is kept between runs (provisioning takes most of the time).
         let dir = std::env::temp_dir().join("kcdscope-gateway-lab");
         std::fs::create_dir_all(dir.join("gw")).expect("scratch dir");
-        let script = repo_root().join("tests/lab/gateway.sh");
-        let st = Command::new("bash").arg(&script).arg("up").arg(dir.join("lab")).status().expect("bash runs");
-        assert!(st.success(), "{} up failed", script.display());
-        let env = kcd_tests::lab_env(&dir.join("lab"));
-        Lab { dir, env, failures: Vec::new(), passed: 0, gateways: Vec::new() }
-    }
-
-    fn script(&self) -> PathBuf {
-        repo_root().join("tests/lab/gateway.sh")
-    }
-
-    fn v(&self, k: &str) -> String {
-        self.env.get(k).cloned().unwrap_or_else(|| panic!("lab.env has no {k}"))
+        Lab(kcd_tests::Lab::up("gateway.sh", dir, "KCDGW_KEEP", false, &[]))
     }
 
     fn gw(&self) -> PathBuf {
         self.dir.join("gw")
-    }
-
-    fn check(&mut self, what: &str, ok: bool, detail: impl FnOnce() -> String) {
-        if ok {
-            self.passed += 1;
-            eprintln!("PASS {what}");
-        } else {
-            let d = detail();
-            eprintln!("FAIL {what}: {d}");
-            self.failures.push(format!("{what}: {d}"));
-        }
     }
 
     /// The gateway's own TLS certificate (devices trust it through --cacert).
@@ -192,7 +157,7 @@ domain_controllers = ["{kdc}"]
             .stderr(log)
             .spawn()
             .expect("gateway starts");
-        self.gateways.push(child);
+        self.children.push(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let out = Command::new("ip").args(["netns", "exec", NS, "ss", "-Hltn"]).arg(format!("sport = :{port}")).output().expect("ss");
@@ -373,7 +338,7 @@ fn the_gateway_between_real_peers() {
     lab.start(&open, "open.ndjson");
     // A gateway to stop with SIGTERM while it holds a request.
     let drain = lab.config("drain", 8452, &kdc, &exchange, "[limits]\ndrain_seconds = 20\n", &chain);
-    let drain_idx = lab.gateways.len();
+    let drain_idx = lab.children.len();
     lab.start(&drain, "drain.ndjson");
     // Exchange over HTTPS: its certificate checked against its CA and name.
     let tls_extra = format!("ca = \"{}\"\n", lab.v("LAB_EXCHANGE_CA"));
@@ -404,7 +369,7 @@ fn the_gateway_between_real_peers() {
     let text = std::fs::read_to_string(&fresh).expect("fresh");
     let text: String = text.lines().filter(|l| !l.starts_with("preload = ")).map(|l| format!("{l}\n")).collect();
     std::fs::write(&fresh, text).expect("write");
-    let fresh_idx = lab.gateways.len();
+    let fresh_idx = lab.children.len();
     lab.start(&fresh, "fresh.ndjson");
 
     // The first device of an issuer whose CRL was never fetched: the handshake waits for
@@ -872,7 +837,7 @@ except Exception as e:
         std::fs::write(&both, anchors).expect("both");
         let text = std::fs::read_to_string(&main).expect("main").replace(&chain, &both.display().to_string());
         std::fs::write(&main, text).expect("write");
-        let pid = lab.gateways[0].id();
+        let pid = lab.children[0].id();
         let lab_ref = &lab;
         let results = std::thread::scope(|s| {
             let h = s.spawn(|| (0..20).map(|_| lab_ref.curl(8443, Some("alice"), q, &[]).status).collect::<Vec<u16>>());
@@ -946,7 +911,7 @@ print(status())
     // SIGTERM while a request is held: new connections are refused, the held request
     // finishes, then the process exits.
     {
-        let pid = lab.gateways[drain_idx].id();
+        let pid = lab.children[drain_idx].id();
         let lab_ref = &lab;
         let (held, fresh) = std::thread::scope(|s| {
             let h = s.spawn(|| lab_ref.curl(8452, Some("dave"), "Cmd=Ping&DeviceId=DRAIN&hold=6", &[]).status);
@@ -959,7 +924,7 @@ print(status())
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut gone = false;
         while Instant::now() < deadline {
-            if matches!(lab.gateways[drain_idx].try_wait(), Ok(Some(_))) {
+            if matches!(lab.children[drain_idx].try_wait(), Ok(Some(_))) {
                 gone = true;
                 break;
             }
@@ -973,7 +938,7 @@ print(status())
     {
         let text = std::fs::read_to_string(&fresh).expect("fresh").replace(":8455\"", ":8456\"");
         std::fs::write(&fresh, text).expect("write");
-        let pid = lab.gateways[fresh_idx].id();
+        let pid = lab.children[fresh_idx].id();
         let _ = Command::new("kill").arg("-HUP").arg(pid.to_string()).status();
         std::thread::sleep(Duration::from_millis(700));
         let refused = lab.events("fresh.ndjson").iter().map(|e| e["gateway"].clone()).find(|g| g["outcome"] == "reload_refused").unwrap_or(Value::Null);
@@ -1135,8 +1100,7 @@ print(status())
         || report.chars().take(3000).collect(),
     );
 
-    eprintln!("gateway lab: {} checks passed, {} failed", lab.passed, lab.failures.len());
-    assert!(lab.failures.is_empty(), "failed checks:\n{}", lab.failures.join("\n"));
+    lab.assert_checks();
 }
 
 /// The report's DEVICES entry (its head line and the lines under it) that contains

@@ -5,20 +5,16 @@
 //!
 //! They need root (network namespaces, daemons on port 88): `tests/run` runs them.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kcd_tests::{kcdscope_bin, repo_root};
 use serde_json::Value;
 
-struct Lab {
-    script: PathBuf,
-    dir: PathBuf,
-    env: HashMap<String, String>,
-    failures: Vec<String>,
-    passed: usize,
-}
+kcd_tests::lab_steps!(
+    /// The lab (`kcd_tests::Lab`: taken down when dropped) and this test's steps in it.
+    Lab
+);
 
 struct Run {
     code: i32,
@@ -44,28 +40,7 @@ impl Run {
 impl Lab {
     fn up(script: &str, name: &str) -> Lab {
         let dir = std::env::temp_dir().join(format!("kcd-client-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let script = repo_root().join("tests/lab").join(script);
-        let st = Command::new("bash").arg(&script).arg("up").arg(dir.join("lab")).status().expect("bash runs");
-        assert!(st.success(), "{} up failed", script.display());
-        let env = kcd_tests::lab_env(&dir.join("lab"));
-        Lab { script, dir, env, failures: Vec::new(), passed: 0 }
-    }
-
-    fn v(&self, k: &str) -> String {
-        self.env.get(k).cloned().unwrap_or_else(|| panic!("lab.env has no {k}"))
-    }
-
-    fn check(&mut self, what: &str, ok: bool, detail: impl FnOnce() -> String) {
-        if ok {
-            self.passed += 1;
-            eprintln!("PASS {what}");
-        } else {
-            let d = detail();
-            eprintln!("FAIL {what}: {d}");
-            self.failures.push(format!("{what}: {d}"));
-        }
+        Lab(kcd_tests::Lab::up(script, dir, "KCDLAB_KEEP", true, &[]))
     }
 
     /// A configuration file: service account `user` with `secret` (a TOML line), the
@@ -194,9 +169,9 @@ impl Lab {
         }
     }
 
+    /// The checks' verdict; the lab goes down when dropped.
     fn down(self) {
-        let _ = Command::new("bash").arg(&self.script).arg("down").arg(self.dir.join("lab")).status();
-        assert!(self.failures.is_empty(), "{} passed, failed:\n{}", self.passed, self.failures.join("\n"));
+        self.assert_checks();
     }
 
     /// An expected refusal: exit 1, the step, the KDC's error by name and number, and the
@@ -486,7 +461,7 @@ fn account_cases(lab: &mut Lab, kdc: &str) {
     // The KDC's clock 10 minutes behind, the target's right: the client adopts the KDC's
     // time, the target refuses the token, and the output says which clock is wrong.
     let clock = |off: &str| {
-        Command::new("bash").arg(&lab.script).arg("kdc-clock").arg(lab.dir.join("lab")).arg(off).status().map(|s| s.success()).unwrap_or(false)
+        Command::new("bash").arg(lab.script()).arg("kdc-clock").arg(lab.dir.join("lab")).arg(off).status().map(|s| s.success()).unwrap_or(false)
     };
     let shifted = clock("-10m");
     let r = lab.kcd(&good, &["--user", &upn, "--url", &url]);

@@ -11,12 +11,11 @@
 //!
 //! Needs root (network namespaces): `tests/run` runs it.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kcd_tests::{kcdscope_bin, repo_root};
+use kcd_tests::kcdscope_bin;
 use serde_json::Value;
 
 const NS: &str = "kcdgw-gw";
@@ -24,29 +23,11 @@ const USERS: usize = 240;
 const RATE: f64 = 8.0;
 const SECONDS: f64 = 28.0;
 
-struct Lab {
-    dir: PathBuf,
-    env: HashMap<String, String>,
-    children: Vec<Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.children.iter_mut().for_each(kcd_tests::stop);
-        if std::env::var_os("KCDGW_KEEP").is_none() {
-            let _ = Command::new("bash").arg(script()).arg("down").arg(self.dir.join("lab")).status();
-        }
-    }
-}
-
-fn script() -> PathBuf {
-    repo_root().join("tests/lab/gateway.sh")
-}
-
-fn lab_cmd(what: &str, dir: &Path) {
-    let st = Command::new("bash").arg(script()).arg(what).arg(dir.join("lab")).status().expect("bash runs");
-    assert!(st.success(), "gateway.sh {what} failed");
-}
+kcd_tests::lab_steps!(
+    /// The gateway lab (`kcd_tests::Lab`: taken down when dropped, unless KCDGW_KEEP is set)
+    /// and this test's steps in it.
+    Lab
+);
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
@@ -66,13 +47,7 @@ impl Lab {
         // The gateway lab's directory: its provisioned domain is reused.
         let dir = std::env::temp_dir().join("kcdscope-gateway-lab");
         std::fs::create_dir_all(dir.join("failover")).expect("scratch dir");
-        lab_cmd("up", &dir);
-        let env = kcd_tests::lab_env(&dir.join("lab"));
-        Lab { dir, env, children: Vec::new() }
-    }
-
-    fn v(&self, k: &str) -> String {
-        self.env.get(k).cloned().unwrap_or_else(|| panic!("lab.env has no {k}"))
+        Lab(kcd_tests::Lab::up("gateway.sh", dir, "KCDGW_KEEP", false, &[]))
     }
 
     fn work(&self) -> PathBuf {
@@ -169,7 +144,7 @@ domain_controllers = ["{first}", "{second}"]
 fn the_first_kdc_killed_during_load_and_back() {
     let mut lab = Lab::up();
     lab.load_users();
-    lab_cmd("kdc-forward-start", &lab.dir);
+    lab.run("kdc-forward-start");
     let first = lab.v("LAB_KDC_FORWARD_ADDR");
     let second = lab.v("LAB_KDC_ADDR");
     let fwd_log = PathBuf::from(lab.v("LAB_KDC_FORWARD_LOG"));
@@ -211,15 +186,15 @@ fn the_first_kdc_killed_during_load_and_back() {
         .expect("kcd-load run");
     std::thread::sleep(Duration::from_secs(8));
     let killed_at = unix_now();
-    lab_cmd("kdc-forward-stop", &lab.dir);
+    lab.run("kdc-forward-stop");
     let fwd_before = std::fs::read_to_string(&fwd_log).unwrap_or_default();
     std::thread::sleep(Duration::from_secs(9));
     let back_at = unix_now();
-    lab_cmd("kdc-forward-start", &lab.dir);
+    lab.run("kdc-forward-start");
     let out = load.wait_with_output().expect("kcd-load ends");
     std::thread::sleep(Duration::from_millis(500));
     let fwd_after = std::fs::read_to_string(&fwd_log).unwrap_or_default();
-    lab_cmd("kdc-forward-stop", &lab.dir);
+    lab.run("kdc-forward-stop");
 
     let mut failures = Vec::new();
     let mut check = |what: &str, ok: bool, detail: String| {

@@ -17,41 +17,23 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kcd_tests::{kcdscope_bin, repo_root};
+use kcd_tests::kcdscope_bin;
 
 const USERS: usize = 100_000;
 const CACHE: usize = 10_000;
 /// In flight at once: enough to keep the KDC (one process) busy.
 const CONNECTIONS: usize = 32;
 
-struct Lab {
-    dir: PathBuf,
-    env: HashMap<String, String>,
-    children: Vec<Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.children.iter_mut().for_each(kcd_tests::stop);
-        if std::env::var_os("KCDMIT_KEEP").is_none() {
-            let _ = Command::new("bash").arg(script()).arg("down").arg(self.dir.join("lab")).status();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn script() -> PathBuf {
-    repo_root().join("tests/lab/mit-kdc.sh")
-}
+kcd_tests::lab_steps!(
+    /// The MIT lab (`kcd_tests::Lab`: taken down and its directory removed when dropped, unless
+    /// KCDMIT_KEEP is set) and this test's steps in it.
+    Lab
+);
 
 impl Lab {
-    fn v(&self, k: &str) -> String {
-        self.env.get(k).cloned().unwrap_or_else(|| panic!("lab.env has no {k}"))
-    }
-
     fn in_ns(&self) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.v("LAB_NS")]).current_dir(&self.dir);
@@ -128,12 +110,7 @@ fn histogram(counts: &[u32]) -> std::collections::BTreeMap<u32, usize> {
 fn a_hundred_thousand_users_against_mit() {
     let t0 = Instant::now();
     let dir = std::env::temp_dir().join(format!("kcd-many-users-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let st = Command::new("bash").arg(script()).arg("up").arg(dir.join("lab")).env("KCDMIT_LOAD_USERS", USERS.to_string()).status().expect("bash");
-    assert!(st.success(), "mit-kdc.sh up failed");
-    let env = kcd_tests::lab_env(&dir.join("lab"));
-    let mut lab = Lab { dir, env, children: Vec::new() };
+    let mut lab = Lab(kcd_tests::Lab::up("mit-kdc.sh", dir, "KCDMIT_KEEP", true, &[("KCDMIT_LOAD_USERS", USERS.to_string())]));
     eprintln!("lab up with {USERS} users in {:.0} s", t0.elapsed().as_secs_f64());
 
     let st = Command::new(kcd_tests::kcd_load_bin())
