@@ -292,10 +292,9 @@ pub struct Exchange {
     pub server_name: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
-    /// The read buffer of each connection to Exchange, and so the largest response head
-    /// (a larger one is a 502 naming "message head is too large"). hyper's default, 8 KiB
-    /// growing with the reads, is held by every connection waiting on a held Ping;
-    /// ActiveSync's response heads are well under one page. Bodies stream through it.
+    /// The largest response head read from Exchange (a larger one is a 502 naming this
+    /// setting); the buffer is made when the answer arrives, not while a Ping is held.
+    /// ActiveSync's response heads are well under one page.
     pub response_head_bytes: usize,
 }
 

@@ -17,6 +17,7 @@ pub mod framing;
 pub mod identity;
 pub mod normalize;
 pub mod reason;
+pub mod wire;
 
 /// rustls's crypto provider on *ring*: aws-lc-rs, rustls's default, needs cmake and a C
 /// toolchain at build time. (rustls 0.23.48 deprecates this constructor because *ring*
@@ -38,3 +39,4 @@ pub mod fetch;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod upstream;

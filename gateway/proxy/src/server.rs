@@ -17,10 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use kcd_client::{EventSink, KcdClient, KcdError, Token};
 use kcd_schema::{
     Event, EventType, Gateway, GatewayBackend, GatewayCertificate, GatewayDevice, GatewayKcd, KcdStep, NtStatusInfo,
@@ -33,9 +30,10 @@ use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::tls::{handshake_reason, Verdict, Verifier};
+use crate::upstream::{Outgoing, Upstream, UpstreamError};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// One configuration and everything built from it; swapped whole on reload.
 pub struct Generation {
@@ -44,9 +42,8 @@ pub struct Generation {
     /// The device side's TLS, shared by all of this generation's connections.
     tls: Arc<rustls::ServerConfig>,
     pub kcd: Arc<dyn Tickets>,
-    upstream: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    upstream: Upstream,
     realms: Vec<String>,
-    scheme: &'static str,
 }
 
 
@@ -132,29 +129,27 @@ impl Generation {
         for c in &cfg.exchange.ca {
             roots.add(c.clone()).map_err(|e| format!("exchange.ca: {e}"))?;
         }
-        // hyper-rustls sets ALPN itself (http/1.1 only, from enable_http1).
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(err)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(cfg.exchange.connect_timeout));
-        http.set_nodelay(true);
-        #[allow(deprecated)]
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .with_server_name(cfg.exchange.server_name.clone())
-            .enable_http1()
-            .wrap_connector(http);
-        let upstream = Client::builder(TokioExecutor::new())
-            .http1_read_buf_exact_size(cfg.exchange.response_head_bytes)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .build(https);
+        let tls = if cfg.exchange.https {
+            let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(err)?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = rustls_pki_types::ServerName::try_from(cfg.exchange.server_name.clone())
+                .map_err(|e| format!("exchange: the server name {:?}: {e}", cfg.exchange.server_name))?;
+            Some((Arc::new(tls), name))
+        } else {
+            None
+        };
+        let upstream = Upstream::new(
+            cfg.exchange.authority.clone(),
+            tls,
+            cfg.exchange.connect_timeout,
+            cfg.exchange.response_head_bytes,
+            256,
+            Duration::from_secs(90),
+        );
         let realms = cfg.realms();
         let kcd: Arc<dyn Tickets> = match kcd {
             Some(t) => t,
@@ -174,9 +169,8 @@ impl Generation {
                 k
             }
         };
-        let scheme = if cfg.exchange.https { "https" } else { "http" };
         let tls = verifier.server_config(certs).map_err(|e| format!("TLS configuration: {e}"))?;
-        Ok(Generation { cfg: Arc::new(cfg), verifier, tls, kcd, upstream, realms, scheme })
+        Ok(Generation { cfg: Arc::new(cfg), verifier, tls, kcd, upstream, realms })
     }
 }
 
@@ -941,13 +935,11 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
         }
     };
 
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri: hyper::Uri = match format!("{}://{}{}", gen.scheme, gen.cfg.exchange.authority, pq).parse() {
-        Ok(u) => u,
-        Err(_) => return refuse(g, Refusal::new(Reason::BadRequest, "the request target cannot be forwarded"), &v, 400),
-    };
-    parts.uri = uri;
-    parts.version = hyper::Version::HTTP_11;
+    // Origin form: the connection is to Exchange's authority, and Host was set by normalize.
+    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if target.parse::<hyper::Uri>().is_err() {
+        return refuse(g, Refusal::new(Reason::BadRequest, "the request target cannot be forwarded"), &v, 400);
+    }
     match HeaderValue::from_str(&token.header_value()) {
         Ok(h) => {
             parts.headers.insert(header::AUTHORIZATION, h);
@@ -959,29 +951,30 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
     let why = Arc::new(Mutex::new(String::new()));
     let declared = body.size_hint().exact();
     let limits = &gen.cfg.limits;
-    let up_body: ProxyBody = match read_ahead(body, limits.body_bytes, limits.body_idle_timeout).await {
+    let outgoing = match read_ahead(body, limits.body_bytes, limits.body_idle_timeout).await {
         ReadAhead::Refused(reason, status, detail) => return refuse(g, Refusal::new(reason, detail), &v, status),
-        ReadAhead::Whole(b) => Full::new(b).map_err(|e| match e {}).boxed(),
-        ReadAhead::Started(prefix, seen, rest) => Guarded {
-            prefix,
-            declared,
-            inner: rest,
-            limit: limits.body_bytes,
-            seen,
-            idle: limits.body_idle_timeout,
-            timer: Box::pin(tokio::time::sleep(limits.body_idle_timeout)),
-            flag: flag.clone(),
-            why: why.clone(),
-        }
-        .boxed(),
+        ReadAhead::Whole(b) => Outgoing::Whole(b),
+        ReadAhead::Started(prefix, seen, rest) => Outgoing::Stream(
+            Guarded {
+                prefix,
+                declared,
+                inner: rest,
+                limit: limits.body_bytes,
+                seen,
+                idle: limits.body_idle_timeout,
+                timer: Box::pin(tokio::time::sleep(limits.body_idle_timeout)),
+                flag: flag.clone(),
+                why: why.clone(),
+            }
+            .boxed(),
+        ),
     };
-    let up = Request::from_parts(parts, up_body);
     let _poll = q.is_long_poll().then(|| {
         app.metrics.long_polls.inc();
         LongPoll(app.metrics.clone())
     });
     let te = Instant::now();
-    let r = tokio::time::timeout(gen.cfg.exchange.response_timeout, gen.upstream.request(up)).await;
+    let r = tokio::time::timeout(gen.cfg.exchange.response_timeout, gen.upstream.request(&parts.method, target, &parts.headers, outgoing)).await;
     let ex_latency = te.elapsed();
     app.metrics.exchange_seconds.observe(ex_latency.as_secs_f64());
     let mut backend = GatewayBackend { latency_us: ex_latency.as_micros() as i64, ..Default::default() };
@@ -989,30 +982,26 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             g.backend = Some(Box::new(backend));
-            let (reason, status, detail) = match flag.load(Ordering::SeqCst) {
-                FLAG_TOO_LARGE => (Reason::BodyTooLarge, 413, "the body went over limits.body_bytes".to_string()),
-                FLAG_IDLE => (Reason::BodyTimeout, 408, "the device stopped sending its body".to_string()),
-                FLAG_DEVICE_BODY => {
+            let (reason, status, detail) = match (flag.load(Ordering::SeqCst), e) {
+                (FLAG_TOO_LARGE, _) => (Reason::BodyTooLarge, 413, "the body went over limits.body_bytes".to_string()),
+                (FLAG_IDLE, _) => (Reason::BodyTimeout, 408, "the device stopped sending its body".to_string()),
+                (FLAG_DEVICE_BODY, _) | (_, UpstreamError::DeviceBody(_)) => {
                     let d = why.lock().map(|w| w.clone()).unwrap_or_default();
                     (Reason::BadBody, 400, format!("the device's body cannot be read: {d}"))
                 }
                 // Exchange answered, but not readably: reachable, so /readyz is left alone.
-                _ if hyper_parse_error(&e).is_some_and(|h| h.is_parse_too_large()) => (
+                (_, UpstreamError::HeadTooLarge) => (
                     Reason::ExchangeBadResponse,
                     502,
                     format!(
-                        "Exchange at {}: its response head is larger than exchange.response_head_bytes ({}): {}",
-                        gen.cfg.exchange.authority,
-                        gen.cfg.exchange.response_head_bytes,
-                        error_chain(&e)
+                        "Exchange at {}: its response head is larger than exchange.response_head_bytes ({})",
+                        gen.cfg.exchange.authority, gen.cfg.exchange.response_head_bytes,
                     ),
                 ),
-                _ if hyper_parse_error(&e).is_some() => {
-                    (Reason::ExchangeBadResponse, 502, format!("Exchange at {}: {}", gen.cfg.exchange.authority, error_chain(&e)))
-                }
-                _ => {
+                (_, e @ UpstreamError::BadResponse(_)) => (Reason::ExchangeBadResponse, 502, format!("Exchange at {}: {e}", gen.cfg.exchange.authority)),
+                (_, e) => {
                     app.exchange_failed.store(now_s(), Ordering::Relaxed);
-                    (Reason::ExchangeUnreachable, 502, format!("Exchange at {}: {}", gen.cfg.exchange.authority, error_chain(&e)))
+                    (Reason::ExchangeUnreachable, 502, format!("Exchange at {}: {e}", gen.cfg.exchange.authority))
                 }
             };
             return refuse(g, Refusal::new(reason, detail), &v, status);
@@ -1061,17 +1050,6 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
 
 /// hyper's parse error under the pool's, when what Exchange sent was not a response hyper
 /// could read (as opposed to no answer at all).
-fn hyper_parse_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            return h.is_parse().then_some(h);
-        }
-        cur = c.source();
-    }
-    None
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
