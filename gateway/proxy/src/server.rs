@@ -999,6 +999,8 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
                     ),
                 ),
                 (_, e @ UpstreamError::BadResponse(_)) => (Reason::ExchangeBadResponse, 502, format!("Exchange at {}: {e}", gen.cfg.exchange.authority)),
+                // Its keep-alive timeout met the request: /readyz is left alone.
+                (_, e @ UpstreamError::ClosedKeptAlive) => (Reason::ExchangeUnreachable, 502, format!("Exchange at {}: {e}", gen.cfg.exchange.authority)),
                 (_, e) => {
                     app.exchange_failed.store(now_s(), Ordering::Relaxed);
                     (Reason::ExchangeUnreachable, 502, format!("Exchange at {}: {e}", gen.cfg.exchange.authority))

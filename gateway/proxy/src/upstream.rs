@@ -19,7 +19,7 @@ use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::header::HeaderMap;
 use hyper::{Method, Response};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::server::{BoxError, ProxyBody};
@@ -37,6 +37,9 @@ pub enum UpstreamError {
     Connect(String),
     /// The connection failed while sending or before the response head was complete.
     Io(String),
+    /// A kept-alive connection was closed by Exchange as the request went out, before any
+    /// answer: the request may or may not have been seen, so it is not sent again.
+    ClosedKeptAlive,
     /// The response head is larger than `exchange.response_head_bytes`.
     HeadTooLarge,
     /// The response is not HTTP/1.1 as RFC 9112 frames it.
@@ -50,6 +53,7 @@ impl fmt::Display for UpstreamError {
         match self {
             UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
             UpstreamError::Io(e) => write!(f, "{e}"),
+            UpstreamError::ClosedKeptAlive => f.write_str("Exchange closed a kept-alive connection as the request went out, without a response"),
             UpstreamError::HeadTooLarge => f.write_str("the response head is too large"),
             UpstreamError::BadResponse(e) => write!(f, "bad response: {e}"),
             UpstreamError::DeviceBody(e) => write!(f, "the device's body: {e}"),
@@ -86,14 +90,89 @@ impl Conn {
         }
     }
 
-    /// Waits until there is something to read, without a buffer (a TLS connection has its
-    /// own, so there the first read simply waits).
-    async fn readable(&self) -> io::Result<()> {
+    /// Whether Exchange has said something while the request is still going out: bytes
+    /// (appended to `early`) or the end of the stream (nothing appended). Pending while it
+    /// has not. A TLS connection's own records (session tickets) are not "something".
+    fn poll_spoke(&mut self, cx: &mut Context<'_>, early: &mut bytes::BytesMut) -> Poll<io::Result<()>> {
+        let mut tmp = [0u8; 1024];
         match self {
-            Conn::Plain(t) => t.readable().await,
-            Conn::Tls(_) => Ok(()),
+            Conn::Plain(t) => loop {
+                match t.poll_read_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                match t.try_read(&mut tmp) {
+                    Ok(n) => {
+                        early.extend_from_slice(&tmp[..n]);
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Readiness was stale; polling again registers for the next.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            },
+            Conn::Tls(t) => {
+                let mut rb = ReadBuf::new(&mut tmp);
+                match Pin::new(&mut **t).poll_read(cx, &mut rb) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {
+                        early.extend_from_slice(rb.filled());
+                        Poll::Ready(Ok(()))
+                    }
+                }
+            }
         }
     }
+
+    /// Waits for Exchange's answer without a buffer of `response_head_bytes` (a held Ping
+    /// waits here for up to an hour): a plain socket is only watched; a TLS one is read
+    /// into 64 bytes on the stack. Returns what was read.
+    async fn first_bytes(&mut self) -> io::Result<Vec<u8>> {
+        match self {
+            Conn::Plain(t) => t.readable().await.map(|()| Vec::new()),
+            Conn::Tls(t) => {
+                let mut first = [0u8; 64];
+                let n = t.read(&mut first).await?;
+                Ok(first[..n].to_vec())
+            }
+        }
+    }
+}
+
+/// Writes `data` to Exchange unless Exchange speaks first: Ok(true) written and flushed,
+/// Ok(false) Exchange spoke (an early answer, in `early`, or the end of the connection).
+async fn write_watching(conn: &mut Conn, data: &[u8], early: &mut bytes::BytesMut) -> io::Result<bool> {
+    let mut pos = 0;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = conn.poll_spoke(cx, early) {
+            return Poll::Ready(r.map(|()| false));
+        }
+        while pos < data.len() {
+            match Pin::new(&mut *conn).poll_write(cx, &data[pos..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => pos += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut *conn).poll_flush(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// A request on its way: the connection, what Exchange said while it was being sent, and
+/// whether all of it went out (a connection whose request was cut short is not kept).
+struct Sent {
+    conn: Conn,
+    early: bytes::BytesMut,
+    whole: bool,
+    reused: bool,
 }
 
 impl AsyncRead for Conn {
@@ -133,7 +212,11 @@ struct Pool {
 }
 
 impl Pool {
-    fn put(&self, conn: Conn) {
+    fn put(&self, mut conn: Conn) {
+        // Bytes after the response (or Exchange closing it already): not for the next request.
+        if self.max_idle == 0 || !conn.idle_ok() {
+            return;
+        }
         let Ok(mut idle) = self.idle.lock() else { return };
         if idle.len() >= self.max_idle {
             // The oldest goes: the likeliest to be closed by Exchange soon.
@@ -239,12 +322,12 @@ impl Upstream {
     ) -> impl Future<Output = Result<Response<ExchangeBody>, UpstreamError>> + Send + 'a {
         let sending = Box::pin(self.send(method, target, headers, body));
         async move {
-            let conn = sending.await?;
-            self.receive(conn, method == Method::HEAD).await
+            let sent = sending.await?;
+            self.receive(sent, method == Method::HEAD).await
         }
     }
 
-    async fn send(&self, method: &Method, target: &str, headers: &HeaderMap, body: Outgoing) -> Result<Conn, UpstreamError> {
+    async fn send(&self, method: &Method, target: &str, headers: &HeaderMap, body: Outgoing) -> Result<Sent, UpstreamError> {
         let framing = match &body {
             Outgoing::Whole(b) if b.is_empty() && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) => RequestFraming::None,
             Outgoing::Whole(b) => RequestFraming::Length(b.len() as u64),
@@ -260,56 +343,91 @@ impl Upstream {
             Outgoing::Whole(b) => rest = Some(Outgoing::Whole(b)),
             s @ Outgoing::Stream(_) => rest = Some(s),
         }
-        let mut conn = match self.pool.take() {
-            Some(mut c) => match write_all(&mut c, &head).await {
-                Ok(()) => c,
-                // Exchange closed it as it was taken; nothing of the request went out.
-                Err(_) => {
+        let sending = |e: io::Error| UpstreamError::Io(format!("sending the request: {e}"));
+        let mut early = bytes::BytesMut::new();
+        let (mut conn, reused, spoke) = match self.pool.take() {
+            Some(mut c) => match write_watching(&mut c, &head, &mut early).await {
+                Ok(true) => (c, true, false),
+                // Exchange closed it (or wrote to it) as it was taken: not an answer to a
+                // request it has not had whole. Nothing of the request is taken as sent.
+                Ok(false) | Err(_) => {
+                    early.clear();
                     let mut c = self.connect().await?;
-                    write_all(&mut c, &head).await.map_err(|e| UpstreamError::Io(format!("sending the request: {e}")))?;
-                    c
+                    let done = write_watching(&mut c, &head, &mut early).await.map_err(sending)?;
+                    (c, false, !done)
                 }
             },
             None => {
                 let mut c = self.connect().await?;
-                write_all(&mut c, &head).await.map_err(|e| UpstreamError::Io(format!("sending the request: {e}")))?;
-                c
+                let done = write_watching(&mut c, &head, &mut early).await.map_err(sending)?;
+                (c, false, !done)
             }
         };
         drop(head);
+        if spoke {
+            return Ok(Sent { conn, early, whole: false, reused });
+        }
+        let body_err = |e: io::Error| UpstreamError::Io(format!("sending the body: {e}"));
         match rest {
-            None => {}
-            Some(Outgoing::Whole(b)) => write_all(&mut conn, &b).await.map_err(|e| UpstreamError::Io(format!("sending the body: {e}")))?,
+            None => Ok(Sent { conn, early, whole: true, reused }),
+            Some(Outgoing::Whole(b)) => {
+                let whole = write_watching(&mut conn, &b, &mut early).await.map_err(body_err)?;
+                Ok(Sent { conn, early, whole, reused })
+            }
             Some(Outgoing::Stream(mut s)) => {
                 let chunked = framing == RequestFraming::Chunked;
-                while let Some(f) = s.frame().await {
+                let mut sent: u64 = 0;
+                loop {
+                    // Exchange may answer before it has the whole body (a refusal, a
+                    // limit): the answer is the device's, and the rest is not sent.
+                    let next = tokio::select! {
+                        biased;
+                        r = std::future::poll_fn(|cx| conn.poll_spoke(cx, &mut early)) => {
+                            r.map_err(body_err)?;
+                            return Ok(Sent { conn, early, whole: false, reused });
+                        }
+                        f = s.frame() => f,
+                    };
+                    let Some(f) = next else { break };
                     let f = f.map_err(UpstreamError::DeviceBody)?;
                     let Ok(d) = f.into_data() else { continue };
                     if d.is_empty() {
                         continue;
                     }
-                    let r = if chunked {
-                        let mut piece = wire::chunk_header(d.len());
-                        piece.extend_from_slice(&d);
-                        piece.extend_from_slice(b"\r\n");
-                        conn.write_all(&piece).await
+                    sent += d.len() as u64;
+                    let piece = if chunked {
+                        let mut p = wire::chunk_header(d.len());
+                        p.extend_from_slice(&d);
+                        p.extend_from_slice(b"\r\n");
+                        Bytes::from(p)
                     } else {
-                        conn.write_all(&d).await
+                        d
                     };
-                    r.map_err(|e| UpstreamError::Io(format!("sending the body: {e}")))?;
+                    if !write_watching(&mut conn, &piece, &mut early).await.map_err(body_err)? {
+                        return Ok(Sent { conn, early, whole: false, reused });
+                    }
                 }
-                if chunked {
-                    conn.write_all(b"0\r\n\r\n").await.map_err(|e| UpstreamError::Io(format!("sending the body: {e}")))?;
+                if let RequestFraming::Length(n) = framing {
+                    // hyper holds the device to its Content-Length; this keeps the framing
+                    // right whatever the body's source.
+                    if sent != n {
+                        return Err(UpstreamError::DeviceBody(format!("the body ended after {sent} of its {n} bytes").into()));
+                    }
                 }
-                conn.flush().await.map_err(|e| UpstreamError::Io(format!("sending the body: {e}")))?;
+                let whole = if chunked { write_watching(&mut conn, b"0\r\n\r\n", &mut early).await.map_err(body_err)? } else { true };
+                Ok(Sent { conn, early, whole, reused })
             }
         }
-        Ok(conn)
     }
 
-    async fn receive(&self, mut conn: Conn, head_request: bool) -> Result<Response<ExchangeBody>, UpstreamError> {
-        conn.readable().await.map_err(|e| UpstreamError::Io(format!("waiting for the response: {e}")))?;
-        let mut buf = bytes::BytesMut::with_capacity(self.head_limit);
+    async fn receive(&self, sent: Sent, head_request: bool) -> Result<Response<ExchangeBody>, UpstreamError> {
+        let Sent { mut conn, early, whole, reused } = sent;
+        let mut buf = early;
+        if buf.is_empty() {
+            let first = conn.first_bytes().await.map_err(|e| UpstreamError::Io(format!("waiting for the response: {e}")))?;
+            buf = bytes::BytesMut::with_capacity(self.head_limit.max(first.len()));
+            buf.extend_from_slice(&first);
+        }
         loop {
             match wire::response_head(&buf, head_request) {
                 Ok(Some((h, n))) => {
@@ -332,7 +450,7 @@ impl Upstream {
                         chunked: Chunked::default(),
                         buf,
                         done: false,
-                        reusable: h.reusable,
+                        reusable: h.reusable && whole,
                         pool: self.pool.clone(),
                     });
                     *resp.status_mut() = h.status;
@@ -344,22 +462,21 @@ impl Upstream {
                 Err(HeadError::TooLarge) => return Err(UpstreamError::HeadTooLarge),
                 Err(HeadError::Invalid(e)) => return Err(UpstreamError::BadResponse(e)),
             }
-            let room = self.head_limit - buf.len();
+            let room = self.head_limit.saturating_sub(buf.len()).max(1);
             let n = (&mut conn).take(room as u64).read_buf(&mut buf).await.map_err(|e| UpstreamError::Io(format!("reading the response: {e}")))?;
             if n == 0 {
-                return Err(UpstreamError::Io(if buf.is_empty() {
-                    "Exchange closed the connection without a response".into()
+                return Err(if buf.is_empty() && reused && whole {
+                    // A kept-alive connection Exchange closed as the request went out (its
+                    // idle timeout): no sign that Exchange is down.
+                    UpstreamError::ClosedKeptAlive
+                } else if buf.is_empty() {
+                    UpstreamError::Io("Exchange closed the connection without a response".into())
                 } else {
-                    "Exchange closed the connection within the response head".into()
-                }));
+                    UpstreamError::Io("Exchange closed the connection within the response head".into())
+                });
             }
         }
     }
-}
-
-async fn write_all(c: &mut Conn, b: &[u8]) -> io::Result<()> {
-    c.write_all(b).await?;
-    c.flush().await
 }
 
 /// Exchange's response body as it arrives; its connection goes back to the pool when the

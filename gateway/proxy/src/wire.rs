@@ -95,7 +95,8 @@ pub fn response_head(buf: &[u8], head_request: bool) -> Result<Option<(ResponseH
     let mut headers = HeaderMap::with_capacity(r.headers.len());
     let mut lengths: Vec<&[u8]> = Vec::new();
     let mut codings: Vec<&[u8]> = Vec::new();
-    let mut close = !http11;
+    // HTTP/1.0 keeps the connection only when asked to; "close" wins over everything.
+    let (mut said_close, mut said_keep) = (false, false);
     for h in r.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Invalid(format!("header name {:?}", h.name)))?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Invalid(format!("value of {name}")))?;
@@ -105,15 +106,13 @@ pub fn response_head(buf: &[u8], head_request: bool) -> Result<Option<(ResponseH
             codings.extend(h.value.split(|b| *b == b','));
         } else if name == hyper::header::CONNECTION {
             for t in h.value.split(|b| *b == b',').map(trim) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                    close = false;
-                }
+                said_close |= t.eq_ignore_ascii_case(b"close");
+                said_keep |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         }
         headers.append(name, value);
     }
+    let mut close = said_close || (!http11 && !said_keep);
     let no_body = head_request || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let body = if no_body {
         BodyKind::Empty
@@ -331,6 +330,8 @@ mod tests {
         assert_eq!(kind("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"), Ok((BodyKind::Length(0), false)));
         assert_eq!(kind("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"), Ok((BodyKind::Length(1), false)));
         assert_eq!(kind("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n"), Ok((BodyKind::Length(1), true)));
+        assert_eq!(kind("HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 1\r\n\r\n"), Ok((BodyKind::Length(1), false)));
+        assert_eq!(kind("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 1\r\n\r\n"), Ok((BodyKind::Length(1), false)));
         assert_eq!(kind("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n"), Ok((BodyKind::Empty, true)));
         assert_eq!(kind("HTTP/1.1 304 Not Modified\r\n\r\n"), Ok((BodyKind::Empty, true)));
         assert_eq!(kind("HTTP/1.1 100 Continue\r\n\r\n"), Ok((BodyKind::Empty, true)));

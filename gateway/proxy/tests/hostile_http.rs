@@ -197,6 +197,15 @@ async fn backend(l: TcpListener, rec: Arc<Mutex<Record>>) {
                 }
                 buf.extend_from_slice(&chunk[..n]);
                 rec.lock().expect("record").raw[conn].extend_from_slice(&chunk[..n]);
+                // "early=1": answered as soon as the head is in, the body left unread (as IIS
+                // refuses an upload over its limit), the connection kept open a while.
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    if String::from_utf8_lossy(&buf[..end]).lines().next().is_some_and(|l| l.contains("early=1")) {
+                        let _ = tcp.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big").await;
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        return;
+                    }
+                }
                 loop {
                     match strict_request(&buf) {
                         Ok(Some((mut req, used))) => {
@@ -1408,6 +1417,36 @@ async fn slowness_and_pipelining() {
             a.status() == Some(502) && !a.text.contains("abc") && evs.iter().any(|e| e["reason"] == "exchange_bad_response"),
             format!("{:?} {evs:?}", a.text),
         );
+    }
+
+    // Exchange answering before it has the whole body (a refusal of a large upload): the
+    // answer reaches the device at once, while the device is still to send the rest, and
+    // the rest is not sent on.
+    {
+        let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+        let tls = tokio_rustls::TlsConnector::from(gw.alice.clone()).connect(ServerName::try_from("gw.lab.test").expect("name"), tcp).await.expect("TLS");
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        let head = "POST /Microsoft-Server-ActiveSync?Cmd=SendMail&DeviceId=EARLY&DeviceType=Test&early=1 HTTP/1.1\r\nHost: gw.lab.test\r\nContent-Length: 300000\r\n\r\n";
+        let t0 = Instant::now();
+        wr.write_all(head.as_bytes()).await.expect("head");
+        wr.write_all(&vec![b'x'; 100_000]).await.expect("first part");
+        wr.flush().await.expect("flush");
+        let mut got = Vec::new();
+        let mut b = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !String::from_utf8_lossy(&got).contains("too big") {
+            match tokio::time::timeout_at(deadline, rd.read(&mut b)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&b[..n]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        check(
+            "Exchange's early answer (413 before the body's end): the device has it within 2 s, its body still unsent",
+            text.starts_with("HTTP/1.1 413") && text.contains("too big") && t0.elapsed() < Duration::from_secs(2),
+            format!("{:?} after {:?}", text, t0.elapsed()),
+        );
+        drop(wr);
     }
 
     // Connections held by a long-poll-like request do not stop other devices.
