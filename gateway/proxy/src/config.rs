@@ -39,7 +39,7 @@ ca = "/etc/kcdscope/exchange-ca.pem"          # https: the CA bundle that issued
 # server_name = "exchange.lab.test"           # https: the name its certificate must carry (default: the URL's host)
 connect_timeout_ms = 5000
 response_timeout_seconds = 3660               # above Exchange's maximum Ping heartbeat (3540 s)
-response_head_bytes = 4096                    # the largest response head Exchange may send (larger: 502); held per connection
+response_head_bytes = 4096                    # the largest response head Exchange may send (larger: 502)
 
 [crl]
 fail = "closed"                               # "closed": no valid CRL, no access; "open": let through, with an event
