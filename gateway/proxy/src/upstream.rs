@@ -285,11 +285,6 @@ impl Upstream {
         Upstream { authority, tls, connect_timeout, head_limit, pool }
     }
 
-    /// Idle connections in the pool.
-    pub fn idle(&self) -> usize {
-        self.pool.idle.lock().map(|i| i.len()).unwrap_or(0)
-    }
-
     async fn connect(&self) -> Result<Conn, UpstreamError> {
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.authority.as_str())).await {
             Ok(Ok(t)) => t,
@@ -343,23 +338,24 @@ impl Upstream {
             Outgoing::Whole(b) => rest = Some(Outgoing::Whole(b)),
             s @ Outgoing::Stream(_) => rest = Some(s),
         }
-        let sending = |e: io::Error| UpstreamError::Io(format!("sending the request: {e}"));
         let mut early = bytes::BytesMut::new();
-        let (mut conn, reused, spoke) = match self.pool.take() {
+        let pooled = match self.pool.take() {
             Some(mut c) => match write_watching(&mut c, &head, &mut early).await {
-                Ok(true) => (c, true, false),
+                Ok(true) => Some(c),
                 // Exchange closed it (or wrote to it) as it was taken: not an answer to a
                 // request it has not had whole. Nothing of the request is taken as sent.
                 Ok(false) | Err(_) => {
                     early.clear();
-                    let mut c = self.connect().await?;
-                    let done = write_watching(&mut c, &head, &mut early).await.map_err(sending)?;
-                    (c, false, !done)
+                    None
                 }
             },
+            None => None,
+        };
+        let (mut conn, reused, spoke) = match pooled {
+            Some(c) => (c, true, false),
             None => {
                 let mut c = self.connect().await?;
-                let done = write_watching(&mut c, &head, &mut early).await.map_err(sending)?;
+                let done = write_watching(&mut c, &head, &mut early).await.map_err(|e| UpstreamError::Io(format!("sending the request: {e}")))?;
                 (c, false, !done)
             }
         };
