@@ -941,7 +941,9 @@ async fn handle(app: Arc<App>, verdict: Arc<Verdict>, peer: SocketAddr, req: Req
         return refuse(g, Refusal::new(Reason::BadRequest, "the request target cannot be forwarded"), &v, 400);
     }
     match HeaderValue::from_str(&token.header_value()) {
-        Ok(h) => {
+        Ok(mut h) => {
+            // Debug of the headers (anyone's, later) prints "Sensitive", not the ticket.
+            h.set_sensitive(true);
             parts.headers.insert(header::AUTHORIZATION, h);
         }
         Err(_) => return refuse(g, Refusal::new(Reason::Kerberos, "the token is not a header value"), &v, 502),
