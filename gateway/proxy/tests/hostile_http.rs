@@ -1610,8 +1610,16 @@ async fn hostile_certificates() {
         let ne = gw.events().len();
         let (n, _, _) = gw.counts();
         let got = outcome(&gw, &c).await;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        let evs: Vec<Value> = gw.events()[ne..].iter().filter(|e| e["event_type"] == "gateway" && e["gateway"]["step"] == "request").map(|e| e["gateway"].clone()).collect();
+        // A refusal's event is written after the alert went out: wait for it (3 s at most).
+        let requests = |all: Vec<Value>| -> Vec<Value> {
+            all[ne..].iter().filter(|e| e["event_type"] == "gateway" && e["gateway"]["step"] == "request").map(|e| e["gateway"].clone()).collect()
+        };
+        let t = Instant::now();
+        let mut evs = requests(gw.events());
+        while evs.is_empty() && t.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            evs = requests(gw.events());
+        }
         let ev_reason = evs.last().map(|e| if e["outcome"] == "forwarded" { "forwarded".to_string() } else { e["reason"].as_str().unwrap_or("").to_string() }).unwrap_or_default();
         let reached = gw.counts().0 - n;
         let device_ok = match want {
