@@ -172,78 +172,102 @@ fn strict_request(buf: &[u8]) -> Result<Option<(Req, usize)>, String> {
     Ok(Some((req, at)))
 }
 
-async fn backend(l: TcpListener, rec: Arc<Mutex<Record>>) {
+/// Exchange: plain TCP, or TLS when an acceptor is given (the gateway's https:// client).
+async fn backend(l: TcpListener, rec: Arc<Mutex<Record>>, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
-        let Ok((mut tcp, _)) = l.accept().await else { continue };
+        let Ok((tcp, _)) = l.accept().await else { continue };
         let conn = {
             let mut r = rec.lock().expect("record");
             r.raw.push(Vec::new());
             r.raw.len() - 1
         };
         let rec = rec.clone();
-        tokio::spawn(async move {
-            let mut buf: Vec<u8> = Vec::new();
-            let mut chunk = vec![0u8; 65536];
-            loop {
-                let n = match tcp.read(&mut chunk).await {
-                    Ok(0) | Err(_) => 0,
-                    Ok(n) => n,
-                };
-                if n == 0 {
-                    if !buf.is_empty() {
-                        rec.lock().expect("record").incomplete.push((conn, buf));
+        match tls.clone() {
+            None => {
+                tokio::spawn(exchange_conn(tcp, conn, rec));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    if let Ok(s) = acceptor.accept(tcp).await {
+                        exchange_conn(s, conn, rec).await;
                     }
-                    return;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                rec.lock().expect("record").raw[conn].extend_from_slice(&chunk[..n]);
-                // "early=1": answered as soon as the head is in, the body left unread (as IIS
-                // refuses an upload over its limit), the connection kept open a while.
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    if String::from_utf8_lossy(&buf[..end]).lines().next().is_some_and(|l| l.contains("early=1")) {
-                        let _ = tcp.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big").await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                });
+            }
+        }
+    }
+}
+
+/// One connection of Exchange: every byte recorded, split into requests by the strict reader.
+async fn exchange_conn<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut tcp: S, conn: usize, rec: Arc<Mutex<Record>>) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        let n = match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        if n == 0 {
+            if !buf.is_empty() {
+                rec.lock().expect("record").incomplete.push((conn, buf));
+            }
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        rec.lock().expect("record").raw[conn].extend_from_slice(&chunk[..n]);
+        // "early=1": answered as soon as the head is in, the body left unread (as IIS
+        // refuses an upload over its limit), the connection kept open a while.
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if String::from_utf8_lossy(&buf[..end]).lines().next().is_some_and(|l| l.contains("early=1")) {
+                let _ = tcp.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big").await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return;
+            }
+        }
+        loop {
+            match strict_request(&buf) {
+                Ok(Some((mut req, used))) => {
+                    buf.drain(..used);
+                    req.conn = conn;
+                    let hold = req.target.contains("hold=1");
+                    let req_bye = req.target.contains("bye=1");
+                    let pad = req.target.split("pad=").nth(1).and_then(|v| v.split('&').next()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                    let canned = req.target.split("resp=").nth(1).and_then(|v| v.split('&').next()).map(str::to_string);
+                    rec.lock().expect("record").complete.push(req);
+                    // "resp=NAME": Exchange's answer as raw bytes, to try the
+                    // gateway's reading of responses.
+                    if let Some(raw) = canned.as_deref().and_then(canned_response) {
+                        if tcp.write_all(raw.as_bytes()).await.is_err() || canned.as_deref() == Some("close") {
+                            return;
+                        }
+                        continue;
+                    }
+                    if hold {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
+                    let body = b"backend ok\n";
+                    // "pad=N": a response head N bytes longer (Exchange's heads are
+                    // read into 4 KiB)
+                    let pad = if pad > 0 { format!("X-Pad: {}\r\n", "p".repeat(pad)) } else { String::new() };
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{pad}Content-Length: {}\r\n\r\n", body.len());
+                    if tcp.write_all(head.as_bytes()).await.is_err() || tcp.write_all(body).await.is_err() {
+                        return;
+                    }
+                    // "bye=1": a keep-alive answer, then the connection closed while
+                    // idle in the gateway's pool (as Exchange's idle timeout does).
+                    if req_bye {
+                        let _ = tcp.flush().await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = tcp.shutdown().await;
                         return;
                     }
                 }
-                loop {
-                    match strict_request(&buf) {
-                        Ok(Some((mut req, used))) => {
-                            buf.drain(..used);
-                            req.conn = conn;
-                            let hold = req.target.contains("hold=1");
-                            let pad = req.target.split("pad=").nth(1).and_then(|v| v.split('&').next()).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
-                            let canned = req.target.split("resp=").nth(1).and_then(|v| v.split('&').next()).map(str::to_string);
-                            rec.lock().expect("record").complete.push(req);
-                            // "resp=NAME": Exchange's answer as raw bytes, to try the
-                            // gateway's reading of responses.
-                            if let Some(raw) = canned.as_deref().and_then(canned_response) {
-                                if tcp.write_all(raw.as_bytes()).await.is_err() || canned.as_deref() == Some("close") {
-                                    return;
-                                }
-                                continue;
-                            }
-                            if hold {
-                                tokio::time::sleep(Duration::from_millis(1500)).await;
-                            }
-                            let body = b"backend ok\n";
-                            // "pad=N": a response head N bytes longer (Exchange's heads are
-                            // read into 4 KiB)
-                            let pad = if pad > 0 { format!("X-Pad: {}\r\n", "p".repeat(pad)) } else { String::new() };
-                            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{pad}Content-Length: {}\r\n\r\n", body.len());
-                            if tcp.write_all(head.as_bytes()).await.is_err() || tcp.write_all(body).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            rec.lock().expect("record").malformed.push((conn, e));
-                            return;
-                        }
-                    }
+                Ok(None) => break,
+                Err(e) => {
+                    rec.lock().expect("record").malformed.push((conn, e));
+                    return;
                 }
             }
-        });
+        }
     }
 }
 
@@ -269,6 +293,8 @@ struct Pki {
     issuer: Issuer<'static, KeyPair>,
     server_pem: String,
     server_key: String,
+    server_der: CertificateDer<'static>,
+    server_key_der: Vec<u8>,
     crl: Vec<u8>,
 }
 
@@ -304,6 +330,8 @@ fn pki() -> Pki {
         issuer,
         server_pem: server.pem(),
         server_key: key.serialize_pem(),
+        server_der: server.der().clone(),
+        server_key_der: key.serialize_der(),
         crl: crl.der().to_vec(),
     }
 }
@@ -404,6 +432,12 @@ static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 
 impl Gw {
     async fn start(limits: &str) -> Gw {
+        Gw::start_with(limits, false).await
+    }
+
+    /// With `exchange_tls`, Exchange speaks TLS (https:// in the gateway's configuration),
+    /// with the gateway's own certificate (gw.lab.test, the suite's CA).
+    async fn start_with(limits: &str, exchange_tls: bool) -> Gw {
         let backend_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let crl_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let gw_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -411,7 +445,17 @@ impl Gw {
         let pki = pki();
         let rec = Arc::new(Mutex::new(Record::default()));
         let backend_addr = backend_l.local_addr().expect("addr");
-        tokio::spawn(backend(backend_l, rec.clone()));
+        let acceptor = exchange_tls.then(|| {
+            let key = PrivateKeyDer::Pkcs8(pki.server_key_der.clone().into());
+            let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(kcd_gateway::provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![pki.server_der.clone()], key)
+                .expect("Exchange's certificate");
+            tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+        });
+        tokio::spawn(backend(backend_l, rec.clone(), acceptor));
         tokio::spawn(crl_server(crl_l, pki.crl.clone()));
         let dir = std::env::temp_dir().join(format!("kcd-hostile-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -422,12 +466,17 @@ impl Gw {
         let (alice_chain, alice_key) = device(&pki, "alice@lab.test", &cdp, 1000);
         let alice = client_config(&pki, alice_chain, alice_key);
         Gw { pki, addr: gw_l.local_addr().expect("addr"), backend: backend_addr, rec, events: Arc::new(JsonLines(Mutex::new(Vec::new()))), cdp, alice, _stop: tokio::sync::mpsc::channel(1).0, dir }
-            .run(gw_l, limits)
+            .run(gw_l, limits, exchange_tls)
             .await
     }
 
-    async fn run(mut self, gw_l: TcpListener, limits: &str) -> Gw {
+    async fn run(mut self, gw_l: TcpListener, limits: &str, exchange_tls: bool) -> Gw {
         let backend = self.backend;
+        let exchange = if exchange_tls {
+            format!("url = \"https://{backend}\"\nca = \"ca.pem\"\nserver_name = \"gw.lab.test\"")
+        } else {
+            format!("url = \"http://{backend}\"")
+        };
         let toml = format!(
             r#"
 [listen]
@@ -438,7 +487,7 @@ handshake_timeout_ms = 3000
 [client_certificates]
 chain = "ca.pem"
 [exchange]
-url = "http://{backend}"
+{exchange}
 [crl]
 preload = ["{cdp}"]
 [limits]
@@ -1381,24 +1430,6 @@ async fn slowness_and_pipelining() {
         let gw = &gw;
         async move { gw.send(&gw.alice, bytes.as_bytes()).await }
     };
-    let body_of = |text: &str| -> String {
-        // The device's response is re-framed by the gateway: chunked, or by length.
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
-        if !head.to_lowercase().contains("transfer-encoding: chunked") {
-            return rest.to_string();
-        }
-        let mut out = String::new();
-        let mut r = rest;
-        while let Some((size, after)) = r.split_once("\r\n") {
-            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-            if n == 0 || after.len() < n {
-                break;
-            }
-            out.push_str(&after[..n]);
-            r = after[n..].strip_prefix("\r\n").unwrap_or("");
-        }
-        out
-    };
     for (name, want) in [("chunked", "hello world"), ("continue", "after1"), ("close", "until-close")] {
         let a = send_resp(name).await;
         check(
@@ -1422,36 +1453,140 @@ async fn slowness_and_pipelining() {
     // Exchange answering before it has the whole body (a refusal of a large upload): the
     // answer reaches the device at once, while the device is still to send the rest, and
     // the rest is not sent on.
-    {
-        let tcp = TcpStream::connect(gw.addr).await.expect("connect");
-        let tls = tokio_rustls::TlsConnector::from(gw.alice.clone()).connect(ServerName::try_from("gw.lab.test").expect("name"), tcp).await.expect("TLS");
-        let (mut rd, mut wr) = tokio::io::split(tls);
-        let head = "POST /Microsoft-Server-ActiveSync?Cmd=SendMail&DeviceId=EARLY&DeviceType=Test&early=1 HTTP/1.1\r\nHost: gw.lab.test\r\nContent-Length: 300000\r\n\r\n";
-        let t0 = Instant::now();
-        wr.write_all(head.as_bytes()).await.expect("head");
-        wr.write_all(&vec![b'x'; 100_000]).await.expect("first part");
-        wr.flush().await.expect("flush");
-        let mut got = Vec::new();
-        let mut b = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !String::from_utf8_lossy(&got).contains("too big") {
-            match tokio::time::timeout_at(deadline, rd.read(&mut b)).await {
-                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&b[..n]),
-                _ => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&got).to_string();
-        check(
-            "Exchange's early answer (413 before the body's end): the device has it within 2 s, its body still unsent",
-            text.starts_with("HTTP/1.1 413") && text.contains("too big") && t0.elapsed() < Duration::from_secs(2),
-            format!("{:?} after {:?}", text, t0.elapsed()),
-        );
-        drop(wr);
-    }
+    let (text, took) = early_answer(&gw).await;
+    check(
+        "Exchange's early answer (413 before the body's end): the device has it within 2 s, its body still unsent",
+        text.starts_with("HTTP/1.1 413") && text.contains("too big") && took < Duration::from_secs(2),
+        format!("{text:?} after {took:?}"),
+    );
 
     // Connections held by a long-poll-like request do not stop other devices.
     let held = gw.send(&gw.alice, &post("HOLD", "")).await;
     check("sanity: the gateway still forwards", held.status() == Some(200), held.text.clone());
+
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The body of the device's response, which the gateway frames again: chunked, or by length.
+fn body_of(text: &str) -> String {
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
+    if !head.to_lowercase().contains("transfer-encoding: chunked") {
+        return rest.to_string();
+    }
+    let mut out = String::new();
+    let mut r = rest;
+    while let Some((size, after)) = r.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        r = after[n..].strip_prefix("\r\n").unwrap_or("");
+    }
+    out
+}
+
+/// A POST of 300,000 bytes to which Exchange answers 413 as soon as it has the head: what the
+/// device read (until "too big" or 2 s) and when, having sent 100,000 bytes of the body.
+async fn early_answer(gw: &Gw) -> (String, Duration) {
+    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(gw.alice.clone()).connect(ServerName::try_from("gw.lab.test").expect("name"), tcp).await.expect("TLS");
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let head = "POST /Microsoft-Server-ActiveSync?Cmd=SendMail&DeviceId=EARLY&DeviceType=Test&early=1 HTTP/1.1\r\nHost: gw.lab.test\r\nContent-Length: 300000\r\n\r\n";
+    let t0 = Instant::now();
+    wr.write_all(head.as_bytes()).await.expect("head");
+    wr.write_all(&vec![b'x'; 100_000]).await.expect("first part");
+    wr.flush().await.expect("flush");
+    let mut got = Vec::new();
+    let mut b = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !String::from_utf8_lossy(&got).contains("too big") {
+        match tokio::time::timeout_at(deadline, rd.read(&mut b)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&b[..n]),
+            _ => break,
+        }
+    }
+    let took = t0.elapsed();
+    drop(wr);
+    (String::from_utf8_lossy(&got).to_string(), took)
+}
+
+/// Exchange over https://, where the gateway's client runs over rustls: a request through
+/// with the ticket, the TLS connection kept and used again, Exchange closing it while it is
+/// idle in the pool (close_notify) not costing the next device a 502, a held request (the
+/// wait reads 64 bytes over TLS), Exchange's early answer while the body is still coming,
+/// and its unreadable responses refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_over_https() {
+    let gw = Gw::start_with("body_idle_timeout_ms = 5000", true).await;
+    let mut failures = Vec::new();
+    let mut check = |what: &str, ok: bool, detail: String| {
+        if ok {
+            eprintln!("PASS {what}");
+        } else {
+            eprintln!("FAIL {what}: {detail}");
+            failures.push(format!("{what}: {detail}"));
+        }
+    };
+    let conns = || gw.rec.lock().expect("record").raw.len();
+
+    let (n, _, _) = gw.counts();
+    let c0 = conns();
+    let a1 = gw.send(&gw.alice, &post("TLS1", "")).await;
+    let a2 = gw.send(&gw.alice, &post("TLS2", "")).await;
+    let got = gw.requests_since(n);
+    check(
+        "https: two devices' requests 200, Exchange read each whole with the ticket, both on the TLS connection kept from before",
+        a1.status() == Some(200)
+            && a2.status() == Some(200)
+            && got.len() == 2
+            && got.iter().all(|r| base(r).is_ok())
+            && got[0].conn == got[1].conn
+            && conns() == c0,
+        format!("{:?} {:?} {got:?} connections {} -> {}", a1.status(), a2.status(), c0, conns()),
+    );
+
+    let c0 = conns();
+    let bye = gw.send(&gw.alice, &post("BYE&bye=1", "")).await;
+    // Exchange closes that connection 100 ms after its answer, while it is in the pool.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ne = gw.request_events().len();
+    let after = gw.send(&gw.alice, &post("AFTERBYE", "")).await;
+    let evs = gw.request_events_since(ne);
+    check(
+        "https: Exchange closed the pooled connection (close_notify): the next request 200 on a new connection, no 502",
+        bye.status() == Some(200) && after.status() == Some(200) && conns() == c0 + 1 && evs.len() == 1 && evs[0]["outcome"] == "forwarded",
+        format!("{:?} {:?} connections {} -> {} {evs:?}", bye.status(), after.status(), c0, conns()),
+    );
+
+    let t = Instant::now();
+    let held = gw.send(&gw.alice, &post("HELD&hold=1", "")).await;
+    let took = t.elapsed();
+    check(
+        "https: a request Exchange holds 1.5 s: 200 with its body when Exchange answers",
+        held.status() == Some(200) && body_of(&held.text) == "backend ok\n" && took >= Duration::from_millis(1500),
+        format!("{:?} after {took:?}", held.text),
+    );
+
+    let (text, took) = early_answer(&gw).await;
+    check(
+        "https: Exchange's early answer (413 before the body's end): the device has it within 2 s",
+        text.starts_with("HTTP/1.1 413") && text.contains("too big") && took < Duration::from_secs(2),
+        format!("{text:?} after {took:?}"),
+    );
+
+    let resp = |name: &str| format!("POST /Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=RESP&DeviceType=Test&resp={name} HTTP/1.1\r\nHost: gw.lab.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let a = gw.send(&gw.alice, resp("chunked").as_bytes()).await;
+    check("https: Exchange's chunked response with extensions and trailers: 200, the body decoded", a.status() == Some(200) && body_of(&a.text) == "hello world", format!("{:?}", a.text));
+    let ne = gw.request_events().len();
+    let a = gw.send(&gw.alice, resp("clte").as_bytes()).await;
+    let evs = gw.request_events_since(ne);
+    check(
+        "https: Exchange's response with Content-Length and chunked: 502 exchange_bad_response",
+        a.status() == Some(502) && evs.iter().any(|e| e["reason"] == "exchange_bad_response"),
+        format!("{:?} {evs:?}", a.text),
+    );
+    check("https: Exchange read no malformed request", gw.counts().2 == 0, format!("{:?}", gw.rec.lock().expect("record").malformed));
 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
