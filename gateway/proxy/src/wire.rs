@@ -125,19 +125,20 @@ pub fn response_head(buf: &[u8], head_request: bool) -> Result<Option<(ResponseH
         if !lengths.is_empty() {
             return Err(HeadError::Invalid("both Transfer-Encoding and Content-Length".into()));
         }
-        match codings.iter().map(|c| trim(c)).next_back() {
-            Some(c) if c.eq_ignore_ascii_case(b"chunked") => {
-                // chunked applied twice, or before another coding, is not HTTP/1.1.
-                if codings.iter().rev().skip(1).any(|c| trim(c).eq_ignore_ascii_case(b"chunked")) {
-                    return Err(HeadError::Invalid("chunked more than once".into()));
-                }
-                BodyKind::Chunked
-            }
-            _ => {
-                close = true;
-                BodyKind::Close
-            }
+        // Only chunked is decoded. Another coding (gzip, deflate, compress) could not be
+        // passed on: the device's framing is the gateway's, so the header naming it would be
+        // gone and the device would take compressed bytes for the body. Exchange sends none.
+        if let Some(other) = codings.iter().map(|c| trim(c)).find(|c| !c.eq_ignore_ascii_case(b"chunked")) {
+            return Err(HeadError::Invalid(format!(
+                "Transfer-Encoding {:?}: only chunked is decoded",
+                String::from_utf8_lossy(&other[..other.len().min(32)])
+            )));
         }
+        // chunked applied twice is not HTTP/1.1.
+        if codings.len() > 1 {
+            return Err(HeadError::Invalid("chunked more than once".into()));
+        }
+        BodyKind::Chunked
     } else if !lengths.is_empty() {
         let mut value: Option<u64> = None;
         for l in &lengths {
@@ -324,8 +325,6 @@ mod tests {
         assert_eq!(kind("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), Ok((BodyKind::Length(5), true)));
         assert_eq!(kind("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"), Ok((BodyKind::Length(5), true)));
         assert_eq!(kind("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), Ok((BodyKind::Chunked, true)));
-        assert_eq!(kind("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), Ok((BodyKind::Chunked, true)));
-        assert_eq!(kind("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), Ok((BodyKind::Close, false)));
         assert_eq!(kind("HTTP/1.1 200 OK\r\n\r\n"), Ok((BodyKind::Close, false)));
         assert_eq!(kind("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"), Ok((BodyKind::Length(0), false)));
         assert_eq!(kind("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n"), Ok((BodyKind::Length(1), false)));
@@ -346,6 +345,10 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
             "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
