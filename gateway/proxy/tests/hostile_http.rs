@@ -1205,15 +1205,8 @@ async fn hostile_requests_one_connection_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowness_and_pipelining() {
     let gw = Gw::start("header_read_timeout_ms = 1000\nbody_idle_timeout_ms = 1000").await;
-    let mut failures = Vec::new();
-    let mut check = |what: &str, ok: bool, detail: String| {
-        if ok {
-            eprintln!("PASS {what}");
-        } else {
-            eprintln!("FAIL {what}: {detail}");
-            failures.push(format!("{what}: {detail}"));
-        }
-    };
+    let mut checks = Checks::default();
+    let mut check = |what: &str, ok: bool, detail: String| checks.check(what, ok, detail);
 
     // Header drip (slowloris): a header line every 300 ms; answered 408 and closed at the
     // header read timeout (1 s) whatever keeps arriving, and an event saying why.
@@ -1455,18 +1448,13 @@ async fn slowness_and_pipelining() {
     // Exchange answering before it has the whole body (a refusal of a large upload): the
     // answer reaches the device at once, while the device is still to send the rest, and
     // the rest is not sent on.
-    let (text, took) = early_answer(&gw).await;
-    check(
-        "Exchange's early answer (413 before the body's end): the device has it within 2 s, its body still unsent",
-        text.starts_with("HTTP/1.1 413") && text.contains("too big") && took < Duration::from_secs(2),
-        format!("{text:?} after {took:?}"),
-    );
+    let (ok, detail) = early_answer(&gw).await;
+    check("Exchange's early answer (413 before the body's end): the device has it within 2 s, its body still unsent", ok, detail);
 
     // Connections held by a long-poll-like request do not stop other devices.
     let held = gw.send(&gw.alice, &post("HOLD", "")).await;
     check("sanity: the gateway still forwards", held.status() == Some(200), held.text.clone());
-
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    checks.assert_all();
 }
 
 /// The body of the device's response, which the gateway frames again: chunked, or by length.
@@ -1488,9 +1476,9 @@ fn body_of(text: &str) -> String {
     out
 }
 
-/// A POST of 300,000 bytes to which Exchange answers 413 as soon as it has the head: what the
-/// device read (until "too big" or 2 s) and when, having sent 100,000 bytes of the body.
-async fn early_answer(gw: &Gw) -> (String, Duration) {
+/// A POST of 300,000 bytes to which Exchange answers 413 as soon as it has the head: whether
+/// the device, having sent 100,000 bytes of the body, has that answer within 2 s; what it read.
+async fn early_answer(gw: &Gw) -> (bool, String) {
     let tcp = TcpStream::connect(gw.addr).await.expect("connect");
     let tls = tokio_rustls::TlsConnector::from(gw.alice.clone()).connect(ServerName::try_from("gw.lab.test").expect("name"), tcp).await.expect("TLS");
     let (mut rd, mut wr) = tokio::io::split(tls);
@@ -1510,7 +1498,28 @@ async fn early_answer(gw: &Gw) -> (String, Duration) {
     }
     let took = t0.elapsed();
     drop(wr);
-    (String::from_utf8_lossy(&got).to_string(), took)
+    let text = String::from_utf8_lossy(&got).to_string();
+    (text.starts_with("HTTP/1.1 413") && text.contains("too big") && took < Duration::from_secs(2), format!("{text:?} after {took:?}"))
+}
+
+/// Named checks of one test: each printed PASS or FAIL as it is made, all failures reported
+/// together at the end.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn check(&mut self, what: &str, ok: bool, detail: String) {
+        if ok {
+            eprintln!("PASS {what}");
+        } else {
+            eprintln!("FAIL {what}: {detail}");
+            self.0.push(format!("{what}: {detail}"));
+        }
+    }
+
+    fn assert_all(self) {
+        assert!(self.0.is_empty(), "{}", self.0.join("\n"));
+    }
 }
 
 /// Exchange over https://, where the gateway's client runs over rustls: a request through
@@ -1521,15 +1530,8 @@ async fn early_answer(gw: &Gw) -> (String, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_over_https() {
     let gw = Gw::start_with("body_idle_timeout_ms = 5000", true).await;
-    let mut failures = Vec::new();
-    let mut check = |what: &str, ok: bool, detail: String| {
-        if ok {
-            eprintln!("PASS {what}");
-        } else {
-            eprintln!("FAIL {what}: {detail}");
-            failures.push(format!("{what}: {detail}"));
-        }
-    };
+    let mut checks = Checks::default();
+    let mut check = |what: &str, ok: bool, detail: String| checks.check(what, ok, detail);
     let conns = || gw.rec.lock().expect("record").raw.len();
 
     let (n, _, _) = gw.counts();
@@ -1570,12 +1572,8 @@ async fn exchange_over_https() {
         format!("{:?} after {took:?}", held.text),
     );
 
-    let (text, took) = early_answer(&gw).await;
-    check(
-        "https: Exchange's early answer (413 before the body's end): the device has it within 2 s",
-        text.starts_with("HTTP/1.1 413") && text.contains("too big") && took < Duration::from_secs(2),
-        format!("{text:?} after {took:?}"),
-    );
+    let (ok, detail) = early_answer(&gw).await;
+    check("https: Exchange's early answer (413 before the body's end): the device has it within 2 s", ok, detail);
 
     let resp = |name: &str| format!("POST /Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=RESP&DeviceType=Test&resp={name} HTTP/1.1\r\nHost: gw.lab.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     let a = gw.send(&gw.alice, resp("chunked").as_bytes()).await;
@@ -1589,8 +1587,7 @@ async fn exchange_over_https() {
         format!("{:?} {evs:?}", a.text),
     );
     check("https: Exchange read no malformed request", gw.counts().2 == 0, format!("{:?}", gw.rec.lock().expect("record").malformed));
-
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    checks.assert_all();
 }
 
 /// DER: tag, length, content.
