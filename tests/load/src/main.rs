@@ -65,6 +65,14 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Also over TLS on this address (Exchange over https://), with --cert and --key; the
+        /// release (GET /release) reaches the held requests of both listeners.
+        #[arg(long, requires_all = ["cert", "key"])]
+        tls_listen: Option<SocketAddr>,
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Devices against a proxy.
     Run(RunArgs),
@@ -163,9 +171,13 @@ fn main() -> Result<()> {
         Cmd::Pki { dir, devices, crl_entries, cdp, prefix, suffix, server_name } => {
             pki(&dir, devices, crl_entries, &cdp, &prefix, &suffix, &server_name)
         }
-        Cmd::Backend { listen, threads } => {
+        Cmd::Backend { listen, threads, tls_listen, cert, key } => {
+            let tls = match (tls_listen, cert, key) {
+                (Some(addr), Some(cert), Some(key)) => Some((addr, tls_acceptor(&cert, &key)?)),
+                _ => None,
+            };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?;
-            rt.block_on(backend(listen))
+            rt.block_on(backend(listen, tls))
         }
         Cmd::Hold(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(a.threads.max(1)).enable_all().build()?;
@@ -254,55 +266,103 @@ fn pki(dir: &Path, devices: u32, crl_entries: u32, cdp: &str, prefix: &str, suff
     Ok(())
 }
 
-async fn backend(listen: SocketAddr) -> Result<()> {
+/// A TLS server configuration from PEM files (the backend as an https:// Exchange).
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    // ring, as everywhere in the workspace (its deprecation is about post-quantum key exchange).
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// What the backend's connections share: the answer's body, the release of held requests and
+/// their count.
+#[derive(Clone)]
+struct Origin {
+    body: Bytes,
+    release_tx: tokio::sync::broadcast::Sender<()>,
+    held: Arc<AtomicU64>,
+}
+
+async fn backend(listen: SocketAddr, tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>) -> Result<()> {
     let l = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    let body = Bytes::from(vec![b'x'; 1024]);
     // `hold=release` requests wait for the next GET /release (or an hour, Exchange's longest Ping).
-    let (release_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let held = Arc::new(AtomicU64::new(0));
-    loop {
-        let (tcp, _) = match l.accept().await {
-            Ok(x) => x,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (body, release_tx, held) = (body.clone(), release_tx.clone(), held.clone());
+    let origin = Origin { body: Bytes::from(vec![b'x'; 1024]), release_tx: tokio::sync::broadcast::channel::<()>(1).0, held: Arc::new(AtomicU64::new(0)) };
+    if let Some((addr, acceptor)) = tls {
+        let tl = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let origin = origin.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (body, release_tx, held) = (body.clone(), release_tx.clone(), held.clone());
-                async move {
-                    if req.uri().path() == "/release" {
-                        let n = held.load(Ordering::Relaxed);
-                        let _ = release_tx.send(());
-                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(format!("released {n}\n")))));
+            loop {
+                let Some(tcp) = accept(&tl).await else { continue };
+                let (acceptor, origin) = (acceptor.clone(), origin.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        origin.serve(tls).await;
                     }
-                    let hold = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("hold="))).map(str::to_string);
-                    // Subscribed before the body is read: a release sent after the request
-                    // arrived reaches it.
-                    let mut rx = release_tx.subscribe();
-                    // Read the request body whole before answering, as Exchange does.
-                    let _ = req.into_body().collect().await;
-                    match hold.as_deref() {
-                        Some("release") => {
-                            held.fetch_add(1, Ordering::Relaxed);
-                            let _ = tokio::time::timeout(Duration::from_secs(3600), rx.recv()).await;
-                            held.fetch_sub(1, Ordering::Relaxed);
-                        }
-                        Some(s) => {
-                            if let Ok(s) = s.parse::<u64>() {
-                                tokio::time::sleep(Duration::from_secs(s)).await;
-                            }
-                        }
-                        None => {}
-                    }
-                    Ok(hyper::Response::new(Full::new(body)))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                });
+            }
         });
+    }
+    loop {
+        let Some(tcp) = accept(&l).await else { continue };
+        tokio::spawn(origin.clone().serve(tcp));
+    }
+}
+
+async fn accept(l: &tokio::net::TcpListener) -> Option<tokio::net::TcpStream> {
+    match l.accept().await {
+        Ok((tcp, _)) => {
+            let _ = tcp.set_nodelay(true);
+            Some(tcp)
+        }
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            None
+        }
+    }
+}
+
+impl Origin {
+    async fn serve<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(self, io: I) {
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let Origin { body, release_tx, held } = self.clone();
+            async move {
+                if req.uri().path() == "/release" {
+                    let n = held.load(Ordering::Relaxed);
+                    let _ = release_tx.send(());
+                    return Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(format!("released {n}\n")))));
+                }
+                let hold = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("hold="))).map(str::to_string);
+                // Subscribed before the body is read: a release sent after the request
+                // arrived reaches it.
+                let mut rx = release_tx.subscribe();
+                // Read the request body whole before answering, as Exchange does.
+                let _ = req.into_body().collect().await;
+                match hold.as_deref() {
+                    Some("release") => {
+                        held.fetch_add(1, Ordering::Relaxed);
+                        let _ = tokio::time::timeout(Duration::from_secs(3600), rx.recv()).await;
+                        held.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Some(s) => {
+                        if let Ok(s) = s.parse::<u64>() {
+                            tokio::time::sleep(Duration::from_secs(s)).await;
+                        }
+                    }
+                    None => {}
+                }
+                Ok(hyper::Response::new(Full::new(body)))
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc).await;
     }
 }
 
